@@ -1,0 +1,369 @@
+// Package accounts registers accounts on verified numbers, authenticates
+// devices, enforces registration lock and manages an account's devices.
+//
+// An account is identified by a random UUID; its number is known to the relay
+// only as a keyed hash. Devices authenticate every request with a random
+// credential of their own, of which the relay stores only a salted keyed hash.
+package accounts
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/keys"
+	"github.com/parleyhq/parley/phone"
+)
+
+// PrimaryDevice is the id of the device that registered the account.
+const PrimaryDevice = 1
+
+// Registration-lock policy.
+const (
+	LockAttemptsPerDay = 10
+	LockLapse          = 7 * 24 * time.Hour // lock ignored after this long unseen
+)
+
+// Errors returned by Service and Store.
+var (
+	ErrNotFound     = errors.New("no such account or device")
+	ErrUnauthorized = errors.New("invalid device credentials")
+	ErrPrimary      = errors.New("the primary device cannot be removed; delete the account instead")
+	// ErrSessionUsed reports a verification session that is not verified,
+	// expired, or already used for a registration.
+	ErrSessionUsed = errors.New("verification session is not verified or was already used")
+)
+
+// LockedError reports that the number has an active registration lock and
+// the request did not present its token.
+type LockedError struct {
+	AttemptsLeft  int
+	TimeRemaining time.Duration // until the lock lapses if the account stays unseen
+}
+
+func (e *LockedError) Error() string {
+	return fmt.Sprintf("number is registration locked (%d attempts left today)", e.AttemptsLeft)
+}
+
+// Principal is an authenticated device.
+type Principal struct {
+	Account uuid.UUID
+	Device  int
+}
+
+// Account is an account's stored state.
+type Account struct {
+	ID             uuid.UUID
+	Number         phone.Hash
+	IdentityKey    keys.ECPublicKey
+	LockHash       []byte // nil when no registration lock is set
+	LockFailures   int
+	LockFailureDay int // day (since the Unix epoch) of LockFailures
+	LastSeenDay    int
+}
+
+// Device is one device of an account.
+type Device struct {
+	ID             int
+	RegistrationID int
+	CreatedDay     int
+	LastSeenDay    int
+}
+
+// NewDevice is a device with its first key material, as stored at
+// registration.
+type NewDevice struct {
+	RegistrationID int
+	Credential     []byte // hashed
+	SignedPreKey   keys.SignedPreKey
+	LastResort     keys.KEMPreKey
+	PreKeys        []keys.PreKey
+	KEMPreKeys     []keys.KEMPreKey
+}
+
+// StoredRegistration is everything Store.Register writes.
+type StoredRegistration struct {
+	Session     [32]byte // verification session id hash, consumed
+	Number      phone.Hash
+	IdentityKey keys.ECPublicKey
+	// KeepLock keeps an existing registration lock (its token was presented);
+	// otherwise any lock is cleared.
+	KeepLock bool
+	Device   NewDevice
+	Day      int
+}
+
+// Store persists accounts and devices.
+type Store interface {
+	// AccountByNumber returns the account registered on number, or ErrNotFound.
+	AccountByNumber(ctx context.Context, number phone.Hash) (Account, error)
+	// Account returns the account, or ErrNotFound.
+	Account(ctx context.Context, id uuid.UUID) (Account, error)
+	// Register, in one transaction, consumes the verified session (returning
+	// ErrSessionUsed if it is not verified, expired or gone), creates the
+	// account for r.Number or, if one exists, keeps its id and replaces its
+	// identity key and all its devices (their keys and queued data go too),
+	// and stores the primary device with its keys. It returns the account id.
+	Register(ctx context.Context, r StoredRegistration, now time.Time) (uuid.UUID, error)
+	// RecordLockFailure counts a wrong registration-lock attempt on day and
+	// returns the failures so far that day.
+	RecordLockFailure(ctx context.Context, account uuid.UUID, day int) (int, error)
+	// SetRegistrationLock stores a lock hash, or clears the lock when nil.
+	SetRegistrationLock(ctx context.Context, account uuid.UUID, hash []byte) error
+	// DeviceCredential returns a device's hashed credential and the day it
+	// was last seen, or ErrNotFound.
+	DeviceCredential(ctx context.Context, account uuid.UUID, device int) (hash []byte, lastSeenDay int, err error)
+	// TouchDevice records that the device (and its account) was seen on day.
+	TouchDevice(ctx context.Context, account uuid.UUID, device, day int) error
+	// Devices lists the account's devices by id.
+	Devices(ctx context.Context, account uuid.UUID) ([]Device, error)
+	// RemoveDevice deletes a device with its keys and queued data, or
+	// returns ErrNotFound.
+	RemoveDevice(ctx context.Context, account uuid.UUID, device int) error
+	// DeleteAccount deletes the account and everything it owns, or returns
+	// ErrNotFound.
+	DeleteAccount(ctx context.Context, account uuid.UUID) error
+}
+
+// NumberVerifier is what registration needs from phone verification.
+type NumberVerifier interface {
+	VerifiedNumber(ctx context.Context, sessionID string) (phone.Hash, [32]byte, error)
+}
+
+// Service implements account operations.
+type Service struct {
+	store    Store
+	verifier NumberVerifier
+	creds    secretHasher
+	locks    secretHasher
+	log      *slog.Logger
+	now      func() time.Time
+}
+
+// New returns a Service. credKey and lockKey (≥ 32 bytes each) key the
+// stored hashes of device credentials and registration-lock tokens.
+func New(s Store, v NumberVerifier, credKey, lockKey []byte, log *slog.Logger, now func() time.Time) (*Service, error) {
+	if len(credKey) < 32 || len(lockKey) < 32 {
+		return nil, errShortKey
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Service{store: s, verifier: v, creds: secretHasher{credKey}, locks: secretHasher{lockKey}, log: log, now: now}, nil
+}
+
+// Registration is a client's request to register a number.
+type Registration struct {
+	SessionID      string
+	Credential     string
+	RegistrationID int
+	IdentityKey    keys.ECPublicKey
+	SignedPreKey   keys.SignedPreKey
+	LastResort     keys.KEMPreKey
+	PreKeys        []keys.PreKey
+	KEMPreKeys     []keys.KEMPreKey
+	LockToken      []byte // optional
+}
+
+// ErrBadRegistrationID reports a registration id outside 1..16380.
+var ErrBadRegistrationID = errors.New("registration id must be between 1 and 16380")
+
+// Register creates (or re-creates) the account on the session's verified
+// number and returns its id; the registering device is PrimaryDevice.
+// It returns *LockedError when the number's lock applies and r.LockToken
+// does not match.
+func (s *Service) Register(ctx context.Context, r Registration) (uuid.UUID, error) {
+	if err := CheckCredentialFormat(r.Credential); err != nil {
+		return uuid.Nil, err
+	}
+	if r.RegistrationID < 1 || r.RegistrationID > 16380 {
+		return uuid.Nil, ErrBadRegistrationID
+	}
+	up := keys.Upload{SignedPreKey: &r.SignedPreKey, LastResort: &r.LastResort, PreKeys: r.PreKeys, KEMPreKeys: r.KEMPreKeys}
+	if err := up.Validate(r.IdentityKey); err != nil {
+		return uuid.Nil, err
+	}
+	number, session, err := s.verifier.VerifiedNumber(ctx, r.SessionID)
+	if err != nil {
+		return uuid.Nil, err
+	}
+	now := s.now()
+	today := day(now)
+	keepLock := false
+	existing, err := s.store.AccountByNumber(ctx, number)
+	switch {
+	case errors.Is(err, ErrNotFound):
+	case err != nil:
+		return uuid.Nil, fmt.Errorf("look up account: %w", err)
+	default:
+		keepLock, err = s.checkLock(ctx, existing, r.LockToken, now)
+		if err != nil {
+			return uuid.Nil, err
+		}
+	}
+	cred, err := s.creds.hash([]byte(r.Credential))
+	if err != nil {
+		return uuid.Nil, err
+	}
+	id, err := s.store.Register(ctx, StoredRegistration{
+		Session: session, Number: number, IdentityKey: r.IdentityKey, KeepLock: keepLock, Day: today,
+		Device: NewDevice{
+			RegistrationID: r.RegistrationID, Credential: cred, SignedPreKey: r.SignedPreKey,
+			LastResort: r.LastResort, PreKeys: r.PreKeys, KEMPreKeys: r.KEMPreKeys,
+		},
+	}, now)
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("register: %w", err)
+	}
+	s.log.InfoContext(ctx, "account registered", "account", id, "reregistration", existing.ID != uuid.Nil)
+	return id, nil
+}
+
+// checkLock decides whether a re-registration may replace existing, and
+// whether the lock stays.
+func (s *Service) checkLock(ctx context.Context, a Account, token []byte, now time.Time) (keep bool, err error) {
+	if a.LockHash == nil {
+		return false, nil
+	}
+	lapses := time.Unix(int64(a.LastSeenDay+1)*86400, 0).Add(LockLapse)
+	if !now.Before(lapses) {
+		return false, nil // unseen for a week: the lock lapsed
+	}
+	today := day(now)
+	failures := 0
+	if a.LockFailureDay == today {
+		failures = a.LockFailures
+	}
+	locked := &LockedError{TimeRemaining: lapses.Sub(now)}
+	if failures >= LockAttemptsPerDay {
+		return false, locked
+	}
+	if len(token) == LockTokenSize && s.locks.check(a.LockHash, token) {
+		return true, nil
+	}
+	if len(token) > 0 { // presenting no token is not a guess
+		if failures, err = s.store.RecordLockFailure(ctx, a.ID, today); err != nil {
+			return false, fmt.Errorf("record lock failure: %w", err)
+		}
+		s.log.WarnContext(ctx, "registration lock failure", "account", a.ID, "failures_today", failures)
+	}
+	locked.AttemptsLeft = max(0, LockAttemptsPerDay-failures)
+	return false, locked
+}
+
+// SetRegistrationLock sets the account's lock to token (LockTokenSize bytes,
+// derived by the client from its PIN), or clears it when token is nil.
+func (s *Service) SetRegistrationLock(ctx context.Context, p Principal, token []byte) error {
+	if p.Device != PrimaryDevice {
+		return ErrForbidden
+	}
+	var h []byte
+	if token != nil {
+		if len(token) != LockTokenSize {
+			return ErrBadLockToken
+		}
+		var err error
+		if h, err = s.locks.hash(token); err != nil {
+			return err
+		}
+	}
+	if err := s.store.SetRegistrationLock(ctx, p.Account, h); err != nil {
+		return fmt.Errorf("set registration lock: %w", err)
+	}
+	return nil
+}
+
+// More errors.
+var (
+	ErrForbidden    = errors.New("only the primary device may do this")
+	ErrBadLockToken = fmt.Errorf("registration lock token must be %d bytes", LockTokenSize)
+)
+
+// Authenticate checks HTTP Basic credentials "accountid.deviceid:secret".
+// Every failure returns ErrUnauthorized after the same amount of hashing.
+func (s *Service) Authenticate(ctx context.Context, username, password string) (Principal, error) {
+	p, perr := parseUsername(username)
+	var stored []byte
+	lastSeen := -1
+	if perr == nil {
+		var err error
+		stored, lastSeen, err = s.store.DeviceCredential(ctx, p.Account, p.Device)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return Principal{}, fmt.Errorf("authenticate: %w", err)
+		}
+	}
+	if !s.creds.check(stored, []byte(password)) || perr != nil || stored == nil {
+		return Principal{}, ErrUnauthorized
+	}
+	if today := day(s.now()); lastSeen < today {
+		if err := s.store.TouchDevice(ctx, p.Account, p.Device, today); err != nil {
+			return Principal{}, fmt.Errorf("record last seen: %w", err)
+		}
+	}
+	return p, nil
+}
+
+func parseUsername(u string) (Principal, error) {
+	acct, dev, ok := strings.Cut(u, ".")
+	if !ok || len(acct) != 36 {
+		return Principal{}, ErrUnauthorized
+	}
+	id, err := uuid.Parse(acct)
+	if err != nil {
+		return Principal{}, ErrUnauthorized
+	}
+	d, err := strconv.Atoi(dev)
+	if err != nil || d < 1 || d > 127 || strconv.Itoa(d) != dev {
+		return Principal{}, ErrUnauthorized
+	}
+	return Principal{Account: id, Device: d}, nil
+}
+
+// Account returns the account.
+func (s *Service) Account(ctx context.Context, id uuid.UUID) (Account, error) {
+	return s.store.Account(ctx, id)
+}
+
+// Devices lists the caller's devices.
+func (s *Service) Devices(ctx context.Context, p Principal) ([]Device, error) {
+	return s.store.Devices(ctx, p.Account)
+}
+
+// RemoveDevice removes one of the caller's devices: the primary may remove
+// any other device, other devices only themselves. Its credential stops
+// working at once.
+func (s *Service) RemoveDevice(ctx context.Context, p Principal, device int) error {
+	if device == PrimaryDevice {
+		return ErrPrimary
+	}
+	if p.Device != PrimaryDevice && p.Device != device {
+		return ErrForbidden
+	}
+	if err := s.store.RemoveDevice(ctx, p.Account, device); err != nil {
+		return fmt.Errorf("remove device: %w", err)
+	}
+	s.log.InfoContext(ctx, "device removed", "account", p.Account, "device", device, "by", p.Device)
+	return nil
+}
+
+// DeleteAccount deletes the caller's account with all its keys and data.
+func (s *Service) DeleteAccount(ctx context.Context, p Principal) error {
+	if p.Device != PrimaryDevice {
+		return ErrForbidden
+	}
+	if err := s.store.DeleteAccount(ctx, p.Account); err != nil {
+		return fmt.Errorf("delete account: %w", err)
+	}
+	s.log.InfoContext(ctx, "account deleted", "account", p.Account)
+	return nil
+}
+
+// day returns whole days since the Unix epoch: last-seen times are kept at
+// day granularity to store less about users.
+func day(t time.Time) int { return int(t.Unix() / 86400) }

@@ -1,0 +1,183 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/accounts"
+	"github.com/parleyhq/parley/keys"
+	"github.com/parleyhq/parley/phone"
+)
+
+const accountColumns = `id, number_hash, identity_key, reglock_hash, reglock_failures, reglock_failure_day, last_seen_day`
+
+func scanAccount(row *sql.Row) (accounts.Account, error) {
+	var a accounts.Account
+	var id string
+	var number, identity []byte
+	err := row.Scan(&id, &number, &identity, &a.LockHash, &a.LockFailures, &a.LockFailureDay, &a.LastSeenDay)
+	if errors.Is(err, sql.ErrNoRows) {
+		return a, accounts.ErrNotFound
+	}
+	if err != nil {
+		return a, fmt.Errorf("load account: %w", err)
+	}
+	if a.ID, err = uuid.Parse(id); err != nil {
+		return a, fmt.Errorf("load account: bad id: %w", err)
+	}
+	copy(a.Number[:], number)
+	if a.IdentityKey, err = keys.ParseECPublicKey(identity); err != nil {
+		return a, fmt.Errorf("load account %s: %w", a.ID, err)
+	}
+	return a, nil
+}
+
+// AccountByNumber implements accounts.Store.
+func (db *DB) AccountByNumber(ctx context.Context, number phone.Hash) (accounts.Account, error) {
+	return scanAccount(db.r.QueryRowContext(ctx, `SELECT `+accountColumns+` FROM accounts WHERE number_hash = $1`, number[:]))
+}
+
+// Account implements accounts.Store.
+func (db *DB) Account(ctx context.Context, id uuid.UUID) (accounts.Account, error) {
+	return scanAccount(db.r.QueryRowContext(ctx, `SELECT `+accountColumns+` FROM accounts WHERE id = $1`, id.String()))
+}
+
+// Register implements accounts.Store.
+func (db *DB) Register(ctx context.Context, r accounts.StoredRegistration, now time.Time) (uuid.UUID, error) {
+	var id uuid.UUID
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		var number []byte
+		err := tx.QueryRowContext(ctx, `DELETE FROM verification_sessions
+			WHERE id_hash = $1 AND verified_at > 0 AND expires_at > $2 RETURNING number_hash`, r.Session[:], ms(now)).Scan(&number)
+		if errors.Is(err, sql.ErrNoRows) || err == nil && string(number) != string(r.Number[:]) {
+			return accounts.ErrSessionUsed
+		}
+		if err != nil {
+			return fmt.Errorf("consume session: %w", err)
+		}
+		var got string
+		err = tx.QueryRowContext(ctx, `INSERT INTO accounts (id, number_hash, identity_key, last_seen_day)
+			VALUES ($1, $2, $3, $4)
+			ON CONFLICT (number_hash) DO UPDATE SET
+				identity_key = excluded.identity_key,
+				reglock_hash = CASE WHEN $5 = 1 THEN accounts.reglock_hash ELSE NULL END,
+				reglock_failures = 0, reglock_failure_day = 0,
+				last_seen_day = excluded.last_seen_day
+			RETURNING id`, uuid.New().String(), r.Number[:], r.IdentityKey[:], r.Day, boolInt(r.KeepLock)).Scan(&got)
+		if err != nil {
+			return fmt.Errorf("upsert account: %w", err)
+		}
+		if id, err = uuid.Parse(got); err != nil {
+			return fmt.Errorf("upsert account: %w", err)
+		}
+		// Re-registration replaces every device; their keys and queues cascade.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE account_id = $1`, got); err != nil {
+			return fmt.Errorf("remove old devices: %w", err)
+		}
+		d := r.Device
+		if _, err := tx.ExecContext(ctx, `INSERT INTO devices (account_id, device_id, registration_id, credential, created_day, last_seen_day)
+			VALUES ($1, $2, $3, $4, $5, $5)`, got, accounts.PrimaryDevice, d.RegistrationID, d.Credential, r.Day); err != nil {
+			return fmt.Errorf("insert device: %w", err)
+		}
+		return db.storeKeys(ctx, tx, got, accounts.PrimaryDevice, keys.Upload{
+			SignedPreKey: &d.SignedPreKey, LastResort: &d.LastResort, PreKeys: d.PreKeys, KEMPreKeys: d.KEMPreKeys,
+		})
+	})
+	return id, err
+}
+
+// RecordLockFailure implements accounts.Store.
+func (db *DB) RecordLockFailure(ctx context.Context, account uuid.UUID, day int) (int, error) {
+	var n int
+	err := db.w.QueryRowContext(ctx, `UPDATE accounts SET
+			reglock_failures = CASE WHEN reglock_failure_day = $2 THEN reglock_failures + 1 ELSE 1 END,
+			reglock_failure_day = $2
+		WHERE id = $1 RETURNING reglock_failures`, account.String(), day).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, accounts.ErrNotFound
+	}
+	return n, err
+}
+
+// SetRegistrationLock implements accounts.Store.
+func (db *DB) SetRegistrationLock(ctx context.Context, account uuid.UUID, hash []byte) error {
+	return db.execOne(ctx, accounts.ErrNotFound, `UPDATE accounts SET reglock_hash = $2, reglock_failures = 0, reglock_failure_day = 0 WHERE id = $1`, account.String(), hash)
+}
+
+// DeviceCredential implements accounts.Store.
+func (db *DB) DeviceCredential(ctx context.Context, account uuid.UUID, device int) ([]byte, int, error) {
+	var cred []byte
+	var seen int
+	err := db.r.QueryRowContext(ctx, `SELECT credential, last_seen_day FROM devices WHERE account_id = $1 AND device_id = $2`,
+		account.String(), device).Scan(&cred, &seen)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, 0, accounts.ErrNotFound
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("load credential: %w", err)
+	}
+	return cred, seen, nil
+}
+
+// TouchDevice implements accounts.Store.
+func (db *DB) TouchDevice(ctx context.Context, account uuid.UUID, device, day int) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE devices SET last_seen_day = $3 WHERE account_id = $1 AND device_id = $2 AND last_seen_day < $3`,
+			account.String(), device, day); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE accounts SET last_seen_day = $2 WHERE id = $1 AND last_seen_day < $2`, account.String(), day)
+		return err
+	})
+}
+
+// Devices implements accounts.Store.
+func (db *DB) Devices(ctx context.Context, account uuid.UUID) ([]accounts.Device, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT device_id, registration_id, created_day, last_seen_day FROM devices
+		WHERE account_id = $1 ORDER BY device_id`, account.String())
+	if err != nil {
+		return nil, fmt.Errorf("list devices: %w", err)
+	}
+	defer rows.Close()
+	var ds []accounts.Device
+	for rows.Next() {
+		var d accounts.Device
+		if err := rows.Scan(&d.ID, &d.RegistrationID, &d.CreatedDay, &d.LastSeenDay); err != nil {
+			return nil, fmt.Errorf("list devices: %w", err)
+		}
+		ds = append(ds, d)
+	}
+	return ds, rows.Err()
+}
+
+// RemoveDevice implements accounts.Store.
+func (db *DB) RemoveDevice(ctx context.Context, account uuid.UUID, device int) error {
+	return db.execOne(ctx, accounts.ErrNotFound, `DELETE FROM devices WHERE account_id = $1 AND device_id = $2`, account.String(), device)
+}
+
+// DeleteAccount implements accounts.Store.
+func (db *DB) DeleteAccount(ctx context.Context, account uuid.UUID) error {
+	return db.execOne(ctx, accounts.ErrNotFound, `DELETE FROM accounts WHERE id = $1`, account.String())
+}
+
+// execOne runs a statement that must affect at least one row, returning
+// notFound otherwise.
+func (db *DB) execOne(ctx context.Context, notFound error, q string, args ...any) error {
+	res, err := db.w.ExecContext(ctx, q, args...)
+	if err != nil {
+		return err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return notFound
+	}
+	return nil
+}

@@ -1,0 +1,124 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"io/fs"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Migration is one numbered schema change.
+type Migration struct {
+	Version int
+	Name    string
+	SQL     string
+}
+
+// LoadMigrations reads files named NNNN_description.sql from fsys, sorted by
+// number. Numbers must be unique and start at 1 without gaps.
+func LoadMigrations(fsys fs.FS) ([]Migration, error) {
+	entries, err := fs.ReadDir(fsys, ".")
+	if err != nil {
+		return nil, fmt.Errorf("read migrations: %w", err)
+	}
+	var ms []Migration
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() || path.Ext(name) != ".sql" {
+			continue
+		}
+		num, _, ok := strings.Cut(name, "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil || v < 1 {
+			return nil, fmt.Errorf("migration %q: name must be NNNN_description.sql", name)
+		}
+		b, err := fs.ReadFile(fsys, name)
+		if err != nil {
+			return nil, fmt.Errorf("read migration %q: %w", name, err)
+		}
+		ms = append(ms, Migration{Version: v, Name: name, SQL: string(b)})
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].Version < ms[j].Version })
+	for i, m := range ms {
+		if m.Version != i+1 {
+			return nil, fmt.Errorf("migration %q: expected version %d (numbers must be 1, 2, 3, …)", m.Name, i+1)
+		}
+	}
+	return ms, nil
+}
+
+// Migrate applies the dialect's migrations that db has not seen yet, each in
+// its own transaction together with its row in schema_migrations. Concurrent
+// callers (several replicas starting at once) are serialised by the
+// dialect's lock. It returns how many migrations it applied.
+func Migrate(ctx context.Context, db *sql.DB, d *Dialect) (applied int, err error) {
+	ms, err := LoadMigrations(d.Migrations)
+	if err != nil {
+		return 0, err
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("migrate: %w", err)
+	}
+	defer conn.Close()
+	if d.MigrationLock != "" {
+		if _, err := conn.ExecContext(ctx, d.MigrationLock); err != nil {
+			return 0, fmt.Errorf("migrate: take lock: %w", err)
+		}
+		defer func() {
+			if _, uerr := conn.ExecContext(context.WithoutCancel(ctx), d.MigrationUnlock); uerr != nil && err == nil {
+				err = fmt.Errorf("migrate: release lock: %w", uerr)
+			}
+		}()
+	}
+	if _, err := conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)`); err != nil {
+		return 0, fmt.Errorf("migrate: %w", err)
+	}
+	var current int
+	if err := conn.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
+		return 0, fmt.Errorf("migrate: read version: %w", err)
+	}
+	if current > len(ms) {
+		return 0, fmt.Errorf("migrate: database is at schema version %d but this binary knows only %d; run a newer parleyd", current, len(ms))
+	}
+	for _, m := range ms[current:] {
+		if err := inTx(ctx, conn, func(tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.Version, m.Name)
+			return err
+		}); err != nil {
+			return applied, fmt.Errorf("migrate: apply %s: %w", m.Name, err)
+		}
+		applied++
+	}
+	return applied, nil
+}
+
+type txBeginner interface {
+	BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
+}
+
+// inTx runs f in a transaction, committing if it returns nil.
+func inTx(ctx context.Context, db txBeginner, f func(*sql.Tx) error) (err error) {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			if rerr := tx.Rollback(); rerr != nil && rerr != sql.ErrTxDone {
+				err = fmt.Errorf("%w (rollback: %v)", err, rerr)
+			}
+		}
+	}()
+	if err := f(tx); err != nil {
+		return err
+	}
+	return tx.Commit()
+}

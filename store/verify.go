@@ -1,0 +1,89 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/parleyhq/parley/verify"
+)
+
+// CreateSession implements verify.Store.
+func (db *DB) CreateSession(ctx context.Context, s verify.Session) error {
+	_, err := db.w.ExecContext(ctx, `INSERT INTO verification_sessions
+		(id_hash, number_hash, code_hash, provider_ref, code_expires_at, sends, next_send_at, attempts, verified_at, expires_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+		s.IDHash[:], s.Number[:], s.CodeHash, s.ProviderRef, ms(s.CodeExpires), s.Sends, ms(s.NextSend), s.Attempts, ms(s.Verified), ms(s.Expires))
+	if err != nil {
+		return fmt.Errorf("create session: %w", err)
+	}
+	return nil
+}
+
+// Session implements verify.Store.
+func (db *DB) Session(ctx context.Context, idHash [32]byte, now time.Time) (verify.Session, error) {
+	s := verify.Session{IDHash: idHash}
+	var number []byte
+	var codeExp, next, verified, exp int64
+	err := db.r.QueryRowContext(ctx, `SELECT number_hash, code_hash, provider_ref, code_expires_at, sends, next_send_at, attempts, verified_at, expires_at
+		FROM verification_sessions WHERE id_hash = $1 AND expires_at > $2`, idHash[:], ms(now)).
+		Scan(&number, &s.CodeHash, &s.ProviderRef, &codeExp, &s.Sends, &next, &s.Attempts, &verified, &exp)
+	if errors.Is(err, sql.ErrNoRows) {
+		return s, verify.ErrNotFound
+	}
+	if err != nil {
+		return s, fmt.Errorf("load session: %w", err)
+	}
+	copy(s.Number[:], number)
+	s.CodeExpires, s.NextSend, s.Verified, s.Expires = fromMS(codeExp), fromMS(next), fromMS(verified), fromMS(exp)
+	return s, nil
+}
+
+// RecordSend implements verify.Store.
+func (db *DB) RecordSend(ctx context.Context, idHash [32]byte, codeHash []byte, providerRef string, codeExpires, nextSend time.Time) error {
+	return db.updateSession(ctx, "record send", `UPDATE verification_sessions
+		SET code_hash = $2, provider_ref = $3, code_expires_at = $4, next_send_at = $5, sends = sends + 1
+		WHERE id_hash = $1`, idHash[:], codeHash, providerRef, ms(codeExpires), ms(nextSend))
+}
+
+// ReserveAttempt implements verify.Store.
+func (db *DB) ReserveAttempt(ctx context.Context, idHash [32]byte, limit int) error {
+	err := db.updateSession(ctx, "reserve attempt", `UPDATE verification_sessions SET attempts = attempts + 1
+		WHERE id_hash = $1 AND attempts < $2`, idHash[:], limit)
+	if errors.Is(err, verify.ErrNotFound) {
+		return verify.ErrNoAttemptsLeft
+	}
+	return err
+}
+
+// MarkVerified implements verify.Store.
+func (db *DB) MarkVerified(ctx context.Context, idHash [32]byte, at time.Time) error {
+	return db.updateSession(ctx, "mark verified", `UPDATE verification_sessions
+		SET verified_at = $2, code_hash = NULL, provider_ref = '' WHERE id_hash = $1`, idHash[:], ms(at))
+}
+
+// DeleteExpiredSessions implements verify.Store.
+func (db *DB) DeleteExpiredSessions(ctx context.Context, now time.Time) (int64, error) {
+	res, err := db.w.ExecContext(ctx, `DELETE FROM verification_sessions WHERE expires_at <= $1`, ms(now))
+	if err != nil {
+		return 0, fmt.Errorf("delete expired sessions: %w", err)
+	}
+	return res.RowsAffected()
+}
+
+func (db *DB) updateSession(ctx context.Context, what, q string, args ...any) error {
+	res, err := db.w.ExecContext(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if n == 0 {
+		return verify.ErrNotFound
+	}
+	return nil
+}

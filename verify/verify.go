@@ -1,0 +1,441 @@
+// Package verify proves that a client controls a phone number: it runs
+// verification sessions (a code sent by SMS, bounded checks, expiry) under
+// per-number, per-IP and per-prefix send limits that blunt SMS pumping.
+//
+// The relay never stores the number (only its keyed hash), the session id
+// (only its SHA-256) or the code (only an HMAC under a server key).
+package verify
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"time"
+
+	"github.com/parleyhq/parley/phone"
+	"github.com/parleyhq/parley/ratelimit"
+)
+
+// Errors returned by Service; the HTTP layer maps each to a status.
+var (
+	ErrNotFound           = errors.New("verification session not found or expired")
+	ErrCallingCodeBlocked = errors.New("verification is not offered for this country calling code")
+	ErrBadCode            = errors.New("verification code must be 6 digits")
+	ErrWrongCode          = errors.New("verification code is wrong")
+	ErrCodeExpired        = errors.New("verification code expired; request a new one")
+	ErrNoAttemptsLeft     = errors.New("too many wrong codes; start a new session")
+	ErrTooManySends       = errors.New("too many codes sent in this session; start a new session later")
+	ErrNotVerified        = errors.New("verification session is not verified")
+	ErrAlreadyVerified    = errors.New("verification session is already verified")
+	// ErrProvider wraps failures of the SMS provider (the caller may retry).
+	ErrProvider = errors.New("SMS provider failed")
+	// ErrUndeliverable reports that the provider refused the number itself.
+	ErrUndeliverable = errors.New("SMS provider cannot deliver to this number")
+)
+
+// CodeLen is the number of digits in a verification code.
+const CodeLen = 6
+
+// CodeSender delivers a code the relay generated (Twilio Programmable SMS, or
+// the log in development).
+type CodeSender interface {
+	SendCode(ctx context.Context, n phone.Number, code string) error
+}
+
+// Provider is an external service that generates, sends and checks codes
+// itself (Twilio Verify). ref identifies the provider's verification and is
+// the only thing the relay stores about it.
+type Provider interface {
+	StartVerification(ctx context.Context, n phone.Number) (ref string, err error)
+	// CheckVerification reports whether code is right. It returns
+	// ErrCodeExpired or ErrNoAttemptsLeft when the provider says so.
+	CheckVerification(ctx context.Context, ref, code string) (bool, error)
+}
+
+// Session is the stored state of one verification.
+type Session struct {
+	IDHash      [32]byte
+	Number      phone.Hash
+	CodeHash    []byte // HMAC of the current code; nil when a Provider owns it
+	ProviderRef string // the Provider's verification id, if any
+	CodeExpires time.Time
+	Sends       int
+	NextSend    time.Time
+	Attempts    int
+	Verified    time.Time // zero until verified
+	Expires     time.Time
+}
+
+// Store persists sessions.
+type Store interface {
+	// CreateSession stores a new session.
+	CreateSession(ctx context.Context, s Session) error
+	// Session returns the unexpired session with this id hash, or ErrNotFound.
+	Session(ctx context.Context, idHash [32]byte, now time.Time) (Session, error)
+	// RecordSend replaces the session's code and counts a send.
+	RecordSend(ctx context.Context, idHash [32]byte, codeHash []byte, providerRef string, codeExpires, nextSend time.Time) error
+	// ReserveAttempt atomically counts one check if fewer than max were made
+	// and returns ErrNoAttemptsLeft otherwise, so parallel guesses cannot
+	// exceed max.
+	ReserveAttempt(ctx context.Context, idHash [32]byte, max int) error
+	// MarkVerified records success and forgets the code (codes are single use).
+	MarkVerified(ctx context.Context, idHash [32]byte, at time.Time) error
+	// DeleteExpiredSessions removes sessions that expired before now.
+	DeleteExpiredSessions(ctx context.Context, now time.Time) (int64, error)
+}
+
+// Config tunes a Service. Zero fields take the defaults in DefaultConfig.
+type Config struct {
+	CodeTTL     time.Duration // how long a code is valid (10 min)
+	SessionTTL  time.Duration // how long a session lives, verified or not (1 h)
+	MaxAttempts int           // checks per session (5)
+	// ResendDelays[i] is the wait after send i+1 before another code may be
+	// sent in the same session; its length+1 is the sends per session.
+	ResendDelays []time.Duration
+	// TestNumbers maps canonical numbers to fixed codes: no SMS is sent and
+	// send limits do not apply (app-review accounts, automated tests).
+	TestNumbers map[string]string
+	// AllowCallingCodes, if non-empty, lists the only calling codes served;
+	// DenyCallingCodes lists codes refused. Both hold digits without '+'.
+	AllowCallingCodes map[string]bool
+	DenyCallingCodes  map[string]bool
+	// Limits on sends (each zero Rule disables that limit).
+	PerIP, PerNumber, PerPrefix ratelimit.Rule
+	// PrefixDigits is how many national digits after the calling code form
+	// the prefix that PerPrefix limits (4).
+	PrefixDigits int
+}
+
+// DefaultConfig returns the limits used when Config fields are zero.
+func DefaultConfig() Config {
+	return Config{
+		CodeTTL:      10 * time.Minute,
+		SessionTTL:   time.Hour,
+		MaxAttempts:  5,
+		ResendDelays: []time.Duration{30 * time.Second, time.Minute, 5 * time.Minute, 10 * time.Minute},
+		PerIP:        ratelimit.Rule{Burst: 10, Every: 6 * time.Minute},
+		PerNumber:    ratelimit.Rule{Burst: 5, Every: 12 * time.Minute},
+		PerPrefix:    ratelimit.Rule{Burst: 30, Every: time.Minute},
+		PrefixDigits: 4,
+	}
+}
+
+func (c *Config) fill() {
+	d := DefaultConfig()
+	if c.CodeTTL == 0 {
+		c.CodeTTL = d.CodeTTL
+	}
+	if c.SessionTTL == 0 {
+		c.SessionTTL = d.SessionTTL
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = d.MaxAttempts
+	}
+	if c.ResendDelays == nil {
+		c.ResendDelays = d.ResendDelays
+	}
+	if c.PrefixDigits == 0 {
+		c.PrefixDigits = d.PrefixDigits
+	}
+}
+
+// Service runs verification sessions.
+type Service struct {
+	cfg      Config
+	store    Store
+	sender   CodeSender
+	provider Provider
+	hasher   *phone.Hasher
+	codeKey  []byte
+	log      *slog.Logger
+	now      func() time.Time
+
+	perIP, perNumber, perPrefix *ratelimit.Limiter
+}
+
+// Options are the parts a Service is built from. Exactly one of Sender and
+// Provider must be set.
+type Options struct {
+	Store    Store
+	Sender   CodeSender
+	Provider Provider
+	Hasher   *phone.Hasher
+	CodeKey  []byte // HMAC key for stored code hashes, ≥ 32 bytes
+	Log      *slog.Logger
+	Now      func() time.Time // nil for time.Now
+}
+
+// New returns a Service.
+func New(cfg Config, o Options) (*Service, error) {
+	if (o.Sender == nil) == (o.Provider == nil) {
+		return nil, errors.New("verify: exactly one of Sender and Provider is required")
+	}
+	if o.Store == nil || o.Hasher == nil || len(o.CodeKey) < 32 || o.Log == nil {
+		return nil, errors.New("verify: Store, Hasher, Log and a 32-byte CodeKey are required")
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	cfg.fill()
+	for n, code := range cfg.TestNumbers {
+		if !validCode(code) {
+			return nil, fmt.Errorf("verify: test number %s: code must be %d digits", n, CodeLen)
+		}
+	}
+	return &Service{
+		cfg: cfg, store: o.Store, sender: o.Sender, provider: o.Provider,
+		hasher: o.Hasher, codeKey: o.CodeKey, log: o.Log, now: o.Now,
+		perIP:     ratelimit.New(cfg.PerIP, o.Now),
+		perNumber: ratelimit.New(cfg.PerNumber, o.Now),
+		perPrefix: ratelimit.New(cfg.PerPrefix, o.Now),
+	}, nil
+}
+
+// State is what a client learns about its session.
+type State struct {
+	Verified     bool
+	Expires      time.Time
+	NextSend     time.Time // zero when no further code may be sent
+	AttemptsLeft int
+}
+
+func (s *Service) state(ss Session) State {
+	st := State{Verified: !ss.Verified.IsZero(), Expires: ss.Expires, AttemptsLeft: max(0, s.cfg.MaxAttempts-ss.Attempts)}
+	if !st.Verified && ss.Sends <= len(s.cfg.ResendDelays) {
+		st.NextSend = ss.NextSend
+	}
+	return st
+}
+
+// Start opens a session for number and sends the first code. It answers the
+// same whether or not the number is registered. The returned id is the
+// session's bearer secret, to be kept by the client only.
+func (s *Service) Start(ctx context.Context, number, clientIP string) (id string, st State, err error) {
+	n, err := phone.Parse(number)
+	if err != nil {
+		return "", State{}, err
+	}
+	if err := s.checkCallingCode(n); err != nil {
+		return "", State{}, err
+	}
+	if err := s.checkSendLimits(n, clientIP); err != nil {
+		return "", State{}, err
+	}
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", State{}, fmt.Errorf("session id: %w", err)
+	}
+	id = base64.RawURLEncoding.EncodeToString(raw[:])
+	now := s.now()
+	ss := Session{IDHash: hashID(id), Number: s.hasher.Hash(n), Expires: now.Add(s.cfg.SessionTTL)}
+	if err := s.store.CreateSession(ctx, ss); err != nil {
+		return "", State{}, fmt.Errorf("create verification session: %w", err)
+	}
+	ss, err = s.send(ctx, ss, n, now)
+	if err != nil {
+		return "", State{}, err
+	}
+	return id, s.state(ss), nil
+}
+
+// Resend sends a new code in an existing session. number must be the
+// session's number (the relay keeps only its hash).
+func (s *Service) Resend(ctx context.Context, id, number, clientIP string) (State, error) {
+	n, err := phone.Parse(number)
+	if err != nil {
+		return State{}, err
+	}
+	now := s.now()
+	ss, err := s.store.Session(ctx, hashID(id), now)
+	if err != nil {
+		return State{}, err
+	}
+	if s.hasher.Hash(n) != ss.Number {
+		return State{}, ErrNotFound // do not confirm which number a session is for
+	}
+	if !ss.Verified.IsZero() {
+		return State{}, ErrAlreadyVerified
+	}
+	if ss.Sends > len(s.cfg.ResendDelays) {
+		return State{}, ErrTooManySends
+	}
+	if now.Before(ss.NextSend) {
+		return State{}, &ratelimit.Error{RetryAfter: ss.NextSend.Sub(now)}
+	}
+	if err := s.checkSendLimits(n, clientIP); err != nil {
+		return State{}, err
+	}
+	ss, err = s.send(ctx, ss, n, now)
+	if err != nil {
+		return State{}, err
+	}
+	return s.state(ss), nil
+}
+
+// send generates (or has the provider generate) a code, delivers it and
+// records the send.
+func (s *Service) send(ctx context.Context, ss Session, n phone.Number, now time.Time) (Session, error) {
+	var codeHash []byte
+	var ref string
+	if code, ok := s.cfg.TestNumbers[n.String()]; ok {
+		codeHash = s.hashCode(ss.IDHash, code)
+	} else if s.provider != nil {
+		r, err := s.provider.StartVerification(ctx, n)
+		if err != nil {
+			return ss, err
+		}
+		ref = r
+	} else {
+		code, err := newCode()
+		if err != nil {
+			return ss, err
+		}
+		if err := s.sender.SendCode(ctx, n, code); err != nil {
+			return ss, err
+		}
+		codeHash = s.hashCode(ss.IDHash, code)
+	}
+	delay := time.Duration(0)
+	if ss.Sends < len(s.cfg.ResendDelays) {
+		delay = s.cfg.ResendDelays[ss.Sends]
+	}
+	ss.CodeHash, ss.ProviderRef = codeHash, ref
+	ss.CodeExpires, ss.NextSend = now.Add(s.cfg.CodeTTL), now.Add(delay)
+	ss.Sends++
+	if err := s.store.RecordSend(ctx, ss.IDHash, codeHash, ref, ss.CodeExpires, ss.NextSend); err != nil {
+		return ss, fmt.Errorf("record verification send: %w", err)
+	}
+	s.log.InfoContext(ctx, "verification code sent", "number", n.Masked(), "send", ss.Sends)
+	return ss, nil
+}
+
+// Check submits a code. A wrong code returns ErrWrongCode with the State
+// telling how many attempts are left.
+func (s *Service) Check(ctx context.Context, id, code string) (State, error) {
+	if !validCode(code) {
+		return State{}, ErrBadCode
+	}
+	now := s.now()
+	h := hashID(id)
+	ss, err := s.store.Session(ctx, h, now)
+	if err != nil {
+		return State{}, err
+	}
+	if !ss.Verified.IsZero() {
+		return s.state(ss), nil
+	}
+	if ss.Sends == 0 {
+		return s.state(ss), ErrCodeExpired
+	}
+	if err := s.store.ReserveAttempt(ctx, h, s.cfg.MaxAttempts); err != nil {
+		return s.state(ss), err
+	}
+	ss.Attempts++
+	if now.After(ss.CodeExpires) {
+		return s.state(ss), ErrCodeExpired
+	}
+	var ok bool
+	if ss.CodeHash != nil {
+		ok = hmac.Equal(ss.CodeHash, s.hashCode(h, code))
+	} else {
+		ok, err = s.provider.CheckVerification(ctx, ss.ProviderRef, code)
+		if err != nil {
+			return s.state(ss), err
+		}
+	}
+	if !ok {
+		return s.state(ss), ErrWrongCode
+	}
+	if err := s.store.MarkVerified(ctx, h, now); err != nil {
+		return State{}, fmt.Errorf("mark verified: %w", err)
+	}
+	ss.Verified = now
+	return s.state(ss), nil
+}
+
+// State returns the session's state.
+func (s *Service) State(ctx context.Context, id string) (State, error) {
+	ss, err := s.store.Session(ctx, hashID(id), s.now())
+	if err != nil {
+		return State{}, err
+	}
+	return s.state(ss), nil
+}
+
+// VerifiedNumber returns the number hash of a verified, unexpired session
+// and the id hash under which registration must consume it.
+func (s *Service) VerifiedNumber(ctx context.Context, id string) (phone.Hash, [32]byte, error) {
+	h := hashID(id)
+	ss, err := s.store.Session(ctx, h, s.now())
+	if err != nil {
+		return phone.Hash{}, h, err
+	}
+	if ss.Verified.IsZero() {
+		return phone.Hash{}, h, ErrNotVerified
+	}
+	return ss.Number, h, nil
+}
+
+// Sweep deletes expired sessions.
+func (s *Service) Sweep(ctx context.Context) (int64, error) {
+	return s.store.DeleteExpiredSessions(ctx, s.now())
+}
+
+func (s *Service) checkCallingCode(n phone.Number) error {
+	cc := n.CallingCode()
+	if s.cfg.DenyCallingCodes[cc] || len(s.cfg.AllowCallingCodes) > 0 && !s.cfg.AllowCallingCodes[cc] {
+		return ErrCallingCodeBlocked
+	}
+	return nil
+}
+
+func (s *Service) checkSendLimits(n phone.Number, clientIP string) error {
+	if _, ok := s.cfg.TestNumbers[n.String()]; ok {
+		return nil // nothing is sent, nothing costs
+	}
+	nh := s.hasher.Hash(n)
+	for _, c := range []struct {
+		l   *ratelimit.Limiter
+		key string
+	}{{s.perIP, clientIP}, {s.perNumber, string(nh[:])}, {s.perPrefix, n.Prefix(s.cfg.PrefixDigits)}} {
+		if ok, wait := c.l.Allow(c.key); !ok {
+			return &ratelimit.Error{RetryAfter: wait}
+		}
+	}
+	return nil
+}
+
+func (s *Service) hashCode(idHash [32]byte, code string) []byte {
+	m := hmac.New(sha256.New, s.codeKey)
+	m.Write(idHash[:])
+	m.Write([]byte(code))
+	return m.Sum(nil)
+}
+
+func hashID(id string) [32]byte { return sha256.Sum256([]byte(id)) }
+
+func newCode() (string, error) {
+	n, err := rand.Int(rand.Reader, big.NewInt(1_000_000))
+	if err != nil {
+		return "", fmt.Errorf("generate code: %w", err)
+	}
+	return fmt.Sprintf("%06d", n.Int64()), nil
+}
+
+func validCode(c string) bool {
+	if len(c) != CodeLen {
+		return false
+	}
+	for i := range len(c) {
+		if c[i] < '0' || c[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
