@@ -1,0 +1,132 @@
+package api
+
+import (
+	"errors"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+
+	"github.com/parleyhq/parley/accounts"
+	"github.com/parleyhq/parley/keys"
+	"github.com/parleyhq/parley/phone"
+	"github.com/parleyhq/parley/prekeys"
+	"github.com/parleyhq/parley/ratelimit"
+	"github.com/parleyhq/parley/verify"
+)
+
+// Error is an HTTP error answer. Code and Message go to the client; Err is
+// logged only, so internal detail never leaks.
+type Error struct {
+	Status  int
+	Code    string // stable, machine-readable
+	Message string // human-readable, safe to show
+	Extra   map[string]any
+	Err     error
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return e.Message + ": " + e.Err.Error()
+	}
+	return e.Message
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+func errorf(status int, code, msg string) *Error {
+	return &Error{Status: status, Code: code, Message: msg}
+}
+
+// errorBody is the one error format every endpoint uses.
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string         `json:"code"`
+	Message string         `json:"message"`
+	Details map[string]any `json:"details,omitempty"`
+}
+
+// classify maps domain errors to HTTP answers; anything unknown is a 500
+// whose detail is logged, not sent.
+func classify(err error) *Error {
+	var he *Error
+	if errors.As(err, &he) {
+		return he
+	}
+	var rl *ratelimit.Error
+	if errors.As(err, &rl) {
+		secs := int(math.Ceil(rl.RetryAfter.Seconds()))
+		return &Error{Status: http.StatusTooManyRequests, Code: "rate_limited", Message: "too many requests; retry later",
+			Extra: map[string]any{"retry_after_seconds": max(1, secs)}}
+	}
+	var locked *accounts.LockedError
+	if errors.As(err, &locked) {
+		return &Error{Status: http.StatusLocked, Code: "registration_locked", Message: locked.Error(), Extra: map[string]any{
+			"attempts_left": locked.AttemptsLeft, "time_remaining_seconds": int64(locked.TimeRemaining.Seconds()),
+		}}
+	}
+	// detail: the wrapped error text is safe and useful to the client
+	// (offsets, lengths, key ids); otherwise only the sentinel's text is sent.
+	type mapping struct {
+		target error
+		status int
+		code   string
+		detail bool
+	}
+	for _, m := range []mapping{
+		{phone.ErrInvalid, 422, "invalid_number", true},
+		{verify.ErrCallingCodeBlocked, 422, "calling_code_not_served", false},
+		{verify.ErrUndeliverable, 422, "number_undeliverable", false},
+		{verify.ErrNotFound, 404, "session_not_found", false},
+		{verify.ErrBadCode, 400, "invalid_code_format", false},
+		{verify.ErrWrongCode, 403, "wrong_code", false},
+		{verify.ErrCodeExpired, 410, "code_expired", false},
+		{verify.ErrNoAttemptsLeft, 429, "no_attempts_left", false},
+		{verify.ErrTooManySends, 429, "too_many_sends", false},
+		{verify.ErrNotVerified, 403, "session_not_verified", false},
+		{verify.ErrAlreadyVerified, 409, "session_already_verified", false},
+		{verify.ErrProvider, 502, "sms_provider_failed", false},
+		{accounts.ErrSessionUsed, 403, "session_not_verified", false},
+		{accounts.ErrBadCredential, 422, "invalid_credential", false},
+		{accounts.ErrBadRegistrationID, 422, "invalid_registration_id", false},
+		{accounts.ErrBadLockToken, 422, "invalid_lock_token", false},
+		{accounts.ErrUnauthorized, 401, "unauthorized", false},
+		{accounts.ErrForbidden, 403, "forbidden", false},
+		{accounts.ErrPrimary, 409, "primary_device", false},
+		{accounts.ErrNotFound, 404, "not_found", false},
+		{keys.ErrBadSignature, 422, "bad_signature", true},
+		{keys.ErrBadKey, 422, "invalid_key", true},
+		{keys.ErrBadKeyID, 422, "invalid_key_id", true},
+		{keys.ErrDuplicateID, 422, "duplicate_key_id", true},
+		{keys.ErrTooMany, 422, "too_many_keys", true},
+		{keys.ErrNoDevice, 401, "unauthorized", false},
+		{prekeys.ErrNotFound, 404, "not_found", false},
+	} {
+		if errors.Is(err, m.target) {
+			msg := m.target.Error()
+			if m.detail {
+				msg = err.Error()
+			}
+			return &Error{Status: m.status, Code: m.code, Message: msg, Err: err}
+		}
+	}
+	return &Error{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error", Err: err}
+}
+
+// writeError sends e as the standard error body.
+func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	e := classify(err)
+	if e.Status >= 500 {
+		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "route", r.Pattern, "err", err)
+	}
+	if s, ok := e.Extra["retry_after_seconds"]; ok {
+		w.Header().Set("Retry-After", strconv.Itoa(s.(int)))
+	}
+	if e.Status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Basic realm="parley", charset="UTF-8"`)
+	}
+	writeJSON(w, e.Status, errorBody{Error: errorDetail{Code: e.Code, Message: e.Message, Details: e.Extra}})
+}

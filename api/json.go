@@ -1,0 +1,93 @@
+package api
+
+import (
+	"encoding/base64"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/go-json-experiment/json"
+)
+
+// MaxBodyBytes bounds request bodies. The largest legitimate body is a
+// registration with 100 EC and 100 Kyber one-time prekeys (~290 KiB of base64).
+const MaxBodyBytes = 512 << 10
+
+// decode reads exactly one JSON object into v, strictly: unknown members,
+// duplicate member names, names differing in case, invalid UTF-8, trailing
+// data and bodies over MaxBodyBytes are all refused.
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return errorf(http.StatusUnsupportedMediaType, "unsupported_media_type", "request body must be application/json")
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return errorf(http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds 512 KiB")
+		}
+		return errorf(http.StatusBadRequest, "bad_body", "could not read request body")
+	}
+	if err := json.Unmarshal(body, v, json.RejectUnknownMembers(true)); err != nil {
+		return &Error{Status: http.StatusBadRequest, Code: "invalid_json", Message: jsonMessage(err), Err: err}
+	}
+	return nil
+}
+
+// jsonMessage turns a decoding error into text that names the problem and
+// its location but never echoes values (which may be secrets).
+func jsonMessage(err error) string {
+	var se *json.SemanticError
+	if errors.As(err, &se) {
+		msg := "invalid value"
+		if se.Err != nil {
+			msg = se.Err.Error()
+		}
+		if p := se.JSONPointer; p != "" {
+			return "invalid JSON at " + string(p) + ": " + msg
+		}
+		return "invalid JSON: " + msg
+	}
+	msg := err.Error()
+	if i := strings.Index(msg, "jsontext: "); i >= 0 {
+		msg = msg[i+len("jsontext: "):]
+	}
+	return "malformed JSON: " + strings.TrimPrefix(msg, "json: ")
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_ = json.MarshalWrite(w, v) // the client hung up; nothing useful to do
+}
+
+// Bytes is binary data carried in JSON as standard padded base64. Decoding
+// is strict: no line breaks, no non-zero padding bits, no URL alphabet.
+type Bytes []byte
+
+var b64 = base64.StdEncoding.Strict()
+
+// UnmarshalJSON decodes a strict base64 string.
+func (b *Bytes) UnmarshalJSON(data []byte) error {
+	var s string
+	if err := json.Unmarshal(data, &s); err != nil {
+		return errors.New("must be a base64 string")
+	}
+	if strings.ContainsAny(s, "\r\n") {
+		return errors.New("base64 must not contain line breaks")
+	}
+	out, err := b64.DecodeString(s)
+	if err != nil {
+		return errors.New("invalid base64 (standard alphabet, padded)")
+	}
+	*b = out
+	return nil
+}
+
+// MarshalJSON encodes standard padded base64.
+func (b Bytes) MarshalJSON() ([]byte, error) {
+	return json.Marshal(base64.StdEncoding.EncodeToString(b))
+}

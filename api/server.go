@@ -1,0 +1,184 @@
+// Package api is the relay's HTTP interface: routing, authentication,
+// strict request decoding, rate-limit answers and the one JSON error format.
+// openapi.yaml in this directory documents every endpoint; the tests check
+// real requests and responses against it.
+package api
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/parleyhq/parley/accounts"
+	"github.com/parleyhq/parley/keys"
+	"github.com/parleyhq/parley/prekeys"
+	"github.com/parleyhq/parley/verify"
+)
+
+// Pinger reports whether the database answers.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// Server holds the services the handlers call.
+type Server struct {
+	Accounts *accounts.Service
+	Verify   *verify.Service
+	PreKeys  *prekeys.Service
+	Keys     keys.Store
+	DB       Pinger
+	Log      *slog.Logger
+	// ClientIPHeader, if set, names a header (X-Forwarded-For, X-Real-IP)
+	// set by a trusted reverse proxy, whose last address is the client's.
+	ClientIPHeader string
+	// Metrics, if set, receives request counters and latencies.
+	Metrics prometheus.Registerer
+}
+
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+type authedFunc func(w http.ResponseWriter, r *http.Request, p accounts.Principal) error
+
+// Handler returns the HTTP handler for the public API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	m := newMetrics(s.Metrics)
+	handle := func(pattern string, h handlerFunc) {
+		mux.Handle(pattern, m.wrap(pattern, func(w http.ResponseWriter, r *http.Request) {
+			if err := h(w, r); err != nil {
+				writeError(w, r, s.Log, err)
+			}
+		}))
+	}
+	authed := func(pattern string, h authedFunc) {
+		handle(pattern, func(w http.ResponseWriter, r *http.Request) error {
+			p, err := s.authenticate(r)
+			if err != nil {
+				return err
+			}
+			return h(w, r, p)
+		})
+	}
+
+	handle("GET /healthz", func(w http.ResponseWriter, r *http.Request) error {
+		writeJSON(w, http.StatusOK, statusBody{Status: "ok"})
+		return nil
+	})
+	handle("GET /readyz", s.ready)
+
+	handle("POST /v1/verification/sessions", s.startVerification)
+	handle("POST /v1/verification/sessions/status", s.verificationStatus)
+	handle("POST /v1/verification/sessions/code", s.resendCode)
+	handle("PUT /v1/verification/sessions/code", s.checkCode)
+
+	handle("POST /v1/accounts", s.register)
+	authed("GET /v1/accounts/me", s.whoami)
+	authed("DELETE /v1/accounts/me", s.deleteAccount)
+	authed("PUT /v1/accounts/me/registration-lock", s.setLock)
+	authed("DELETE /v1/accounts/me/registration-lock", s.removeLock)
+
+	authed("GET /v1/devices", s.listDevices)
+	authed("DELETE /v1/devices/{device}", s.removeDevice)
+
+	authed("PUT /v1/keys", s.uploadKeys)
+	authed("GET /v1/keys/count", s.countKeys)
+	authed("GET /v1/keys/{account}/{device}", s.fetchBundle)
+
+	handle("/", func(w http.ResponseWriter, r *http.Request) error {
+		return errorf(http.StatusNotFound, "not_found", "no such endpoint")
+	})
+	return methodNotAllowedAsJSON(mux)
+}
+
+// methodNotAllowedAsJSON turns ServeMux's own plain-text 405 answers (a
+// known path with the wrong method) into the standard JSON error body.
+func methodNotAllowedAsJSON(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mux.ServeHTTP(&statusSniffer{ResponseWriter: w}, r)
+	})
+}
+
+// statusSniffer rewrites ServeMux's plain-text 405 into the JSON error body.
+type statusSniffer struct {
+	http.ResponseWriter
+	replaced bool
+}
+
+func (s *statusSniffer) WriteHeader(code int) {
+	if code == http.StatusMethodNotAllowed {
+		s.replaced = true
+		writeJSON(s.ResponseWriter, code, errorBody{Error: errorDetail{Code: "method_not_allowed", Message: "method not allowed for this endpoint"}})
+		return
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusSniffer) Write(b []byte) (int, error) {
+	if s.replaced {
+		return len(b), nil
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+type statusBody struct {
+	Status string `json:"status"`
+}
+
+func (s *Server) ready(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.DB.Ping(ctx); err != nil {
+		return &Error{Status: http.StatusServiceUnavailable, Code: "not_ready", Message: "database unavailable", Err: err}
+	}
+	writeJSON(w, http.StatusOK, statusBody{Status: "ready"})
+	return nil
+}
+
+func (s *Server) authenticate(r *http.Request) (accounts.Principal, error) {
+	user, pass, ok := r.BasicAuth()
+	if !ok {
+		return accounts.Principal{}, accounts.ErrUnauthorized
+	}
+	return s.Accounts.Authenticate(r.Context(), user, pass)
+}
+
+// clientIP returns the key under which per-IP limits count a request:
+// the address itself for IPv4, its /64 for IPv6. It is never stored.
+func (s *Server) clientIP(r *http.Request) string {
+	addr := ""
+	if s.ClientIPHeader != "" {
+		if v := r.Header.Get(s.ClientIPHeader); v != "" {
+			parts := strings.Split(v, ",")
+			addr = strings.TrimSpace(parts[len(parts)-1])
+		}
+	}
+	if addr == "" {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			host = r.RemoteAddr
+		}
+		addr = host
+	}
+	ip := net.ParseIP(addr)
+	if ip == nil {
+		return addr
+	}
+	if ip.To4() == nil {
+		return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
+	}
+	return ip.String()
+}
+
+// pathDevice parses a device id path segment (1–127).
+func pathDevice(s string) (int, error) {
+	d, err := strconv.Atoi(s)
+	if err != nil || d < 1 || d > 127 || strconv.Itoa(d) != s {
+		return 0, errorf(http.StatusBadRequest, "invalid_device_id", "device id must be an integer from 1 to 127")
+	}
+	return d, nil
+}

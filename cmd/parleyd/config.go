@@ -1,0 +1,197 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/parleyhq/parley/phone"
+)
+
+// config is every setting of `parleyd serve`, from flags, each also readable
+// from a PARLEY_* environment variable (flags win). Secrets come only from
+// files or the environment, never from flags, so they do not show in ps.
+type config struct {
+	Listen         string
+	MetricsListen  string
+	DataDir        string
+	DatabaseURL    string
+	SecretFile     string
+	LogFormat      string
+	LogLevel       string
+	ClientIPHeader string
+
+	TestNumbers   map[string]string
+	AllowCodes    map[string]bool
+	DenyCodes     map[string]bool
+	SMSSender     string
+	TwilioSID     string
+	TwilioToken   string // from PARLEY_TWILIO_AUTH_TOKEN or the token file
+	TwilioTokenF  string
+	TwilioVerify  string
+	TwilioFrom    string
+	TwilioMsgSvc  string
+	TwilioBaseURL string // tests only: where Twilio's API is reached
+}
+
+// envName maps a flag to its environment variable: --data-dir → PARLEY_DATA_DIR.
+func envName(flagName string) string {
+	return "PARLEY_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// multiFlag collects a repeatable flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// serveFlags defines the serve flags on fs and returns a function that,
+// after parsing, builds the config (applying env for unset flags).
+func serveFlags(fs *flag.FlagSet) func() (*config, error) {
+	c := &config{}
+	str := func(p *string, name, def, usage string) {
+		fs.StringVar(p, name, def, usage+" (env "+envName(name)+")")
+	}
+	str(&c.Listen, "listen", "127.0.0.1:8080", "`address` of the public API")
+	str(&c.MetricsListen, "metrics-listen", "127.0.0.1:9090", "`address` for Prometheus /metrics; empty disables it")
+	str(&c.DataDir, "data-dir", "data", "`directory` for the embedded database and the generated root secret")
+	str(&c.DatabaseURL, "database-url", "", "PostgreSQL `URL` (postgres://…); empty uses embedded SQLite in --data-dir")
+	str(&c.SecretFile, "secret-file", "", "`file` holding the 32-byte root secret that keys number hashes and stored codes; default DATA-DIR/root.key (generated on first start with SQLite; must exist with PostgreSQL so all replicas share it: create it with `parleyd init-secret FILE`)")
+	str(&c.LogFormat, "log-format", "json", "log format: json or text")
+	str(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	str(&c.ClientIPHeader, "client-ip-header", "", "`header` (X-Forwarded-For, X-Real-IP) set by a trusted reverse proxy that carries the client address for per-IP limits")
+	str(&c.SMSSender, "sms-sender", "log", "how codes are sent: log (development: codes in the server log), twilio-verify, or twilio-sms")
+	str(&c.TwilioSID, "twilio-account-sid", "", "Twilio account `SID` (AC…)")
+	str(&c.TwilioTokenF, "twilio-auth-token-file", "", "`file` holding the Twilio auth token (or set PARLEY_TWILIO_AUTH_TOKEN)")
+	str(&c.TwilioVerify, "twilio-verify-service-sid", "", "Twilio Verify service `SID` (VA…), for --sms-sender twilio-verify")
+	str(&c.TwilioFrom, "twilio-from", "", "sender `number` for --sms-sender twilio-sms")
+	str(&c.TwilioMsgSvc, "twilio-messaging-service-sid", "", "Twilio Messaging Service `SID` (MG…), instead of --twilio-from")
+	var tests, allow, deny multiFlag
+	fs.Var(&tests, "test-number", "a test number `+E164=CODE`, verified with that fixed 6-digit code and never sent SMS; repeatable (env PARLEY_TEST_NUMBERS, comma-separated)")
+	fs.Var(&allow, "allow-calling-codes", "comma-separated country calling `codes` (44,49) the only ones served; repeatable (env PARLEY_ALLOW_CALLING_CODES)")
+	fs.Var(&deny, "deny-calling-codes", "comma-separated country calling `codes` refused; repeatable (env PARLEY_DENY_CALLING_CODES)")
+
+	return func() (*config, error) {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		var errs []error
+		fs.VisitAll(func(f *flag.Flag) {
+			env := envName(f.Name)
+			if f.Name == "test-number" {
+				env = "PARLEY_TEST_NUMBERS"
+			}
+			v, ok := os.LookupEnv(env)
+			if set[f.Name] || !ok {
+				return
+			}
+			if _, multi := f.Value.(*multiFlag); multi {
+				for _, part := range strings.Split(v, ",") {
+					if part = strings.TrimSpace(part); part != "" {
+						_ = f.Value.Set(part)
+					}
+				}
+				return
+			}
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", env, err))
+			}
+		})
+		c.TwilioToken = os.Getenv("PARLEY_TWILIO_AUTH_TOKEN")
+		c.TwilioBaseURL = os.Getenv("PARLEY_TWILIO_BASE_URL")
+		c.TestNumbers = map[string]string{}
+		for _, t := range tests {
+			num, code, ok := strings.Cut(t, "=")
+			n, err := phone.Parse(num)
+			switch {
+			case !ok:
+				errs = append(errs, fmt.Errorf("--test-number %q: want +E164=CODE", t))
+			case err != nil:
+				errs = append(errs, fmt.Errorf("--test-number: %w", err))
+			default:
+				c.TestNumbers[n.String()] = code
+			}
+		}
+		c.AllowCodes, errs = callingCodes("allow-calling-codes", allow, errs)
+		c.DenyCodes, errs = callingCodes("deny-calling-codes", deny, errs)
+		if c.SecretFile == "" {
+			c.SecretFile = filepath.Join(c.DataDir, "root.key")
+		}
+		return c, errors.Join(append(errs, c.validate()...)...)
+	}
+}
+
+func callingCodes(name string, vals []string, errs []error) (map[string]bool, []error) {
+	m := map[string]bool{}
+	for _, v := range vals {
+		for _, cc := range strings.Split(v, ",") {
+			cc = strings.TrimPrefix(strings.TrimSpace(cc), "+")
+			if !phone.IsCallingCode(cc) {
+				errs = append(errs, fmt.Errorf("--%s: %q is not an assigned geographic country calling code", name, cc))
+				continue
+			}
+			m[cc] = true
+		}
+	}
+	return m, errs
+}
+
+// validate reports every problem at once.
+func (c *config) validate() []error {
+	var errs []error
+	if c.Listen == "" {
+		errs = append(errs, errors.New("--listen must not be empty"))
+	}
+	if c.DatabaseURL == "" && c.DataDir == "" {
+		errs = append(errs, errors.New("--data-dir must not be empty when --database-url is not set"))
+	}
+	if c.DatabaseURL != "" && !strings.HasPrefix(c.DatabaseURL, "postgres://") && !strings.HasPrefix(c.DatabaseURL, "postgresql://") {
+		errs = append(errs, errors.New("--database-url must be a postgres:// URL"))
+	}
+	switch c.LogFormat {
+	case "json", "text":
+	default:
+		errs = append(errs, fmt.Errorf("--log-format %q: want json or text", c.LogFormat))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.LogLevel))
+	}
+	for n, code := range c.TestNumbers {
+		if len(code) != 6 || strings.Trim(code, "0123456789") != "" {
+			errs = append(errs, fmt.Errorf("--test-number %s: code must be 6 digits", n))
+		}
+	}
+	for cc := range c.AllowCodes {
+		if c.DenyCodes[cc] {
+			errs = append(errs, fmt.Errorf("calling code %s is both allowed and denied", cc))
+		}
+	}
+	twilio := func() {
+		if c.TwilioSID == "" {
+			errs = append(errs, fmt.Errorf("--sms-sender %s needs --twilio-account-sid", c.SMSSender))
+		}
+		if c.TwilioToken == "" && c.TwilioTokenF == "" {
+			errs = append(errs, fmt.Errorf("--sms-sender %s needs PARLEY_TWILIO_AUTH_TOKEN or --twilio-auth-token-file", c.SMSSender))
+		}
+	}
+	switch c.SMSSender {
+	case "log":
+	case "twilio-verify":
+		twilio()
+		if c.TwilioVerify == "" {
+			errs = append(errs, errors.New("--sms-sender twilio-verify needs --twilio-verify-service-sid"))
+		}
+	case "twilio-sms":
+		twilio()
+		if (c.TwilioFrom == "") == (c.TwilioMsgSvc == "") {
+			errs = append(errs, errors.New("--sms-sender twilio-sms needs exactly one of --twilio-from and --twilio-messaging-service-sid"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--sms-sender %q: want log, twilio-verify or twilio-sms", c.SMSSender))
+	}
+	return errs
+}

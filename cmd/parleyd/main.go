@@ -1,0 +1,279 @@
+// Command parleyd is the Parley relay server: it verifies phone numbers,
+// stores public prekey bundles and relays ciphertext between devices.
+//
+//	parleyd serve [flags]        run the relay (embedded SQLite by default)
+//	parleyd migrate [flags]      apply database migrations and exit
+//	parleyd init-secret FILE     create a root secret file for shared deployments
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/parleyhq/parley/accounts"
+	"github.com/parleyhq/parley/api"
+	"github.com/parleyhq/parley/phone"
+	"github.com/parleyhq/parley/prekeys"
+	"github.com/parleyhq/parley/ratelimit"
+	"github.com/parleyhq/parley/secrets"
+	"github.com/parleyhq/parley/store"
+	"github.com/parleyhq/parley/store/postgres"
+	"github.com/parleyhq/parley/store/sqlite"
+	"github.com/parleyhq/parley/verify"
+	"github.com/parleyhq/parley/verify/twilio"
+)
+
+const usage = `parleyd is the Parley end-to-end encrypted messenger relay.
+
+Usage:
+  parleyd serve [flags]       run the relay (see parleyd serve --help)
+  parleyd migrate [flags]     apply database migrations and exit
+  parleyd init-secret FILE    create a new root secret file (mode 0600)
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func run(args []string, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch args[0] {
+	case "serve", "migrate":
+		fs := flag.NewFlagSet("parleyd "+args[0], flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		load := serveFlags(fs)
+		if err := fs.Parse(args[1:]); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0
+			}
+			return 2
+		}
+		if fs.NArg() > 0 {
+			fmt.Fprintf(stderr, "parleyd %s: unexpected arguments %q\n", args[0], fs.Args())
+			return 2
+		}
+		cfg, cerr := load()
+		if cerr != nil {
+			fmt.Fprintf(stderr, "parleyd: invalid configuration:\n%v\n", cerr)
+			return 2
+		}
+		log := newLogger(cfg, stderr)
+		if args[0] == "serve" {
+			err = serve(ctx, cfg, log)
+		} else {
+			err = migrate(ctx, cfg, log)
+		}
+	case "init-secret":
+		if len(args) != 2 {
+			fmt.Fprint(stderr, usage)
+			return 2
+		}
+		var created bool
+		if _, created, err = secrets.LoadOrCreate(args[1]); err == nil && !created {
+			err = fmt.Errorf("%s already exists; not replacing it (that would change every stored number hash)", args[1])
+		}
+	case "-h", "--help", "help":
+		fmt.Fprint(stderr, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "parleyd: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "parleyd: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(cfg *config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel)) // validated
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func openStore(ctx context.Context, cfg *config) (*store.DB, error) {
+	if cfg.DatabaseURL != "" {
+		return postgres.Open(ctx, cfg.DatabaseURL)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	return sqlite.Open(ctx, cfg.DataDir+"/parley.db")
+}
+
+func migrate(ctx context.Context, cfg *config, log *slog.Logger) error {
+	db, err := openStore(ctx, cfg) // opening applies migrations
+	if err != nil {
+		return err
+	}
+	log.Info("database schema is up to date", "database", db.Dialect())
+	return db.Close()
+}
+
+func loadSecret(cfg *config, log *slog.Logger) (*secrets.Root, error) {
+	if cfg.DatabaseURL != "" {
+		// Replicas share the database, so they must share the secret: never
+		// generate one silently here.
+		return secrets.Load(cfg.SecretFile)
+	}
+	root, created, err := secrets.LoadOrCreate(cfg.SecretFile)
+	if created {
+		log.Info("generated a new root secret; back it up with the database", "file", cfg.SecretFile)
+	}
+	return root, err
+}
+
+func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
+	root, err := loadSecret(cfg, log)
+	if err != nil {
+		return err
+	}
+	db, err := openStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	hasher, err := phone.NewHasher(root.Derive("phone number hash"))
+	if err != nil {
+		return err
+	}
+	vopts := verify.Options{Store: db, Hasher: hasher, CodeKey: root.Derive("verification code"), Log: log}
+	tw := twilio.Config{
+		AccountSID: cfg.TwilioSID, AuthToken: cfg.TwilioToken, VerifyServiceSID: cfg.TwilioVerify,
+		From: cfg.TwilioFrom, MessagingServiceSID: cfg.TwilioMsgSvc, BaseURL: cfg.TwilioBaseURL,
+	}
+	if cfg.TwilioTokenF != "" {
+		b, err := os.ReadFile(cfg.TwilioTokenF)
+		if err != nil {
+			return fmt.Errorf("read Twilio auth token: %w", err)
+		}
+		tw.AuthToken = string(trimSpace(b))
+	}
+	switch cfg.SMSSender {
+	case "twilio-verify":
+		vopts.Provider, err = twilio.NewVerify(tw)
+	case "twilio-sms":
+		vopts.Sender, err = twilio.NewSMS(tw)
+	default:
+		vopts.Sender = verify.LogSender{Log: log}
+	}
+	if err != nil {
+		return err
+	}
+	vcfg := verify.DefaultConfig()
+	vcfg.TestNumbers, vcfg.AllowCallingCodes, vcfg.DenyCallingCodes = cfg.TestNumbers, cfg.AllowCodes, cfg.DenyCodes
+	verifier, err := verify.New(vcfg, vopts)
+	if err != nil {
+		return err
+	}
+	accts, err := accounts.New(db, verifier, root.Derive("device credential"), root.Derive("registration lock"), log, nil)
+	if err != nil {
+		return err
+	}
+	pre := prekeys.NewService(db,
+		ratelimit.New(ratelimit.Rule{Burst: 100, Every: time.Second}, nil),
+		ratelimit.New(ratelimit.Rule{Burst: 50, Every: 2 * time.Second}, nil))
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv := &api.Server{Accounts: accts, Verify: verifier, PreKeys: pre, Keys: db, DB: db, Log: log, ClientIPHeader: cfg.ClientIPHeader, Metrics: reg}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	httpSrv := newHTTPServer(srv.Handler(), log)
+	errc := make(chan error, 2)
+	go func() { errc <- httpSrv.Serve(ln) }()
+	var metricsSrv *http.Server
+	if cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return errors.Join(fmt.Errorf("metrics listener: %w", err), httpSrv.Close())
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		metricsSrv = newHTTPServer(mux, log)
+		go func() { errc <- metricsSrv.Serve(mln) }()
+		log.Info("metrics listening", "addr", mln.Addr().String())
+	}
+	go sweep(ctx, verifier, log)
+	log.Info("parleyd listening", "addr", ln.Addr().String(), "database", db.Dialect(), "sms_sender", cfg.SMSSender, "test_numbers", len(cfg.TestNumbers))
+
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	shutCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err = httpSrv.Shutdown(shutCtx)
+	if metricsSrv != nil {
+		err = errors.Join(err, metricsSrv.Shutdown(shutCtx))
+	}
+	return err
+}
+
+func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+// sweep deletes expired verification sessions every minute.
+func sweep(ctx context.Context, v *verify.Service, log *slog.Logger) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n, err := v.Sweep(ctx); err != nil {
+				log.Warn("sweep verification sessions", "err", err)
+			} else if n > 0 {
+				log.Debug("swept verification sessions", "count", n)
+			}
+		}
+	}
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
