@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -14,7 +15,8 @@ import (
 // registration with 100 EC and 100 Kyber one-time prekeys (~290 KiB of base64).
 const MaxBodyBytes = 512 << 10
 
-// decode reads exactly one JSON object into v, strictly: unknown members,
+// decode reads exactly one JSON object into v, strictly: non-objects (null
+// included), unknown members,
 // duplicate member names, names differing in case, invalid UTF-8, trailing
 // data and bodies over MaxBodyBytes are all refused.
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
@@ -28,6 +30,9 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 			return errorf(http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds 512 KiB")
 		}
 		return errorf(http.StatusBadRequest, "bad_body", "could not read request body")
+	}
+	if trimmed := bytes.TrimLeft(body, " \t\r\n"); len(trimmed) == 0 || trimmed[0] != '{' {
+		return errorf(http.StatusBadRequest, "invalid_json", "request body must be a JSON object")
 	}
 	if err := json.Unmarshal(body, v, json.RejectUnknownMembers(true)); err != nil {
 		return &Error{Status: http.StatusBadRequest, Code: "invalid_json", Message: jsonMessage(err), Err: err}

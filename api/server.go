@@ -89,40 +89,44 @@ func (s *Server) Handler() http.Handler {
 	authed("GET /v1/keys/count", s.countKeys)
 	authed("GET /v1/keys/{account}/{device}", s.fetchBundle)
 
-	handle("/", func(w http.ResponseWriter, r *http.Request) error {
-		return errorf(http.StatusNotFound, "not_found", "no such endpoint")
-	})
-	return methodNotAllowedAsJSON(mux)
+	return muxErrorsAsJSON(mux)
 }
 
-// methodNotAllowedAsJSON turns ServeMux's own plain-text 405 answers (a
-// known path with the wrong method) into the standard JSON error body.
-func methodNotAllowedAsJSON(mux *http.ServeMux) http.Handler {
+// muxErrorsAsJSON turns ServeMux's own plain-text answers (404 for an
+// unknown path, 405 for a known path with the wrong method) into the
+// standard JSON error body. Handlers' answers are JSON already and pass.
+func muxErrorsAsJSON(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mux.ServeHTTP(&statusSniffer{ResponseWriter: w}, r)
+		mux.ServeHTTP(&muxErrorWriter{ResponseWriter: w}, r)
 	})
 }
 
-// statusSniffer rewrites ServeMux's plain-text 405 into the JSON error body.
-type statusSniffer struct {
+type muxErrorWriter struct {
 	http.ResponseWriter
 	replaced bool
 }
 
-func (s *statusSniffer) WriteHeader(code int) {
-	if code == http.StatusMethodNotAllowed {
-		s.replaced = true
-		writeJSON(s.ResponseWriter, code, errorBody{Error: errorDetail{Code: "method_not_allowed", Message: "method not allowed for this endpoint"}})
-		return
+func (m *muxErrorWriter) WriteHeader(code int) {
+	if strings.HasPrefix(m.Header().Get("Content-Type"), "text/plain") {
+		switch code {
+		case http.StatusNotFound:
+			m.replaced = true
+			writeJSON(m.ResponseWriter, code, errorBody{Error: errorDetail{Code: "not_found", Message: "no such endpoint"}})
+			return
+		case http.StatusMethodNotAllowed:
+			m.replaced = true
+			writeJSON(m.ResponseWriter, code, errorBody{Error: errorDetail{Code: "method_not_allowed", Message: "method not allowed for this endpoint"}})
+			return
+		}
 	}
-	s.ResponseWriter.WriteHeader(code)
+	m.ResponseWriter.WriteHeader(code)
 }
 
-func (s *statusSniffer) Write(b []byte) (int, error) {
-	if s.replaced {
+func (m *muxErrorWriter) Write(b []byte) (int, error) {
+	if m.replaced {
 		return len(b), nil
 	}
-	return s.ResponseWriter.Write(b)
+	return m.ResponseWriter.Write(b)
 }
 
 type statusBody struct {

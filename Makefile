@@ -1,0 +1,45 @@
+# Parley — build, run and test. Needs only Go (see go.mod) and, for the
+# PostgreSQL tests, Debian's postgresql package (scripts/with-postgres
+# installs it with apt-get when run as root and it is missing).
+
+GO        ?= go
+BIN       := bin
+LISTEN    ?= 127.0.0.1:8080
+DATA_DIR  ?= data
+# Test numbers for local use: verified with code 123456, never sent SMS.
+RUN_FLAGS ?= --test-number +15555550100=123456 --test-number +15555550101=123456 --log-format text
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+.PHONY: build run test test-short bench lint fuzz clean
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/...
+
+run: build
+	$(BIN)/parleyd serve --listen $(LISTEN) --data-dir $(DATA_DIR) $(RUN_FLAGS)
+
+# Every test, both storage backends: PostgreSQL is started by scripts/with-postgres.
+test:
+	$(GO) vet ./...
+	scripts/with-postgres $(GO) test -race -count=1 ./...
+
+# Without PostgreSQL (its tests skip).
+test-short:
+	$(GO) test -count=1 ./...
+
+bench:
+	scripts/with-postgres $(GO) test -run='^$$' -bench=. -benchmem ./...
+
+lint:
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+# Run each fuzz target for FUZZTIME (default 30s).
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./phone
+	$(GO) test -run='^$$' -fuzz=FuzzVerify -fuzztime=$(FUZZTIME) ./keys
+	$(GO) test -run='^$$' -fuzz=FuzzRequests -fuzztime=$(FUZZTIME) ./api
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,219 @@
+package api_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+// TestHostileInput sends malformed, oversized and hostile requests to every
+// endpoint: each gets a 4xx JSON error body and changes nothing.
+func TestHostileInput(t *testing.T) {
+	e := newEnv(t)
+	dev, alice := e.register(aliceNumber, 1)
+	_, bob := e.register(bobNumber, 0)
+
+	goodReg := func() map[string]any { return newDevice(t).registration(t, "x", 0) }
+	mutate := func(f func(m map[string]any)) string {
+		m := goodReg()
+		f(m)
+		b, _ := json.Marshal(m)
+		return string(b)
+	}
+	spk := dev.signedPreKey(t, 3)
+	badSig := dev.signedPreKey(t, 3)
+	badSig["signature"] = spk["signature"] // signature over another key
+	otherDev := newDevice(t)
+	foreign := otherDev.signedPreKey(t, 4) // signed by another identity
+	raw33 := base64.StdEncoding.EncodeToString(append([]byte{5}, make([]byte, 32)...))
+	big := `{"number":"` + strings.Repeat("1", 600<<10) + `"}`
+
+	cases := []struct {
+		name, method, path string
+		creds              *creds
+		body               string
+		status             int
+		code               string
+	}{
+		{"not JSON", "POST", "/v1/verification/sessions", nil, `number=+44`, 400, "invalid_json"},
+		{"empty body", "POST", "/v1/verification/sessions", nil, ``, 400, "invalid_json"},
+		{"trailing data", "POST", "/v1/verification/sessions", nil, `{"number":"+442079460000"} {}`, 400, "invalid_json"},
+		{"duplicate key", "POST", "/v1/verification/sessions", nil, `{"number":"+442079460000","number":"+442079460001"}`, 400, "invalid_json"},
+		{"case-folded key", "POST", "/v1/verification/sessions", nil, `{"Number":"+442079460000"}`, 400, "invalid_json"},
+		{"unknown field", "POST", "/v1/verification/sessions", nil, `{"number":"+442079460000","admin":true}`, 400, "invalid_json"},
+		{"wrong type", "POST", "/v1/verification/sessions", nil, `{"number":442079460000}`, 400, "invalid_json"},
+		{"array body", "POST", "/v1/verification/sessions", nil, `[]`, 400, "invalid_json"},
+		{"invalid UTF-8", "POST", "/v1/verification/sessions", nil, "{\"number\":\"+44\xff\"}", 400, "invalid_json"},
+		{"oversized body", "POST", "/v1/verification/sessions", nil, big, 413, "body_too_large"},
+		{"number without plus", "POST", "/v1/verification/sessions", nil, `{"number":"442079460000"}`, 422, "invalid_number"},
+		{"number with letters", "POST", "/v1/verification/sessions", nil, `{"number":"+44207946000O"}`, 422, "invalid_number"},
+		{"number too long", "POST", "/v1/verification/sessions", nil, `{"number":"+4420794600001234567"}`, 422, "invalid_number"},
+		{"empty session id", "PUT", "/v1/verification/sessions/code", nil, `{"session_id":"","code":"123456"}`, 400, "invalid_session_id"},
+		{"huge session id", "PUT", "/v1/verification/sessions/code", nil, `{"session_id":"` + strings.Repeat("a", 65) + `","code":"123456"}`, 400, "invalid_session_id"},
+		{"code with letters", "PUT", "/v1/verification/sessions/code", nil, `{"session_id":"abc","code":"12345a"}`, 400, "invalid_code_format"},
+		{"code too long", "PUT", "/v1/verification/sessions/code", nil, `{"session_id":"abc","code":"1234567"}`, 400, "invalid_code_format"},
+		{"unknown session", "PUT", "/v1/verification/sessions/code", nil, `{"session_id":"abc","code":"123456"}`, 404, "session_not_found"},
+		{"resend bad number", "POST", "/v1/verification/sessions/code", nil, `{"session_id":"abc","number":"+1"}`, 422, "invalid_number"},
+
+		{"register: identity key raw 32 bytes", "POST", "/v1/accounts", nil, mutate(func(m map[string]any) {
+			m["identity_key"] = base64.StdEncoding.EncodeToString(make([]byte, 32))
+		}), 422, "invalid_key"},
+		{"register: base64 with newline", "POST", "/v1/accounts", nil, mutate(func(m map[string]any) {
+			s := m["identity_key"].(string)
+			m["identity_key"] = s[:10] + "\n" + s[10:]
+		}), 400, "invalid_json"},
+		{"register: URL-safe base64", "POST", "/v1/accounts", nil, mutate(func(m map[string]any) {
+			m["identity_key"] = strings.NewReplacer("+", "-", "/", "_").Replace(raw33) + "-"
+		}), 400, "invalid_json"},
+		{"register: unpadded base64", "POST", "/v1/accounts", nil, mutate(func(m map[string]any) {
+			m["identity_key"] = strings.TrimRight(raw33, "=")[:43]
+		}), 400, "invalid_json"},
+		{"register: signature by another identity", "POST", "/v1/accounts", nil, mutate(func(m map[string]any) {
+			m["signed_prekey"] = foreign
+		}), 422, "bad_signature"},
+		{"register: short PQ key", "POST", "/v1/accounts", nil, mutate(func(m map[string]any) {
+			m["pq_last_resort_prekey"].(map[string]any)["public_key"] = raw33
+		}), 422, "invalid_key"},
+		{"register: key id 0", "POST", "/v1/accounts", nil, mutate(func(m map[string]any) {
+			m["signed_prekey"].(map[string]any)["key_id"] = 0
+		}), 422, "invalid_key_id"},
+		{"register: negative key id", "POST", "/v1/accounts", nil, mutate(func(m map[string]any) {
+			m["signed_prekey"].(map[string]any)["key_id"] = -1
+		}), 400, "invalid_json"},
+		{"register: registration id 0", "POST", "/v1/accounts", nil, mutate(func(m map[string]any) { m["registration_id"] = 0 }), 422, "invalid_registration_id"},
+		{"register: short credential", "POST", "/v1/accounts", nil, mutate(func(m map[string]any) { m["credential"] = "short" }), 422, "invalid_credential"},
+		{"register: credential with colon", "POST", "/v1/accounts", nil, mutate(func(m map[string]any) {
+			m["credential"] = strings.Repeat("a", 40) + ":x"
+		}), 422, "invalid_credential"},
+		{"register: 101 prekeys", "POST", "/v1/accounts", nil, mutate(func(m map[string]any) { m["prekeys"] = dev.preKeys(t, 1, 101) }), 422, "too_many_keys"},
+		{"register: repeated prekey id", "POST", "/v1/accounts", nil, mutate(func(m map[string]any) {
+			pk := dev.preKeys(t, 7, 1)
+			m["prekeys"] = append(pk, pk...)
+		}), 422, "duplicate_key_id"},
+		{"register: unverified session", "POST", "/v1/accounts", nil, mutate(func(m map[string]any) {}), 404, "session_not_found"},
+
+		{"upload: bad signature", "PUT", "/v1/keys", alice, `{"signed_prekey":` + mustJSON(badSig) + `}`, 422, "bad_signature"},
+		{"upload: unknown member", "PUT", "/v1/keys", alice, `{"prekeys":[],"extra":1}`, 400, "invalid_json"},
+		{"upload: null", "PUT", "/v1/keys", alice, `null`, 400, "invalid_json"},
+		{"upload: wrong content type", "PUT", "/v1/keys", alice, `{}`, 415, "unsupported_media_type"},
+		{"lock: short token", "PUT", "/v1/accounts/me/registration-lock", alice, `{"token":"AAAA"}`, 422, "invalid_lock_token"},
+		{"fetch: bad account id", "GET", "/v1/keys/not-a-uuid/1", bob, ``, 400, "invalid_account_id"},
+		{"fetch: device 0", "GET", "/v1/keys/" + alice.Account + "/0", bob, ``, 400, "invalid_device_id"},
+		{"fetch: device 01", "GET", "/v1/keys/" + alice.Account + "/01", bob, ``, 400, "invalid_device_id"},
+		{"fetch: huge device", "GET", "/v1/keys/" + alice.Account + "/99999999999999999999", bob, ``, 400, "invalid_device_id"},
+		{"fetch: unknown account", "GET", "/v1/keys/00000000-0000-4000-8000-000000000000/*", bob, ``, 404, "not_found"},
+		{"remove: device abc", "DELETE", "/v1/devices/abc", alice, ``, 400, "invalid_device_id"},
+		{"unknown endpoint", "GET", "/v1/nope", nil, ``, 404, "not_found"},
+		{"wrong method", "PATCH", "/v1/keys", alice, ``, 405, "method_not_allowed"},
+	}
+	before := snapshot(t, e)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var body any
+			if c.body != "" || c.method == "POST" {
+				body = c.body
+			}
+			e := *e
+			e.t = t
+			r := e.call(c.method, c.path, c.creds, body, false)
+			if c.name == "upload: wrong content type" {
+				r = e.rawCall(c.method, c.path, c.creds, c.body, "text/plain")
+			}
+			if r.Status != c.status || r.errCode() != c.code {
+				t.Errorf("got %d %s, want %d %s", r.Status, r.Raw, c.status, c.code)
+			}
+			errBody, _ := r.Body["error"].(map[string]any)
+			if msg, _ := errBody["message"].(string); msg == "" || strings.Contains(msg, "sql") || strings.Contains(msg, "goroutine") {
+				t.Errorf("error message missing or leaks internals: %q", msg)
+			}
+		})
+	}
+	if after := snapshot(t, e); after != before {
+		t.Errorf("hostile requests changed stored state:\nbefore %s\nafter  %s", before, after)
+	}
+}
+
+// rawCall sends body with an explicit content type.
+func (e *env) rawCall(method, path string, c *creds, body, contentType string) response {
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	req.Header.Set("Content-Type", contentType)
+	if c != nil {
+		req.SetBasicAuth(c.Account+".1", c.Secret)
+	}
+	req.RequestURI = ""
+	req.URL.Scheme, req.URL.Host = "http", strings.TrimPrefix(e.srv.URL, "http://")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r response
+	r.Status, r.Header = resp.StatusCode, resp.Header
+	json.NewDecoder(resp.Body).Decode(&r.Body)
+	return r
+}
+
+func mustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// snapshot summarises every table's contents.
+func snapshot(t *testing.T, e *env) string {
+	var sb strings.Builder
+	for _, table := range e.db.Tables() {
+		rows, err := e.db.DumpTable(context.Background(), table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(rows)
+		sb.WriteString(table + ":" + string(b) + ";")
+	}
+	return sb.String()
+}
+
+// FuzzRequests throws arbitrary bodies at every JSON endpoint of a real
+// relay: no input may cause a 5xx or a panic, and every error is the
+// standard JSON body.
+func FuzzRequests(f *testing.F) {
+	seeds := []string{`{"number":"+442079460000"}`, `{"session_id":"a","code":"123456"}`, `{}`, `{"a":1,"a":2}`, `[`, `{"prekeys":[{"key_id":1,"public_key":"BQ=="}]}`}
+	for i, s := range seeds {
+		f.Add(uint8(i), []byte(s))
+	}
+	f.Fuzz(func(t *testing.T, which uint8, body []byte) {
+		// A fresh relay per input keeps failures reproducible.
+		e := fuzzEnv(t)
+		endpoints := []struct{ method, path string }{
+			{"POST", "/v1/verification/sessions"}, {"POST", "/v1/verification/sessions/status"},
+			{"POST", "/v1/verification/sessions/code"}, {"PUT", "/v1/verification/sessions/code"},
+			{"POST", "/v1/accounts"}, {"PUT", "/v1/keys"}, {"PUT", "/v1/accounts/me/registration-lock"},
+		}
+		ep := endpoints[int(which)%len(endpoints)]
+		var c *creds
+		if ep.path == "/v1/keys" || strings.HasPrefix(ep.path, "/v1/accounts/me") {
+			c = e.alice
+		}
+		r := e.env.call(ep.method, ep.path, c, body, false)
+		if r.Status >= 500 {
+			t.Fatalf("%s %s with %q: %d", ep.method, ep.path, body, r.Status)
+		}
+		if r.Status >= 400 && r.errCode() == "" {
+			t.Fatalf("%s %s with %q: %d without an error code: %s", ep.method, ep.path, body, r.Status, r.Raw)
+		}
+	})
+}
+
+type fuzzState struct {
+	env   *env
+	alice *creds
+}
+
+func fuzzEnv(t *testing.T) *fuzzState {
+	e := newEnv(t)
+	_, alice := e.register(aliceNumber, 0)
+	return &fuzzState{env: e, alice: alice}
+}
