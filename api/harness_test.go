@@ -43,7 +43,7 @@ const (
 // env is a real relay (real services over a real SQLite database) behind an
 // httptest server whose every response is checked against openapi.yaml.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	srv    *httptest.Server
 	db     *store.DB
 	logBuf *syncBuffer
@@ -69,7 +69,7 @@ func (s *syncBuffer) String() string {
 
 type envOption func(*verify.Config)
 
-func newEnv(t *testing.T, opts ...envOption) *env {
+func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
 	ctx := context.Background()
 	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "parley.db"))
@@ -227,7 +227,7 @@ type device struct {
 	secret   string
 }
 
-func newDevice(t *testing.T) *device {
+func newDevice(t testing.TB) *device {
 	kp, err := ecc.GenerateKeyPair()
 	if err != nil {
 		t.Fatal(err)
@@ -239,7 +239,7 @@ func newDevice(t *testing.T) *device {
 
 var b64 = base64.StdEncoding.EncodeToString
 
-func (d *device) signedPreKey(t *testing.T, id int) map[string]any {
+func (d *device) signedPreKey(t testing.TB, id int) map[string]any {
 	kp, err := ecc.GenerateKeyPair()
 	if err != nil {
 		t.Fatal(err)
@@ -257,7 +257,7 @@ func (d *device) pqPreKey(id int) map[string]any {
 	return map[string]any{"key_id": id, "public_key": b64(pub), "signature": b64(sig[:])}
 }
 
-func (d *device) preKeys(t *testing.T, from, n int) []map[string]any {
+func (d *device) preKeys(t testing.TB, from, n int) []map[string]any {
 	out := make([]map[string]any, n)
 	for i := range out {
 		kp, err := ecc.GenerateKeyPair()
@@ -277,7 +277,7 @@ func (d *device) pqPreKeys(from, n int) []map[string]any {
 	return out
 }
 
-func (d *device) registration(t *testing.T, session string, nPre int) map[string]any {
+func (d *device) registration(t testing.TB, session string, nPre int) map[string]any {
 	return map[string]any{
 		"session_id": session, "credential": d.secret, "registration_id": 1234,
 		"identity_key":          b64(d.identity.PublicKey().Serialize()),

@@ -177,27 +177,29 @@ func snapshot(t *testing.T, e *env) string {
 }
 
 // FuzzRequests throws arbitrary bodies at every JSON endpoint of a real
-// relay: no input may cause a 5xx or a panic, and every error is the
-// standard JSON body.
+// relay (one per fuzz worker): no input may cause a 5xx or a panic, and every
+// error is the standard JSON body.
 func FuzzRequests(f *testing.F) {
 	seeds := []string{`{"number":"+442079460000"}`, `{"session_id":"a","code":"123456"}`, `{}`, `{"a":1,"a":2}`, `[`, `{"prekeys":[{"key_id":1,"public_key":"BQ=="}]}`}
 	for i, s := range seeds {
 		f.Add(uint8(i), []byte(s))
 	}
+	shared := newEnv(f)
+	_, alice := shared.register(aliceNumber, 0)
+	endpoints := []struct{ method, path string }{
+		{"POST", "/v1/verification/sessions"}, {"POST", "/v1/verification/sessions/status"},
+		{"POST", "/v1/verification/sessions/code"}, {"PUT", "/v1/verification/sessions/code"},
+		{"POST", "/v1/accounts"}, {"PUT", "/v1/keys"}, {"PUT", "/v1/accounts/me/registration-lock"},
+	}
 	f.Fuzz(func(t *testing.T, which uint8, body []byte) {
-		// A fresh relay per input keeps failures reproducible.
-		e := fuzzEnv(t)
-		endpoints := []struct{ method, path string }{
-			{"POST", "/v1/verification/sessions"}, {"POST", "/v1/verification/sessions/status"},
-			{"POST", "/v1/verification/sessions/code"}, {"PUT", "/v1/verification/sessions/code"},
-			{"POST", "/v1/accounts"}, {"PUT", "/v1/keys"}, {"PUT", "/v1/accounts/me/registration-lock"},
-		}
+		e := *shared
+		e.t = t
 		ep := endpoints[int(which)%len(endpoints)]
 		var c *creds
 		if ep.path == "/v1/keys" || strings.HasPrefix(ep.path, "/v1/accounts/me") {
-			c = e.alice
+			c = alice
 		}
-		r := e.env.call(ep.method, ep.path, c, body, false)
+		r := e.call(ep.method, ep.path, c, body, false)
 		if r.Status >= 500 {
 			t.Fatalf("%s %s with %q: %d", ep.method, ep.path, body, r.Status)
 		}
@@ -205,15 +207,4 @@ func FuzzRequests(f *testing.F) {
 			t.Fatalf("%s %s with %q: %d without an error code: %s", ep.method, ep.path, body, r.Status, r.Raw)
 		}
 	})
-}
-
-type fuzzState struct {
-	env   *env
-	alice *creds
-}
-
-func fuzzEnv(t *testing.T) *fuzzState {
-	e := newEnv(t)
-	_, alice := e.register(aliceNumber, 0)
-	return &fuzzState{env: e, alice: alice}
 }
