@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -47,8 +48,27 @@ type relay struct {
 	cmd     *exec.Cmd
 	base    string
 	metrics string
-	logs    *bytes.Buffer
+	logs    *logBuffer
 	done    chan error
+}
+
+// logBuffer collects a process's log lines; the test reads it while the
+// reader goroutine writes.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) WriteString(s string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b.WriteString(s)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 var listenLine = regexp.MustCompile(`"msg":"(parleyd|metrics) listening","addr":"([^"]+)"`)
@@ -65,7 +85,7 @@ func start(t *testing.T, env []string, args ...string) *relay {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	r := &relay{t: t, cmd: cmd, logs: &bytes.Buffer{}, done: make(chan error, 1)}
+	r := &relay{t: t, cmd: cmd, logs: &logBuffer{}, done: make(chan error, 1)}
 	ready := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(stderr)
