@@ -20,3 +20,12 @@ func TestConformance(t *testing.T) {
 		return db
 	})
 }
+
+func BenchmarkStore(b *testing.B) {
+	db, err := postgres.Open(context.Background(), pgtest.Database(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	storetest.Bench(b, db)
+}

@@ -105,13 +105,17 @@ func verifiedSession(t *testing.T, db *store.DB, number phone.Hash) [32]byte {
 	var id [32]byte
 	copy(id[:], random(32))
 	ctx := context.Background()
-	if err := db.CreateSession(ctx, verify.Session{IDHash: id, Number: number, Expires: now.Add(time.Hour)}); err != nil {
+	if err := db.CreateSession(ctx, sessionFor(id, number)); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.MarkVerified(ctx, id, now); err != nil {
 		t.Fatal(err)
 	}
 	return id
+}
+
+func sessionFor(id [32]byte, number phone.Hash) verify.Session {
+	return verify.Session{IDHash: id, Number: number, Expires: now.Add(time.Hour)}
 }
 
 func registration(t *testing.T, db *store.DB, number phone.Hash, nPre int) accounts.StoredRegistration {

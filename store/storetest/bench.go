@@ -1,0 +1,71 @@
+package storetest
+
+import (
+	"context"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/accounts"
+	"github.com/parleyhq/parley/keys"
+	"github.com/parleyhq/parley/phone"
+	"github.com/parleyhq/parley/store"
+)
+
+// Bench measures the relay's hot storage paths on one backend: device
+// authentication lookups and bundle claims (each claim deletes one EC and
+// one KEM one-time prekey in a transaction), run from parallel goroutines.
+func Bench(b *testing.B, db *store.DB) {
+	ctx := context.Background()
+	reg := func() uuid.UUID {
+		number := phone.Hash{}
+		copy(number[:], random(32))
+		var id [32]byte
+		copy(id[:], random(32))
+		if err := db.CreateSession(ctx, sessionFor(id, number)); err != nil {
+			b.Fatal(err)
+		}
+		if err := db.MarkVerified(ctx, id, now); err != nil {
+			b.Fatal(err)
+		}
+		a, err := db.Register(ctx, accounts.StoredRegistration{
+			Session: id, Number: number, IdentityKey: ecKey(), Day: today(),
+			Device: accounts.NewDevice{RegistrationID: 1, Credential: random(accounts.HashedSize),
+				SignedPreKey: keys.SignedPreKey{ID: 1, PublicKey: ecKey(), Signature: sig()}, LastResort: kemKey(1)},
+		}, now)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return a
+	}
+	b.Run("DeviceCredential", func(b *testing.B) {
+		a := reg()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, _, err := db.DeviceCredential(ctx, a, 1); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+	b.Run("ClaimBundle", func(b *testing.B) {
+		a := reg()
+		// Pools hold at most keys.MaxPoolSize keys, so past the first
+		// 1000 iterations claims fall back to the signed and last-resort keys.
+		for from := 1; from <= keys.MaxPoolSize; from += keys.MaxPreKeysPerUpload {
+			if err := db.StoreKeys(ctx, a, 1, keys.Upload{PreKeys: preKeys(from, keys.MaxPreKeysPerUpload), KEMPreKeys: kemPreKeys(from, keys.MaxPreKeysPerUpload)}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := db.ClaimBundle(ctx, a, 1); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+}
