@@ -159,8 +159,8 @@ func (s *Server) setLock(w http.ResponseWriter, r *http.Request, p accounts.Prin
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	if len(req.Token) != accounts.LockTokenSize {
-		return accounts.ErrBadLockToken
+	if req.Token == nil { // nil would mean "clear the lock" to the service
+		req.Token = Bytes{}
 	}
 	if err := s.Accounts.SetRegistrationLock(r.Context(), p, req.Token); err != nil {
 		return err

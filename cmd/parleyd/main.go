@@ -7,6 +7,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -173,7 +174,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		if err != nil {
 			return fmt.Errorf("read Twilio auth token: %w", err)
 		}
-		tw.AuthToken = string(trimSpace(b))
+		tw.AuthToken = string(bytes.TrimRight(b, "\r\n "))
 	}
 	switch cfg.SMSSender {
 	case "twilio-verify":
@@ -269,11 +270,4 @@ func sweep(ctx context.Context, v *verify.Service, log *slog.Logger) {
 			}
 		}
 	}
-}
-
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
-		b = b[:len(b)-1]
-	}
-	return b
 }
