@@ -144,6 +144,11 @@ type Service struct {
 	locks    secretHasher
 	log      *slog.Logger
 	now      func() time.Time
+	// OnDevicesRemoved, if set, is called after devices stop existing or
+	// their credentials are replaced (device removal, account deletion,
+	// re-registration), so live connections can be closed at once.
+	// device is 0 when every device of the account is affected.
+	OnDevicesRemoved func(account uuid.UUID, device int)
 }
 
 // New returns a Service. credKey and lockKey (≥ 32 bytes each) key the
@@ -222,6 +227,9 @@ func (s *Service) Register(ctx context.Context, r Registration) (uuid.UUID, erro
 		return uuid.Nil, fmt.Errorf("register: %w", err)
 	}
 	s.log.InfoContext(ctx, "account registered", "account", id, "reregistration", existing.ID != uuid.Nil)
+	if existing.ID != uuid.Nil {
+		s.removed(id, 0) // the old devices' credentials no longer exist
+	}
 	return id, nil
 }
 
@@ -349,6 +357,7 @@ func (s *Service) RemoveDevice(ctx context.Context, p Principal, device int) err
 		return fmt.Errorf("remove device: %w", err)
 	}
 	s.log.InfoContext(ctx, "device removed", "account", p.Account, "device", device, "by", p.Device)
+	s.removed(p.Account, device)
 	return nil
 }
 
@@ -361,7 +370,14 @@ func (s *Service) DeleteAccount(ctx context.Context, p Principal) error {
 		return fmt.Errorf("delete account: %w", err)
 	}
 	s.log.InfoContext(ctx, "account deleted", "account", p.Account)
+	s.removed(p.Account, 0)
 	return nil
+}
+
+func (s *Service) removed(account uuid.UUID, device int) {
+	if s.OnDevicesRemoved != nil {
+		s.OnDevicesRemoved(account, device)
+	}
 }
 
 // day returns whole days since the Unix epoch: last-seen times are kept at

@@ -181,3 +181,29 @@ func (db *DB) execOne(ctx context.Context, notFound error, q string, args ...any
 	}
 	return nil
 }
+
+// AddDevice stores a new device of an account under the next free id and
+// returns that id. Device linking uses it.
+func (db *DB) AddDevice(ctx context.Context, account uuid.UUID, d accounts.NewDevice, day int) (int, error) {
+	var id int
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		err := tx.QueryRowContext(ctx, `SELECT coalesce(max(device_id), 0) + 1 FROM devices WHERE account_id = $1`, account.String()).Scan(&id)
+		if err != nil {
+			return fmt.Errorf("add device: %w", err)
+		}
+		if id == 1 {
+			return accounts.ErrNotFound
+		}
+		if id > 127 {
+			return fmt.Errorf("add device: account has device 127 already")
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO devices (account_id, device_id, registration_id, credential, created_day, last_seen_day)
+			VALUES ($1, $2, $3, $4, $5, $5)`, account.String(), id, d.RegistrationID, d.Credential, day); err != nil {
+			return fmt.Errorf("add device: %w", err)
+		}
+		return db.storeKeys(ctx, tx, account.String(), id, keys.Upload{
+			SignedPreKey: &d.SignedPreKey, LastResort: &d.LastResort, PreKeys: d.PreKeys, KEMPreKeys: d.KEMPreKeys,
+		})
+	})
+	return id, err
+}

@@ -4,7 +4,7 @@
 // of the project lives under this directory.
 //
 // DB implements the storage interfaces that the domain packages declare
-// (accounts.Store, keys.Store, prekeys.Store, verify.Store); store/storetest
+// (accounts.Store, keys.Store, prekeys.Store, verify.Store, relay.Store); store/storetest
 // checks that both dialects behave the same.
 package store
 
@@ -34,6 +34,9 @@ type Dialect struct {
 	// of the lowest-id one-time prekey of device ($1 account, $2 device),
 	// safely under concurrent claimers.
 	ClaimEC, ClaimKEM string
+	// LockRows is appended to a SELECT to lock the rows it reads until
+	// the transaction ends (empty when the engine has a single writer).
+	LockRows string
 	// IsUniqueViolation reports whether err is a unique-constraint failure.
 	IsUniqueViolation func(error) bool
 }
@@ -82,7 +85,7 @@ func (db *DB) Close() error {
 // Tables lists the application's tables, for tests that inspect what the
 // relay stores.
 func (db *DB) Tables() []string {
-	return []string{"accounts", "devices", "signed_prekeys", "kem_last_resort_prekeys", "ec_prekeys", "kem_prekeys", "verification_sessions"}
+	return []string{"accounts", "devices", "signed_prekeys", "kem_last_resort_prekeys", "ec_prekeys", "kem_prekeys", "verification_sessions", "envelopes", "send_receipts"}
 }
 
 // DumpTable returns every row of table as column → value, for tests and

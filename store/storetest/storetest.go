@@ -43,6 +43,7 @@ func Run(t *testing.T, open Opener) {
 		{"ClaimBundle", testClaim},
 		{"ConcurrentClaimsHandOutEachKeyOnce", testConcurrentClaims},
 	}
+	tests = append(tests, relayTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

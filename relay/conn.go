@@ -1,0 +1,383 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/go-json-experiment/json"
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+
+	"github.com/parleyhq/parley/accounts"
+)
+
+// maxOnlinePending bounds online-only envelopes waiting for a connection's
+// writer; more are dropped, as online-only envelopes may be.
+const maxOnlinePending = 32
+
+// fetchBatch is how many envelopes one queue read returns at most.
+const fetchBatch = 64
+
+// Accept upgrades r to the WebSocket of device p and serves it in its own
+// goroutines; it returns once the connection is set up. Errors before the
+// upgrade are answered through fail.
+func (s *Service) Accept(w http.ResponseWriter, r *http.Request, p accounts.Principal, fail func(status int, reason error)) {
+	s.mu.Lock()
+	if s.shutdown {
+		s.mu.Unlock()
+		fail(http.StatusServiceUnavailable, ErrShuttingDown)
+		return
+	}
+	s.conns.Add(1) // released when the read loop ends
+	s.mu.Unlock()
+
+	up := websocket.Upgrader{
+		HandshakeTimeout: 10 * time.Second,
+		// Small buffers and a shared write-buffer pool keep an idle
+		// connection near 10 KiB (see PERFORMANCE.md).
+		ReadBufferSize:  1024,
+		WriteBufferSize: 1024,
+		WriteBufferPool: s.writeBuffers,
+		Error: func(_ http.ResponseWriter, _ *http.Request, status int, reason error) {
+			fail(status, reason)
+		},
+	}
+	ws, err := up.Upgrade(w, r, nil)
+	if err != nil {
+		s.conns.Done()
+		return
+	}
+	c := &conn{s: s, ws: ws, account: p.Account, device: p.Device, since: s.now().UnixMilli()}
+	ws.SetReadLimit(MaxClientFrame)
+	old, ok := s.hub.add(c)
+	if !ok { // shutdown began during the handshake
+		c.close(websocket.CloseGoingAway, "server shutting down")
+		go c.readLoop()
+		return
+	}
+	if old != nil {
+		old.close(CloseReplaced, "replaced by a newer connection")
+	}
+	s.bus.Publish(Event{Kind: EventConnected, Account: p.Account, Device: p.Device, At: c.since})
+	c.schedulePing()
+	c.wake()
+	// The read loop runs after the HTTP handler returns, so net/http's
+	// buffers are released while the connection idles.
+	go c.readLoop()
+}
+
+// conn is one device's live WebSocket.
+type conn struct {
+	s       *Service
+	ws      *websocket.Conn
+	account uuid.UUID
+	device  int
+	since   int64 // Unix ms when the connection was accepted
+
+	mu        sync.Mutex
+	inflight  map[uuid.UUID]int64 // delivered, unacknowledged: id → seq
+	cursor    int64               // highest seq delivered
+	running   bool                // a delivery goroutine is active
+	again     bool                // woken while running: look again
+	emptySent bool
+	online    []Envelope
+	closing   bool
+	pinger    *time.Timer
+}
+
+// wake makes the connection look at its queue (and online envelopes).
+func (c *conn) wake() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return
+	}
+	if c.running {
+		c.again = true
+		return
+	}
+	c.running = true
+	c.s.conns.Add(1) // the read loop's count is held, so this cannot race Wait
+	go c.deliver()
+}
+
+func (c *conn) pushOnline(e Envelope) {
+	c.mu.Lock()
+	if len(c.online) < maxOnlinePending {
+		c.online = append(c.online, e)
+	}
+	c.mu.Unlock()
+	c.wake()
+}
+
+// deliver writes pending envelopes until the queue is drained or the
+// window of unacknowledged envelopes is full. There is no writer goroutine
+// while a connection idles; wake starts one.
+func (c *conn) deliver() {
+	defer c.s.conns.Done()
+	for {
+		c.mu.Lock()
+		if c.closing {
+			c.running = false
+			c.mu.Unlock()
+			return
+		}
+		online := c.online
+		c.online = nil
+		room := c.s.cfg.Window - len(c.inflight)
+		cursor := c.cursor
+		c.again = false
+		c.mu.Unlock()
+
+		for _, e := range online {
+			if !c.write(Frame{Type: FrameEnvelope, Envelope: wireEnvelope(e)}) {
+				c.stopped()
+				return
+			}
+		}
+		if room > 0 {
+			limit := min(room, fetchBatch)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			envs, err := c.s.store.Pending(ctx, c.account, c.device, cursor, c.s.now(), limit)
+			cancel()
+			if err != nil {
+				c.s.log.Error("read queue", "account", c.account, "device", c.device, "err", err)
+				c.close(websocket.CloseInternalServerErr, "internal error")
+				c.stopped()
+				return
+			}
+			for _, e := range envs {
+				c.mu.Lock()
+				if c.inflight == nil {
+					c.inflight = make(map[uuid.UUID]int64, c.s.cfg.Window)
+				}
+				c.inflight[e.ID] = e.Seq
+				c.cursor = e.Seq
+				c.mu.Unlock()
+				if !c.write(Frame{Type: FrameEnvelope, Envelope: wireEnvelope(e)}) {
+					c.stopped()
+					return
+				}
+			}
+			if len(envs) == limit {
+				continue // there may be more
+			}
+			c.mu.Lock()
+			first := !c.emptySent
+			c.emptySent = true
+			c.mu.Unlock()
+			if first && !c.write(Frame{Type: FrameQueueEmpty}) {
+				c.stopped()
+				return
+			}
+		}
+		c.mu.Lock()
+		if !c.again || c.closing {
+			c.running = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+	}
+}
+
+func (c *conn) stopped() {
+	c.mu.Lock()
+	c.running = false
+	c.mu.Unlock()
+}
+
+// write sends one frame within the write timeout; a peer too slow to take
+// it loses the connection (its envelopes stay queued).
+func (c *conn) write(f Frame) bool {
+	b, err := json.Marshal(f)
+	if err != nil {
+		c.s.log.Error("encode frame", "err", err)
+		return false
+	}
+	_ = c.ws.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
+	if err := c.ws.WriteMessage(websocket.TextMessage, b); err != nil {
+		c.abort()
+		return false
+	}
+	return true
+}
+
+// readLoop reads acknowledgements until the connection ends.
+func (c *conn) readLoop() {
+	defer c.finish()
+	wait := 2 * c.s.cfg.PingInterval
+	_ = c.ws.SetReadDeadline(time.Now().Add(wait))
+	c.ws.SetPongHandler(func(string) error {
+		c.mu.Lock()
+		closing := c.closing
+		c.mu.Unlock()
+		if !closing {
+			_ = c.ws.SetReadDeadline(time.Now().Add(wait))
+		}
+		return nil
+	})
+	for {
+		typ, data, err := c.ws.ReadMessage()
+		if err != nil {
+			return
+		}
+		if typ != websocket.TextMessage {
+			c.close(websocket.CloseUnsupportedData, "frames must be JSON text")
+			continue
+		}
+		var f Frame
+		if err := json.Unmarshal(data, &f, json.RejectUnknownMembers(true)); err != nil {
+			c.close(websocket.ClosePolicyViolation, "malformed frame")
+			continue
+		}
+		if f.Type != FrameAck || f.Envelope != nil || len(f.IDs) == 0 || len(f.IDs) > MaxAckIDs {
+			c.close(websocket.ClosePolicyViolation, "expected an ack frame with 1 to 1000 ids")
+			continue
+		}
+		c.ack(f.IDs)
+	}
+}
+
+// ack forgets acknowledged envelopes and queues their deletion; ids this
+// connection did not deliver are ignored.
+func (c *conn) ack(ids []uuid.UUID) {
+	c.mu.Lock()
+	full := len(c.inflight) >= c.s.cfg.Window
+	seqs := make([]int64, 0, len(ids))
+	for _, id := range ids {
+		if seq, ok := c.inflight[id]; ok {
+			delete(c.inflight, id)
+			seqs = append(seqs, seq)
+		}
+	}
+	c.mu.Unlock()
+	if len(seqs) > 0 {
+		c.s.acks.add(seqs)
+		if full {
+			c.wake()
+		}
+	}
+}
+
+func (c *conn) schedulePing() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pinger = time.AfterFunc(c.s.cfg.PingInterval, func() {
+		if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.s.cfg.WriteTimeout)); err != nil {
+			c.abort()
+			return
+		}
+		c.mu.Lock()
+		if !c.closing {
+			c.pinger.Reset(c.s.cfg.PingInterval)
+		}
+		c.mu.Unlock()
+	})
+}
+
+// close starts a clean close: a close frame now, and the read loop waits a
+// moment for the peer's answer before dropping the connection.
+func (c *conn) close(code int, reason string) {
+	if !c.markClosing() {
+		return
+	}
+	deadline := time.Now().Add(time.Second)
+	if err := c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), deadline); err != nil && !errors.Is(err, websocket.ErrCloseSent) {
+		_ = c.ws.Close()
+		return
+	}
+	_ = c.ws.SetReadDeadline(deadline.Add(time.Second))
+}
+
+// abort drops a broken connection at once.
+func (c *conn) abort() {
+	c.markClosing()
+	_ = c.ws.Close()
+}
+
+func (c *conn) markClosing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return false
+	}
+	c.closing = true
+	if c.pinger != nil {
+		c.pinger.Stop()
+	}
+	return true
+}
+
+func (c *conn) finish() {
+	c.markClosing()
+	_ = c.ws.Close()
+	c.s.hub.remove(c)
+	c.s.conns.Done()
+}
+
+// acker deletes acknowledged envelopes in batches: one transaction for
+// many acknowledgements, from every connection of the node.
+type acker struct {
+	store Store
+	log   *slog.Logger
+	ch    chan []int64
+	done  chan struct{}
+}
+
+func newAcker(store Store, log *slog.Logger) *acker {
+	a := &acker{store: store, log: log, ch: make(chan []int64, 4096), done: make(chan struct{})}
+	go a.run()
+	return a
+}
+
+// add queues deletions; it blocks when the queue is full, which slows the
+// acknowledging clients down rather than growing memory.
+func (a *acker) add(seqs []int64) { a.ch <- seqs }
+
+// close flushes what is queued and stops; no add may follow.
+func (a *acker) close() {
+	close(a.ch)
+	<-a.done
+}
+
+const ackBatch = 1000
+
+func (a *acker) run() {
+	defer close(a.done)
+	for first := range a.ch {
+		batch := append([]int64(nil), first...)
+	collect:
+		for len(batch) < ackBatch {
+			select {
+			case more, ok := <-a.ch:
+				if !ok {
+					break collect
+				}
+				batch = append(batch, more...)
+			default:
+				break collect
+			}
+		}
+		a.flush(batch)
+	}
+}
+
+func (a *acker) flush(seqs []int64) {
+	for attempt := 0; attempt < 3; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := a.store.Delete(ctx, seqs)
+		cancel()
+		if err == nil {
+			return
+		}
+		a.log.Warn("delete acknowledged envelopes", "count", len(seqs), "attempt", attempt+1, "err", err)
+		time.Sleep(100 * time.Millisecond << attempt)
+	}
+	// Not deleted: the envelopes will be delivered again and the devices
+	// de-duplicate them by id. Nothing is lost.
+}

@@ -1,0 +1,70 @@
+package relay
+
+import (
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// WebSocket frames (text, JSON). websocket.md next to the API's openapi.yaml
+// documents them for client authors.
+
+// Frame types.
+const (
+	FrameEnvelope   = "envelope"    // server → client: one envelope
+	FrameQueueEmpty = "queue_empty" // server → client: the stored queue has been sent
+	FrameAck        = "ack"         // client → server: acknowledge envelopes by id
+)
+
+// Close codes the relay uses besides the standard ones (1001 going away on
+// shutdown, 1008 for a malformed frame, 1009 for an oversized one, 1011
+// for an internal error).
+const (
+	// CloseReplaced: the device opened a newer connection.
+	CloseReplaced = 4000
+	// CloseDeviceRemoved: the device was removed, its account deleted or
+	// re-registered; its credential no longer works.
+	CloseDeviceRemoved = 4001
+)
+
+// MaxAckIDs bounds the ids of one ack frame; MaxClientFrame bounds any
+// frame a client sends.
+const (
+	MaxAckIDs      = 1000
+	MaxClientFrame = 64 << 10
+)
+
+// Frame is one WebSocket message in either direction.
+type Frame struct {
+	Type     string        `json:"type"`
+	Envelope *WireEnvelope `json:"envelope,omitempty"`
+	IDs      []uuid.UUID   `json:"ids,omitempty"`
+}
+
+// WireEnvelope is an envelope as delivered to a device.
+type WireEnvelope struct {
+	ID              uuid.UUID `json:"id"`
+	Type            int       `json:"type"`
+	SourceAccount   uuid.UUID `json:"source_account"`
+	SourceDevice    int       `json:"source_device"`
+	Timestamp       int64     `json:"timestamp"`        // sender's clock, Unix ms
+	ServerTimestamp int64     `json:"server_timestamp"` // relay's clock, Unix ms
+	ExpiresAt       int64     `json:"expires_at,omitempty"`
+	Urgent          bool      `json:"urgent,omitempty"`
+	Online          bool      `json:"online,omitempty"`
+	Content         []byte    `json:"content"` // base64
+}
+
+func wireEnvelope(e Envelope) *WireEnvelope {
+	w := &WireEnvelope{
+		ID: e.ID, Type: e.Type, SourceAccount: e.SourceAccount, SourceDevice: e.SourceDevice,
+		Timestamp: e.ClientTimestamp, ServerTimestamp: e.ServerTimestamp.UnixMilli(),
+		Urgent: e.Urgent, Online: e.Online, Content: e.Content,
+	}
+	if !e.ExpiresAt.IsZero() {
+		w.ExpiresAt = e.ExpiresAt.UnixMilli()
+	}
+	return w
+}
+
+func timeMS(ms int64) time.Time { return time.UnixMilli(ms) }

@@ -1,0 +1,139 @@
+package relay
+
+import (
+	"sync"
+
+	"github.com/google/uuid"
+)
+
+// hub indexes this node's live connections by device.
+type hub struct {
+	mu     sync.Mutex
+	conns  map[uuid.UUID]map[int]*conn
+	n      int
+	closed bool
+}
+
+func newHub() *hub { return &hub{conns: map[uuid.UUID]map[int]*conn{}} }
+
+// add registers c as its device's connection and returns the connection it
+// replaces, if any. It reports false once the hub is closed.
+func (h *hub) add(c *conn) (old *conn, ok bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, false
+	}
+	devs := h.conns[c.account]
+	if devs == nil {
+		devs = map[int]*conn{}
+		h.conns[c.account] = devs
+	}
+	old = devs[c.device]
+	if old == nil {
+		h.n++
+	}
+	devs[c.device] = c
+	return old, true
+}
+
+// remove unregisters c unless a newer connection has replaced it.
+func (h *hub) remove(c *conn) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	devs := h.conns[c.account]
+	if devs[c.device] != c {
+		return
+	}
+	delete(devs, c.device)
+	h.n--
+	if len(devs) == 0 {
+		delete(h.conns, c.account)
+	}
+}
+
+func (h *hub) get(account uuid.UUID, device int) *conn {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.conns[account][device]
+}
+
+// wake starts delivery on the device's connection; it reports whether the
+// device is connected here.
+func (h *hub) wake(account uuid.UUID, device int) bool {
+	c := h.get(account, device)
+	if c != nil {
+		c.wake()
+	}
+	return c != nil
+}
+
+// deliverOnline hands an online-only envelope to the device's connection;
+// it reports whether the device is connected here.
+func (h *hub) deliverOnline(account uuid.UUID, e Envelope) bool {
+	c := h.get(account, e.DestDevice)
+	if c != nil {
+		c.pushOnline(e)
+	}
+	return c != nil
+}
+
+// disconnect applies an EventDisconnect or EventConnected: connections of
+// the device (or account) opened before the event are closed.
+func (h *hub) disconnect(ev Event) {
+	h.mu.Lock()
+	var victims []*conn
+	for dev, c := range h.conns[ev.Account] {
+		if ev.Device != 0 && dev != ev.Device {
+			continue
+		}
+		switch {
+		case ev.Kind == EventDisconnect && c.since <= ev.At:
+			victims = append(victims, c)
+		case ev.Kind == EventConnected && c.since < ev.At:
+			victims = append(victims, c)
+		}
+	}
+	h.mu.Unlock()
+	for _, c := range victims {
+		if ev.Kind == EventDisconnect {
+			c.close(CloseDeviceRemoved, "device removed")
+		} else {
+			c.close(CloseReplaced, "replaced by a newer connection")
+		}
+	}
+}
+
+func (h *hub) all() []*conn {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]*conn, 0, h.n)
+	for _, devs := range h.conns {
+		for _, c := range devs {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (h *hub) wakeAll() {
+	for _, c := range h.all() {
+		c.wake()
+	}
+}
+
+// closeAll closes every connection with "going away" and refuses new ones.
+func (h *hub) closeAll() {
+	h.mu.Lock()
+	h.closed = true
+	h.mu.Unlock()
+	for _, c := range h.all() {
+		c.close(1001, "server shutting down")
+	}
+}
+
+func (h *hub) len() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.n
+}

@@ -1,0 +1,524 @@
+// Package relay moves opaque ciphertext envelopes between devices: it checks
+// a send against the recipient's device list, stores the envelopes durably in
+// per-device queues, delivers them over each device's WebSocket, deletes them
+// only when the device acknowledges them, and purges them when they expire.
+//
+// Several relay nodes may share one database. A Bus carries wake-ups and
+// disconnect orders between them; LocalBus is the single-node Bus.
+package relay
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/accounts"
+	"github.com/parleyhq/parley/ratelimit"
+)
+
+// Limits of one send request.
+const (
+	// MaxContentBytes bounds one envelope's ciphertext (decoded). Signal
+	// uses the same 96 KiB; attachments travel out of band.
+	MaxContentBytes = 96 << 10
+	// MaxOnlineContentBytes bounds an online-only envelope (typing
+	// indicators and the like), small enough to cross relay nodes inside a
+	// database notification.
+	MaxOnlineContentBytes = 4 << 10
+	// MaxDevicesPerAccount is the highest device id.
+	MaxDevicesPerAccount = 127
+	// MaxIdempotencyKeyLen bounds the Idempotency-Key a client may send.
+	MaxIdempotencyKeyLen = 64
+	// MaxEnvelopeType is the highest envelope type number; the relay does
+	// not interpret types, it only carries them.
+	MaxEnvelopeType = 255
+	// IdempotencyWindow is how long a send's idempotency key is remembered.
+	IdempotencyWindow = 24 * time.Hour
+)
+
+// Config holds the relay's policy; DefaultConfig documents the defaults.
+type Config struct {
+	// Retention is the longest an undelivered envelope is kept.
+	Retention time.Duration
+	// QueueMaxEnvelopes and QueueMaxBytes cap one device's queue; a send
+	// that would exceed them is refused with *QueueFullError.
+	QueueMaxEnvelopes int
+	QueueMaxBytes     int64
+	// SendRate is each sending device's sustained rate (envelope requests
+	// per second) and SendBurst its burst.
+	SendRate  float64
+	SendBurst int
+	// Window is how many delivered envelopes a connection may have
+	// unacknowledged before delivery pauses.
+	Window int
+	// PingInterval is how often a connection is pinged; a connection that
+	// has not answered for two intervals is closed.
+	PingInterval time.Duration
+	// WriteTimeout bounds every write to a connection; a reader too slow
+	// to take a frame within it is disconnected.
+	WriteTimeout time.Duration
+}
+
+// DefaultConfig returns the relay's default policy.
+func DefaultConfig() Config {
+	return Config{
+		Retention:         30 * 24 * time.Hour,
+		QueueMaxEnvelopes: 10_000,
+		QueueMaxBytes:     100 << 20,
+		SendRate:          100,
+		SendBurst:         500,
+		Window:            128,
+		PingInterval:      30 * time.Second,
+		WriteTimeout:      10 * time.Second,
+	}
+}
+
+// Envelope is an envelope as stored and delivered.
+type Envelope struct {
+	// Seq orders a device's queue; it is internal to the relay.
+	Seq             int64
+	ID              uuid.UUID
+	Type            int
+	SourceAccount   uuid.UUID
+	SourceDevice    int
+	DestDevice      int
+	ClientTimestamp int64 // Unix ms, as the sender said
+	ServerTimestamp time.Time
+	ExpiresAt       time.Time
+	Urgent          bool
+	Online          bool
+	Content         []byte
+}
+
+// Outgoing is one envelope of a send request, for one recipient device.
+type Outgoing struct {
+	Device         int
+	RegistrationID int
+	Type           int
+	Content        []byte
+}
+
+// Send is a send request: envelopes for every device of one account.
+type Send struct {
+	Sender      accounts.Principal
+	Destination uuid.UUID
+	Timestamp   int64 // client's timestamp, Unix ms
+	// IdempotencyKey, if not empty, makes a retried request store nothing
+	// new and answer as the first one did.
+	IdempotencyKey string
+	ExpiresIn      time.Duration // 0: no expiry of its own (the retention applies)
+	Online         bool
+	Urgent         bool
+	Envelopes      []Outgoing
+}
+
+// Receipt is the answer to an accepted send.
+type Receipt struct {
+	ServerTimestamp time.Time
+	// Replayed reports that the idempotency key had been used and nothing
+	// new was stored.
+	Replayed bool
+}
+
+// Errors returned by Send.
+var (
+	ErrInvalid            = errors.New("invalid send request")
+	ErrNoAccount          = errors.New("no such account")
+	ErrIdempotencyKeyUsed = errors.New("idempotency key was already used for a different request")
+	ErrShuttingDown       = errors.New("relay is shutting down")
+)
+
+// MismatchedDevicesError reports that a send did not address exactly the
+// recipient's devices.
+type MismatchedDevicesError struct {
+	Missing, Extra []int
+}
+
+func (e *MismatchedDevicesError) Error() string {
+	return fmt.Sprintf("device list does not match the account: missing %v, extra %v", e.Missing, e.Extra)
+}
+
+// StaleDevicesError reports devices whose registration id differs from the
+// one the sender used (the app was reinstalled).
+type StaleDevicesError struct {
+	Stale []int
+}
+
+func (e *StaleDevicesError) Error() string {
+	return fmt.Sprintf("stale registration ids for devices %v", e.Stale)
+}
+
+// QueueFullError reports recipient devices whose queue is at its cap.
+type QueueFullError struct {
+	Devices []int
+}
+
+func (e *QueueFullError) Error() string {
+	return fmt.Sprintf("queue full for devices %v", e.Devices)
+}
+
+// Batch is an accepted send as handed to the Store.
+type Batch struct {
+	Sender      accounts.Principal
+	Destination uuid.UUID
+	// Key identifies the request for idempotency (nil: no key); RequestHash
+	// tells a genuine retry from a different request reusing the key.
+	Key         []byte
+	RequestHash []byte
+	KeyExpires  time.Time
+	Envelopes   []Envelope
+	Now         time.Time
+	// QueueMaxEnvelopes and QueueMaxBytes cap each destination device's queue.
+	QueueMaxEnvelopes int
+	QueueMaxBytes     int64
+}
+
+// Store is the durable queue storage.
+type Store interface {
+	// Enqueue stores every envelope of b in one transaction after check
+	// accepts the destination's current devices (read and locked in that
+	// transaction; only ID and RegistrationID are filled in), or stores
+	// nothing. A Key seen before (with the same
+	// RequestHash) stores nothing and returns the first Receipt, Replayed.
+	// It returns ErrNoAccount, ErrIdempotencyKeyUsed, *QueueFullError or
+	// check's error.
+	Enqueue(ctx context.Context, b Batch, check func([]accounts.Device) error) (Receipt, error)
+	// Devices lists an account's devices (none for an unknown account);
+	// the same method serves accounts.Store.
+	Devices(ctx context.Context, account uuid.UUID) ([]accounts.Device, error)
+	// Pending returns up to limit envelopes of a device with Seq > after,
+	// oldest first, skipping those expired at now.
+	Pending(ctx context.Context, account uuid.UUID, device int, after int64, now time.Time, limit int) ([]Envelope, error)
+	// Delete removes acknowledged envelopes by Seq; unknown ones are ignored.
+	Delete(ctx context.Context, seqs []int64) error
+	// PurgeExpired deletes up to limit envelopes expired at now, and
+	// forgets idempotency keys past their window; it returns how many
+	// envelopes it deleted.
+	PurgeExpired(ctx context.Context, now time.Time, limit int) (int, error)
+}
+
+// Service is the relay.
+type Service struct {
+	cfg   Config
+	store Store
+	bus   Bus
+	log   *slog.Logger
+	now   func() time.Time
+	limit *ratelimit.Limiter
+	hub   *hub
+	acks  *acker
+	// writeBuffers is shared by every connection's writes.
+	writeBuffers *sync.Pool
+
+	mu       sync.Mutex
+	shutdown bool
+	conns    sync.WaitGroup
+}
+
+// New returns a relay Service. bus carries events between nodes (LocalBus
+// for a single node); Run must be running for acknowledgements to be
+// deleted and the bus to deliver.
+func New(cfg Config, store Store, bus Bus, log *slog.Logger, now func() time.Time) *Service {
+	if now == nil {
+		now = time.Now
+	}
+	s := &Service{
+		cfg: cfg, store: store, bus: bus, log: log, now: now,
+		limit:        ratelimit.New(ratelimit.Rule{Burst: cfg.SendBurst, Every: time.Duration(float64(time.Second) / max(cfg.SendRate, 1e-9))}, now),
+		hub:          newHub(),
+		acks:         newAcker(store, log),
+		writeBuffers: &sync.Pool{},
+	}
+	return s
+}
+
+// Run delivers other nodes' events to local connections until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	return s.bus.Run(ctx, s.handleEvents, s.resync)
+}
+
+// Send validates and stores a send (or, for online-only sends, hands it to
+// the recipients' live connections) and wakes the recipient devices.
+func (s *Service) Send(ctx context.Context, req Send) (Receipt, error) {
+	if err := validate(req); err != nil {
+		return Receipt{}, err
+	}
+	if ok, wait := s.limit.Allow(req.Sender.Account.String() + "." + strconv.Itoa(req.Sender.Device)); !ok {
+		return Receipt{}, &ratelimit.Error{RetryAfter: wait}
+	}
+	if s.closing() {
+		return Receipt{}, ErrShuttingDown
+	}
+	now := s.now()
+	check := func(devs []accounts.Device) error { return checkDevices(req, devs) }
+	if req.Online {
+		return s.sendOnline(ctx, req, now, check)
+	}
+	expires := now.Add(s.cfg.Retention)
+	if req.ExpiresIn > 0 && now.Add(req.ExpiresIn).Before(expires) {
+		expires = now.Add(req.ExpiresIn)
+	}
+	b := Batch{
+		Sender: req.Sender, Destination: req.Destination, Now: now,
+		QueueMaxEnvelopes: s.cfg.QueueMaxEnvelopes, QueueMaxBytes: s.cfg.QueueMaxBytes,
+	}
+	if req.IdempotencyKey != "" {
+		k := sha256.Sum256([]byte(req.IdempotencyKey))
+		h := requestHash(req)
+		b.Key, b.RequestHash, b.KeyExpires = k[:], h[:], now.Add(IdempotencyWindow)
+	}
+	for _, o := range req.Envelopes {
+		b.Envelopes = append(b.Envelopes, Envelope{
+			ID: uuid.New(), Type: o.Type, SourceAccount: req.Sender.Account, SourceDevice: req.Sender.Device,
+			DestDevice: o.Device, ClientTimestamp: req.Timestamp, ServerTimestamp: now, ExpiresAt: expires,
+			Urgent: req.Urgent, Content: o.Content,
+		})
+	}
+	rc, err := s.store.Enqueue(ctx, b, check)
+	if err != nil {
+		return Receipt{}, err
+	}
+	if !rc.Replayed {
+		for _, e := range b.Envelopes {
+			s.wake(req.Destination, e.DestDevice)
+		}
+	}
+	return rc, nil
+}
+
+// sendOnline delivers an online-only send to devices connected now, on any
+// node; nothing is stored. The device list is checked like any send's.
+func (s *Service) sendOnline(ctx context.Context, req Send, now time.Time, check func([]accounts.Device) error) (Receipt, error) {
+	devs, err := s.store.Devices(ctx, req.Destination)
+	if err != nil {
+		return Receipt{}, err
+	}
+	if err := check(devs); err != nil {
+		return Receipt{}, err
+	}
+	for _, o := range req.Envelopes {
+		e := Envelope{
+			ID: uuid.New(), Type: o.Type, SourceAccount: req.Sender.Account, SourceDevice: req.Sender.Device,
+			DestDevice: o.Device, ClientTimestamp: req.Timestamp, ServerTimestamp: now, Urgent: req.Urgent,
+			Online: true, Content: o.Content,
+		}
+		if !s.hub.deliverOnline(req.Destination, e) {
+			s.bus.Publish(Event{Kind: EventOnline, Account: req.Destination, Device: o.Device, Envelope: &e})
+		}
+	}
+	return Receipt{ServerTimestamp: now}, nil
+}
+
+// Disconnect closes the live connections of a device (device 0: of every
+// device of the account), on every node. It is called when devices are
+// removed or their credentials replaced.
+func (s *Service) Disconnect(account uuid.UUID, device int) {
+	ev := Event{Kind: EventDisconnect, Account: account, Device: device, At: s.now().UnixMilli()}
+	s.hub.disconnect(ev)
+	s.bus.Publish(ev)
+}
+
+// PurgeExpired deletes expired envelopes, in batches, until none is left.
+func (s *Service) PurgeExpired(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		n, err := s.store.PurgeExpired(ctx, s.now(), 1000)
+		total += n
+		if err != nil || n < 1000 {
+			return total, err
+		}
+	}
+}
+
+// Shutdown refuses new sends and connections, closes every connection with
+// "going away" and waits (until ctx ends) for them to finish and for the
+// last acknowledgements to be deleted. Nothing stored is lost: envelopes not
+// acknowledged are delivered again when the device reconnects.
+func (s *Service) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.shutdown = true
+	s.mu.Unlock()
+	s.hub.closeAll()
+	done := make(chan struct{})
+	go func() {
+		s.conns.Wait()
+		s.acks.close()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("relay shutdown: %w", ctx.Err())
+	}
+}
+
+// Connections returns the number of live connections on this node.
+func (s *Service) Connections() int { return s.hub.len() }
+
+func (s *Service) closing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.shutdown
+}
+
+// wake starts delivery to a device connected here, or tells the other nodes.
+func (s *Service) wake(account uuid.UUID, device int) {
+	if !s.hub.wake(account, device) {
+		s.bus.Publish(Event{Kind: EventWake, Account: account, Device: device})
+	}
+}
+
+func (s *Service) handleEvents(evs []Event) {
+	for _, ev := range evs {
+		switch ev.Kind {
+		case EventWake:
+			s.hub.wake(ev.Account, ev.Device)
+		case EventDisconnect, EventConnected:
+			s.hub.disconnect(ev)
+		case EventOnline:
+			if ev.Envelope != nil {
+				s.hub.deliverOnline(ev.Account, *ev.Envelope)
+			}
+		case EventResync:
+			s.hub.wakeAll()
+		}
+	}
+}
+
+// resync wakes every local connection after the bus may have lost events.
+func (s *Service) resync() { s.hub.wakeAll() }
+
+func validate(req Send) error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+	}
+	if len(req.Envelopes) == 0 {
+		return bad("at least one envelope is required")
+	}
+	if len(req.Envelopes) > MaxDevicesPerAccount {
+		return bad("at most %d envelopes per request", MaxDevicesPerAccount)
+	}
+	if req.Timestamp <= 0 {
+		return bad("timestamp must be a positive Unix time in milliseconds")
+	}
+	if req.ExpiresIn < 0 {
+		return bad("expiry must not be negative")
+	}
+	if len(req.IdempotencyKey) > MaxIdempotencyKeyLen || strings.ContainsFunc(req.IdempotencyKey, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
+		return bad("idempotency key must be 1 to %d printable ASCII characters", MaxIdempotencyKeyLen)
+	}
+	if req.Online && req.IdempotencyKey != "" {
+		return bad("online-only sends are not stored and take no idempotency key")
+	}
+	limit := MaxContentBytes
+	if req.Online {
+		limit = MaxOnlineContentBytes
+	}
+	seen := map[int]bool{}
+	for i, e := range req.Envelopes {
+		switch {
+		case e.Device < 1 || e.Device > MaxDevicesPerAccount:
+			return bad("envelope %d: device must be 1 to %d", i, MaxDevicesPerAccount)
+		case seen[e.Device]:
+			return bad("envelope %d: device %d appears twice", i, e.Device)
+		case e.RegistrationID < 1 || e.RegistrationID > 16380:
+			return bad("envelope %d: registration id must be 1 to 16380", i)
+		case e.Type < 1 || e.Type > MaxEnvelopeType:
+			return bad("envelope %d: type must be 1 to %d", i, MaxEnvelopeType)
+		case len(e.Content) == 0:
+			return bad("envelope %d: content is empty", i)
+		case len(e.Content) > limit:
+			return bad("envelope %d: content exceeds %d bytes", i, limit)
+		}
+		seen[e.Device] = true
+	}
+	if req.Destination == req.Sender.Account && seen[req.Sender.Device] {
+		return bad("a device does not send to itself")
+	}
+	return nil
+}
+
+// checkDevices compares a send with the destination's devices. Sending to
+// one's own account addresses every device but the sender.
+func checkDevices(req Send, devs []accounts.Device) error {
+	if len(devs) == 0 {
+		return ErrNoAccount
+	}
+	want := map[int]int{}
+	for _, d := range devs {
+		if req.Destination == req.Sender.Account && d.ID == req.Sender.Device {
+			continue
+		}
+		want[d.ID] = d.RegistrationID
+	}
+	var missing, extra, stale []int
+	got := map[int]bool{}
+	for _, e := range req.Envelopes {
+		got[e.Device] = true
+		reg, ok := want[e.Device]
+		switch {
+		case !ok:
+			extra = append(extra, e.Device)
+		case reg != e.RegistrationID:
+			stale = append(stale, e.Device)
+		}
+	}
+	for id := range want {
+		if !got[id] {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) > 0 || len(extra) > 0 {
+		slices.Sort(missing)
+		slices.Sort(extra)
+		return &MismatchedDevicesError{Missing: missing, Extra: extra}
+	}
+	if len(stale) > 0 {
+		slices.Sort(stale)
+		return &StaleDevicesError{Stale: stale}
+	}
+	return nil
+}
+
+// requestHash identifies a send's content, so that a reused idempotency key
+// on a different request is told apart from a retry.
+func requestHash(req Send) [32]byte {
+	h := sha256.New()
+	var buf [8]byte
+	num := func(v int64) {
+		binary.BigEndian.PutUint64(buf[:], uint64(v))
+		h.Write(buf[:])
+	}
+	h.Write(req.Destination[:])
+	num(req.Timestamp)
+	num(int64(req.ExpiresIn))
+	num(int64(boolInt(req.Urgent)))
+	for _, e := range req.Envelopes {
+		num(int64(e.Device))
+		num(int64(e.RegistrationID))
+		num(int64(e.Type))
+		num(int64(len(e.Content)))
+		h.Write(e.Content)
+	}
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,380 @@
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/accounts"
+	"github.com/parleyhq/parley/keys"
+	"github.com/parleyhq/parley/relay"
+	"github.com/parleyhq/parley/store"
+)
+
+var relayTests = []struct {
+	name string
+	f    func(*testing.T, *store.DB)
+}{
+	{"EnqueueAndDeliver", testEnqueue},
+	{"EnqueueCheckedAtomically", testEnqueueCheck},
+	{"Idempotency", testIdempotency},
+	{"ConcurrentIdempotentRetries", testConcurrentIdempotency},
+	{"QueueCaps", testQueueCaps},
+	{"ExpiryAndPurge", testExpiry},
+	{"ConcurrentSendersNeverSkipped", testCursorUnderConcurrency},
+	{"QueuesCascade", testQueueCascade},
+}
+
+func addDevice(t *testing.T, db *store.DB, account uuid.UUID, regID int) int {
+	t.Helper()
+	id, err := db.AddDevice(context.Background(), account, accounts.NewDevice{
+		RegistrationID: regID, Credential: random(accounts.HashedSize),
+		SignedPreKey: keys.SignedPreKey{ID: 1, PublicKey: ecKey(), Signature: sig()}, LastResort: kemKey(1),
+	}, today())
+	if err != nil {
+		t.Fatalf("AddDevice: %v", err)
+	}
+	return id
+}
+
+// batch is a send of one envelope per device from (from, 1) to `to`.
+func batch(from, to uuid.UUID, devices ...int) relay.Batch {
+	b := relay.Batch{Sender: accounts.Principal{Account: from, Device: 1}, Destination: to, Now: now}
+	for _, d := range devices {
+		b.Envelopes = append(b.Envelopes, relay.Envelope{
+			ID: uuid.New(), Type: 3, SourceAccount: from, SourceDevice: 1, DestDevice: d,
+			ClientTimestamp: 1234, ServerTimestamp: now, ExpiresAt: now.Add(time.Hour), Urgent: true,
+			Content: []byte(fmt.Sprintf("ciphertext for %d %s", d, uuid.NewString())),
+		})
+	}
+	return b
+}
+
+func accept([]accounts.Device) error { return nil }
+
+func pending(t *testing.T, db *store.DB, account uuid.UUID, device int) []relay.Envelope {
+	t.Helper()
+	es, err := db.Pending(context.Background(), account, device, 0, now, 1000)
+	if err != nil {
+		t.Fatalf("Pending: %v", err)
+	}
+	return es
+}
+
+func testEnqueue(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	a, _ := register(t, db, 0)
+	b, _ := register(t, db, 0)
+	addDevice(t, db, b, 77)
+	var seen []accounts.Device
+	bt := batch(a, b, 1, 2)
+	rc, err := db.Enqueue(ctx, bt, func(ds []accounts.Device) error { seen = ds; return nil })
+	if err != nil || rc.Replayed || !rc.ServerTimestamp.Equal(now) {
+		t.Fatalf("Enqueue = %+v, %v", rc, err)
+	}
+	if len(seen) != 2 || seen[0].ID != 1 || seen[0].RegistrationID != 42 || seen[1].ID != 2 || seen[1].RegistrationID != 77 {
+		t.Errorf("check saw devices %+v", seen)
+	}
+	for i, dev := range []int{1, 2} {
+		got := pending(t, db, b, dev)
+		if len(got) != 1 {
+			t.Fatalf("device %d has %d envelopes, want 1", dev, len(got))
+		}
+		g, w := got[0], bt.Envelopes[i]
+		if g.ID != w.ID || g.Type != 3 || g.SourceAccount != a || g.SourceDevice != 1 || g.DestDevice != dev ||
+			g.ClientTimestamp != 1234 || !g.ServerTimestamp.Equal(now) || !g.ExpiresAt.Equal(w.ExpiresAt) || !g.Urgent ||
+			!bytes.Equal(g.Content, w.Content) || g.Seq <= 0 {
+			t.Errorf("device %d got %+v, want %+v", dev, g, w)
+		}
+	}
+	if got := pending(t, db, a, 1); len(got) != 0 {
+		t.Errorf("sender's queue has %d envelopes", len(got))
+	}
+	// Cursor and delete.
+	first := pending(t, db, b, 1)[0]
+	if more, _ := db.Pending(ctx, b, 1, first.Seq, now, 10); len(more) != 0 {
+		t.Errorf("Pending after the last seq returned %d", len(more))
+	}
+	if err := db.Delete(ctx, []int64{first.Seq, first.Seq + 1_000_000}); err != nil {
+		t.Fatal(err)
+	}
+	if got := pending(t, db, b, 1); len(got) != 0 {
+		t.Errorf("acknowledged envelope still queued")
+	}
+	if got := pending(t, db, b, 2); len(got) != 1 {
+		t.Errorf("deleting device 1's envelope touched device 2's queue")
+	}
+	// Many deletions in one call, across statement sizes.
+	var seqs []int64
+	for range 300 {
+		if _, err := db.Enqueue(ctx, batch(a, b, 1), accept); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, e := range pending(t, db, b, 1) {
+		seqs = append(seqs, e.Seq)
+	}
+	if err := db.Delete(ctx, seqs[:299]); err != nil {
+		t.Fatal(err)
+	}
+	if got := pending(t, db, b, 1); len(got) != 1 || got[0].Seq != seqs[299] {
+		t.Errorf("after deleting 299 of 300: %d left", len(got))
+	}
+}
+
+func testEnqueueCheck(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	a, _ := register(t, db, 0)
+	b, _ := register(t, db, 0)
+	refuse := errors.New("refused")
+	if _, err := db.Enqueue(ctx, batch(a, b, 1), func([]accounts.Device) error { return refuse }); !errors.Is(err, refuse) {
+		t.Fatalf("err = %v, want the check's", err)
+	}
+	if got := pending(t, db, b, 1); len(got) != 0 {
+		t.Errorf("refused send stored %d envelopes", len(got))
+	}
+	// An unknown account has no devices; the check sees an empty list.
+	var seen []accounts.Device
+	_, _ = db.Enqueue(ctx, batch(a, uuid.New(), 1), func(ds []accounts.Device) error { seen = ds; return refuse })
+	if len(seen) != 0 {
+		t.Errorf("unknown account has devices %+v", seen)
+	}
+	// A failure after some envelopes were written leaves none behind:
+	// device 2 does not exist, so its insert violates the foreign key.
+	if _, err := db.Enqueue(ctx, batch(a, b, 1, 2), accept); err == nil {
+		t.Fatal("envelope for a missing device was stored")
+	}
+	if got := pending(t, db, b, 1); len(got) != 0 {
+		t.Errorf("half a failed send was stored: %d envelopes", len(got))
+	}
+}
+
+func keyed(b relay.Batch, key, req string) relay.Batch {
+	b.Key = bytes.Repeat([]byte(key[:1]), 32)
+	b.RequestHash = bytes.Repeat([]byte(req[:1]), 32)
+	b.KeyExpires = b.Now.Add(24 * time.Hour)
+	return b
+}
+
+func testIdempotency(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	a, _ := register(t, db, 0)
+	b, _ := register(t, db, 0)
+	first := keyed(batch(a, b, 1), "k", "r")
+	rc, err := db.Enqueue(ctx, first, accept)
+	if err != nil || rc.Replayed {
+		t.Fatalf("first send: %+v, %v", rc, err)
+	}
+	retry := keyed(batch(a, b, 1), "k", "r")
+	retry.Now = now.Add(time.Minute)
+	rc2, err := db.Enqueue(ctx, retry, func([]accounts.Device) error { return errors.New("must not be checked") })
+	if err != nil || !rc2.Replayed || !rc2.ServerTimestamp.Equal(rc.ServerTimestamp) {
+		t.Fatalf("retry: %+v, %v; want the first receipt replayed", rc2, err)
+	}
+	if got := pending(t, db, b, 1); len(got) != 1 || got[0].ID != first.Envelopes[0].ID {
+		t.Fatalf("retry stored something: %d envelopes", len(got))
+	}
+	if _, err := db.Enqueue(ctx, keyed(batch(a, b, 1), "k", "x"), accept); !errors.Is(err, relay.ErrIdempotencyKeyUsed) {
+		t.Errorf("key reused for another request: err = %v", err)
+	}
+	// The key is per sending device: another sender may use the same one.
+	other := keyed(batch(b, a, 1), "k", "r")
+	other.Sender = accounts.Principal{Account: b, Device: 1}
+	if rc, err := db.Enqueue(ctx, other, accept); err != nil || rc.Replayed {
+		t.Errorf("another sender's key: %+v, %v", rc, err)
+	}
+	// After the window the key is forgotten.
+	late := keyed(batch(a, b, 1), "k", "x")
+	late.Now = now.Add(25 * time.Hour)
+	if rc, err := db.Enqueue(ctx, late, accept); err != nil || rc.Replayed {
+		t.Errorf("expired key: %+v, %v", rc, err)
+	}
+}
+
+func testConcurrentIdempotency(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	a, _ := register(t, db, 0)
+	b, _ := register(t, db, 0)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	fresh := 0
+	for range 10 {
+		wg.Go(func() {
+			rc, err := db.Enqueue(ctx, keyed(batch(a, b, 1), "c", "r"), accept)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			fresh += 1 - boolInt(rc.Replayed)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if got := pending(t, db, b, 1); len(got) != 1 || fresh != 1 {
+		t.Errorf("10 concurrent retries stored %d envelopes, %d answered as new; want 1 and 1", len(got), fresh)
+	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func testQueueCaps(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	a, _ := register(t, db, 0)
+	b, _ := register(t, db, 0)
+	addDevice(t, db, b, 7)
+	capped := func(bt relay.Batch) relay.Batch {
+		bt.QueueMaxEnvelopes, bt.QueueMaxBytes = 3, 1<<20
+		return bt
+	}
+	for range 3 {
+		if _, err := db.Enqueue(ctx, capped(batch(a, b, 1)), accept); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var full *relay.QueueFullError
+	if _, err := db.Enqueue(ctx, capped(batch(a, b, 1, 2)), accept); !errors.As(err, &full) || len(full.Devices) != 1 || full.Devices[0] != 1 {
+		t.Fatalf("fourth envelope: err = %v, want queue full for device 1", err)
+	}
+	if got := pending(t, db, b, 2); len(got) != 0 {
+		t.Errorf("refused send stored device 2's envelope")
+	}
+	big := batch(a, b, 2)
+	big.Envelopes[0].Content = make([]byte, 60<<10)
+	big.QueueMaxBytes = 100 << 10
+	if _, err := db.Enqueue(ctx, big, accept); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Enqueue(ctx, big, accept); !errors.As(err, &full) {
+		t.Errorf("byte cap: err = %v", err)
+	}
+}
+
+func testExpiry(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	a, _ := register(t, db, 0)
+	b, _ := register(t, db, 0)
+	short := batch(a, b, 1)
+	short.Envelopes[0].ExpiresAt = now.Add(time.Minute)
+	long := batch(a, b, 1)
+	for _, bt := range []relay.Batch{short, long, keyed(batch(a, b, 1), "e", "r")} {
+		if _, err := db.Enqueue(ctx, bt, accept); err != nil {
+			t.Fatal(err)
+		}
+	}
+	later := now.Add(2 * time.Minute)
+	got, err := db.Pending(ctx, b, 1, 0, later, 10)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("Pending after expiry = %d envelopes, %v; want 2 (the expired one hidden)", len(got), err)
+	}
+	n, err := db.PurgeExpired(ctx, later, 1000)
+	if err != nil || n != 1 {
+		t.Fatalf("PurgeExpired = %d, %v; want 1", n, err)
+	}
+	if got := pending(t, db, b, 1); len(got) != 2 {
+		t.Errorf("purge removed live envelopes: %d left", len(got))
+	}
+	n, err = db.PurgeExpired(ctx, now.Add(25*time.Hour), 1)
+	if err != nil || n != 1 {
+		t.Fatalf("PurgeExpired with limit 1 = %d, %v", n, err)
+	}
+	rows, _ := db.DumpTable(ctx, "send_receipts")
+	if len(rows) != 0 {
+		t.Errorf("expired idempotency keys kept: %d", len(rows))
+	}
+}
+
+// Concurrent senders to one device, with a reader following its cursor the
+// way a connection does: every envelope is seen exactly once, in seq order.
+func testCursorUnderConcurrency(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	b, _ := register(t, db, 0)
+	const senders, each = 8, 25
+	from := make([]uuid.UUID, senders)
+	for i := range from {
+		from[i], _ = register(t, db, 0)
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range senders {
+		wg.Go(func() {
+			for range each {
+				if _, err := db.Enqueue(ctx, batch(from[i], b, 1), accept); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	go func() { wg.Wait(); close(done) }()
+	seen := map[uuid.UUID]bool{}
+	var cursor int64
+	for finished := false; !finished; {
+		select {
+		case <-done:
+			finished = true
+		default:
+		}
+		es, err := db.Pending(ctx, b, 1, cursor, now, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range es {
+			if e.Seq <= cursor || seen[e.ID] {
+				t.Fatalf("envelope %v out of order or repeated", e.ID)
+			}
+			seen[e.ID] = true
+			cursor = e.Seq
+		}
+		if len(es) == 7 {
+			finished = false
+		}
+	}
+	for {
+		es, _ := db.Pending(ctx, b, 1, cursor, now, 100)
+		if len(es) == 0 {
+			break
+		}
+		for _, e := range es {
+			seen[e.ID] = true
+			cursor = e.Seq
+		}
+	}
+	if all := pending(t, db, b, 1); len(seen) != senders*each || len(all) != senders*each {
+		t.Errorf("reader saw %d envelopes by cursor; queue holds %d; want %d", len(seen), len(all), senders*each)
+	}
+}
+
+func testQueueCascade(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	a, _ := register(t, db, 0)
+	b, _ := register(t, db, 0)
+	addDevice(t, db, b, 9)
+	if _, err := db.Enqueue(ctx, batch(a, b, 1, 2), accept); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RemoveDevice(ctx, b, 2); err != nil {
+		t.Fatal(err)
+	}
+	if got := pending(t, db, b, 2); len(got) != 0 {
+		t.Errorf("removed device's queue kept %d envelopes", len(got))
+	}
+	if err := db.DeleteAccount(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	rows, _ := db.DumpTable(ctx, "envelopes")
+	if len(rows) != 0 {
+		t.Errorf("deleted account's envelopes kept: %d", len(rows))
+	}
+}
