@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/parleyhq/parley/verify"
 )
 
 func TestRegisterUploadAndFetch(t *testing.T) {
@@ -112,7 +111,7 @@ func TestVerificationByLoggedCode(t *testing.T) {
 }
 
 func TestVerificationLimits(t *testing.T) {
-	e := newEnv(t, func(c *verify.Config) { c.DenyCallingCodes = map[string]bool{"7": true} })
+	e := newEnv(t, func(c *envConfig) { c.verify.DenyCallingCodes = map[string]bool{"7": true} })
 	r := e.call("POST", "/v1/verification/sessions", nil, map[string]any{"number": "+79161234567"}, true)
 	if r.Status != 422 || r.errCode() != "calling_code_not_served" {
 		t.Errorf("denied calling code: %d %s", r.Status, r.Raw)

@@ -12,6 +12,7 @@ import (
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/prekeys"
 	"github.com/parleyhq/parley/ratelimit"
+	"github.com/parleyhq/parley/relay"
 	"github.com/parleyhq/parley/verify"
 )
 
@@ -68,6 +69,21 @@ func classify(err error) *Error {
 			"attempts_left": locked.AttemptsLeft, "time_remaining_seconds": int64(locked.TimeRemaining.Seconds()),
 		}}
 	}
+	var mismatch *relay.MismatchedDevicesError
+	if errors.As(err, &mismatch) {
+		return &Error{Status: http.StatusConflict, Code: "mismatched_devices", Message: "the request does not address exactly the account's devices",
+			Extra: map[string]any{"missing_devices": orEmpty(mismatch.Missing), "extra_devices": orEmpty(mismatch.Extra)}}
+	}
+	var stale *relay.StaleDevicesError
+	if errors.As(err, &stale) {
+		return &Error{Status: http.StatusGone, Code: "stale_devices", Message: "some devices were re-installed; fetch their keys again",
+			Extra: map[string]any{"stale_devices": stale.Stale}}
+	}
+	var full *relay.QueueFullError
+	if errors.As(err, &full) {
+		return &Error{Status: http.StatusTooManyRequests, Code: "queue_full", Message: "a recipient device's queue is full; retry after it has received its messages",
+			Extra: map[string]any{"devices": full.Devices, "retry_after_seconds": 60}}
+	}
 	// detail: the wrapped error text is safe and useful to the client
 	// (offsets, lengths, key ids); otherwise only the sentinel's text is sent.
 	type mapping struct {
@@ -104,6 +120,10 @@ func classify(err error) *Error {
 		{keys.ErrTooMany, 422, "too_many_keys", true},
 		{keys.ErrNoDevice, 401, "unauthorized", false},
 		{prekeys.ErrNotFound, 404, "not_found", false},
+		{relay.ErrInvalid, 422, "invalid_message", true},
+		{relay.ErrNoAccount, 404, "account_not_found", false},
+		{relay.ErrIdempotencyKeyUsed, 422, "idempotency_key_reused", false},
+		{relay.ErrShuttingDown, 503, "shutting_down", false},
 	} {
 		if errors.Is(err, m.target) {
 			msg := m.target.Error()
@@ -114,6 +134,13 @@ func classify(err error) *Error {
 		}
 	}
 	return &Error{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error", Err: err}
+}
+
+func orEmpty(s []int) []int {
+	if s == nil {
+		return []int{}
+	}
+	return s
 }
 
 // writeError sends e as the standard error body.

@@ -28,6 +28,7 @@ import (
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/prekeys"
 	"github.com/parleyhq/parley/ratelimit"
+	"github.com/parleyhq/parley/relay"
 	"github.com/parleyhq/parley/store"
 	"github.com/parleyhq/parley/store/sqlite"
 	"github.com/parleyhq/parley/verify"
@@ -37,6 +38,7 @@ import (
 const (
 	aliceNumber = "+442079460101"
 	bobNumber   = "+442079460102"
+	carolNumber = "+442079460103"
 	testCode    = "424242"
 )
 
@@ -48,6 +50,7 @@ type env struct {
 	db     *store.DB
 	logBuf *syncBuffer
 	router routers.Router
+	relay  *relay.Service
 }
 
 type syncBuffer struct {
@@ -67,7 +70,14 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-type envOption func(*verify.Config)
+// envConfig is what tests may change about an env's relay.
+type envConfig struct {
+	verify verify.Config
+	relay  relay.Config
+	now    func() time.Time
+}
+
+type envOption func(*envConfig)
 
 func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
@@ -82,12 +92,12 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	key := make([]byte, 32)
 	rand.Read(key)
 	hasher, _ := phone.NewHasher(key)
-	vcfg := verify.DefaultConfig()
-	vcfg.TestNumbers = map[string]string{aliceNumber: testCode, bobNumber: testCode}
+	cfg := envConfig{verify: verify.DefaultConfig(), relay: relay.DefaultConfig(), now: time.Now}
+	cfg.verify.TestNumbers = map[string]string{aliceNumber: testCode, bobNumber: testCode, carolNumber: testCode}
 	for _, o := range opts {
-		o(&vcfg)
+		o(&cfg)
 	}
-	v, err := verify.New(vcfg, verify.Options{Store: db, Sender: verify.LogSender{Log: log}, Hasher: hasher, CodeKey: key, Log: log})
+	v, err := verify.New(cfg.verify, verify.Options{Store: db, Sender: verify.LogSender{Log: log}, Hasher: hasher, CodeKey: key, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +106,11 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		t.Fatal(err)
 	}
 	pre := prekeys.NewService(db, ratelimit.New(ratelimit.Rule{Burst: 50, Every: time.Second}, nil), ratelimit.New(ratelimit.Rule{Burst: 30, Every: time.Second}, nil))
-	s := &api.Server{Accounts: accts, Verify: v, PreKeys: pre, Keys: db, DB: db, Log: log}
+	rel := relay.New(cfg.relay, db, relay.LocalBus{}, log, cfg.now)
+	accts.OnDevicesRemoved = rel.Disconnect
+	runCtx, stop := context.WithCancel(ctx)
+	go rel.Run(runCtx)
+	s := &api.Server{Accounts: accts, Verify: v, PreKeys: pre, Keys: db, DB: db, Relay: rel, Log: log}
 
 	doc, err := openapi3.NewLoader().LoadFromData(api.OpenAPI)
 	if err != nil {
@@ -109,9 +123,17 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, db: db, logBuf: buf, router: router}
+	e := &env{t: t, db: db, logBuf: buf, router: router, relay: rel}
 	e.srv = httptest.NewServer(s.Handler())
-	t.Cleanup(e.srv.Close)
+	t.Cleanup(func() {
+		e.srv.Close()
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if err := rel.Shutdown(sctx); err != nil {
+			t.Errorf("relay shutdown: %v", err)
+		}
+		stop()
+	})
 	return e
 }
 
@@ -152,6 +174,12 @@ func (r response) detail(k string) any {
 // responses are always validated.
 func (e *env) call(method, path string, c *creds, body any, strict bool) response {
 	e.t.Helper()
+	return e.callHeader(method, path, c, body, nil, strict)
+}
+
+// callHeader is call with extra request headers.
+func (e *env) callHeader(method, path string, c *creds, body any, h http.Header, strict bool) response {
+	e.t.Helper()
 	var raw []byte
 	switch b := body.(type) {
 	case nil:
@@ -171,6 +199,9 @@ func (e *env) call(method, path string, c *creds, body any, strict bool) respons
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range h {
+		req.Header[k] = v
 	}
 	if c != nil {
 		req.SetBasicAuth(c.Account+"."+strconv.Itoa(c.Device), c.Secret)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -107,6 +108,31 @@ func TestHostileInput(t *testing.T) {
 		{"fetch: huge device", "GET", "/v1/keys/" + alice.Account + "/99999999999999999999", bob, ``, 400, "invalid_device_id"},
 		{"fetch: unknown account", "GET", "/v1/keys/00000000-0000-4000-8000-000000000000/*", bob, ``, 404, "not_found"},
 		{"remove: device abc", "DELETE", "/v1/devices/abc", alice, ``, 400, "invalid_device_id"},
+		{"send: no auth", "PUT", sendTo(bob), nil, sendBody(1, 1234, "aGk="), 401, "unauthorized"},
+		{"send: bad account id", "PUT", "/v1/messages/nope", alice, sendBody(1, 1234, "aGk="), 400, "invalid_account_id"},
+		{"send: unknown account", "PUT", "/v1/messages/00000000-0000-4000-8000-000000000000", alice, sendBody(1, 1234, "aGk="), 404, "account_not_found"},
+		{"send: no messages", "PUT", sendTo(bob), alice, `{"timestamp":1,"messages":[]}`, 422, "invalid_message"},
+		{"send: messages null", "PUT", sendTo(bob), alice, `{"timestamp":1,"messages":null}`, 422, "invalid_message"},
+		{"send: no timestamp", "PUT", sendTo(bob), alice, `{"messages":[{"device_id":1,"registration_id":1234,"type":1,"content":"aGk="}]}`, 422, "invalid_message"},
+		{"send: empty content", "PUT", sendTo(bob), alice, sendBody(1, 1234, ""), 422, "invalid_message"},
+		{"send: content over 96 KiB", "PUT", sendTo(bob), alice, sendBody(1, 1234, base64.StdEncoding.EncodeToString(make([]byte, 96<<10+1))), 422, "invalid_message"},
+		{"send: online over 4 KiB", "PUT", sendTo(bob), alice, `{"timestamp":1,"online":true,"messages":[{"device_id":1,"registration_id":1234,"type":1,"content":"` + base64.StdEncoding.EncodeToString(make([]byte, 4<<10+1)) + `"}]}`, 422, "invalid_message"},
+		{"send: device 0", "PUT", sendTo(bob), alice, sendBody(0, 1234, "aGk="), 422, "invalid_message"},
+		{"send: device 128", "PUT", sendTo(bob), alice, sendBody(128, 1234, "aGk="), 422, "invalid_message"},
+		{"send: registration id 0", "PUT", sendTo(bob), alice, sendBody(1, 0, "aGk="), 422, "invalid_message"},
+		{"send: type 0", "PUT", sendTo(bob), alice, `{"timestamp":1,"messages":[{"device_id":1,"registration_id":1234,"type":0,"content":"aGk="}]}`, 422, "invalid_message"},
+		{"send: type 256", "PUT", sendTo(bob), alice, `{"timestamp":1,"messages":[{"device_id":1,"registration_id":1234,"type":256,"content":"aGk="}]}`, 422, "invalid_message"},
+		{"send: device twice", "PUT", sendTo(bob), alice, `{"timestamp":1,"messages":[{"device_id":1,"registration_id":1234,"type":1,"content":"aGk="},{"device_id":1,"registration_id":1234,"type":1,"content":"aGk="}]}`, 422, "invalid_message"},
+		{"send: negative expiry", "PUT", sendTo(bob), alice, `{"timestamp":1,"expires_in":-1,"messages":[{"device_id":1,"registration_id":1234,"type":1,"content":"aGk="}]}`, 422, "invalid_message"},
+		{"send: huge expiry", "PUT", sendTo(bob), alice, `{"timestamp":1,"expires_in":9223372036854775807,"messages":[{"device_id":1,"registration_id":1234,"type":1,"content":"aGk="}]}`, 422, "invalid_message"},
+		{"send: content not base64", "PUT", sendTo(bob), alice, sendBody(1, 1234, "!!!!"), 400, "invalid_json"},
+		{"send: unknown member", "PUT", sendTo(bob), alice, `{"timestamp":1,"messages":[{"device_id":1,"registration_id":1234,"type":1,"content":"aGk=","sender":"x"}]}`, 400, "invalid_json"},
+		{"send: to own device", "PUT", sendTo(alice), alice, sendBody(1, 1234, "aGk="), 422, "invalid_message"},
+		{"send: missing device", "PUT", sendTo(bob), alice, sendBody(2, 1234, "aGk="), 409, "mismatched_devices"},
+		{"send: stale device", "PUT", sendTo(bob), alice, sendBody(1, 999, "aGk="), 410, "stale_devices"},
+		{"send: oversized body", "PUT", sendTo(bob), alice, `{"timestamp":1,"messages":[{"device_id":1,"registration_id":1234,"type":1,"content":"` + strings.Repeat("A", 5<<20) + `"}]}`, 413, "body_too_large"},
+		{"websocket: plain GET", "GET", "/v1/websocket", bob, ``, 426, "upgrade_required"},
+		{"websocket: no auth", "GET", "/v1/websocket", nil, ``, 401, "unauthorized"},
 		{"unknown endpoint", "GET", "/v1/nope", nil, ``, 404, "not_found"},
 		{"wrong method", "PATCH", "/v1/keys", alice, ``, 405, "method_not_allowed"},
 	}
@@ -157,6 +183,12 @@ func (e *env) rawCall(method, path string, c *creds, body, contentType string) r
 	return r
 }
 
+func sendTo(c *creds) string { return "/v1/messages/" + c.Account }
+
+func sendBody(device, regID int, content string) string {
+	return fmt.Sprintf(`{"timestamp":1,"messages":[{"device_id":%d,"registration_id":%d,"type":1,"content":%q}]}`, device, regID, content)
+}
+
 func mustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
@@ -180,7 +212,7 @@ func snapshot(t *testing.T, e *env) string {
 // relay (one per fuzz worker): no input may cause a 5xx or a panic, and every
 // error is the standard JSON body.
 func FuzzRequests(f *testing.F) {
-	seeds := []string{`{"number":"+442079460000"}`, `{"session_id":"a","code":"123456"}`, `{}`, `{"a":1,"a":2}`, `[`, `{"prekeys":[{"key_id":1,"public_key":"BQ=="}]}`}
+	seeds := []string{`{"timestamp":1,"messages":[{"device_id":1,"registration_id":1,"type":1,"content":"aGk="}]}`, `{"number":"+442079460000"}`, `{"session_id":"a","code":"123456"}`, `{}`, `{"a":1,"a":2}`, `[`, `{"prekeys":[{"key_id":1,"public_key":"BQ=="}]}`}
 	for i, s := range seeds {
 		f.Add(uint8(i), []byte(s))
 	}
@@ -190,13 +222,14 @@ func FuzzRequests(f *testing.F) {
 		{"POST", "/v1/verification/sessions"}, {"POST", "/v1/verification/sessions/status"},
 		{"POST", "/v1/verification/sessions/code"}, {"PUT", "/v1/verification/sessions/code"},
 		{"POST", "/v1/accounts"}, {"PUT", "/v1/keys"}, {"PUT", "/v1/accounts/me/registration-lock"},
+		{"PUT", "/v1/messages/" + alice.Account},
 	}
 	f.Fuzz(func(t *testing.T, which uint8, body []byte) {
 		e := *shared
 		e.t = t
 		ep := endpoints[int(which)%len(endpoints)]
 		var c *creds
-		if ep.path == "/v1/keys" || strings.HasPrefix(ep.path, "/v1/accounts/me") {
+		if ep.path == "/v1/keys" || strings.HasPrefix(ep.path, "/v1/accounts/me") || strings.HasPrefix(ep.path, "/v1/messages/") {
 			c = alice
 		}
 		r := e.call(ep.method, ep.path, c, body, false)

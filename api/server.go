@@ -5,6 +5,7 @@
 package api
 
 import (
+	"bufio"
 	"context"
 	"log/slog"
 	"net"
@@ -18,6 +19,7 @@ import (
 	"github.com/parleyhq/parley/accounts"
 	"github.com/parleyhq/parley/keys"
 	"github.com/parleyhq/parley/prekeys"
+	"github.com/parleyhq/parley/relay"
 	"github.com/parleyhq/parley/verify"
 )
 
@@ -32,6 +34,7 @@ type Server struct {
 	Verify   *verify.Service
 	PreKeys  *prekeys.Service
 	Keys     keys.Store
+	Relay    *relay.Service
 	DB       Pinger
 	Log      *slog.Logger
 	// ClientIPHeader, if set, names a header (X-Forwarded-For, X-Real-IP)
@@ -89,6 +92,9 @@ func (s *Server) Handler() http.Handler {
 	authed("GET /v1/keys/count", s.countKeys)
 	authed("GET /v1/keys/{account}/{device}", s.fetchBundle)
 
+	authed("PUT /v1/messages/{account}", s.sendMessages)
+	authed("GET /v1/websocket", s.websocket)
+
 	return muxErrorsAsJSON(mux)
 }
 
@@ -121,6 +127,13 @@ func (m *muxErrorWriter) WriteHeader(code int) {
 	}
 	m.ResponseWriter.WriteHeader(code)
 }
+
+// Hijack lets WebSocket upgrades through.
+func (m *muxErrorWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(m.ResponseWriter).Hijack()
+}
+
+func (m *muxErrorWriter) Unwrap() http.ResponseWriter { return m.ResponseWriter }
 
 func (m *muxErrorWriter) Write(b []byte) (int, error) {
 	if m.replaced {

@@ -169,3 +169,22 @@ func ecJSON(k keys.SignedPreKey) signedPreKeyJSON {
 func kemJSON(k keys.KEMPreKey) signedPreKeyJSON {
 	return signedPreKeyJSON{KeyID: k.ID, PublicKey: Bytes(k.PublicKey), Signature: k.Signature[:]}
 }
+
+type sendRequest struct {
+	Timestamp int64          `json:"timestamp"`
+	ExpiresIn int64          `json:"expires_in,omitzero"` // seconds
+	Online    bool           `json:"online,omitzero"`
+	Urgent    bool           `json:"urgent,omitzero"`
+	Messages  []outgoingJSON `json:"messages"`
+}
+
+type outgoingJSON struct {
+	DeviceID       int   `json:"device_id"`
+	RegistrationID int   `json:"registration_id"`
+	Type           int   `json:"type"`
+	Content        Bytes `json:"content"`
+}
+
+type sendResponse struct {
+	ServerTimestamp int64 `json:"server_timestamp"`
+}

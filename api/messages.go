@@ -1,0 +1,68 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+
+	"github.com/parleyhq/parley/accounts"
+	"github.com/parleyhq/parley/relay"
+)
+
+// MaxSendBodyBytes bounds a send request: room for about 30 envelopes of
+// relay.MaxContentBytes each in base64.
+const MaxSendBodyBytes = 4 << 20
+
+// maxExpiresIn bounds expires_in; the relay's retention caps it anyway.
+const maxExpiresIn = 10 * 365 * 24 * 3600
+
+func (s *Server) sendMessages(w http.ResponseWriter, r *http.Request, p accounts.Principal) error {
+	dest, err := uuid.Parse(r.PathValue("account"))
+	if err != nil || len(r.PathValue("account")) != 36 {
+		return errorf(http.StatusBadRequest, "invalid_account_id", "account id must be a UUID")
+	}
+	var req sendRequest
+	if err := decodeLimit(w, r, &req, MaxSendBodyBytes); err != nil {
+		return err
+	}
+	if req.ExpiresIn < 0 || req.ExpiresIn > maxExpiresIn {
+		return errorf(http.StatusUnprocessableEntity, "invalid_message", "expires_in must be 0 to 315360000 seconds")
+	}
+	send := relay.Send{
+		Sender: p, Destination: dest, Timestamp: req.Timestamp, IdempotencyKey: r.Header.Get("Idempotency-Key"),
+		ExpiresIn: time.Duration(req.ExpiresIn) * time.Second, Online: req.Online, Urgent: req.Urgent,
+	}
+	if _, ok := r.Header["Idempotency-Key"]; ok && send.IdempotencyKey == "" {
+		return errorf(http.StatusUnprocessableEntity, "invalid_message", "Idempotency-Key must not be empty")
+	}
+	for _, m := range req.Messages {
+		send.Envelopes = append(send.Envelopes, relay.Outgoing{Device: m.DeviceID, RegistrationID: m.RegistrationID, Type: m.Type, Content: m.Content})
+	}
+	rc, err := s.Relay.Send(r.Context(), send)
+	if err != nil {
+		return err
+	}
+	if rc.Replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	writeJSON(w, http.StatusOK, sendResponse{ServerTimestamp: rc.ServerTimestamp.UnixMilli()})
+	return nil
+}
+
+func (s *Server) websocket(w http.ResponseWriter, r *http.Request, p accounts.Principal) error {
+	if !websocket.IsWebSocketUpgrade(r) {
+		w.Header().Set("Upgrade", "websocket")
+		return errorf(http.StatusUpgradeRequired, "upgrade_required", "this endpoint speaks WebSocket only")
+	}
+	s.Relay.Accept(w, r, p, func(status int, reason error) {
+		if errors.Is(reason, relay.ErrShuttingDown) {
+			writeError(w, r, s.Log, reason)
+			return
+		}
+		writeError(w, r, s.Log, &Error{Status: status, Code: "websocket_handshake_failed", Message: reason.Error()})
+	})
+	return nil
+}
