@@ -7,8 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/parleyhq/parley/phone"
+	"github.com/parleyhq/parley/relay"
 )
 
 // config is every setting of `parleyd serve`, from flags, each also readable
@@ -35,6 +37,12 @@ type config struct {
 	TwilioFrom    string
 	TwilioMsgSvc  string
 	TwilioBaseURL string // tests only: where Twilio's API is reached
+
+	Retention         time.Duration
+	QueueMaxEnvelopes int
+	QueueMaxBytes     int64
+	SendRate          float64
+	SendBurst         int
 }
 
 // envName maps a flag to its environment variable: --data-dir → PARLEY_DATA_DIR.
@@ -69,6 +77,12 @@ func serveFlags(fs *flag.FlagSet) func() (*config, error) {
 	str(&c.TwilioVerify, "twilio-verify-service-sid", "", "Twilio Verify service `SID` (VA…), for --sms-sender twilio-verify")
 	str(&c.TwilioFrom, "twilio-from", "", "sender `number` for --sms-sender twilio-sms")
 	str(&c.TwilioMsgSvc, "twilio-messaging-service-sid", "", "Twilio Messaging Service `SID` (MG…), instead of --twilio-from")
+	def := relay.DefaultConfig()
+	fs.DurationVar(&c.Retention, "message-retention", def.Retention, "longest an undelivered envelope is kept; no sender can ask for more (env PARLEY_MESSAGE_RETENTION)")
+	fs.IntVar(&c.QueueMaxEnvelopes, "queue-max-envelopes", def.QueueMaxEnvelopes, "most envelopes queued for one device; further sends get 429 queue_full (env PARLEY_QUEUE_MAX_ENVELOPES)")
+	fs.Int64Var(&c.QueueMaxBytes, "queue-max-bytes", def.QueueMaxBytes, "most ciphertext `bytes` queued for one device (env PARLEY_QUEUE_MAX_BYTES)")
+	fs.Float64Var(&c.SendRate, "send-rate", def.SendRate, "send requests per second each device may make, sustained (env PARLEY_SEND_RATE)")
+	fs.IntVar(&c.SendBurst, "send-burst", def.SendBurst, "send requests a device may make in a burst (env PARLEY_SEND_BURST)")
 	var tests, allow, deny multiFlag
 	fs.Var(&tests, "test-number", "a test number `+E164=CODE`, verified with that fixed 6-digit code and never sent SMS; repeatable (env PARLEY_TEST_NUMBERS, comma-separated)")
 	fs.Var(&allow, "allow-calling-codes", "comma-separated country calling `codes` (44,49) the only ones served; repeatable (env PARLEY_ALLOW_CALLING_CODES)")
@@ -169,6 +183,15 @@ func (c *config) validate() []error {
 		if c.DenyCodes[cc] {
 			errs = append(errs, fmt.Errorf("calling code %s is both allowed and denied", cc))
 		}
+	}
+	if c.Retention < time.Minute {
+		errs = append(errs, fmt.Errorf("--message-retention %v: must be at least 1m", c.Retention))
+	}
+	if c.QueueMaxEnvelopes < 1 || c.QueueMaxBytes < relay.MaxContentBytes {
+		errs = append(errs, fmt.Errorf("--queue-max-envelopes must be at least 1 and --queue-max-bytes at least %d", relay.MaxContentBytes))
+	}
+	if c.SendRate <= 0 || c.SendBurst < 1 {
+		errs = append(errs, errors.New("--send-rate must be positive and --send-burst at least 1"))
 	}
 	twilio := func() {
 		if c.TwilioSID == "" {

@@ -30,6 +30,7 @@ import (
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/prekeys"
 	"github.com/parleyhq/parley/ratelimit"
+	"github.com/parleyhq/parley/relay"
 	"github.com/parleyhq/parley/secrets"
 	"github.com/parleyhq/parley/store"
 	"github.com/parleyhq/parley/store/postgres"
@@ -201,9 +202,22 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		ratelimit.New(ratelimit.Rule{Burst: 100, Every: time.Second}, nil),
 		ratelimit.New(ratelimit.Rule{Burst: 50, Every: 2 * time.Second}, nil))
 
+	rcfg := relay.DefaultConfig()
+	rcfg.Retention, rcfg.QueueMaxEnvelopes, rcfg.QueueMaxBytes = cfg.Retention, cfg.QueueMaxEnvelopes, cfg.QueueMaxBytes
+	rcfg.SendRate, rcfg.SendBurst = cfg.SendRate, cfg.SendBurst
+	var bus relay.Bus = relay.LocalBus{}
+	if cfg.DatabaseURL != "" {
+		bus = postgres.NewBus(cfg.DatabaseURL, log)
+	}
+	rel := relay.New(rcfg, db, bus, log, nil)
+	accts.OnDevicesRemoved = rel.Disconnect
+	runCtx, stopRelay := context.WithCancel(context.Background())
+	defer stopRelay()
+	go func() { _ = rel.Run(runCtx) }()
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv := &api.Server{Accounts: accts, Verify: verifier, PreKeys: pre, Keys: db, DB: db, Log: log, ClientIPHeader: cfg.ClientIPHeader, Metrics: reg}
+	srv := &api.Server{Accounts: accts, Verify: verifier, PreKeys: pre, Keys: db, Relay: rel, DB: db, Log: log, ClientIPHeader: cfg.ClientIPHeader, Metrics: reg}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -224,7 +238,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		go func() { errc <- metricsSrv.Serve(mln) }()
 		log.Info("metrics listening", "addr", mln.Addr().String())
 	}
-	go sweep(ctx, verifier, log)
+	go sweep(ctx, verifier, rel, log)
 	log.Info("parleyd listening", "addr", ln.Addr().String(), "database", db.Dialect(), "sms_sender", cfg.SMSSender, "test_numbers", len(cfg.TestNumbers))
 
 	select {
@@ -232,13 +246,20 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return err
 	case <-ctx.Done():
 	}
-	log.Info("shutting down")
+	log.Info("shutting down", "connections", rel.Connections())
 	shutCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	err = httpSrv.Shutdown(shutCtx)
+	// Stop accepting and finish in-flight requests (a send that is being
+	// stored still gets its 200), while the relay closes every socket with
+	// "going away" and deletes the last acknowledged envelopes.
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- httpSrv.Shutdown(shutCtx) }()
+	err = rel.Shutdown(shutCtx)
+	err = errors.Join(err, <-httpDone)
 	if metricsSrv != nil {
 		err = errors.Join(err, metricsSrv.Shutdown(shutCtx))
 	}
+	log.Info("stopped")
 	return err
 }
 
@@ -254,8 +275,8 @@ func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 	}
 }
 
-// sweep deletes expired verification sessions every minute.
-func sweep(ctx context.Context, v *verify.Service, log *slog.Logger) {
+// sweep deletes expired verification sessions and envelopes every minute.
+func sweep(ctx context.Context, v *verify.Service, rel *relay.Service, log *slog.Logger) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
@@ -267,6 +288,11 @@ func sweep(ctx context.Context, v *verify.Service, log *slog.Logger) {
 				log.Warn("sweep verification sessions", "err", err)
 			} else if n > 0 {
 				log.Debug("swept verification sessions", "count", n)
+			}
+			if n, err := rel.PurgeExpired(ctx); err != nil {
+				log.Warn("purge expired envelopes", "err", err)
+			} else if n > 0 {
+				log.Info("purged expired envelopes", "count", n)
 			}
 		}
 	}

@@ -42,8 +42,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// relay is a running parleyd process.
-type relay struct {
+// proc is a running parleyd process.
+type proc struct {
 	t       *testing.T
 	cmd     *exec.Cmd
 	base    string
@@ -74,7 +74,7 @@ func (l *logBuffer) String() string {
 var listenLine = regexp.MustCompile(`"msg":"(parleyd|metrics) listening","addr":"([^"]+)"`)
 
 // start runs parleyd serve with args and env and waits until it listens.
-func start(t *testing.T, env []string, args ...string) *relay {
+func start(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(binary, append([]string{"serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
@@ -85,7 +85,7 @@ func start(t *testing.T, env []string, args ...string) *relay {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	r := &relay{t: t, cmd: cmd, logs: &logBuffer{}, done: make(chan error, 1)}
+	r := &proc{t: t, cmd: cmd, logs: &logBuffer{}, done: make(chan error, 1)}
 	ready := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(stderr)
@@ -121,7 +121,7 @@ func start(t *testing.T, env []string, args ...string) *relay {
 }
 
 // stop sends SIGTERM and expects a clean exit.
-func (r *relay) stop() {
+func (r *proc) stop() {
 	r.t.Helper()
 	r.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -134,7 +134,7 @@ func (r *relay) stop() {
 	}
 }
 
-func (r *relay) do(method, path, user, pass string, body any) (int, map[string]any) {
+func (r *proc) do(method, path, user, pass string, body any) (int, map[string]any) {
 	r.t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -180,7 +180,7 @@ func keyMaterial(t *testing.T) (secret string, reg map[string]any) {
 
 // registerFlow is the README's walk-through: verify a test number, register,
 // and return the device's Basic-auth user and password.
-func registerFlow(t *testing.T, r *relay, number, code string) (string, string) {
+func registerFlow(t *testing.T, r *proc, number, code string) (string, string) {
 	st, body := r.do("POST", "/v1/verification/sessions", "", "", map[string]any{"number": number})
 	if st != 200 {
 		t.Fatalf("start verification: %d %v", st, body)
@@ -197,7 +197,7 @@ func registerFlow(t *testing.T, r *relay, number, code string) (string, string) 
 	return body["account_id"].(string) + ".1", secret
 }
 
-func exerciseRelay(t *testing.T, r *relay) {
+func exerciseRelay(t *testing.T, r *proc) {
 	if st, _ := r.do("GET", "/readyz", "", "", nil); st != 200 {
 		t.Fatalf("readyz: %d", st)
 	}
