@@ -1,0 +1,488 @@
+// Package bench is Parley's load generator: it registers devices on a real
+// relay, connects their WebSockets and relays envelopes between random
+// pairs over real HTTP and WebSocket, measuring throughput, end-to-end
+// latency and the relay process's CPU and memory.
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+	"go.mau.fi/libsignal/ecc"
+
+	"github.com/parleyhq/parley/relay"
+)
+
+// MaxDevices is how many distinct test numbers the generator can use.
+const MaxDevices = 10_000
+
+// Number returns the i-th benchmark phone number (+1 202 555 0000 …).
+func Number(i int) string { return fmt.Sprintf("+1202555%04d", i) }
+
+// TestNumbers returns the PARLEY_TEST_NUMBERS value registering n devices
+// needs, all with code.
+func TestNumbers(n int, code string) string {
+	parts := make([]string, n)
+	for i := range parts {
+		parts[i] = Number(i) + "=" + code
+	}
+	return strings.Join(parts, ",")
+}
+
+// Device is a registered device.
+type Device struct {
+	Account        string
+	User, Secret   string
+	RegistrationID int
+}
+
+// Client talks to one relay.
+type Client struct {
+	Base string
+	HTTP *http.Client
+	// SourceAddrs spreads WebSocket connections over 127.0.0.1 … 127.0.0.N
+	// (the machine has ~28k ephemeral ports per source address).
+	SourceAddrs int
+	Progress    io.Writer
+}
+
+// NewClient returns a Client with a connection pool sized for conns
+// concurrent requests.
+func NewClient(base string, conns int) *Client {
+	tr := &http.Transport{MaxIdleConns: conns, MaxIdleConnsPerHost: conns, IdleConnTimeout: time.Minute}
+	return &Client{Base: strings.TrimRight(base, "/"), HTTP: &http.Client{Transport: tr, Timeout: 30 * time.Second}, SourceAddrs: 1, Progress: io.Discard}
+}
+
+func (c *Client) do(ctx context.Context, method, path string, d *Device, body any, out any) (int, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return 0, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, rd)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if d != nil {
+		req.SetBasicAuth(d.User, d.Secret)
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return resp.StatusCode, err
+	}
+	if resp.StatusCode != 200 {
+		return resp.StatusCode, fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, b)
+	}
+	if out != nil {
+		return resp.StatusCode, json.Unmarshal(b, out)
+	}
+	return resp.StatusCode, nil
+}
+
+var b64 = base64.StdEncoding.EncodeToString
+
+// Register verifies and registers device i (number Number(i), which the
+// relay must serve as a test number with code).
+func (c *Client) Register(ctx context.Context, i int, code string) (Device, error) {
+	var sess struct {
+		SessionID string `json:"session_id"`
+	}
+	if _, err := c.do(ctx, "POST", "/v1/verification/sessions", nil, map[string]any{"number": Number(i)}, &sess); err != nil {
+		return Device{}, err
+	}
+	if _, err := c.do(ctx, "PUT", "/v1/verification/sessions/code", nil, map[string]any{"session_id": sess.SessionID, "code": code}, nil); err != nil {
+		return Device{}, err
+	}
+	id, err := ecc.GenerateKeyPair()
+	if err != nil {
+		return Device{}, err
+	}
+	spk, err := ecc.GenerateKeyPair()
+	if err != nil {
+		return Device{}, err
+	}
+	spkSig := ecc.CalculateSignature(id.PrivateKey(), spk.PublicKey().Serialize())
+	pq := make([]byte, 1569)
+	rand.Read(pq)
+	pq[0] = 0x08
+	pqSig := ecc.CalculateSignature(id.PrivateKey(), pq)
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	d := Device{Secret: base64.RawURLEncoding.EncodeToString(secret), RegistrationID: 1 + i%16380}
+	var reg struct {
+		AccountID string `json:"account_id"`
+	}
+	_, err = c.do(ctx, "POST", "/v1/accounts", nil, map[string]any{
+		"session_id": sess.SessionID, "credential": d.Secret, "registration_id": d.RegistrationID,
+		"identity_key":          b64(id.PublicKey().Serialize()),
+		"signed_prekey":         map[string]any{"key_id": 1, "public_key": b64(spk.PublicKey().Serialize()), "signature": b64(spkSig[:])},
+		"pq_last_resort_prekey": map[string]any{"key_id": 1, "public_key": b64(pq), "signature": b64(pqSig[:])},
+	}, &reg)
+	if err != nil {
+		return Device{}, err
+	}
+	d.Account, d.User = reg.AccountID, reg.AccountID+".1"
+	return d, nil
+}
+
+// RegisterAll registers devices 0..n-1 with `workers` in parallel.
+func (c *Client) RegisterAll(ctx context.Context, n, workers int, code string) ([]Device, error) {
+	if n > MaxDevices {
+		return nil, fmt.Errorf("at most %d devices", MaxDevices)
+	}
+	devs := make([]Device, n)
+	var next atomic.Int64
+	var firstErr error
+	var once sync.Once
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				d, err := c.Register(ctx, i, code)
+				if err != nil {
+					once.Do(func() { firstErr = fmt.Errorf("register device %d: %w", i, err) })
+					return
+				}
+				devs[i] = d
+				if (i+1)%1000 == 0 {
+					fmt.Fprintf(c.Progress, "registered %d/%d devices (%.0f/s)\n", i+1, n, float64(i+1)/time.Since(start).Seconds())
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return devs, firstErr
+}
+
+// Conn is a device's delivery socket.
+type Conn struct {
+	ws *websocket.Conn
+	mu sync.Mutex // serialises acks with ping answers
+}
+
+// Connect opens the device's WebSocket, from source address index i.
+func (c *Client) Connect(ctx context.Context, d Device, i int) (*Conn, error) {
+	local := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i%max(c.SourceAddrs, 1)))}
+	dialer := &websocket.Dialer{
+		HandshakeTimeout: 30 * time.Second, ReadBufferSize: 1024, WriteBufferSize: 1024,
+		NetDialContext: (&net.Dialer{LocalAddr: local, Timeout: 30 * time.Second}).DialContext,
+	}
+	h := http.Header{}
+	h.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(d.User+":"+d.Secret)))
+	ws, _, err := dialer.DialContext(ctx, "ws"+strings.TrimPrefix(c.Base, "http")+"/v1/websocket", h)
+	if err != nil {
+		return nil, err
+	}
+	return &Conn{ws: ws}, nil
+}
+
+// Close closes the socket.
+func (c *Conn) Close() error { return c.ws.Close() }
+
+// Receive reads frames until the socket ends, acknowledging every envelope
+// and calling onEnvelope for it.
+func (c *Conn) Receive(onEnvelope func(*relay.WireEnvelope)) error {
+	for {
+		_, data, err := c.ws.ReadMessage()
+		if err != nil {
+			return err
+		}
+		var f relay.Frame
+		if err := json.Unmarshal(data, &f); err != nil {
+			return err
+		}
+		if f.Type != relay.FrameEnvelope {
+			continue
+		}
+		onEnvelope(f.Envelope)
+		c.mu.Lock()
+		err = c.ws.WriteJSON(relay.Frame{Type: relay.FrameAck, IDs: []uuid.UUID{f.Envelope.ID}})
+		c.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// Send sends one envelope of content from `from` to device 1 of `to`.
+func (c *Client) Send(ctx context.Context, from, to Device, content []byte) (int, error) {
+	return c.do(ctx, "PUT", "/v1/messages/"+to.Account, &from, map[string]any{
+		"timestamp": time.Now().UnixMilli(),
+		"messages":  []any{map[string]any{"device_id": 1, "registration_id": to.RegistrationID, "type": 1, "content": b64(content)}},
+	}, nil)
+}
+
+// Scenario is a relay run: Envelopes of Size bytes between random pairs
+// of the devices, from Senders concurrent senders, either as fast as they
+// go (Rate 0) or at Rate envelopes per second.
+type Scenario struct {
+	Envelopes int
+	Size      int
+	Senders   int
+	Rate      float64
+}
+
+// Result is what a Scenario measured.
+type Result struct {
+	Sent        int           // sends answered 200
+	Failed      map[int]int   // other answers by status (0: no answer)
+	Delivered   int           // distinct envelopes received
+	Redelivered int           // deliveries of an id already seen
+	Elapsed     time.Duration // first send to last delivery
+	P50         time.Duration
+	P99         time.Duration
+	P999        time.Duration
+	Max         time.Duration
+	Server      Usage
+}
+
+// SendRate is accepted sends per second.
+func (r Result) SendRate() float64 { return float64(r.Sent) / r.Elapsed.Seconds() }
+
+// String formats the result on one line.
+func (r Result) String() string {
+	fails := 0
+	for _, n := range r.Failed {
+		fails += n
+	}
+	return fmt.Sprintf("%d envelopes in %.2fs = %.0f envelopes/s stored, delivered and acknowledged; latency p50 %v p99 %v p99.9 %v max %v; %d failed sends %v, %d redeliveries; server %s",
+		r.Sent, r.Elapsed.Seconds(), r.SendRate(), r.P50.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond),
+		r.P999.Round(10*time.Microsecond), r.Max.Round(10*time.Microsecond), fails, r.Failed, r.Redelivered, r.Server)
+}
+
+// Run connects every device, runs s and waits for every accepted envelope
+// to be delivered (or ctx to end). pid, if not 0, is the relay process
+// whose CPU and memory are reported.
+func (c *Client) Run(ctx context.Context, devs []Device, s Scenario, pid int) (Result, error) {
+	conns := make([]*Conn, len(devs))
+	for i, d := range devs {
+		conn, err := c.Connect(ctx, d, i)
+		if err != nil {
+			return Result{}, fmt.Errorf("connect device %d: %w", i, err)
+		}
+		conns[i] = conn
+		defer conn.Close()
+	}
+	var (
+		mu        sync.Mutex
+		latencies = make([]time.Duration, 0, s.Envelopes)
+		seen      = make(map[uuid.UUID]bool, s.Envelopes)
+		redeliver int
+		lastAt    time.Time
+	)
+	allIn := make(chan struct{})
+	var target atomic.Int64
+	target.Store(math.MaxInt64)
+	for _, conn := range conns {
+		go conn.Receive(func(e *relay.WireEnvelope) {
+			now := time.Now()
+			if len(e.Content) < 8 {
+				return
+			}
+			sent := time.Unix(0, int64(binary.BigEndian.Uint64(e.Content)))
+			mu.Lock()
+			defer mu.Unlock()
+			if seen[e.ID] {
+				redeliver++
+				return
+			}
+			seen[e.ID] = true
+			latencies = append(latencies, now.Sub(sent))
+			lastAt = now
+			if int64(len(latencies)) == target.Load() {
+				close(allIn)
+			}
+		})
+	}
+	before, _ := ReadUsage(pid)
+	start := time.Now()
+	var sent atomic.Int64
+	failed := map[int]int{}
+	var fmu sync.Mutex
+	jobs := make(chan time.Time, s.Senders)
+	var wg sync.WaitGroup
+	for range s.Senders {
+		wg.Go(func() {
+			content := make([]byte, max(s.Size, 8))
+			rand.Read(content)
+			for at := range jobs {
+				a, b := mrand.IntN(len(devs)), mrand.IntN(len(devs)-1)
+				if b >= a {
+					b++
+				}
+				if at.IsZero() {
+					at = time.Now()
+				}
+				binary.BigEndian.PutUint64(content, uint64(at.UnixNano()))
+				st, err := c.Send(ctx, devs[a], devs[b], content)
+				if err == nil && st == 200 {
+					sent.Add(1)
+					continue
+				}
+				fmu.Lock()
+				failed[st]++
+				fmu.Unlock()
+			}
+		})
+	}
+	progress := time.NewTicker(5 * time.Second)
+	defer progress.Stop()
+	for i := range s.Envelopes {
+		var at time.Time
+		if s.Rate > 0 {
+			// Open loop: latency counts from the scheduled time, so a
+			// stalled relay cannot hide its queueing (no coordinated omission).
+			at = start.Add(time.Duration(float64(i) / s.Rate * float64(time.Second)))
+			if d := time.Until(at); d > 0 {
+				time.Sleep(d)
+			}
+		}
+		select {
+		case jobs <- at:
+		case <-ctx.Done():
+			close(jobs)
+			return Result{}, ctx.Err()
+		}
+		select {
+		case <-progress.C:
+			mu.Lock()
+			fmt.Fprintf(c.Progress, "sent %d/%d, delivered %d\n", sent.Load(), s.Envelopes, len(latencies))
+			mu.Unlock()
+		default:
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	mu.Lock()
+	target.Store(sent.Load())
+	if int64(len(latencies)) >= sent.Load() {
+		select {
+		case <-allIn:
+		default:
+			close(allIn)
+		}
+	}
+	mu.Unlock()
+	select {
+	case <-allIn:
+	case <-ctx.Done():
+		return Result{}, fmt.Errorf("waiting for deliveries: %w", ctx.Err())
+	case <-time.After(2 * time.Minute):
+		return Result{}, errors.New("not every accepted envelope arrived within 2 minutes")
+	}
+	after, _ := ReadUsage(pid)
+	mu.Lock()
+	defer mu.Unlock()
+	r := Result{Sent: int(sent.Load()), Failed: failed, Delivered: len(latencies), Redelivered: redeliver, Elapsed: lastAt.Sub(start)}
+	slices.Sort(latencies)
+	pct := func(p float64) time.Duration {
+		if len(latencies) == 0 {
+			return 0
+		}
+		return latencies[min(len(latencies)-1, int(p*float64(len(latencies))))]
+	}
+	r.P50, r.P99, r.P999 = pct(0.50), pct(0.99), pct(0.999)
+	if len(latencies) > 0 {
+		r.Max = latencies[len(latencies)-1]
+	}
+	r.Server = after.Since(before)
+	return r, nil
+}
+
+// Usage is a process's CPU time and resident memory.
+type Usage struct {
+	At    time.Time
+	CPU   time.Duration // user + system
+	RSS   int64         // bytes
+	Cores float64       // CPU used per wall second, for a Since result
+}
+
+func (u Usage) String() string {
+	if u.At.IsZero() {
+		return "not measured"
+	}
+	return fmt.Sprintf("CPU %.2f cores, RSS %.1f MiB", u.Cores, float64(u.RSS)/(1<<20))
+}
+
+// Since returns the usage between an earlier reading and u: cores used on
+// average, and u's RSS.
+func (u Usage) Since(before Usage) Usage {
+	if u.At.IsZero() || before.At.IsZero() {
+		return Usage{}
+	}
+	out := u
+	out.Cores = (u.CPU - before.CPU).Seconds() / u.At.Sub(before.At).Seconds()
+	return out
+}
+
+// ReadUsage reads a process's usage from /proc (Linux). pid 0 reads nothing.
+func ReadUsage(pid int) (Usage, error) {
+	if pid == 0 {
+		return Usage{}, nil
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return Usage{}, err
+	}
+	// Fields after the parenthesised command name; utime and stime are
+	// fields 14 and 15 of the whole line, in clock ticks (100 per second).
+	s := string(stat)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(fields) < 13 {
+		return Usage{}, errors.New("unexpected /proc stat format")
+	}
+	ut, _ := strconv.ParseInt(fields[11], 10, 64)
+	st, _ := strconv.ParseInt(fields[12], 10, 64)
+	u := Usage{At: time.Now(), CPU: time.Duration(ut+st) * 10 * time.Millisecond}
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return Usage{}, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			u.RSS = kb << 10
+		}
+	}
+	return u, sc.Err()
+}
+
+// WireEnvelope is an envelope as a device receives it.
+type WireEnvelope = relay.WireEnvelope

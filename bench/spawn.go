@@ -1,0 +1,77 @@
+package bench
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"regexp"
+	"syscall"
+	"time"
+)
+
+// Server is a parleyd process the generator started.
+type Server struct {
+	Base string
+	cmd  *exec.Cmd
+	done chan error
+}
+
+var listening = regexp.MustCompile(`"msg":"parleyd listening","addr":"([^"]+)"`)
+
+// Spawn starts `parleyd serve` from binary with args, serving n benchmark
+// test numbers with code, and waits until it listens. Its log goes to logw.
+func Spawn(binary string, n int, code string, logw io.Writer, args ...string) (*Server, error) {
+	cmd := exec.Command(binary, append([]string{"serve", "--listen", "127.0.0.1:0", "--metrics-listen", "", "--log-level", "info"}, args...)...)
+	cmd.Env = append(os.Environ(), "PARLEY_TEST_NUMBERS="+TestNumbers(n, code))
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	s := &Server{cmd: cmd, done: make(chan error, 1)}
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			if m := listening.FindStringSubmatch(line); m != nil {
+				ready <- m[1]
+			}
+			if logw != nil {
+				fmt.Fprintln(logw, line)
+			}
+		}
+		s.done <- cmd.Wait()
+	}()
+	select {
+	case addr := <-ready:
+		s.Base = "http://" + addr
+		return s, nil
+	case err := <-s.done:
+		return nil, fmt.Errorf("parleyd exited before listening: %v", err)
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		return nil, errors.New("parleyd did not start within 60 s")
+	}
+}
+
+// PID is the server's process id.
+func (s *Server) PID() int { return s.cmd.Process.Pid }
+
+// Stop sends SIGTERM and waits for the process to exit.
+func (s *Server) Stop() error {
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-s.done:
+		return err
+	case <-time.After(30 * time.Second):
+		s.cmd.Process.Kill()
+		return errors.New("parleyd did not stop within 30 s of SIGTERM")
+	}
+}
