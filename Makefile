@@ -27,8 +27,10 @@ test:
 test-short:
 	$(GO) test -count=1 ./...
 
+# Figures, not pass/fail: storage benchmarks, the load generator on SQLite
+# and on PostgreSQL with fsync on, memory per idle connection (scripts/bench).
 bench:
-	scripts/with-postgres $(GO) test -run='^$$' -bench=. -benchmem ./...
+	GO=$(GO) scripts/bench
 
 lint:
 	$(GO) vet ./...
@@ -40,6 +42,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./phone
 	$(GO) test -run='^$$' -fuzz=FuzzVerify -fuzztime=$(FUZZTIME) ./keys
 	$(GO) test -run='^$$' -fuzz=FuzzRequests -fuzztime=$(FUZZTIME) ./api
+	$(GO) test -run='^$$' -fuzz=FuzzParseEvent -fuzztime=$(FUZZTIME) ./relay
 
 clean:
 	rm -rf $(BIN)

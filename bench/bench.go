@@ -31,6 +31,7 @@ import (
 	"github.com/gorilla/websocket"
 	"go.mau.fi/libsignal/ecc"
 
+	_ "github.com/parleyhq/parley/keys" // installs a quiet, race-free libsignal logger
 	"github.com/parleyhq/parley/relay"
 )
 
@@ -40,14 +41,14 @@ const MaxDevices = 10_000
 // Number returns the i-th benchmark phone number (+1 202 555 0000 …).
 func Number(i int) string { return fmt.Sprintf("+1202555%04d", i) }
 
-// TestNumbers returns the PARLEY_TEST_NUMBERS value registering n devices
-// needs, all with code.
+// TestNumbers returns the test-numbers file (parleyd --test-numbers-file)
+// registering n devices needs, all with code.
 func TestNumbers(n int, code string) string {
-	parts := make([]string, n)
-	for i := range parts {
-		parts[i] = Number(i) + "=" + code
+	var b strings.Builder
+	for i := range n {
+		b.WriteString(Number(i) + "=" + code + "\n")
 	}
-	return strings.Join(parts, ",")
+	return b.String()
 }
 
 // Device is a registered device.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"syscall"
 	"time"
@@ -23,9 +24,14 @@ var listening = regexp.MustCompile(`"msg":"parleyd listening","addr":"([^"]+)"`)
 
 // Spawn starts `parleyd serve` from binary with args, serving n benchmark
 // test numbers with code, and waits until it listens. Its log goes to logw.
-func Spawn(binary string, n int, code string, logw io.Writer, args ...string) (*Server, error) {
-	cmd := exec.Command(binary, append([]string{"serve", "--listen", "127.0.0.1:0", "--metrics-listen", "", "--log-level", "info"}, args...)...)
-	cmd.Env = append(os.Environ(), "PARLEY_TEST_NUMBERS="+TestNumbers(n, code))
+// dir holds the test-numbers file.
+func Spawn(binary, dir string, n int, code string, logw io.Writer, args ...string) (*Server, error) {
+	numbers := filepath.Join(dir, "test-numbers")
+	if err := os.WriteFile(numbers, []byte(TestNumbers(n, code)), 0o600); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(binary, append([]string{"serve", "--listen", "127.0.0.1:0", "--metrics-listen", "",
+		"--log-level", "info", "--test-numbers-file", numbers}, args...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err

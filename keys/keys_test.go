@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"sync"
 	"testing"
 
 	"go.mau.fi/libsignal/ecc"
@@ -128,4 +129,21 @@ func FuzzVerify(f *testing.F) {
 		}
 		_ = verify(id, msg, s)
 	})
+}
+
+// Concurrent verification, as concurrent registrations do it: under -race
+// this fails if libsignal's lazily initialised logger is not installed
+// before use (see libsignal.go).
+func TestConcurrentVerify(t *testing.T) {
+	idPair, id := identity(t)
+	spk := signedPreKey(t, idPair, 1)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if err := spk.Verify(id); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -55,25 +55,41 @@ func (db *DB) enqueue(ctx context.Context, b relay.Batch, check func([]accounts.
 		}
 		// Locking the destination's device rows serialises senders to one
 		// account, so each device's seq order is its commit order and a
-		// reader's cursor never skips a late commit.
-		devs, err := db.devices(ctx, tx, dest, db.d.LockRows)
+		// reader's cursor never skips a late commit. The same round trip
+		// measures each device's queue for the caps.
+		rows, err := tx.QueryContext(ctx, `SELECT d.device_id, d.registration_id,
+				(SELECT count(*) FROM envelopes e WHERE e.account_id = d.account_id AND e.device_id = d.device_id),
+				(SELECT coalesce(sum(length(e.content)), 0) FROM envelopes e WHERE e.account_id = d.account_id AND e.device_id = d.device_id)
+			FROM devices d WHERE d.account_id = $1 ORDER BY d.device_id`+db.d.LockRows, dest)
 		if err != nil {
-			return err
+			return fmt.Errorf("read devices: %w", err)
+		}
+		var devs []accounts.Device
+		queued := map[int]queueUsage{}
+		for rows.Next() {
+			var d accounts.Device
+			var u queueUsage
+			if err := rows.Scan(&d.ID, &d.RegistrationID, &u.n, &u.bytes); err != nil {
+				rows.Close()
+				return fmt.Errorf("read devices: %w", err)
+			}
+			devs = append(devs, d)
+			queued[d.ID] = u
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("read devices: %w", err)
 		}
 		if err := check(devs); err != nil {
 			return err
 		}
-		if err := db.checkQueues(ctx, tx, b); err != nil {
+		if err := checkQueues(b, queued); err != nil {
 			return err
 		}
-		stmt, err := tx.PrepareContext(ctx, `INSERT INTO envelopes (id, account_id, device_id, type, source_account,
-			source_device, client_ts, server_ts, expires_at, urgent, content) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`)
-		if err != nil {
-			return fmt.Errorf("store envelopes: %w", err)
-		}
-		defer stmt.Close()
 		for _, e := range b.Envelopes {
-			if _, err := stmt.ExecContext(ctx, e.ID.String(), dest, e.DestDevice, e.Type, e.SourceAccount.String(),
+			if _, err := tx.ExecContext(ctx, `INSERT INTO envelopes (id, account_id, device_id, type, source_account,
+				source_device, client_ts, server_ts, expires_at, urgent, content) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+				e.ID.String(), dest, e.DestDevice, e.Type, e.SourceAccount.String(),
 				e.SourceDevice, e.ClientTimestamp, ms(e.ServerTimestamp), ms(e.ExpiresAt), e.Urgent, e.Content); err != nil {
 				return fmt.Errorf("store envelope: %w", err)
 			}
@@ -103,30 +119,10 @@ func (db *DB) enqueue(ctx context.Context, b relay.Batch, check func([]accounts.
 	return rc, err
 }
 
+type queueUsage struct{ n, bytes int64 }
+
 // checkQueues refuses a batch that would push a device's queue over its caps.
-func (db *DB) checkQueues(ctx context.Context, tx *sql.Tx, b relay.Batch) error {
-	if b.QueueMaxEnvelopes <= 0 && b.QueueMaxBytes <= 0 {
-		return nil
-	}
-	rows, err := tx.QueryContext(ctx, `SELECT device_id, count(*), coalesce(sum(length(content)), 0) FROM envelopes
-		WHERE account_id = $1 GROUP BY device_id`, b.Destination.String())
-	if err != nil {
-		return fmt.Errorf("measure queues: %w", err)
-	}
-	defer rows.Close()
-	type usage struct{ n, bytes int64 }
-	queued := map[int]usage{}
-	for rows.Next() {
-		var dev int
-		var u usage
-		if err := rows.Scan(&dev, &u.n, &u.bytes); err != nil {
-			return fmt.Errorf("measure queues: %w", err)
-		}
-		queued[dev] = u
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("measure queues: %w", err)
-	}
+func checkQueues(b relay.Batch, queued map[int]queueUsage) error {
 	var full []int
 	for _, e := range b.Envelopes {
 		u := queued[e.DestDevice]
@@ -139,27 +135,6 @@ func (db *DB) checkQueues(ctx context.Context, tx *sql.Tx, b relay.Batch) error 
 		return &relay.QueueFullError{Devices: full}
 	}
 	return nil
-}
-
-type querier interface {
-	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
-}
-
-func (db *DB) devices(ctx context.Context, q querier, account, lock string) ([]accounts.Device, error) {
-	rows, err := q.QueryContext(ctx, `SELECT device_id, registration_id FROM devices WHERE account_id = $1 ORDER BY device_id`+lock, account)
-	if err != nil {
-		return nil, fmt.Errorf("read devices: %w", err)
-	}
-	defer rows.Close()
-	var ds []accounts.Device
-	for rows.Next() {
-		var d accounts.Device
-		if err := rows.Scan(&d.ID, &d.RegistrationID); err != nil {
-			return nil, fmt.Errorf("read devices: %w", err)
-		}
-		ds = append(ds, d)
-	}
-	return ds, rows.Err()
 }
 
 // Pending implements relay.Store.

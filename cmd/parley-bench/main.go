@@ -102,7 +102,7 @@ func (r *relayUnderTest) start() error {
 	} else {
 		args = append(args, "--data-dir", r.dir)
 	}
-	srv, err := bench.Spawn(r.o.parleyd, r.o.devices, code, r.log, args...)
+	srv, err := bench.Spawn(r.o.parleyd, r.dir, r.o.devices, code, r.log, args...)
 	if err != nil {
 		return err
 	}

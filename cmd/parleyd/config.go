@@ -27,6 +27,7 @@ type config struct {
 	ClientIPHeader string
 
 	TestNumbers   map[string]string
+	TestNumbersF  string
 	AllowCodes    map[string]bool
 	DenyCodes     map[string]bool
 	SMSSender     string
@@ -83,6 +84,7 @@ func serveFlags(fs *flag.FlagSet) func() (*config, error) {
 	fs.Int64Var(&c.QueueMaxBytes, "queue-max-bytes", def.QueueMaxBytes, "most ciphertext `bytes` queued for one device (env PARLEY_QUEUE_MAX_BYTES)")
 	fs.Float64Var(&c.SendRate, "send-rate", def.SendRate, "send requests per second each device may make, sustained (env PARLEY_SEND_RATE)")
 	fs.IntVar(&c.SendBurst, "send-burst", def.SendBurst, "send requests a device may make in a burst (env PARLEY_SEND_BURST)")
+	str(&c.TestNumbersF, "test-numbers-file", "", "`file` of test numbers, one +E164=CODE per line (# comments), for QA and load tests with many numbers")
 	var tests, allow, deny multiFlag
 	fs.Var(&tests, "test-number", "a test number `+E164=CODE`, verified with that fixed 6-digit code and never sent SMS; repeatable (env PARLEY_TEST_NUMBERS, comma-separated)")
 	fs.Var(&allow, "allow-calling-codes", "comma-separated country calling `codes` (44,49) the only ones served; repeatable (env PARLEY_ALLOW_CALLING_CODES)")
@@ -116,6 +118,17 @@ func serveFlags(fs *flag.FlagSet) func() (*config, error) {
 		c.TwilioToken = os.Getenv("PARLEY_TWILIO_AUTH_TOKEN")
 		c.TwilioBaseURL = os.Getenv("PARLEY_TWILIO_BASE_URL")
 		c.TestNumbers = map[string]string{}
+		if c.TestNumbersF != "" {
+			b, err := os.ReadFile(c.TestNumbersF)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("--test-numbers-file: %w", err))
+			}
+			for line := range strings.Lines(string(b)) {
+				if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+					tests = append(tests, line)
+				}
+			}
+		}
 		for _, t := range tests {
 			num, code, ok := strings.Cut(t, "=")
 			n, err := phone.Parse(num)
