@@ -113,8 +113,11 @@ func (db *DB) SetRegistrationLock(ctx context.Context, account uuid.UUID, hash [
 func (db *DB) DeviceCredential(ctx context.Context, account uuid.UUID, device int) ([]byte, int, error) {
 	var cred []byte
 	var seen int
-	err := db.r.QueryRowContext(ctx, `SELECT credential, last_seen_day FROM devices WHERE account_id = $1 AND device_id = $2`,
-		account.String(), device).Scan(&cred, &seen)
+	st, err := db.prepared(ctx, db.r, `SELECT credential, last_seen_day FROM devices WHERE account_id = $1 AND device_id = $2`)
+	if err != nil {
+		return nil, 0, fmt.Errorf("load credential: %w", err)
+	}
+	err = st.QueryRowContext(ctx, account.String(), device).Scan(&cred, &seen)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, 0, accounts.ErrNotFound
 	}

@@ -22,6 +22,24 @@ var _ relay.Store = (*DB)(nil)
 // committed first; the caller retries and finds its receipt.
 var errKeyRace = errors.New("concurrent send with the same idempotency key")
 
+// The relay's transactional statements, prepared once (see DB.warm).
+const (
+	qReceipt = `SELECT request_hash, server_ts FROM send_receipts
+		WHERE account_id = $1 AND device_id = $2 AND key_hash = $3 AND expires_at > $4`
+	// qDestDevices reads (and, with the dialect's LockRows, locks) the
+	// destination's devices with each device's queue length and bytes.
+	qDestDevices = `SELECT d.device_id, d.registration_id,
+			(SELECT count(*) FROM envelopes e WHERE e.account_id = d.account_id AND e.device_id = d.device_id),
+			(SELECT coalesce(sum(length(e.content)), 0) FROM envelopes e WHERE e.account_id = d.account_id AND e.device_id = d.device_id)
+		FROM devices d WHERE d.account_id = $1 ORDER BY d.device_id`
+	qInsertEnvelope = `INSERT INTO envelopes (id, account_id, device_id, type, source_account,
+		source_device, client_ts, server_ts, expires_at, urgent, content) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`
+)
+
+func qDeleteEnvelopes(n int) string {
+	return `DELETE FROM envelopes WHERE seq IN (` + placeholders(n) + `)`
+}
+
 // Enqueue implements relay.Store.
 func (db *DB) Enqueue(ctx context.Context, b relay.Batch, check func([]accounts.Device) error) (relay.Receipt, error) {
 	for attempt := 0; ; attempt++ {
@@ -40,9 +58,11 @@ func (db *DB) enqueue(ctx context.Context, b relay.Batch, check func([]accounts.
 		if b.Key != nil {
 			var reqHash []byte
 			var ts int64
-			err := tx.QueryRowContext(ctx, `SELECT request_hash, server_ts FROM send_receipts
-				WHERE account_id = $1 AND device_id = $2 AND key_hash = $3 AND expires_at > $4`,
-				sender, b.Sender.Device, b.Key, ms(b.Now)).Scan(&reqHash, &ts)
+			st, err := db.txStmt(ctx, tx, qReceipt)
+			if err != nil {
+				return fmt.Errorf("look up idempotency key: %w", err)
+			}
+			err = st.QueryRowContext(ctx, sender, b.Sender.Device, b.Key, ms(b.Now)).Scan(&reqHash, &ts)
 			switch {
 			case err == nil && !bytes.Equal(reqHash, b.RequestHash):
 				return relay.ErrIdempotencyKeyUsed
@@ -57,10 +77,11 @@ func (db *DB) enqueue(ctx context.Context, b relay.Batch, check func([]accounts.
 		// account, so each device's seq order is its commit order and a
 		// reader's cursor never skips a late commit. The same round trip
 		// measures each device's queue for the caps.
-		rows, err := tx.QueryContext(ctx, `SELECT d.device_id, d.registration_id,
-				(SELECT count(*) FROM envelopes e WHERE e.account_id = d.account_id AND e.device_id = d.device_id),
-				(SELECT coalesce(sum(length(e.content)), 0) FROM envelopes e WHERE e.account_id = d.account_id AND e.device_id = d.device_id)
-			FROM devices d WHERE d.account_id = $1 ORDER BY d.device_id`+db.d.LockRows, dest)
+		st, err := db.txStmt(ctx, tx, qDestDevices+db.d.LockRows)
+		if err != nil {
+			return fmt.Errorf("read devices: %w", err)
+		}
+		rows, err := st.QueryContext(ctx, dest)
 		if err != nil {
 			return fmt.Errorf("read devices: %w", err)
 		}
@@ -86,10 +107,12 @@ func (db *DB) enqueue(ctx context.Context, b relay.Batch, check func([]accounts.
 		if err := checkQueues(b, queued); err != nil {
 			return err
 		}
+		ins, err := db.txStmt(ctx, tx, qInsertEnvelope)
+		if err != nil {
+			return fmt.Errorf("store envelope: %w", err)
+		}
 		for _, e := range b.Envelopes {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO envelopes (id, account_id, device_id, type, source_account,
-				source_device, client_ts, server_ts, expires_at, urgent, content) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-				e.ID.String(), dest, e.DestDevice, e.Type, e.SourceAccount.String(),
+			if _, err := ins.ExecContext(ctx, e.ID.String(), dest, e.DestDevice, e.Type, e.SourceAccount.String(),
 				e.SourceDevice, e.ClientTimestamp, ms(e.ServerTimestamp), ms(e.ExpiresAt), e.Urgent, e.Content); err != nil {
 				return fmt.Errorf("store envelope: %w", err)
 			}
@@ -139,9 +162,12 @@ func checkQueues(b relay.Batch, queued map[int]queueUsage) error {
 
 // Pending implements relay.Store.
 func (db *DB) Pending(ctx context.Context, account uuid.UUID, device int, after int64, now time.Time, limit int) ([]relay.Envelope, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT seq, id, type, source_account, source_device, client_ts, server_ts, expires_at, urgent, content
-		FROM envelopes WHERE account_id = $1 AND device_id = $2 AND seq > $3 AND expires_at > $4 ORDER BY seq LIMIT $5`,
-		account.String(), device, after, ms(now), limit)
+	st, err := db.prepared(ctx, db.r, `SELECT seq, id, type, source_account, source_device, client_ts, server_ts, expires_at, urgent, content
+		FROM envelopes WHERE account_id = $1 AND device_id = $2 AND seq > $3 AND expires_at > $4 ORDER BY seq LIMIT $5`)
+	if err != nil {
+		return nil, fmt.Errorf("read queue: %w", err)
+	}
+	rows, err := st.QueryContext(ctx, account.String(), device, after, ms(now), limit)
 	if err != nil {
 		return nil, fmt.Errorf("read queue: %w", err)
 	}
@@ -190,7 +216,11 @@ func (db *DB) Delete(ctx context.Context, seqs []int64) error {
 			for i := range args {
 				args[i] = chunk[min(i, len(chunk)-1)] // pad with a repeat
 			}
-			if _, err := tx.ExecContext(ctx, `DELETE FROM envelopes WHERE seq IN (`+placeholders(n)+`)`, args...); err != nil {
+			st, err := db.txStmt(ctx, tx, qDeleteEnvelopes(n))
+			if err != nil {
+				return fmt.Errorf("delete acknowledged envelopes: %w", err)
+			}
+			if _, err := st.ExecContext(ctx, args...); err != nil {
 				return fmt.Errorf("delete acknowledged envelopes: %w", err)
 			}
 		}

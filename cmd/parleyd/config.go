@@ -44,6 +44,7 @@ type config struct {
 	QueueMaxBytes     int64
 	SendRate          float64
 	SendBurst         int
+	Pprof             bool
 }
 
 // envName maps a flag to its environment variable: --data-dir → PARLEY_DATA_DIR.
@@ -85,6 +86,7 @@ func serveFlags(fs *flag.FlagSet) func() (*config, error) {
 	fs.Float64Var(&c.SendRate, "send-rate", def.SendRate, "send requests per second each device may make, sustained (env PARLEY_SEND_RATE)")
 	fs.IntVar(&c.SendBurst, "send-burst", def.SendBurst, "send requests a device may make in a burst (env PARLEY_SEND_BURST)")
 	str(&c.TestNumbersF, "test-numbers-file", "", "`file` of test numbers, one +E164=CODE per line (# comments), for QA and load tests with many numbers")
+	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go's /debug/pprof profiles on the metrics listener (env PARLEY_PPROF)")
 	var tests, allow, deny multiFlag
 	fs.Var(&tests, "test-number", "a test number `+E164=CODE`, verified with that fixed 6-digit code and never sent SMS; repeatable (env PARLEY_TEST_NUMBERS, comma-separated)")
 	fs.Var(&allow, "allow-calling-codes", "comma-separated country calling `codes` (44,49) the only ones served; repeatable (env PARLEY_ALLOW_CALLING_CODES)")
