@@ -49,9 +49,9 @@ type WireEnvelope struct {
 	SourceDevice    int       `json:"source_device"`
 	Timestamp       int64     `json:"timestamp"`        // sender's clock, Unix ms
 	ServerTimestamp int64     `json:"server_timestamp"` // relay's clock, Unix ms
-	ExpiresAt       int64     `json:"expires_at,omitempty"`
-	Urgent          bool      `json:"urgent,omitempty"`
-	Online          bool      `json:"online,omitempty"`
+	ExpiresAt       int64     `json:"expires_at,omitzero"`
+	Urgent          bool      `json:"urgent,omitzero"`
+	Online          bool      `json:"online,omitzero"`
 	Content         []byte    `json:"content"` // base64
 }
 

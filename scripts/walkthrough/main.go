@@ -16,8 +16,13 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
+	"time"
 
+	"github.com/gorilla/websocket"
 	"go.mau.fi/libsignal/ecc"
+
+	_ "github.com/parleyhq/parley/keys" // installs a quiet, race-free libsignal logger
 )
 
 func main() {
@@ -30,14 +35,63 @@ func main() {
 	aliceUser, aliceSecret := w.register("Alice", *a, *code)
 	bobUser, bobSecret := w.register("Bob", *b, *code)
 	alice := aliceUser[:len(aliceUser)-2]
+	bob := bobUser[:len(bobUser)-2]
 	fmt.Println("\n## Bob fetches Alice's prekey bundle (claims one one-time prekey)")
 	w.call("GET", "/v1/keys/"+alice+"/*", bobUser, bobSecret, nil)
 	fmt.Println("\n## Alice counts her remaining one-time prekeys")
 	w.call("GET", "/v1/keys/count", aliceUser, aliceSecret, nil)
+	fmt.Println("\n## Alice fetches Bob's bundle and sends him an envelope (a real client would encrypt with X3DH first)")
+	bundle := w.call("GET", "/v1/keys/"+bob+"/*", aliceUser, aliceSecret, nil)
+	dev := bundle["devices"].([]any)[0].(map[string]any)
+	w.call("PUT", "/v1/messages/"+bob, aliceUser, aliceSecret, map[string]any{
+		"timestamp": time.Now().UnixMilli(),
+		"messages": []any{map[string]any{"device_id": dev["device_id"], "registration_id": dev["registration_id"],
+			"type": 3, "content": b64([]byte("stand-in for a PreKeySignalMessage"))}},
+	})
+	fmt.Println("\n## Bob connects his WebSocket, receives the envelope and acknowledges it")
+	w.receive(bobUser, bobSecret)
 	fmt.Println("\nDone. Alice authenticates as", aliceUser, "and Bob as", bobUser, "(HTTP Basic, password = credential).")
 }
 
 type walk struct{ server string }
+
+// receive opens the device's WebSocket, prints frames up to queue_empty and
+// acknowledges the envelopes.
+func (w *walk) receive(user, pass string) {
+	h := http.Header{}
+	h.Set("Authorization", "Basic "+b64([]byte(user+":"+pass)))
+	url := "ws" + strings.TrimPrefix(w.server, "http") + "/v1/websocket"
+	fmt.Printf("$ websocket %s (Basic %s:…)\n", url, user)
+	ws, _, err := websocket.DefaultDialer.Dial(url, h)
+	if err != nil {
+		fail(err)
+	}
+	defer ws.Close()
+	for {
+		_, frame, err := ws.ReadMessage()
+		if err != nil {
+			fail(err)
+		}
+		fmt.Printf("← %s\n", frame)
+		var f struct {
+			Type     string `json:"type"`
+			Envelope struct {
+				ID string `json:"id"`
+			} `json:"envelope"`
+		}
+		if err := json.Unmarshal(frame, &f); err != nil {
+			fail(err)
+		}
+		if f.Type == "queue_empty" {
+			return
+		}
+		ack := fmt.Sprintf(`{"type":"ack","ids":[%q]}`, f.Envelope.ID)
+		fmt.Printf("→ %s\n", ack)
+		if err := ws.WriteMessage(websocket.TextMessage, []byte(ack)); err != nil {
+			fail(err)
+		}
+	}
+}
 
 func (w *walk) call(method, path, user, pass string, body any) map[string]any {
 	var rd io.Reader
