@@ -116,13 +116,14 @@ func (c *conn) pushOnline(e Envelope) {
 
 // deliver writes pending envelopes until the queue is drained or the
 // window of unacknowledged envelopes is full. There is no writer goroutine
-// while a connection idles; wake starts one.
+// while a connection idles; wake starts one. Once the connection is
+// closing, wake starts nothing, so the exits on failure (which all mark it
+// closing) leave running as it is.
 func (c *conn) deliver() {
 	defer c.s.conns.Done()
 	for {
 		c.mu.Lock()
 		if c.closing {
-			c.running = false
 			c.mu.Unlock()
 			return
 		}
@@ -135,7 +136,6 @@ func (c *conn) deliver() {
 
 		for _, e := range online {
 			if !c.write(Frame{Type: FrameEnvelope, Envelope: wireEnvelope(e)}) {
-				c.stopped()
 				return
 			}
 		}
@@ -147,7 +147,6 @@ func (c *conn) deliver() {
 			if err != nil {
 				c.s.log.Error("read queue", "account", c.account, "device", c.device, "err", err)
 				c.close(websocket.CloseInternalServerErr, "internal error")
-				c.stopped()
 				return
 			}
 			for _, e := range envs {
@@ -159,7 +158,6 @@ func (c *conn) deliver() {
 				c.cursor = e.Seq
 				c.mu.Unlock()
 				if !c.write(Frame{Type: FrameEnvelope, Envelope: wireEnvelope(e)}) {
-					c.stopped()
 					return
 				}
 			}
@@ -171,7 +169,6 @@ func (c *conn) deliver() {
 			c.emptySent = true
 			c.mu.Unlock()
 			if first && !c.write(Frame{Type: FrameQueueEmpty}) {
-				c.stopped()
 				return
 			}
 		}
@@ -185,18 +182,14 @@ func (c *conn) deliver() {
 	}
 }
 
-func (c *conn) stopped() {
-	c.mu.Lock()
-	c.running = false
-	c.mu.Unlock()
-}
-
 // write sends one frame within the write timeout; a peer too slow to take
-// it loses the connection (its envelopes stay queued).
+// it loses the connection (its envelopes stay queued). On false the
+// connection is closing.
 func (c *conn) write(f Frame) bool {
 	b, err := json.Marshal(f)
 	if err != nil {
 		c.s.log.Error("encode frame", "err", err)
+		c.close(websocket.CloseInternalServerErr, "internal error")
 		return false
 	}
 	_ = c.ws.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))

@@ -226,20 +226,19 @@ type Service struct {
 }
 
 // New returns a relay Service. bus carries events between nodes (LocalBus
-// for a single node); Run must be running for acknowledgements to be
-// deleted and the bus to deliver.
+// for a single node); Run must be running for other nodes' events to
+// arrive.
 func New(cfg Config, store Store, bus Bus, log *slog.Logger, now func() time.Time) *Service {
 	if now == nil {
 		now = time.Now
 	}
-	s := &Service{
+	return &Service{
 		cfg: cfg, store: store, bus: bus, log: log, now: now,
 		limit:        ratelimit.New(ratelimit.Rule{Burst: cfg.SendBurst, Every: time.Duration(float64(time.Second) / max(cfg.SendRate, 1e-9))}, now),
 		hub:          newHub(),
 		acks:         newAcker(store, log),
 		writeBuffers: &sync.Pool{},
 	}
-	return s
 }
 
 // Run delivers other nodes' events to local connections until ctx ends.
@@ -278,11 +277,9 @@ func (s *Service) Send(ctx context.Context, req Send) (Receipt, error) {
 		b.Key, b.RequestHash, b.KeyExpires = k[:], h[:], now.Add(IdempotencyWindow)
 	}
 	for _, o := range req.Envelopes {
-		b.Envelopes = append(b.Envelopes, Envelope{
-			ID: uuid.New(), Type: o.Type, SourceAccount: req.Sender.Account, SourceDevice: req.Sender.Device,
-			DestDevice: o.Device, ClientTimestamp: req.Timestamp, ServerTimestamp: now, ExpiresAt: expires,
-			Urgent: req.Urgent, Content: o.Content,
-		})
+		e := envelope(req, o, now)
+		e.ExpiresAt = expires
+		b.Envelopes = append(b.Envelopes, e)
 	}
 	rc, err := s.store.Enqueue(ctx, b, check)
 	if err != nil {
@@ -307,16 +304,21 @@ func (s *Service) sendOnline(ctx context.Context, req Send, now time.Time, check
 		return Receipt{}, err
 	}
 	for _, o := range req.Envelopes {
-		e := Envelope{
-			ID: uuid.New(), Type: o.Type, SourceAccount: req.Sender.Account, SourceDevice: req.Sender.Device,
-			DestDevice: o.Device, ClientTimestamp: req.Timestamp, ServerTimestamp: now, Urgent: req.Urgent,
-			Online: true, Content: o.Content,
-		}
+		e := envelope(req, o, now)
+		e.Online = true
 		if !s.hub.deliverOnline(req.Destination, e) {
 			s.bus.Publish(Event{Kind: EventOnline, Account: req.Destination, Device: o.Device, Envelope: &e})
 		}
 	}
 	return Receipt{ServerTimestamp: now}, nil
+}
+
+// envelope stamps one envelope of req with a fresh server id and time.
+func envelope(req Send, o Outgoing, now time.Time) Envelope {
+	return Envelope{
+		ID: uuid.New(), Type: o.Type, SourceAccount: req.Sender.Account, SourceDevice: req.Sender.Device,
+		DestDevice: o.Device, ClientTimestamp: req.Timestamp, ServerTimestamp: now, Urgent: req.Urgent, Content: o.Content,
+	}
 }
 
 // Disconnect closes the live connections of a device (device 0: of every
@@ -391,7 +393,7 @@ func (s *Service) handleEvents(evs []Event) {
 				s.hub.deliverOnline(ev.Account, *ev.Envelope)
 			}
 		case EventResync:
-			s.hub.wakeAll()
+			s.resync()
 		}
 	}
 }
@@ -503,7 +505,11 @@ func requestHash(req Send) [32]byte {
 	h.Write(req.Destination[:])
 	num(req.Timestamp)
 	num(int64(req.ExpiresIn))
-	num(int64(boolInt(req.Urgent)))
+	if req.Urgent {
+		num(1)
+	} else {
+		num(0)
+	}
 	for _, e := range req.Envelopes {
 		num(int64(e.Device))
 		num(int64(e.RegistrationID))
@@ -514,11 +520,4 @@ func requestHash(req Send) [32]byte {
 	var out [32]byte
 	h.Sum(out[:0])
 	return out
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }

@@ -136,9 +136,6 @@ func (db *DB) enqueue(ctx context.Context, b relay.Batch, check func([]accounts.
 		rc = relay.Receipt{ServerTimestamp: b.Now}
 		return nil
 	})
-	if err != nil && db.d.IsUniqueViolation(err) {
-		err = errKeyRace
-	}
 	return rc, err
 }
 

@@ -211,22 +211,17 @@ func testConcurrentIdempotency(t *testing.T, db *store.DB) {
 				t.Error(err)
 				return
 			}
-			mu.Lock()
-			fresh += 1 - boolInt(rc.Replayed)
-			mu.Unlock()
+			if !rc.Replayed {
+				mu.Lock()
+				fresh++
+				mu.Unlock()
+			}
 		})
 	}
 	wg.Wait()
 	if got := pending(t, db, b, 1); len(got) != 1 || fresh != 1 {
 		t.Errorf("10 concurrent retries stored %d envelopes, %d answered as new; want 1 and 1", len(got), fresh)
 	}
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 func testQueueCaps(t *testing.T, db *store.DB) {
