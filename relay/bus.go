@@ -120,8 +120,15 @@ func ParseEvent(line string) (Event, error) {
 		return bad("no kind")
 	}
 	ev := Event{Kind: EventKind(f[0][0])}
-	want := map[EventKind]int{EventResync: 1, EventWake: 3, EventDisconnect: 4, EventConnected: 4, EventOnline: 4}[ev.Kind]
-	if want == 0 {
+	var want int // fields per kind
+	switch ev.Kind {
+	case EventResync:
+		want = 1
+	case EventWake:
+		want = 3
+	case EventDisconnect, EventConnected, EventOnline:
+		want = 4
+	default:
 		return bad("unknown kind")
 	}
 	if len(f) != want {
