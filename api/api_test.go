@@ -4,7 +4,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-
 )
 
 func TestRegisterUploadAndFetch(t *testing.T) {

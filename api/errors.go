@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/parleyhq/parley/accounts"
+	"github.com/parleyhq/parley/directory"
 	"github.com/parleyhq/parley/keys"
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/prekeys"
@@ -120,6 +121,7 @@ func classify(err error) *Error {
 		{keys.ErrTooMany, 422, "too_many_keys", true},
 		{keys.ErrNoDevice, 401, "unauthorized", false},
 		{prekeys.ErrNotFound, 404, "not_found", false},
+		{directory.ErrNotRegistered, 404, "number_not_registered", false},
 		{relay.ErrInvalid, 422, "invalid_message", true},
 		{relay.ErrNoAccount, 404, "account_not_found", false},
 		{relay.ErrIdempotencyKeyUsed, 422, "idempotency_key_reused", false},

@@ -281,3 +281,16 @@ func (s *Server) fetchBundle(w http.ResponseWriter, r *http.Request, p accounts.
 	writeJSON(w, http.StatusOK, resp)
 	return nil
 }
+
+func (s *Server) lookupNumber(w http.ResponseWriter, r *http.Request, p accounts.Principal) error {
+	var req lookupRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	id, err := s.Directory.Lookup(r.Context(), p, req.Number)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, lookupResponse{AccountID: id.String()})
+	return nil
+}

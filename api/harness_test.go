@@ -24,6 +24,7 @@ import (
 	"go.mau.fi/libsignal/ecc"
 
 	"github.com/parleyhq/parley/accounts"
+	"github.com/parleyhq/parley/directory"
 	"github.com/parleyhq/parley/api"
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/prekeys"
@@ -72,9 +73,10 @@ func (s *syncBuffer) String() string {
 
 // envConfig is what tests may change about an env's relay.
 type envConfig struct {
-	verify verify.Config
-	relay  relay.Config
-	now    func() time.Time
+	verify    verify.Config
+	relay     relay.Config
+	directory ratelimit.Rule
+	now       func() time.Time
 }
 
 type envOption func(*envConfig)
@@ -92,7 +94,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	key := make([]byte, 32)
 	rand.Read(key)
 	hasher, _ := phone.NewHasher(key)
-	cfg := envConfig{verify: verify.DefaultConfig(), relay: relay.DefaultConfig(), now: time.Now}
+	cfg := envConfig{verify: verify.DefaultConfig(), relay: relay.DefaultConfig(), directory: directory.DefaultRule, now: time.Now}
 	cfg.verify.TestNumbers = map[string]string{aliceNumber: testCode, bobNumber: testCode, carolNumber: testCode}
 	for _, o := range opts {
 		o(&cfg)
@@ -110,7 +112,8 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	accts.OnDevicesRemoved = rel.Disconnect
 	runCtx, stop := context.WithCancel(ctx)
 	go rel.Run(runCtx)
-	s := &api.Server{Accounts: accts, Verify: v, PreKeys: pre, Keys: db, DB: db, Relay: rel, Log: log}
+	dir := directory.New(db, hasher, ratelimit.New(cfg.directory, nil))
+	s := &api.Server{Accounts: accts, Verify: v, PreKeys: pre, Keys: db, DB: db, Relay: rel, Directory: dir, Log: log}
 
 	doc, err := openapi3.NewLoader().LoadFromData(api.OpenAPI)
 	if err != nil {

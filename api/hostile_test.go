@@ -131,6 +131,12 @@ func TestHostileInput(t *testing.T) {
 		{"send: missing device", "PUT", sendTo(bob), alice, sendBody(2, 1234, "aGk="), 409, "mismatched_devices"},
 		{"send: stale device", "PUT", sendTo(bob), alice, sendBody(1, 999, "aGk="), 410, "stale_devices"},
 		{"send: oversized body", "PUT", sendTo(bob), alice, `{"timestamp":1,"messages":[{"device_id":1,"registration_id":1234,"type":1,"content":"` + strings.Repeat("A", 5<<20) + `"}]}`, 413, "body_too_large"},
+		{"directory: no number", "POST", "/v1/directory", alice, `{}`, 422, "invalid_number"},
+		{"directory: number is a list", "POST", "/v1/directory", alice, `{"number":["+442079460102"]}`, 400, "invalid_json"},
+		{"directory: unknown member", "POST", "/v1/directory", alice, `{"number":"+442079460102","all":true}`, 400, "invalid_json"},
+		{"directory: huge number", "POST", "/v1/directory", alice, `{"number":"+` + strings.Repeat("4", 100000) + `"}`, 422, "invalid_number"},
+		{"directory: oversized body", "POST", "/v1/directory", alice, `{"number":"` + strings.Repeat(" ", 600<<10) + `"}`, 413, "body_too_large"},
+		{"directory: no auth", "POST", "/v1/directory", nil, `{"number":"+442079460102"}`, 401, "unauthorized"},
 		{"websocket: plain GET", "GET", "/v1/websocket", bob, ``, 426, "upgrade_required"},
 		{"websocket: no auth", "GET", "/v1/websocket", nil, ``, 401, "unauthorized"},
 		{"unknown endpoint", "GET", "/v1/nope", nil, ``, 404, "not_found"},
@@ -222,14 +228,14 @@ func FuzzRequests(f *testing.F) {
 		{"POST", "/v1/verification/sessions"}, {"POST", "/v1/verification/sessions/status"},
 		{"POST", "/v1/verification/sessions/code"}, {"PUT", "/v1/verification/sessions/code"},
 		{"POST", "/v1/accounts"}, {"PUT", "/v1/keys"}, {"PUT", "/v1/accounts/me/registration-lock"},
-		{"PUT", "/v1/messages/" + alice.Account},
+		{"PUT", "/v1/messages/" + alice.Account}, {"POST", "/v1/directory"},
 	}
 	f.Fuzz(func(t *testing.T, which uint8, body []byte) {
 		e := *shared
 		e.t = t
 		ep := endpoints[int(which)%len(endpoints)]
 		var c *creds
-		if ep.path == "/v1/keys" || strings.HasPrefix(ep.path, "/v1/accounts/me") || strings.HasPrefix(ep.path, "/v1/messages/") {
+		if ep.path == "/v1/keys" || strings.HasPrefix(ep.path, "/v1/accounts/me") || strings.HasPrefix(ep.path, "/v1/messages/") || ep.path == "/v1/directory" {
 			c = alice
 		}
 		r := e.call(ep.method, ep.path, c, body, false)

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/parleyhq/parley/accounts"
+	"github.com/parleyhq/parley/directory"
 	"github.com/parleyhq/parley/keys"
 	"github.com/parleyhq/parley/prekeys"
 	"github.com/parleyhq/parley/relay"
@@ -30,13 +31,14 @@ type Pinger interface {
 
 // Server holds the services the handlers call.
 type Server struct {
-	Accounts *accounts.Service
-	Verify   *verify.Service
-	PreKeys  *prekeys.Service
-	Keys     keys.Store
-	Relay    *relay.Service
-	DB       Pinger
-	Log      *slog.Logger
+	Accounts  *accounts.Service
+	Verify    *verify.Service
+	PreKeys   *prekeys.Service
+	Keys      keys.Store
+	Relay     *relay.Service
+	Directory *directory.Service
+	DB        Pinger
+	Log       *slog.Logger
 	// ClientIPHeader, if set, names a header (X-Forwarded-For, X-Real-IP)
 	// set by a trusted reverse proxy, whose last address is the client's.
 	ClientIPHeader string
@@ -87,6 +89,8 @@ func (s *Server) Handler() http.Handler {
 
 	authed("GET /v1/devices", s.listDevices)
 	authed("DELETE /v1/devices/{device}", s.removeDevice)
+
+	authed("POST /v1/directory", s.lookupNumber)
 
 	authed("PUT /v1/keys", s.uploadKeys)
 	authed("GET /v1/keys/count", s.countKeys)

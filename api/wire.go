@@ -62,6 +62,14 @@ type registerResponse struct {
 	DeviceID  int    `json:"device_id"`
 }
 
+type lookupRequest struct {
+	Number string `json:"number"`
+}
+
+type lookupResponse struct {
+	AccountID string `json:"account_id"`
+}
+
 type whoamiResponse struct {
 	AccountID        string `json:"account_id"`
 	DeviceID         int    `json:"device_id"`

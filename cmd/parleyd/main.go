@@ -28,6 +28,7 @@ import (
 
 	"github.com/parleyhq/parley/accounts"
 	"github.com/parleyhq/parley/api"
+	"github.com/parleyhq/parley/directory"
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/prekeys"
 	"github.com/parleyhq/parley/ratelimit"
@@ -218,7 +219,8 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv := &api.Server{Accounts: accts, Verify: verifier, PreKeys: pre, Keys: db, Relay: rel, DB: db, Log: log, ClientIPHeader: cfg.ClientIPHeader, Metrics: reg}
+	dir := directory.New(db, hasher, ratelimit.New(directory.DefaultRule, nil))
+	srv := &api.Server{Accounts: accts, Verify: verifier, PreKeys: pre, Keys: db, Relay: rel, Directory: dir, DB: db, Log: log, ClientIPHeader: cfg.ClientIPHeader, Metrics: reg}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
