@@ -1,0 +1,75 @@
+package cli
+
+import (
+	"context"
+	"time"
+
+	"github.com/parleyhq/parley/cli/relayclient"
+	"github.com/parleyhq/parley/store/clientdb"
+)
+
+// keyCheckInterval throttles MaintainKeys' questions to the relay.
+const keyCheckInterval = time.Minute
+
+// MaintainKeys tops up one-time prekeys when the relay reports fewer than
+// its low-water mark, rotates the signed prekey every SignedPreKeyRotation
+// and deletes replaced ones after SignedPreKeyGrace. New keys are stored
+// only if the relay accepted them. Failures are logged and retried later.
+func (a *Account) MaintainKeys(ctx context.Context) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.now()
+	if now.Sub(a.keysChecked) < keyCheckInterval {
+		return
+	}
+	a.keysChecked = now
+	count, err := a.relay.CountKeys(ctx)
+	if err != nil {
+		a.log.WarnContext(ctx, "cannot count prekeys", "err", err)
+		return
+	}
+	err = a.db.Update(ctx, func(tx *clientdb.Tx) error {
+		var up relayclient.KeyUpload
+		var err error
+		if count.EC < count.LowWater {
+			if up.PreKeys, err = newPreKeys(ctx, tx, PreKeyBatch); err != nil {
+				return err
+			}
+		}
+		if count.PQ < count.LowWater {
+			if up.PQPreKeys, err = newKEMPreKeys(ctx, tx, a.identity, PreKeyBatch, false); err != nil {
+				return err
+			}
+		}
+		ids, created, err := tx.SignedPreKeyIDs(ctx)
+		if err != nil {
+			return err
+		}
+		if len(ids) == 0 || now.Sub(time.UnixMilli(created[len(created)-1])) >= SignedPreKeyRotation {
+			last, err := tx.MaxKeyID(ctx, "signed_prekeys")
+			if err != nil {
+				return err
+			}
+			spk, err := newSignedPreKey(ctx, tx, a.identity, nextID(last), now)
+			if err != nil {
+				return err
+			}
+			up.SignedPreKey = &spk
+		}
+		for i := range len(ids) - 1 { // never the newest stored one
+			if now.Sub(time.UnixMilli(created[i])) >= SignedPreKeyGrace {
+				if err := tx.DeleteSignedPreKey(ctx, ids[i]); err != nil {
+					return err
+				}
+			}
+		}
+		if up.PreKeys == nil && up.PQPreKeys == nil && up.SignedPreKey == nil {
+			return nil
+		}
+		a.log.InfoContext(ctx, "uploading prekeys", "ec", len(up.PreKeys), "pq", len(up.PQPreKeys), "signed", up.SignedPreKey != nil)
+		return a.relay.UploadKeys(ctx, up)
+	})
+	if err != nil {
+		a.log.WarnContext(ctx, "prekey maintenance failed", "err", err)
+	}
+}

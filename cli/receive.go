@@ -1,0 +1,301 @@
+package cli
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+	"go.mau.fi/libsignal/protocol"
+	"go.mau.fi/libsignal/session"
+
+	"github.com/parleyhq/parley/cli/content"
+	"github.com/parleyhq/parley/cli/relayclient"
+	"github.com/parleyhq/parley/relay"
+	"github.com/parleyhq/parley/store/clientdb"
+)
+
+// Event is one received envelope, as shown to the user or printed as JSON.
+type Event struct {
+	// Kind is "message", "receipt", "typing", or "error" for an envelope
+	// that could not be decrypted or parsed (it is acknowledged anyway).
+	Kind            string           `json:"type"`
+	EnvelopeID      string           `json:"envelope_id"`
+	Sender          string           `json:"sender,omitzero"` // E.164, when known
+	SenderAccount   string           `json:"sender_account"`
+	SenderDevice    int              `json:"sender_device"`
+	Timestamp       int64            `json:"timestamp"` // the sender's, Unix ms
+	ServerTimestamp int64            `json:"server_timestamp"`
+	Text            string           `json:"text,omitzero"`
+	Receipt         *content.Receipt `json:"receipt,omitzero"`
+	Typing          *content.Typing  `json:"typing,omitzero"`
+	// IdentityChanged is set when this envelope carried a new identity key
+	// for the sender; IdentityTrusted says whether we may still send to them.
+	IdentityChanged bool   `json:"identity_changed,omitzero"`
+	IdentityTrusted bool   `json:"identity_trusted,omitzero"`
+	Error           string `json:"error,omitzero"`
+}
+
+// ReceiveOptions control Receive.
+type ReceiveOptions struct {
+	// Timeout ends Receive after this long without an envelope once the
+	// stored queue is drained; negative waits forever.
+	Timeout time.Duration
+	// Handle is called with every event, in order, after its result is
+	// stored and before it is acknowledged.
+	Handle func(Event)
+	// SendReadReceipts marks received messages read to their senders.
+	SendReadReceipts bool
+}
+
+// Receive connects the account's WebSocket and processes envelopes until
+// the timeout passes, ctx ends, or the relay closes the socket for good.
+func (a *Account) Receive(ctx context.Context, o ReceiveOptions) error {
+	if err := a.requireRegistered(); err != nil {
+		return err
+	}
+	a.MaintainKeys(ctx)
+	sock, err := a.relay.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer sock.Close()
+	frames := make(chan relay.Frame)
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			f, err := sock.Read()
+			if err != nil {
+				readErr <- err
+				return
+			}
+			select {
+			case frames <- f:
+			case <-ctx.Done():
+				readErr <- ctx.Err()
+				return
+			}
+		}
+	}()
+	var idle <-chan time.Time
+	drained := false
+	resetIdle := func() {
+		if drained && o.Timeout >= 0 {
+			idle = time.After(o.Timeout)
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-idle:
+			return nil
+		case err := <-readErr:
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) {
+				switch ce.Code {
+				case relay.CloseReplaced:
+					return fmt.Errorf("%w: another connection of this device took over", relayclient.ErrUnavailable)
+				case relay.CloseDeviceRemoved:
+					return &relayclient.Error{Status: 401, Code: "device_removed", Message: "this device was removed or the account re-registered elsewhere"}
+				}
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("%w: %w", relayclient.ErrUnavailable, err)
+		case f := <-frames:
+			switch f.Type {
+			case relay.FrameQueueEmpty:
+				drained = true
+				resetIdle()
+			case relay.FrameEnvelope:
+				if f.Envelope == nil {
+					continue
+				}
+				ev, dup, err := a.process(ctx, f.Envelope)
+				if err != nil {
+					return err // local failure (disk, database): do not acknowledge
+				}
+				if !dup && o.Handle != nil {
+					o.Handle(ev)
+				}
+				if err := sock.Ack(f.Envelope.ID); err != nil {
+					return fmt.Errorf("%w: ack: %w", relayclient.ErrUnavailable, err)
+				}
+				if !dup {
+					a.afterReceive(ctx, ev, o.SendReadReceipts)
+				}
+				resetIdle()
+			}
+		}
+	}
+}
+
+// process decrypts and stores one envelope. The ciphertext's hash is
+// recorded in the same transaction as the result, so a redelivered envelope
+// is recognised (dup) rather than failing as a replay. A failure to decrypt
+// or parse is an Event of kind "error" (the session changes roll back); an
+// error return means the local store failed and the envelope must not be
+// acknowledged.
+func (a *Account) process(ctx context.Context, env *relay.WireEnvelope) (ev Event, dup bool, err error) {
+	ev = Event{EnvelopeID: env.ID.String(), SenderAccount: env.SourceAccount.String(), SenderDevice: env.SourceDevice,
+		Timestamp: env.Timestamp, ServerTimestamp: env.ServerTimestamp}
+	hash := sha256.Sum256(env.Content)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var failure error
+	err = a.db.Update(ctx, func(tx *clientdb.Tx) error {
+		fresh, err := tx.MarkSeen(ctx, hash[:], a.now().UnixMilli())
+		if err != nil || !fresh {
+			dup = !fresh
+			return err
+		}
+		st := a.store(tx, true)
+		plaintext, err := decrypt(ctx, st, env)
+		if err == nil {
+			err = a.apply(ctx, tx, &ev, env, plaintext)
+		}
+		if err != nil {
+			failure = err
+			return errRollback
+		}
+		for _, c := range st.changes {
+			if c.Changed {
+				ev.IdentityChanged, ev.IdentityTrusted = true, c.Trusted
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, errRollback) {
+		// Keep nothing the failed decryption changed; remember the envelope.
+		err = a.db.Update(ctx, func(tx *clientdb.Tx) error {
+			_, err := tx.MarkSeen(ctx, hash[:], a.now().UnixMilli())
+			return err
+		})
+		ev.Kind, ev.Error = "error", failure.Error()
+		a.log.WarnContext(ctx, "envelope rejected", "envelope", env.ID, "sender", ev.SenderAccount, "err", failure)
+	}
+	if err == nil && !dup {
+		ev.Sender = a.senderNumber(ctx, ev.SenderAccount, ev.Sender)
+	}
+	return ev, dup, err
+}
+
+// senderNumber returns the number we know for account or, the first time,
+// the number the sender claims if the relay's directory confirms it.
+func (a *Account) senderNumber(ctx context.Context, account, claimed string) string {
+	if n := a.numberOf(ctx, account); n != "" || claimed == "" {
+		return n
+	}
+	id, err := a.relay.Lookup(ctx, claimed)
+	if err != nil || id != account {
+		a.log.DebugContext(ctx, "sender's number not confirmed", "account", account, "err", err)
+		return ""
+	}
+	if _, err := a.learnNumber(ctx, account, claimed); err != nil {
+		return ""
+	}
+	return claimed
+}
+
+var errRollback = errors.New("roll back")
+
+// decrypt turns an envelope into plaintext. Input is validated before the
+// library parses it and any panic inside the library becomes an error.
+func decrypt(ctx context.Context, st *signalStore, env *relay.WireEnvelope) (plaintext []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: the Signal library failed on it (%v)", ErrBadEnvelope, r)
+		}
+	}()
+	if env.SourceDevice < 1 || env.SourceAccount == uuid.Nil {
+		return nil, fmt.Errorf("%w: no sender", ErrBadEnvelope)
+	}
+	addr := address(env.SourceAccount.String(), env.SourceDevice)
+	cipher := session.NewCipher(st.builder(addr), addr)
+	switch env.Type {
+	case EnvelopePreKey:
+		if err := checkPreKeyMessage(env.Content); err != nil {
+			return nil, err
+		}
+		m, err := protocol.NewPreKeySignalMessageFromBytes(env.Content, serializer.PreKeySignalMessage, serializer.SignalMessage)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrBadEnvelope, err)
+		}
+		return cipher.DecryptMessage(ctx, m)
+	case EnvelopeSignal:
+		if err := checkSignalMessage(env.Content); err != nil {
+			return nil, err
+		}
+		m, err := protocol.NewSignalMessageFromBytes(env.Content, serializer.SignalMessage)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrBadEnvelope, err)
+		}
+		return cipher.Decrypt(ctx, m)
+	}
+	return nil, fmt.Errorf("%w: unknown envelope type %d", ErrBadEnvelope, env.Type)
+}
+
+// apply stores what a decrypted message means and fills in ev.
+func (a *Account) apply(ctx context.Context, tx *clientdb.Tx, ev *Event, env *relay.WireEnvelope, plaintext []byte) error {
+	c, err := content.Unmarshal(plaintext)
+	if err != nil {
+		return err
+	}
+	ev.Kind, ev.Timestamp = c.Kind(), c.Timestamp
+	switch {
+	case c.Receipt != nil:
+		ev.Receipt = c.Receipt
+		status := clientdb.StatusDelivered
+		if c.Receipt.Type == content.Read {
+			status = clientdb.StatusRead
+		}
+		_, err = tx.RaiseStatus(ctx, ev.SenderAccount, c.Receipt.Timestamps, status)
+	case c.Typing != nil:
+		ev.Typing = c.Typing
+	default:
+		ev.Text = c.Text
+		_, err = tx.AddMessage(ctx, clientdb.Message{Conversation: ev.SenderAccount, SenderDevice: env.SourceDevice,
+			SentMS: c.Timestamp, ReceivedMS: a.now().UnixMilli(), Status: clientdb.StatusSent, Body: plaintext})
+	}
+	if err != nil {
+		return err
+	}
+	ev.Sender = c.SenderNumber // a claim until process confirms it
+	return nil
+}
+
+// numberOf returns the number we know for account, or "".
+func (a *Account) numberOf(ctx context.Context, account string) string {
+	var r clientdb.Recipient
+	if err := a.db.Update(ctx, func(tx *clientdb.Tx) (err error) {
+		r, err = tx.Recipient(ctx, account)
+		return err
+	}); err != nil {
+		return ""
+	}
+	return r.Number
+}
+
+// afterReceive does what follows a stored message, after its ack: send
+// receipts, top up prekeys. Failures are logged; the message itself is safe.
+func (a *Account) afterReceive(ctx context.Context, ev Event, read bool) {
+	if ev.Kind == "error" {
+		return
+	}
+	if ev.Kind == "message" {
+		if err := a.SendReceipt(ctx, ev.SenderAccount, content.Delivery, []int64{ev.Timestamp}); err != nil {
+			a.log.WarnContext(ctx, "delivery receipt not sent", "to", ev.SenderAccount, "err", err)
+		}
+		if read {
+			if err := a.SendReceipt(ctx, ev.SenderAccount, content.Read, []int64{ev.Timestamp}); err != nil {
+				a.log.WarnContext(ctx, "read receipt not sent", "to", ev.SenderAccount, "err", err)
+			}
+		}
+	}
+	a.MaintainKeys(ctx)
+}

@@ -1,0 +1,365 @@
+// Package relayclient speaks parleyd's HTTP and WebSocket API
+// (api/openapi.yaml, api/websocket.md) for the parley client. It knows
+// the wire format and error bodies, nothing about encryption.
+package relayclient
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+
+	"github.com/parleyhq/parley/relay"
+)
+
+// Client talks to one relay, optionally as one device.
+type Client struct {
+	base *url.URL
+	http *http.Client
+	// User and Password authenticate requests as a device ("ACCOUNT.DEVICE"
+	// and its credential); empty for the unauthenticated verification calls.
+	User, Password string
+}
+
+// New returns a client for the relay at base (http:// or https://).
+func New(base string) (*Client, error) {
+	u, err := url.Parse(strings.TrimRight(base, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("server %q: want an http:// or https:// URL", base)
+	}
+	return &Client{base: u, http: &http.Client{Timeout: 60 * time.Second}}, nil
+}
+
+// Error is an error answer from the relay.
+type Error struct {
+	Status     int
+	Code       string
+	Message    string
+	Details    map[string]json.RawMessage
+	RetryAfter time.Duration
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("relay refused (%d %s): %s", e.Status, e.Code, e.Message)
+}
+
+// ErrUnavailable wraps failures to reach the relay at all.
+var ErrUnavailable = errors.New("relay unreachable")
+
+// IsCode reports whether err is a relay error with the given code.
+func IsCode(err error, code string) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Code == code
+}
+
+// Details decodes one member of a relay error's details into v.
+func Details(err error, key string, v any) bool {
+	var e *Error
+	if !errors.As(err, &e) || e.Details[key] == nil {
+		return false
+	}
+	return json.Unmarshal(e.Details[key], v) == nil
+}
+
+// do sends body as JSON and decodes a 2xx answer into out (if not nil).
+func (c *Client) do(ctx context.Context, method, path string, header http.Header, body, out any) (http.Header, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base.String()+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.User != "" {
+		req.SetBasicAuth(c.User, c.Password)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading answer: %w", ErrUnavailable, err)
+	}
+	if resp.StatusCode >= 300 {
+		e := &Error{Status: resp.StatusCode}
+		var eb struct {
+			Error struct {
+				Code    string                     `json:"code"`
+				Message string                     `json:"message"`
+				Details map[string]json.RawMessage `json:"details"`
+			} `json:"error"`
+		}
+		if json.Unmarshal(raw, &eb) == nil && eb.Error.Code != "" {
+			e.Code, e.Message, e.Details = eb.Error.Code, eb.Error.Message, eb.Error.Details
+		} else {
+			e.Code, e.Message = "http_"+strconv.Itoa(resp.StatusCode), strings.TrimSpace(string(raw[:min(len(raw), 200)]))
+		}
+		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
+			e.RetryAfter = time.Duration(s) * time.Second
+		}
+		return resp.Header, e
+	}
+	if out != nil && len(raw) > 0 {
+		if err := json.Unmarshal(raw, out); err != nil {
+			return nil, fmt.Errorf("relay answered %s %s with an unreadable body: %w", method, path, err)
+		}
+	}
+	return resp.Header, nil
+}
+
+// VerificationSession is the state of a phone-number verification.
+type VerificationSession struct {
+	SessionID    string `json:"session_id"`
+	Verified     bool   `json:"verified"`
+	ExpiresAt    int64  `json:"expires_at"`
+	NextSendAt   *int64 `json:"next_send_at"`
+	AttemptsLeft int    `json:"attempts_left"`
+}
+
+// StartVerification asks the relay to send a code to number.
+func (c *Client) StartVerification(ctx context.Context, number string) (VerificationSession, error) {
+	var s VerificationSession
+	_, err := c.do(ctx, "POST", "/v1/verification/sessions", nil, map[string]string{"number": number}, &s)
+	return s, err
+}
+
+// CheckCode submits the code received by SMS.
+func (c *Client) CheckCode(ctx context.Context, sessionID, code string) (VerificationSession, error) {
+	var s VerificationSession
+	_, err := c.do(ctx, "PUT", "/v1/verification/sessions/code", nil, map[string]string{"session_id": sessionID, "code": code}, &s)
+	return s, err
+}
+
+// SignedKey is a public prekey with its key id (and signature, for signed ones).
+type SignedKey struct {
+	KeyID     uint32 `json:"key_id"`
+	PublicKey []byte `json:"public_key"`
+	Signature []byte `json:"signature,omitempty"`
+}
+
+// Registration is the body of POST /v1/accounts.
+type Registration struct {
+	SessionID        string      `json:"session_id"`
+	Credential       string      `json:"credential"`
+	RegistrationID   uint32      `json:"registration_id"`
+	IdentityKey      []byte      `json:"identity_key"`
+	SignedPreKey     SignedKey   `json:"signed_prekey"`
+	PQLastResortKey  SignedKey   `json:"pq_last_resort_prekey"`
+	PreKeys          []SignedKey `json:"prekeys"`
+	PQPreKeys        []SignedKey `json:"pq_prekeys"`
+	RegistrationLock []byte      `json:"registration_lock,omitempty"`
+}
+
+// Register creates the account and its first device; it returns the
+// account id and device id.
+func (c *Client) Register(ctx context.Context, r Registration) (string, int, error) {
+	var out struct {
+		AccountID string `json:"account_id"`
+		DeviceID  int    `json:"device_id"`
+	}
+	_, err := c.do(ctx, "POST", "/v1/accounts", nil, r, &out)
+	return out.AccountID, out.DeviceID, err
+}
+
+// KeyUpload is the body of PUT /v1/keys; nil members are left unchanged.
+type KeyUpload struct {
+	SignedPreKey    *SignedKey  `json:"signed_prekey,omitempty"`
+	PQLastResortKey *SignedKey  `json:"pq_last_resort_prekey,omitempty"`
+	PreKeys         []SignedKey `json:"prekeys,omitempty"`
+	PQPreKeys       []SignedKey `json:"pq_prekeys,omitempty"`
+}
+
+// UploadKeys publishes new prekeys.
+func (c *Client) UploadKeys(ctx context.Context, u KeyUpload) error {
+	_, err := c.do(ctx, "PUT", "/v1/keys", nil, u, nil)
+	return err
+}
+
+// KeyCount is how many one-time prekeys the relay still holds.
+type KeyCount struct {
+	EC       int `json:"ec"`
+	PQ       int `json:"pq"`
+	LowWater int `json:"low_water"`
+}
+
+// CountKeys returns the caller's unclaimed one-time prekeys.
+func (c *Client) CountKeys(ctx context.Context) (KeyCount, error) {
+	var k KeyCount
+	_, err := c.do(ctx, "GET", "/v1/keys/count", nil, nil, &k)
+	return k, err
+}
+
+// Bundle is what a sender needs to start sessions with an account's devices.
+type Bundle struct {
+	IdentityKey []byte         `json:"identity_key"`
+	Devices     []DeviceBundle `json:"devices"`
+}
+
+// DeviceBundle is one device's prekeys.
+type DeviceBundle struct {
+	DeviceID       int        `json:"device_id"`
+	RegistrationID uint32     `json:"registration_id"`
+	SignedPreKey   SignedKey  `json:"signed_prekey"`
+	PreKey         *SignedKey `json:"prekey"`
+	PQPreKey       SignedKey  `json:"pq_prekey"`
+	PQLastResort   bool       `json:"pq_last_resort"`
+}
+
+// Bundles fetches (claiming one-time prekeys) the bundles of one device of
+// account, or of all its devices when device is 0.
+func (c *Client) Bundles(ctx context.Context, account string, device int) (Bundle, error) {
+	d := "*"
+	if device != 0 {
+		d = strconv.Itoa(device)
+	}
+	var b Bundle
+	_, err := c.do(ctx, "GET", "/v1/keys/"+url.PathEscape(account)+"/"+d, nil, nil, &b)
+	return b, err
+}
+
+// Lookup returns the account registered on number.
+func (c *Client) Lookup(ctx context.Context, number string) (string, error) {
+	var out struct {
+		AccountID string `json:"account_id"`
+	}
+	_, err := c.do(ctx, "POST", "/v1/directory", nil, map[string]string{"number": number}, &out)
+	return out.AccountID, err
+}
+
+// Outgoing is one device's envelope in a send.
+type Outgoing struct {
+	DeviceID       int    `json:"device_id"`
+	RegistrationID uint32 `json:"registration_id"`
+	Type           int    `json:"type"`
+	Content        []byte `json:"content"`
+}
+
+// Send is the body of PUT /v1/messages/{account}.
+type Send struct {
+	Timestamp int64      `json:"timestamp"`
+	ExpiresIn int64      `json:"expires_in,omitempty"`
+	Online    bool       `json:"online,omitempty"`
+	Urgent    bool       `json:"urgent,omitempty"`
+	Messages  []Outgoing `json:"messages"`
+}
+
+// SendMessages submits envelopes for every device of account. A non-empty
+// idempotencyKey makes a retry of the same body safe.
+func (c *Client) SendMessages(ctx context.Context, account string, s Send, idempotencyKey string) error {
+	h := http.Header{}
+	if idempotencyKey != "" {
+		h.Set("Idempotency-Key", idempotencyKey)
+	}
+	_, err := c.do(ctx, "PUT", "/v1/messages/"+url.PathEscape(account), h, s, nil)
+	return err
+}
+
+// Device is one device of the caller's account.
+type Device struct {
+	DeviceID       int    `json:"device_id"`
+	RegistrationID int    `json:"registration_id"`
+	Created        string `json:"created"`
+	LastSeen       string `json:"last_seen"`
+}
+
+// Devices lists the caller's devices.
+func (c *Client) Devices(ctx context.Context) ([]Device, error) {
+	var out struct {
+		Devices []Device `json:"devices"`
+	}
+	_, err := c.do(ctx, "GET", "/v1/devices", nil, nil, &out)
+	return out.Devices, err
+}
+
+// RemoveDevice unlinks one of the caller's devices.
+func (c *Client) RemoveDevice(ctx context.Context, device int) error {
+	_, err := c.do(ctx, "DELETE", "/v1/devices/"+strconv.Itoa(device), nil, nil, nil)
+	return err
+}
+
+// DeleteAccount deletes the caller's account and everything the relay holds for it.
+func (c *Client) DeleteAccount(ctx context.Context) error {
+	_, err := c.do(ctx, "DELETE", "/v1/accounts/me", nil, nil, nil)
+	return err
+}
+
+// SetRegistrationLock sets the registration-lock token; nil removes the lock.
+func (c *Client) SetRegistrationLock(ctx context.Context, token []byte) error {
+	if token == nil {
+		_, err := c.do(ctx, "DELETE", "/v1/accounts/me/registration-lock", nil, nil, nil)
+		return err
+	}
+	_, err := c.do(ctx, "PUT", "/v1/accounts/me/registration-lock", nil, map[string][]byte{"token": token}, nil)
+	return err
+}
+
+// Socket is a device's receiving WebSocket.
+type Socket struct {
+	conn *websocket.Conn
+}
+
+// Connect opens the caller's WebSocket.
+func (c *Client) Connect(ctx context.Context) (*Socket, error) {
+	u := *c.base
+	u.Scheme = map[string]string{"http": "ws", "https": "wss"}[u.Scheme]
+	u.Path += "/v1/websocket"
+	h := http.Header{}
+	req := http.Request{Header: h}
+	req.SetBasicAuth(c.User, c.Password)
+	d := websocket.Dialer{HandshakeTimeout: 30 * time.Second, Proxy: http.ProxyFromEnvironment}
+	conn, resp, err := d.DialContext(ctx, u.String(), h)
+	if err != nil {
+		if resp != nil && resp.StatusCode == http.StatusUnauthorized {
+			return nil, &Error{Status: 401, Code: "unauthorized", Message: "the relay does not know this device (unregistered or removed)"}
+		}
+		return nil, fmt.Errorf("%w: websocket: %w", ErrUnavailable, err)
+	}
+	conn.SetReadLimit(1 << 20)
+	conn.SetPingHandler(func(data string) error {
+		return conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(10*time.Second))
+	})
+	return &Socket{conn: conn}, nil
+}
+
+// Read returns the next frame. A closed socket's error wraps
+// *websocket.CloseError (codes relay.CloseReplaced, relay.CloseDeviceRemoved).
+func (s *Socket) Read() (relay.Frame, error) {
+	var f relay.Frame
+	// The relay pings every 30 s; silence for 90 s means the link is gone.
+	s.conn.SetReadDeadline(time.Now().Add(90 * time.Second))
+	err := s.conn.ReadJSON(&f)
+	return f, err
+}
+
+// Ack acknowledges envelopes by id (at most relay.MaxAckIDs at once).
+// It must not be called concurrently with itself.
+func (s *Socket) Ack(ids ...uuid.UUID) error {
+	s.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	return s.conn.WriteJSON(relay.Frame{Type: relay.FrameAck, IDs: ids})
+}
+
+// Close closes the socket.
+func (s *Socket) Close() error { return s.conn.Close() }

@@ -1,0 +1,358 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.mau.fi/libsignal/ecc"
+	"go.mau.fi/libsignal/keys/identity"
+	"go.mau.fi/libsignal/keys/prekey"
+	"go.mau.fi/libsignal/session"
+	"go.mau.fi/libsignal/signalerror"
+	"go.mau.fi/libsignal/util/optional"
+
+	"github.com/parleyhq/parley/cli/content"
+	"github.com/parleyhq/parley/cli/relayclient"
+	"github.com/parleyhq/parley/phone"
+	"github.com/parleyhq/parley/store/clientdb"
+)
+
+// Result is the outcome of sending to one recipient.
+type Result struct {
+	Recipient string // the number given
+	Account   string
+	Err       error
+}
+
+// SendText sends text to each recipient (E.164 numbers) and records it in
+// the history. It returns the message's timestamp and one result per
+// recipient; a failure for one does not stop the others.
+func (a *Account) SendText(ctx context.Context, text string, recipients ...string) (int64, []Result, error) {
+	if err := a.requireRegistered(); err != nil {
+		return 0, nil, err
+	}
+	if text == "" {
+		return 0, nil, fmt.Errorf("%w: empty message", ErrUsage)
+	}
+	c := &content.Content{Timestamp: a.now().UnixMilli(), Text: text, SenderNumber: a.Number}
+	if err := c.Validate(); err != nil {
+		return 0, nil, fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	body, err := content.Marshal(c)
+	if err != nil {
+		return 0, nil, err
+	}
+	results := make([]Result, len(recipients))
+	for i, number := range recipients {
+		results[i].Recipient = number
+		r, err := a.resolve(ctx, number)
+		if err != nil {
+			results[i].Err = err
+			continue
+		}
+		results[i].Account = r.Account
+		if results[i].Err = a.sendContent(ctx, r, c, false); results[i].Err != nil {
+			continue
+		}
+		results[i].Err = a.db.Update(ctx, func(tx *clientdb.Tx) error {
+			_, err := tx.AddMessage(ctx, clientdb.Message{Conversation: r.Account, Outgoing: true, SenderDevice: a.DeviceID,
+				SentMS: c.Timestamp, ReceivedMS: a.now().UnixMilli(), Status: clientdb.StatusSent, Body: body})
+			return err
+		})
+	}
+	return c.Timestamp, results, nil
+}
+
+// SendTyping tells recipient we started or stopped typing. It is an
+// online-only envelope: dropped if they are not connected, never stored.
+func (a *Account) SendTyping(ctx context.Context, recipient string, started bool) error {
+	if err := a.requireRegistered(); err != nil {
+		return err
+	}
+	r, err := a.resolve(ctx, recipient)
+	if err != nil {
+		return err
+	}
+	return a.sendContent(ctx, r, &content.Content{Timestamp: a.now().UnixMilli(), Typing: &content.Typing{Started: started}, SenderNumber: a.Number}, true)
+}
+
+// SendReceipt acknowledges messages of account by their timestamps.
+func (a *Account) SendReceipt(ctx context.Context, account, kind string, timestamps []int64) error {
+	var r clientdb.Recipient
+	err := a.db.Update(ctx, func(tx *clientdb.Tx) (err error) {
+		r, err = tx.Recipient(ctx, account)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return a.sendContent(ctx, r, &content.Content{Timestamp: a.now().UnixMilli(), Receipt: &content.Receipt{Type: kind, Timestamps: timestamps}, SenderNumber: a.Number}, false)
+}
+
+// resolve maps a number to its recipient, asking the relay's directory
+// the first time.
+func (a *Account) resolve(ctx context.Context, number string) (clientdb.Recipient, error) {
+	n, err := phone.Parse(number)
+	if err != nil {
+		return clientdb.Recipient{}, fmt.Errorf("%w: recipient %q: %v", ErrUsage, number, err)
+	}
+	var r clientdb.Recipient
+	err = a.db.Update(ctx, func(tx *clientdb.Tx) (err error) {
+		r, err = tx.RecipientByNumber(ctx, n.String())
+		return err
+	})
+	if err == nil || !errors.Is(err, clientdb.ErrNotFound) {
+		return r, err
+	}
+	id, err := a.relay.Lookup(ctx, n.String())
+	if err != nil {
+		return r, err
+	}
+	return a.learnNumber(ctx, id, n.String())
+}
+
+// learnNumber records that account is registered on number.
+func (a *Account) learnNumber(ctx context.Context, account, number string) (r clientdb.Recipient, err error) {
+	err = a.db.Update(ctx, func(tx *clientdb.Tx) error {
+		r, err = tx.Recipient(ctx, account)
+		if err != nil && !errors.Is(err, clientdb.ErrNotFound) {
+			return err
+		}
+		r.Account, r.Number = account, number
+		return tx.PutRecipient(ctx, r)
+	})
+	return r, err
+}
+
+// maxSendAttempts bounds device-list repairs (409/410) per send.
+const maxSendAttempts = 4
+
+// sendContent encrypts c for every device of r and submits it, repairing
+// sessions when the relay reports missing, extra or stale devices.
+func (a *Account) sendContent(ctx context.Context, r clientdb.Recipient, c *content.Content, online bool) error {
+	if r.Account == a.ID {
+		return fmt.Errorf("%w: sending to yourself needs linked devices, which this version does not have", ErrUsage)
+	}
+	plaintext, err := content.Marshal(c)
+	if err != nil {
+		return err
+	}
+	var lastErr error
+	for range maxSendAttempts {
+		msgs, err := a.encrypt(ctx, r, plaintext, !online)
+		if err != nil {
+			return err
+		}
+		if len(msgs) == 0 {
+			return nil // online-only and no session yet: nothing worth a key fetch
+		}
+		req := relayclient.Send{Timestamp: c.Timestamp, Online: online, Urgent: c.Text != "", Messages: msgs}
+		err = a.submit(ctx, r.Account, req)
+		if err == nil {
+			return nil
+		}
+		lastErr = err
+		var missing, extra, stale []int
+		switch {
+		case relayclient.Details(err, "missing_devices", &missing) && relayclient.Details(err, "extra_devices", &extra):
+			a.log.DebugContext(ctx, "device list changed", "account", r.Account, "missing", missing, "extra", extra)
+			if err := a.forgetDevices(ctx, r.Account, extra); err != nil {
+				return err
+			}
+			for _, d := range missing {
+				if err := a.startSessions(ctx, r, d); err != nil {
+					return err
+				}
+			}
+		case relayclient.Details(err, "stale_devices", &stale):
+			a.log.DebugContext(ctx, "stale devices", "account", r.Account, "stale", stale)
+			if err := a.forgetDevices(ctx, r.Account, stale); err != nil {
+				return err
+			}
+			for _, d := range stale {
+				if err := a.startSessions(ctx, r, d); err != nil {
+					return err
+				}
+			}
+		default:
+			return err
+		}
+	}
+	return fmt.Errorf("the recipient's devices kept changing: %w", lastErr)
+}
+
+// submit sends one request, retrying transport failures with the same
+// idempotency key so a retry never delivers twice.
+func (a *Account) submit(ctx context.Context, account string, req relayclient.Send) error {
+	key := make([]byte, 18)
+	rand.Read(key)
+	idem := base64.RawURLEncoding.EncodeToString(key)
+	var err error
+	for attempt := range 4 {
+		if err = a.relay.SendMessages(ctx, account, req, idem); err == nil || !errors.Is(err, relayclient.ErrUnavailable) {
+			return err
+		}
+		a.log.DebugContext(ctx, "send failed, retrying", "attempt", attempt+1, "err", err)
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-time.After(time.Duration(1<<attempt) * 500 * time.Millisecond):
+		}
+	}
+	return err
+}
+
+// encrypt encrypts plaintext once per device we have a session with,
+// fetching bundles first when there is none (unless !fetch).
+func (a *Account) encrypt(ctx context.Context, r clientdb.Recipient, plaintext []byte, fetch bool) ([]relayclient.Outgoing, error) {
+	var devices []int
+	if err := a.db.Update(ctx, func(tx *clientdb.Tx) (err error) {
+		devices, err = tx.SessionDevices(ctx, r.Account)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	if len(devices) == 0 {
+		if !fetch {
+			return nil, nil
+		}
+		if err := a.startSessions(ctx, r, 0); err != nil {
+			return nil, err
+		}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []relayclient.Outgoing
+	err := a.db.Update(ctx, func(tx *clientdb.Tx) error {
+		st := a.store(tx, false)
+		devices, err := tx.SessionDevices(ctx, r.Account)
+		if err != nil {
+			return err
+		}
+		for _, d := range devices {
+			addr := address(r.Account, d)
+			msg, err := session.NewCipher(st.builder(addr), addr).Encrypt(ctx, plaintext)
+			if errors.Is(err, signalerror.ErrUntrustedIdentity) {
+				return &UntrustedError{Number: r.Number, Account: r.Account}
+			}
+			if err != nil {
+				return fmt.Errorf("encrypt for device %d: %w", d, err)
+			}
+			rec, err := st.LoadSession(ctx, addr)
+			if err != nil {
+				return err
+			}
+			out = append(out, relayclient.Outgoing{DeviceID: d, RegistrationID: rec.SessionState().RemoteRegistrationID(),
+				Type: int(msg.Type()), Content: msg.Serialize()})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// forgetDevices drops our sessions with devices that no longer exist or
+// were re-installed.
+func (a *Account) forgetDevices(ctx context.Context, account string, devices []int) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.db.Update(ctx, func(tx *clientdb.Tx) error {
+		for _, d := range devices {
+			if err := tx.DeleteSession(ctx, account, d); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// startSessions fetches the bundles of one device of r (all when device is
+// 0) and starts a session with each. A new or changed identity key is
+// recorded first; if it is not trusted, nothing is started and
+// *UntrustedError is returned.
+func (a *Account) startSessions(ctx context.Context, r clientdb.Recipient, device int) error {
+	b, err := a.relay.Bundles(ctx, r.Account, device)
+	if err != nil {
+		return err
+	}
+	ik, err := parseIdentityKey(b.IdentityKey)
+	if err != nil {
+		return fmt.Errorf("relay sent a bad bundle for %s: %w", r.Account, err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var untrusted bool
+	err = a.db.Update(ctx, func(tx *clientdb.Tx) error {
+		st := a.store(tx, false)
+		if _, err := st.saveIdentity(ctx, r.Account, ik.Serialize()); err != nil {
+			return err
+		}
+		if ok, err := st.IsTrustedIdentity(ctx, address(r.Account, 1), ik); err != nil || !ok {
+			untrusted = true
+			return err // commit the recorded change, start nothing
+		}
+		for _, d := range b.Devices {
+			pb, err := bundle(d, ik)
+			if err != nil {
+				return fmt.Errorf("relay sent a bad bundle for %s device %d: %w", r.Account, d.DeviceID, err)
+			}
+			addr := address(r.Account, d.DeviceID)
+			if err := st.builder(addr).ProcessBundle(ctx, pb); err != nil {
+				return fmt.Errorf("start session with device %d: %w", d.DeviceID, err)
+			}
+		}
+		return nil
+	})
+	if err == nil && untrusted {
+		return &UntrustedError{Number: r.Number, Account: r.Account}
+	}
+	return err
+}
+
+// parseIdentityKey checks length and type before the library sees the key.
+func parseIdentityKey(b []byte) (*identity.Key, error) {
+	pub, err := ecPublicKey(b)
+	if err != nil {
+		return nil, err
+	}
+	return identity.NewKey(pub), nil
+}
+
+func ecPublicKey(b []byte) (*ecc.DjbECPublicKey, error) {
+	if len(b) != 33 || b[0] != 0x05 {
+		return nil, errors.New("public key is not 33 bytes with type 0x05")
+	}
+	return ecc.NewDjbECPublicKey([32]byte(b[1:])), nil
+}
+
+// bundle turns a device's wire bundle into libsignal's, validating keys.
+func bundle(d relayclient.DeviceBundle, ik *identity.Key) (*prekey.Bundle, error) {
+	spk, err := ecPublicKey(d.SignedPreKey.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("signed prekey: %w", err)
+	}
+	if len(d.SignedPreKey.Signature) != 64 {
+		return nil, errors.New("signed prekey signature is not 64 bytes")
+	}
+	if d.DeviceID < 1 || d.RegistrationID < 1 {
+		return nil, errors.New("bad device or registration id")
+	}
+	preKeyID := optional.NewEmptyUint32()
+	var pk ecc.ECPublicKeyable
+	if d.PreKey != nil {
+		if pk, err = ecPublicKey(d.PreKey.PublicKey); err != nil {
+			return nil, fmt.Errorf("one-time prekey: %w", err)
+		}
+		preKeyID = optional.NewOptionalUint32(d.PreKey.KeyID)
+	}
+	return prekey.NewBundle(d.RegistrationID, uint32(d.DeviceID), preKeyID, d.SignedPreKey.KeyID, pk, spk,
+		[64]byte(d.SignedPreKey.Signature), ik), nil
+}
+
+// store returns libsignal's view of tx.
+func (a *Account) store(tx *clientdb.Tx, receiving bool) *signalStore {
+	return &signalStore{tx: tx, identity: a.identity, regID: a.regID, mode: a.trust, receiving: receiving, now: a.now()}
+}

@@ -1,0 +1,411 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/parleyhq/parley/cli"
+	"github.com/parleyhq/parley/cli/content"
+	"github.com/parleyhq/parley/safetynumber"
+)
+
+type command func(ctx context.Context, e *env, args []string) error
+
+var commands map[string]command
+
+func init() {
+	commands = map[string]command{
+		"register":       cmdRegister,
+		"verify":         cmdVerify,
+		"send":           cmdSend,
+		"receive":        cmdReceive,
+		"chat":           cmdChat,
+		"sendTyping":     cmdSendTyping,
+		"listIdentities": cmdListIdentities,
+		"trust":          cmdTrust,
+		"setPin":         cmdSetPin,
+		"removePin":      cmdRemovePin,
+		"listDevices":    cmdListDevices,
+		"removeDevice":   cmdRemoveDevice,
+		"unregister":     cmdUnregister,
+		"setPassphrase":  cmdSetPassphrase,
+	}
+}
+
+// parse parses a command's flags wherever they appear among its
+// positional arguments (`trust +1555… --trust-all-known-keys`), and checks
+// the number of positional arguments.
+func parse(fs *flag.FlagSet, args []string, minPos, maxPos int) ([]string, error) {
+	fs.SetOutput(io.Discard)
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", cli.ErrUsage, fs.Name(), err)
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(pos) < minPos || (maxPos >= 0 && len(pos) > maxPos) {
+		return nil, fmt.Errorf("%w: %s: wrong number of arguments (parley help)", cli.ErrUsage, fs.Name())
+	}
+	return pos, nil
+}
+
+func open(ctx context.Context, e *env) (*cli.Account, error) {
+	return cli.Open(ctx, e.opts)
+}
+
+func cmdRegister(ctx context.Context, e *env, args []string) error {
+	fs := flag.NewFlagSet("register", flag.ContinueOnError)
+	fs.String("pin", "", "accepted for signal-cli compatibility; give the PIN to verify")
+	if _, err := parse(fs, args, 0, 0); err != nil {
+		return err
+	}
+	if e.opts.Number == "" {
+		return fmt.Errorf("%w: register needs the number: parley -a +15555550100 register", cli.ErrUsage)
+	}
+	e.opts.NewPassphrase = nil
+	if p := passphraseSource("", "PARLEY_NEW_PASSPHRASE"); p != nil {
+		e.opts.NewPassphrase, _ = p()
+	}
+	a, s, err := cli.Register(ctx, e.opts)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	fmt.Fprintf(e.stdout, "A verification code was sent to %s (valid until %s). Run: parley -a %s verify CODE\n",
+		a.Number, time.UnixMilli(s.ExpiresAt).Format(time.TimeOnly), a.Number)
+	return nil
+}
+
+func cmdVerify(ctx context.Context, e *env, args []string) error {
+	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
+	pin := fs.String("pin", "", "registration-lock PIN, if the number has one")
+	pos, err := parse(fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	a, err := open(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	if err := a.Verify(ctx, strings.TrimSpace(pos[0]), *pin); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "Registered %s (account %s, device %d).\n", a.Number, a.ID, a.DeviceID)
+	return nil
+}
+
+func cmdSend(ctx context.Context, e *env, args []string) error {
+	fs := flag.NewFlagSet("send", flag.ContinueOnError)
+	msg := fs.String("m", "", "message text")
+	fs.StringVar(msg, "message", "", "message text")
+	fromStdin := fs.Bool("message-from-stdin", false, "read the message from standard input")
+	recipients, err := parse(fs, args, 1, -1)
+	if err != nil {
+		return err
+	}
+	text := *msg
+	if *fromStdin {
+		b, err := io.ReadAll(io.LimitReader(e.stdin, content.MaxText+1))
+		if err != nil {
+			return err
+		}
+		text = strings.TrimRight(string(b), "\n")
+	}
+	a, err := open(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	ts, results, err := a.SendText(ctx, text, recipients...)
+	if err != nil {
+		return err
+	}
+	var first error
+	for _, r := range results {
+		if r.Err != nil {
+			fmt.Fprintf(e.stderr, "parley: %s: %v\n", r.Recipient, r.Err)
+			if first == nil {
+				first = r.Err
+			}
+		}
+	}
+	if first != nil {
+		return reported{first}
+	}
+	fmt.Fprintln(e.stdout, ts)
+	return nil
+}
+
+// reported is an error already printed; only its exit code matters.
+type reported struct{ error }
+
+func (r reported) Error() string { return r.error.Error() }
+func (r reported) Unwrap() error { return r.error }
+
+func cmdReceive(ctx context.Context, e *env, args []string) error {
+	fs := flag.NewFlagSet("receive", flag.ContinueOnError)
+	timeout := fs.Float64("timeout", 5, "seconds to wait for new messages after the queue is drained (negative: forever)")
+	fs.Float64Var(timeout, "t", 5, "")
+	asJSON := fs.Bool("json", false, "one JSON object per line")
+	read := fs.Bool("send-read-receipts", false, "mark received messages read")
+	if _, err := parse(fs, args, 0, 0); err != nil {
+		return err
+	}
+	a, err := open(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	t := time.Duration(*timeout * float64(time.Second))
+	if *timeout < 0 {
+		t = -1
+	}
+	return a.Receive(ctx, cli.ReceiveOptions{Timeout: t, SendReadReceipts: *read, Handle: printer(e.stdout, *asJSON)})
+}
+
+// printer formats events for humans or as JSON lines.
+func printer(w io.Writer, asJSON bool) func(cli.Event) {
+	enc := json.NewEncoder(w)
+	return func(ev cli.Event) {
+		if asJSON {
+			enc.Encode(ev)
+			return
+		}
+		fmt.Fprintln(w, formatEvent(ev))
+	}
+}
+
+func who(ev cli.Event) string {
+	if ev.Sender != "" {
+		return ev.Sender
+	}
+	return ev.SenderAccount
+}
+
+func formatEvent(ev cli.Event) string {
+	at := time.UnixMilli(ev.Timestamp).Format(time.DateTime)
+	var b strings.Builder
+	if ev.IdentityChanged {
+		fmt.Fprintf(&b, "! The safety number with %s has changed (new identity key).", who(ev))
+		if !ev.IdentityTrusted {
+			fmt.Fprintf(&b, " Sending to them is blocked until you run: parley trust %s --verified-safety-number N", who(ev))
+		}
+		b.WriteByte('\n')
+	}
+	switch ev.Kind {
+	case "message":
+		fmt.Fprintf(&b, "[%s] %s: %s", at, who(ev), ev.Text)
+	case "receipt":
+		fmt.Fprintf(&b, "[%s] %s: %s receipt for %s", at, who(ev), ev.Receipt.Type, joinInts(ev.Receipt.Timestamps))
+	case "typing":
+		if ev.Typing.Started {
+			fmt.Fprintf(&b, "%s is typing…", who(ev))
+		} else {
+			fmt.Fprintf(&b, "%s stopped typing", who(ev))
+		}
+	default:
+		fmt.Fprintf(&b, "[%s] undecryptable envelope %s from %s.%d (acknowledged): %s", at, ev.EnvelopeID, who(ev), ev.SenderDevice, ev.Error)
+	}
+	return b.String()
+}
+
+func joinInts(v []int64) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = strconv.FormatInt(x, 10)
+	}
+	return strings.Join(s, ", ")
+}
+
+func cmdSendTyping(ctx context.Context, e *env, args []string) error {
+	fs := flag.NewFlagSet("sendTyping", flag.ContinueOnError)
+	stop := fs.Bool("stop", false, "send 'stopped typing'")
+	pos, err := parse(fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	a, err := open(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	return a.SendTyping(ctx, pos[0], !*stop)
+}
+
+func cmdListIdentities(ctx context.Context, e *env, args []string) error {
+	fs := flag.NewFlagSet("listIdentities", flag.ContinueOnError)
+	number := fs.String("n", "", "only this number")
+	fs.StringVar(number, "number", "", "")
+	asJSON := fs.Bool("json", false, "JSON output")
+	if _, err := parse(fs, args, 0, 0); err != nil {
+		return err
+	}
+	a, err := open(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	ids, err := a.Identities(ctx, *number)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(e.stdout).Encode(orEmpty(ids))
+	}
+	for _, id := range ids {
+		name := id.Number
+		if name == "" {
+			name = id.Account
+		}
+		fmt.Fprintf(e.stdout, "%s: %s Added: %s Fingerprint: %s Safety Number: %s\n", name, id.TrustLevel,
+			time.UnixMilli(id.AddedMS).Format(time.DateTime), id.Fingerprint, strings.ReplaceAll(safetynumber.Format(id.SafetyNumber), "\n", " "))
+	}
+	return nil
+}
+
+func orEmpty[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func cmdTrust(ctx context.Context, e *env, args []string) error {
+	fs := flag.NewFlagSet("trust", flag.ContinueOnError)
+	sn := fs.String("verified-safety-number", "", "the safety number you compared")
+	fs.StringVar(sn, "v", "", "")
+	all := fs.Bool("trust-all-known-keys", false, "trust the current key without verifying it")
+	fs.BoolVar(all, "a", false, "")
+	pos, err := parse(fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	if (*sn == "") == !*all {
+		return fmt.Errorf("%w: trust needs exactly one of --verified-safety-number N or --trust-all-known-keys", cli.ErrUsage)
+	}
+	a, err := open(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	return a.Trust(ctx, pos[0], *sn)
+}
+
+func cmdSetPin(ctx context.Context, e *env, args []string) error {
+	pos, err := parse(flag.NewFlagSet("setPin", flag.ContinueOnError), args, 1, 1)
+	if err != nil {
+		return err
+	}
+	a, err := open(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	return a.SetPin(ctx, pos[0])
+}
+
+func cmdRemovePin(ctx context.Context, e *env, args []string) error {
+	if _, err := parse(flag.NewFlagSet("removePin", flag.ContinueOnError), args, 0, 0); err != nil {
+		return err
+	}
+	a, err := open(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	return a.SetPin(ctx, "")
+}
+
+func cmdListDevices(ctx context.Context, e *env, args []string) error {
+	fs := flag.NewFlagSet("listDevices", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "JSON output")
+	if _, err := parse(fs, args, 0, 0); err != nil {
+		return err
+	}
+	a, err := open(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	ds, err := a.Devices(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(e.stdout).Encode(orEmpty(ds))
+	}
+	for _, d := range ds {
+		this := ""
+		if d.DeviceID == a.DeviceID {
+			this = " (this device)"
+		}
+		fmt.Fprintf(e.stdout, "- Device %d%s\n  Created: %s\n  Last seen: %s\n", d.DeviceID, this, d.Created, d.LastSeen)
+	}
+	return nil
+}
+
+func cmdRemoveDevice(ctx context.Context, e *env, args []string) error {
+	fs := flag.NewFlagSet("removeDevice", flag.ContinueOnError)
+	id := fs.Int("d", 0, "device id")
+	fs.IntVar(id, "device-id", 0, "")
+	if _, err := parse(fs, args, 0, 0); err != nil {
+		return err
+	}
+	if *id < 1 {
+		return fmt.Errorf("%w: removeDevice needs -d DEVICE_ID (see listDevices)", cli.ErrUsage)
+	}
+	a, err := open(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	return a.RemoveDevice(ctx, *id)
+}
+
+func cmdUnregister(ctx context.Context, e *env, args []string) error {
+	fs := flag.NewFlagSet("unregister", flag.ContinueOnError)
+	del := fs.Bool("delete-local-account-data", false, "also delete keys, sessions and history on this machine")
+	if _, err := parse(fs, args, 0, 0); err != nil {
+		return err
+	}
+	a, err := open(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	return a.Unregister(ctx, *del)
+}
+
+func cmdSetPassphrase(ctx context.Context, e *env, args []string) error {
+	fs := flag.NewFlagSet("setPassphrase", flag.ContinueOnError)
+	file := fs.String("new-passphrase-file", "", "file holding the new passphrase (empty file: remove it)")
+	if _, err := parse(fs, args, 0, 0); err != nil {
+		return err
+	}
+	src := passphraseSource(*file, "PARLEY_NEW_PASSPHRASE")
+	if src == nil {
+		return fmt.Errorf("%w: give the new passphrase in $PARLEY_NEW_PASSPHRASE or --new-passphrase-file", cli.ErrUsage)
+	}
+	pass, err := src()
+	if err != nil {
+		return err
+	}
+	a, err := open(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	return a.SetPassphrase(pass)
+}

@@ -1,0 +1,169 @@
+// Command parley is the reference Parley client: Signal-protocol messaging
+// from the terminal and from scripts, following signal-cli's conventions.
+//
+//	parley [-a ACCOUNT] [--server URL] [--config DIR] COMMAND [ARGS…]
+//
+// Run `parley help` for the commands and exit codes.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/parleyhq/parley/cli"
+	"github.com/parleyhq/parley/cli/relayclient"
+)
+
+// Exit codes, as signal-cli uses them.
+const (
+	exitOK         = 0
+	exitUser       = 1 // bad arguments, unknown account, refused by the relay for a user reason
+	exitUnexpected = 2 // a bug or a local failure
+	exitIO         = 3 // the relay could not be reached or failed
+	exitUntrusted  = 4 // a recipient's identity key is not trusted
+	exitRateLimit  = 5 // the relay rate-limited us
+)
+
+const usage = `usage: parley [-a ACCOUNT] [--server URL] [--config DIR] [--trust-new-identities MODE] COMMAND [ARGS…]
+
+Global options:
+  -a, --account NUMBER         the account (E.164); optional when only one exists
+  --server URL                 the relay (default: the account's, $PARLEY_SERVER, or %s)
+  --config DIR                 where accounts live (default %s)
+  --trust-new-identities MODE  on-first-use (default), always or never
+  --passphrase-file FILE       passphrase for a protected key file (or $PARLEY_PASSPHRASE)
+  -v, --verbose                log to stderr
+
+Commands:
+  register [--pin PIN]                  request a verification code by SMS
+  verify CODE [--pin PIN]               finish registering with the code
+  send [-m TEXT | --message-from-stdin] RECIPIENT…
+  receive [--timeout SECONDS] [--json] [--send-read-receipts]
+  chat RECIPIENT                        interactive conversation
+  sendTyping RECIPIENT [--stop]
+  listIdentities [-n NUMBER] [--json]
+  trust RECIPIENT (--verified-safety-number N | --trust-all-known-keys)
+  setPin PIN | removePin
+  listDevices [--json] | removeDevice -d ID
+  unregister [--delete-local-account-data]
+  setPassphrase                         protect the key file (passphrase from $PARLEY_NEW_PASSPHRASE or --new-passphrase-file)
+
+Exit codes: 0 success, 1 user error, 2 unexpected error, 3 server or network
+error, 4 untrusted identity, 5 rate limited.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// env is what every command gets.
+type env struct {
+	opts   cli.Options
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+}
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	g := flag.NewFlagSet("parley", flag.ContinueOnError)
+	g.SetOutput(io.Discard)
+	var account, server, dir, trust, passFile string
+	var verbose bool
+	g.StringVar(&account, "a", "", "")
+	g.StringVar(&account, "account", "", "")
+	g.StringVar(&server, "server", os.Getenv("PARLEY_SERVER"), "")
+	g.StringVar(&dir, "config", cli.DefaultDir(), "")
+	g.StringVar(&trust, "trust-new-identities", string(cli.TrustOnFirstUse), "")
+	g.StringVar(&passFile, "passphrase-file", "", "")
+	g.BoolVar(&verbose, "v", false, "")
+	g.BoolVar(&verbose, "verbose", false, "")
+	if err := g.Parse(args); err != nil || g.NArg() == 0 {
+		fmt.Fprintf(stderr, usage, cli.DefaultServer, cli.DefaultDir())
+		if err == nil || errors.Is(err, flag.ErrHelp) {
+			return exitUser
+		}
+		fmt.Fprintln(stderr, "parley:", err)
+		return exitUser
+	}
+	mode, err := cli.ParseTrustMode(trust)
+	if err != nil {
+		return report(stderr, err)
+	}
+	level := slog.LevelError + 1
+	if verbose {
+		level = slog.LevelDebug
+	}
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, opts: cli.Options{
+		Dir: dir, Number: account, Server: server, Trust: mode,
+		Passphrase: passphraseSource(passFile, "PARLEY_PASSPHRASE"),
+		Log:        slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
+	}}
+	name, rest := g.Arg(0), g.Args()[1:]
+	cmd, ok := commands[name]
+	if !ok {
+		if name == "help" || name == "-h" || name == "--help" {
+			fmt.Fprintf(stdout, usage, cli.DefaultServer, cli.DefaultDir())
+			return exitOK
+		}
+		fmt.Fprintf(stderr, "parley: unknown command %q (parley help lists them)\n", name)
+		return exitUser
+	}
+	return report(stderr, cmd(ctx, e, rest))
+}
+
+// passphraseSource reads a passphrase from a file, else from an
+// environment variable; nil if neither is set.
+func passphraseSource(file, envVar string) func() ([]byte, error) {
+	if file == "" && os.Getenv(envVar) == "" {
+		return nil
+	}
+	return func() ([]byte, error) {
+		if file != "" {
+			b, err := os.ReadFile(file)
+			return []byte(strings.TrimRight(string(b), "\r\n")), err
+		}
+		return []byte(os.Getenv(envVar)), nil
+	}
+}
+
+// report prints err and returns its exit code.
+func report(stderr io.Writer, err error) int {
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintln(stderr, "parley:", strings.TrimPrefix(err.Error(), "usage: "))
+	return exitCode(err)
+}
+
+func exitCode(err error) int {
+	var untrusted *cli.UntrustedError
+	var re *relayclient.Error
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &untrusted):
+		return exitUntrusted
+	case errors.Is(err, cli.ErrUsage):
+		return exitUser
+	case errors.As(err, &re) && re.Status == 429:
+		return exitRateLimit
+	case errors.As(err, &re) && re.Status >= 500:
+		return exitIO
+	case errors.As(err, &re):
+		return exitUser
+	case errors.Is(err, relayclient.ErrUnavailable):
+		return exitIO
+	}
+	return exitUnexpected
+}

@@ -1,0 +1,475 @@
+// Package clientdb is the parley client's local database: one SQLite file
+// per account holding its identity, Signal sessions and prekeys, the people
+// it talks to and its message history.
+//
+// Secret columns (private keys, sessions, the device credential, message
+// bodies) are sealed with the account's at-rest key before they reach the
+// file; the Sealer binds each value to its table and row, so sealed values
+// cannot be swapped between rows. Everything runs in transactions
+// (BEGIN IMMEDIATE), so two parley processes on one account serialise
+// instead of corrupting each other's ratchets.
+package clientdb
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Sealer encrypts values at rest. aad names the value's place (table and
+// row); Open fails if the ciphertext was altered or moved.
+type Sealer interface {
+	Seal(plaintext, aad []byte) []byte
+	Open(ciphertext, aad []byte) ([]byte, error)
+}
+
+// ErrNotFound reports a missing row.
+var ErrNotFound = errors.New("not found")
+
+// DB is an open client database.
+type DB struct {
+	sql  *sql.DB
+	seal Sealer
+}
+
+// Open opens (creating with mode 0600 if needed) the database at path and
+// applies pending migrations.
+func Open(ctx context.Context, path string, s Sealer) (*DB, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	f.Close()
+	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(30000)" +
+		"&_pragma=synchronous(FULL)&_pragma=foreign_keys(ON)&_txlock=immediate"
+	d, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	d.SetMaxOpenConns(1)
+	db := &DB{sql: d, seal: s}
+	if err := db.migrate(ctx); err != nil {
+		return nil, errors.Join(err, d.Close())
+	}
+	// The WAL and shared-memory files appear on first write; keep them private too.
+	for _, p := range []string{path + "-wal", path + "-shm"} {
+		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, errors.Join(err, d.Close())
+		}
+	}
+	return db, nil
+}
+
+// Close closes the database.
+func (db *DB) Close() error { return db.sql.Close() }
+
+func (db *DB) migrate(ctx context.Context) error {
+	return db.Update(ctx, func(tx *Tx) error {
+		var version int
+		if err := tx.tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
+			return err
+		}
+		names, err := fs.Glob(migrations, "migrations/*.sql")
+		if err != nil {
+			return err
+		}
+		slices.Sort(names)
+		for _, name := range names {
+			n, err := strconv.Atoi(strings.SplitN(filepath.Base(name), "_", 2)[0])
+			if err != nil {
+				return fmt.Errorf("migration %s: bad name", name)
+			}
+			if n <= version {
+				continue
+			}
+			body, err := migrations.ReadFile(name)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.tx.ExecContext(ctx, string(body)); err != nil {
+				return fmt.Errorf("migration %s: %w", name, err)
+			}
+			if _, err := tx.tx.ExecContext(ctx, `PRAGMA user_version = `+strconv.Itoa(n)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Tx is a transaction; every read and write goes through one.
+type Tx struct {
+	tx   *sql.Tx
+	seal Sealer
+}
+
+// Update runs fn in a write transaction, committing if it returns nil.
+func (db *DB) Update(ctx context.Context, fn func(*Tx) error) error {
+	tx, err := db.sql.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(&Tx{tx: tx, seal: db.seal}); err != nil {
+		return errors.Join(err, tx.Rollback())
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+func (tx *Tx) sealed(v []byte, place ...string) []byte {
+	return tx.seal.Seal(v, []byte(strings.Join(place, "|")))
+}
+
+func (tx *Tx) open(v []byte, place ...string) ([]byte, error) {
+	p, err := tx.seal.Open(v, []byte(strings.Join(place, "|")))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", strings.Join(place, " "), err)
+	}
+	return p, nil
+}
+
+// Value returns a meta value, opening it if it was stored sealed, or
+// ErrNotFound.
+func (tx *Tx) Value(ctx context.Context, key string) ([]byte, error) {
+	var v []byte
+	var sealed bool
+	err := tx.tx.QueryRowContext(ctx, `SELECT value, sealed FROM meta WHERE key = ?`, key).Scan(&v, &sealed)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil, ErrNotFound
+	case err != nil:
+		return nil, err
+	case sealed:
+		return tx.open(v, "meta", key)
+	}
+	return v, nil
+}
+
+// SetValue stores a meta value, sealed if secret.
+func (tx *Tx) SetValue(ctx context.Context, key string, v []byte, secret bool) error {
+	if secret {
+		v = tx.sealed(v, "meta", key)
+	}
+	_, err := tx.tx.ExecContext(ctx, `INSERT INTO meta (key, value, sealed) VALUES (?, ?, ?)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value, sealed = excluded.sealed`, key, v, secret)
+	return err
+}
+
+// DeleteValue removes a meta value.
+func (tx *Tx) DeleteValue(ctx context.Context, key string) error {
+	_, err := tx.tx.ExecContext(ctx, `DELETE FROM meta WHERE key = ?`, key)
+	return err
+}
+
+// Trust levels, as signal-cli names them.
+const (
+	Untrusted         = 0
+	TrustedUnverified = 1
+	TrustedVerified   = 2
+)
+
+// Recipient is someone we talk to.
+type Recipient struct {
+	Account     string // account id: the Signal address name
+	Number      string // E.164, "" if unknown
+	IdentityKey []byte // nil until first seen
+	Trust       int
+	KeyAddedMS  int64
+}
+
+const recipientColumns = `account_id, coalesce(number, ''), identity_key, trust, key_added_ms`
+
+func scanRecipient(row interface{ Scan(...any) error }) (Recipient, error) {
+	var r Recipient
+	err := row.Scan(&r.Account, &r.Number, &r.IdentityKey, &r.Trust, &r.KeyAddedMS)
+	if errors.Is(err, sql.ErrNoRows) {
+		return r, ErrNotFound
+	}
+	return r, err
+}
+
+// Recipient returns the recipient with the account id, or ErrNotFound.
+func (tx *Tx) Recipient(ctx context.Context, account string) (Recipient, error) {
+	return scanRecipient(tx.tx.QueryRowContext(ctx, `SELECT `+recipientColumns+` FROM recipients WHERE account_id = ?`, account))
+}
+
+// RecipientByNumber returns the recipient on number, or ErrNotFound.
+func (tx *Tx) RecipientByNumber(ctx context.Context, number string) (Recipient, error) {
+	return scanRecipient(tx.tx.QueryRowContext(ctx, `SELECT `+recipientColumns+` FROM recipients WHERE number = ?`, number))
+}
+
+// Recipients lists every recipient, by number.
+func (tx *Tx) Recipients(ctx context.Context) ([]Recipient, error) {
+	rows, err := tx.tx.QueryContext(ctx, `SELECT `+recipientColumns+` FROM recipients ORDER BY number, account_id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Recipient
+	for rows.Next() {
+		r, err := scanRecipient(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// PutRecipient inserts or replaces a recipient. A number moving to another
+// account (re-registration under a new id) is taken from the old row.
+func (tx *Tx) PutRecipient(ctx context.Context, r Recipient) error {
+	var number any
+	if r.Number != "" {
+		number = r.Number
+		if _, err := tx.tx.ExecContext(ctx, `UPDATE recipients SET number = NULL WHERE number = ? AND account_id <> ?`, r.Number, r.Account); err != nil {
+			return err
+		}
+	}
+	_, err := tx.tx.ExecContext(ctx, `INSERT INTO recipients (account_id, number, identity_key, trust, key_added_ms) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (account_id) DO UPDATE SET number = coalesce(excluded.number, recipients.number),
+			identity_key = excluded.identity_key, trust = excluded.trust, key_added_ms = excluded.key_added_ms`,
+		r.Account, number, r.IdentityKey, r.Trust, r.KeyAddedMS)
+	return err
+}
+
+// Session returns the serialised session with a device, or ErrNotFound.
+func (tx *Tx) Session(ctx context.Context, account string, device int) ([]byte, error) {
+	var v []byte
+	err := tx.tx.QueryRowContext(ctx, `SELECT record FROM sessions WHERE account_id = ? AND device_id = ?`, account, device).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	return tx.open(v, "session", account, strconv.Itoa(device))
+}
+
+// PutSession stores the session with a device.
+func (tx *Tx) PutSession(ctx context.Context, account string, device int, record []byte) error {
+	_, err := tx.tx.ExecContext(ctx, `INSERT INTO sessions (account_id, device_id, record) VALUES (?, ?, ?)
+		ON CONFLICT (account_id, device_id) DO UPDATE SET record = excluded.record`,
+		account, device, tx.sealed(record, "session", account, strconv.Itoa(device)))
+	return err
+}
+
+// DeleteSession forgets the session with a device.
+func (tx *Tx) DeleteSession(ctx context.Context, account string, device int) error {
+	_, err := tx.tx.ExecContext(ctx, `DELETE FROM sessions WHERE account_id = ? AND device_id = ?`, account, device)
+	return err
+}
+
+// DeleteSessions forgets every session with an account (all: every session).
+func (tx *Tx) DeleteSessions(ctx context.Context, account string, all bool) error {
+	_, err := tx.tx.ExecContext(ctx, `DELETE FROM sessions WHERE account_id = ? OR ?`, account, all)
+	return err
+}
+
+// SessionDevices lists the devices of an account we have sessions with.
+func (tx *Tx) SessionDevices(ctx context.Context, account string) ([]int, error) {
+	rows, err := tx.tx.QueryContext(ctx, `SELECT device_id FROM sessions WHERE account_id = ? ORDER BY device_id`, account)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []int
+	for rows.Next() {
+		var d int
+		if err := rows.Scan(&d); err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// PreKey returns a one-time prekey record, or ErrNotFound.
+func (tx *Tx) PreKey(ctx context.Context, id uint32) ([]byte, error) {
+	return tx.keyRecord(ctx, "prekeys", id)
+}
+
+// PutPreKey stores a one-time prekey record.
+func (tx *Tx) PutPreKey(ctx context.Context, id uint32, record []byte) error {
+	_, err := tx.tx.ExecContext(ctx, `INSERT OR REPLACE INTO prekeys (id, record) VALUES (?, ?)`,
+		id, tx.sealed(record, "prekeys", strconv.FormatUint(uint64(id), 10)))
+	return err
+}
+
+// DeletePreKey removes a used one-time prekey.
+func (tx *Tx) DeletePreKey(ctx context.Context, id uint32) error {
+	_, err := tx.tx.ExecContext(ctx, `DELETE FROM prekeys WHERE id = ?`, id)
+	return err
+}
+
+// SignedPreKey returns a signed prekey record, or ErrNotFound.
+func (tx *Tx) SignedPreKey(ctx context.Context, id uint32) ([]byte, error) {
+	return tx.keyRecord(ctx, "signed_prekeys", id)
+}
+
+// PutSignedPreKey stores a signed prekey record created at createdMS.
+func (tx *Tx) PutSignedPreKey(ctx context.Context, id uint32, createdMS int64, record []byte) error {
+	_, err := tx.tx.ExecContext(ctx, `INSERT OR REPLACE INTO signed_prekeys (id, created_ms, record) VALUES (?, ?, ?)`,
+		id, createdMS, tx.sealed(record, "signed_prekeys", strconv.FormatUint(uint64(id), 10)))
+	return err
+}
+
+// SignedPreKeyIDs lists signed prekey ids with their creation times, oldest first.
+func (tx *Tx) SignedPreKeyIDs(ctx context.Context) (ids []uint32, createdMS []int64, err error) {
+	rows, err := tx.tx.QueryContext(ctx, `SELECT id, created_ms FROM signed_prekeys ORDER BY created_ms, id`)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id uint32
+		var c int64
+		if err := rows.Scan(&id, &c); err != nil {
+			return nil, nil, err
+		}
+		ids, createdMS = append(ids, id), append(createdMS, c)
+	}
+	return ids, createdMS, rows.Err()
+}
+
+// DeleteSignedPreKey removes a signed prekey.
+func (tx *Tx) DeleteSignedPreKey(ctx context.Context, id uint32) error {
+	_, err := tx.tx.ExecContext(ctx, `DELETE FROM signed_prekeys WHERE id = ?`, id)
+	return err
+}
+
+// PutKEMPreKey stores the seed of an ML-KEM prekey published to the relay.
+func (tx *Tx) PutKEMPreKey(ctx context.Context, id uint32, lastResort bool, seed []byte) error {
+	_, err := tx.tx.ExecContext(ctx, `INSERT OR REPLACE INTO kem_prekeys (id, last_resort, seed) VALUES (?, ?, ?)`,
+		id, lastResort, tx.sealed(seed, "kem_prekeys", strconv.FormatUint(uint64(id), 10)))
+	return err
+}
+
+func (tx *Tx) keyRecord(ctx context.Context, table string, id uint32) ([]byte, error) {
+	var v []byte
+	err := tx.tx.QueryRowContext(ctx, `SELECT record FROM `+table+` WHERE id = ?`, id).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	return tx.open(v, table, strconv.FormatUint(uint64(id), 10))
+}
+
+// MaxKeyID returns the highest id in a key table ("prekeys",
+// "signed_prekeys", "kem_prekeys"), or 0.
+func (tx *Tx) MaxKeyID(ctx context.Context, table string) (uint32, error) {
+	switch table {
+	case "prekeys", "signed_prekeys", "kem_prekeys":
+	default:
+		return 0, fmt.Errorf("no key table %q", table)
+	}
+	var id uint32
+	err := tx.tx.QueryRowContext(ctx, `SELECT coalesce(max(id), 0) FROM `+table).Scan(&id)
+	return id, err
+}
+
+// Message statuses.
+const (
+	StatusSent      = 0 // outgoing: accepted by the relay; incoming: received
+	StatusDelivered = 1
+	StatusRead      = 2
+)
+
+// Message is one entry of the history.
+type Message struct {
+	ID           int64
+	Conversation string // the other party's account id
+	Outgoing     bool
+	SenderDevice int
+	SentMS       int64
+	ReceivedMS   int64
+	Status       int
+	Body         []byte // the encoded content, opaque here
+}
+
+// AddMessage appends m to the history and returns its id.
+func (tx *Tx) AddMessage(ctx context.Context, m Message) (int64, error) {
+	// The row id is not known before the insert, so the seal is bound to
+	// the conversation and the sender's timestamp, which identify it.
+	res, err := tx.tx.ExecContext(ctx, `INSERT INTO messages (conversation, outgoing, sender_device, sent_ms, received_ms, status, body)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`, m.Conversation, m.Outgoing, m.SenderDevice, m.SentMS, m.ReceivedMS, m.Status,
+		tx.sealed(m.Body, "messages", m.Conversation, strconv.FormatInt(m.SentMS, 10)))
+	if err != nil {
+		return 0, err
+	}
+	return res.LastInsertId()
+}
+
+// Messages returns a conversation's last limit messages, oldest first.
+func (tx *Tx) Messages(ctx context.Context, conversation string, limit int) ([]Message, error) {
+	rows, err := tx.tx.QueryContext(ctx, `SELECT id, conversation, outgoing, sender_device, sent_ms, received_ms, status, body
+		FROM (SELECT * FROM messages WHERE conversation = ? ORDER BY sent_ms DESC, id DESC LIMIT ?) ORDER BY sent_ms, id`, conversation, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Message
+	for rows.Next() {
+		var m Message
+		if err := rows.Scan(&m.ID, &m.Conversation, &m.Outgoing, &m.SenderDevice, &m.SentMS, &m.ReceivedMS, &m.Status, &m.Body); err != nil {
+			return nil, err
+		}
+		if m.Body, err = tx.open(m.Body, "messages", m.Conversation, strconv.FormatInt(m.SentMS, 10)); err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// RaiseStatus raises the status of our messages to conversation sent at
+// the given timestamps (a receipt never lowers it) and returns how many changed.
+func (tx *Tx) RaiseStatus(ctx context.Context, conversation string, sentMS []int64, status int) (int, error) {
+	n := 0
+	for _, ts := range sentMS {
+		res, err := tx.tx.ExecContext(ctx, `UPDATE messages SET status = ? WHERE conversation = ? AND outgoing = 1 AND sent_ms = ? AND status < ?`,
+			status, conversation, ts, status)
+		if err != nil {
+			return n, err
+		}
+		c, _ := res.RowsAffected()
+		n += int(c)
+	}
+	return n, nil
+}
+
+// MarkSeen records an envelope's ciphertext hash. It reports false if the
+// hash was already recorded: the envelope is a redelivery.
+func (tx *Tx) MarkSeen(ctx context.Context, hash []byte, receivedMS int64) (bool, error) {
+	res, err := tx.tx.ExecContext(ctx, `INSERT INTO seen_envelopes (hash, received_ms) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING`, hash, receivedMS)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// ForgetSeen drops hashes recorded before beforeMS (older than anything the
+// relay may still redeliver).
+func (tx *Tx) ForgetSeen(ctx context.Context, beforeMS int64) error {
+	_, err := tx.tx.ExecContext(ctx, `DELETE FROM seen_envelopes WHERE received_ms < ?`, beforeMS)
+	return err
+}
