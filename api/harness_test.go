@@ -24,8 +24,8 @@ import (
 	"go.mau.fi/libsignal/ecc"
 
 	"github.com/parleyhq/parley/accounts"
-	"github.com/parleyhq/parley/directory"
 	"github.com/parleyhq/parley/api"
+	"github.com/parleyhq/parley/directory"
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/prekeys"
 	"github.com/parleyhq/parley/ratelimit"
