@@ -137,7 +137,8 @@ func (a *Account) Receive(ctx context.Context, o ReceiveOptions) error {
 
 // process decrypts and stores one envelope. The ciphertext's hash is
 // recorded in the same transaction as the result, so a redelivered envelope
-// is recognised (dup) rather than failing as a replay. A failure to decrypt
+// is recognised (dup) rather than failing as a replay, and the same
+// ciphertext in another envelope is reported as a replay. A failure to decrypt
 // or parse is an Event of kind "error" (the session changes roll back); an
 // error return means the local store failed and the envelope must not be
 // acknowledged.
@@ -149,10 +150,16 @@ func (a *Account) process(ctx context.Context, env *relay.WireEnvelope) (ev Even
 	defer a.mu.Unlock()
 	var failure error
 	err = a.db.Update(ctx, func(tx *clientdb.Tx) error {
-		fresh, err := tx.MarkSeen(ctx, hash[:], a.now().UnixMilli())
-		if err != nil || !fresh {
-			dup = !fresh
+		fresh, firstID, err := tx.MarkSeen(ctx, hash[:], ev.EnvelopeID, a.now().UnixMilli())
+		switch {
+		case err != nil:
 			return err
+		case !fresh && firstID == ev.EnvelopeID:
+			dup = true // the relay redelivered what we stored before the ack was lost
+			return nil
+		case !fresh:
+			failure = fmt.Errorf("%w: replay of envelope %s", ErrBadEnvelope, firstID)
+			return errRollback
 		}
 		st := a.store(tx, true)
 		plaintext, err := decrypt(ctx, st, env)
@@ -171,11 +178,10 @@ func (a *Account) process(ctx context.Context, env *relay.WireEnvelope) (ev Even
 		return nil
 	})
 	if errors.Is(err, errRollback) {
-		// Keep nothing the failed decryption changed; remember the envelope.
-		err = a.db.Update(ctx, func(tx *clientdb.Tx) error {
-			_, err := tx.MarkSeen(ctx, hash[:], a.now().UnixMilli())
-			return err
-		})
+		// Nothing the failed attempt changed is kept, not even the hash: a
+		// hostile copy sent first must not make the genuine envelope look
+		// like a replay.
+		err = nil
 		ev.Kind, ev.Error = "error", failure.Error()
 		a.log.WarnContext(ctx, "envelope rejected", "envelope", env.ID, "sender", ev.SenderAccount, "err", failure)
 	}
@@ -226,7 +232,10 @@ func decrypt(ctx context.Context, st *signalStore, env *relay.WireEnvelope) (pla
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrBadEnvelope, err)
 		}
-		return cipher.DecryptMessage(ctx, m)
+		if plaintext, err = cipher.DecryptMessage(ctx, m); err != nil {
+			return nil, fmt.Errorf("cannot decrypt: %w", err)
+		}
+		return plaintext, nil
 	case EnvelopeSignal:
 		if err := checkSignalMessage(env.Content); err != nil {
 			return nil, err
@@ -235,7 +244,10 @@ func decrypt(ctx context.Context, st *signalStore, env *relay.WireEnvelope) (pla
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrBadEnvelope, err)
 		}
-		return cipher.Decrypt(ctx, m)
+		if plaintext, err = cipher.Decrypt(ctx, m); err != nil {
+			return nil, fmt.Errorf("cannot decrypt: %w", err)
+		}
+		return plaintext, nil
 	}
 	return nil, fmt.Errorf("%w: unknown envelope type %d", ErrBadEnvelope, env.Type)
 }

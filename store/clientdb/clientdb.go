@@ -456,15 +456,19 @@ func (tx *Tx) RaiseStatus(ctx context.Context, conversation string, sentMS []int
 	return n, nil
 }
 
-// MarkSeen records an envelope's ciphertext hash. It reports false if the
-// hash was already recorded: the envelope is a redelivery.
-func (tx *Tx) MarkSeen(ctx context.Context, hash []byte, receivedMS int64) (bool, error) {
-	res, err := tx.tx.ExecContext(ctx, `INSERT INTO seen_envelopes (hash, received_ms) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING`, hash, receivedMS)
-	if err != nil {
-		return false, err
+// MarkSeen records an envelope's ciphertext hash with the envelope's id.
+// If the hash was recorded before, it reports fresh false and the id
+// recorded then.
+func (tx *Tx) MarkSeen(ctx context.Context, hash []byte, envelopeID string, receivedMS int64) (fresh bool, firstID string, err error) {
+	err = tx.tx.QueryRowContext(ctx, `SELECT envelope_id FROM seen_envelopes WHERE hash = ?`, hash).Scan(&firstID)
+	switch {
+	case err == nil:
+		return false, firstID, nil
+	case !errors.Is(err, sql.ErrNoRows):
+		return false, "", err
 	}
-	n, err := res.RowsAffected()
-	return n == 1, err
+	_, err = tx.tx.ExecContext(ctx, `INSERT INTO seen_envelopes (hash, envelope_id, received_ms) VALUES (?, ?, ?)`, hash, envelopeID, receivedMS)
+	return err == nil, envelopeID, err
 }
 
 // ForgetSeen drops hashes recorded before beforeMS (older than anything the

@@ -56,9 +56,11 @@ CREATE TABLE messages (
 );
 CREATE INDEX messages_conversation ON messages (conversation, sent_ms);
 
--- SHA-256 of every envelope ciphertext processed, so a redelivered envelope
--- is recognised instead of failing as a replay.
+-- SHA-256 of every envelope ciphertext processed, with the relay's id of the
+-- envelope that carried it: the same id again is a redelivery (ignored), the
+-- same ciphertext under another id is a replay (reported).
 CREATE TABLE seen_envelopes (
     hash        BLOB PRIMARY KEY,
+    envelope_id TEXT NOT NULL,
     received_ms INTEGER NOT NULL
 );

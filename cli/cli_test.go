@@ -1,0 +1,201 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"go.mau.fi/libsignal/serialize"
+
+	"github.com/parleyhq/parley/bench"
+	"github.com/parleyhq/parley/cli/content"
+	"github.com/parleyhq/parley/cli/relayclient"
+	"github.com/parleyhq/parley/store/clientdb"
+)
+
+var parleyd string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "parley-cli-test")
+	if err != nil {
+		panic(err)
+	}
+	parleyd = filepath.Join(dir, "parleyd")
+	if out, err := exec.Command("go", "build", "-o", parleyd, "../cmd/parleyd").CombinedOutput(); err != nil {
+		os.Stderr.Write(out)
+		panic(err)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const testCode = "246810"
+
+// startRelay runs a real parleyd on SQLite serving bench.Number(0…9).
+func startRelay(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	s, err := bench.Spawn(parleyd, dir, 10, testCode, nil, "--data-dir", filepath.Join(dir, "data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop() })
+	return s.Base
+}
+
+func newAccount(t *testing.T, server string, i int) *Account {
+	t.Helper()
+	ctx := context.Background()
+	a, _, err := Register(ctx, Options{Dir: t.TempDir(), Number: bench.Number(i), Server: server})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	if err := a.Verify(ctx, testCode, ""); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// receiveAll collects events until the queue is drained and quiet.
+func receiveAll(t *testing.T, a *Account) []Event {
+	t.Helper()
+	var evs []Event
+	err := a.Receive(context.Background(), ReceiveOptions{Timeout: 300 * time.Millisecond, Handle: func(e Event) { evs = append(evs, e) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evs
+}
+
+func texts(evs []Event) []string {
+	var out []string
+	for _, e := range evs {
+		switch e.Kind {
+		case "message":
+			out = append(out, e.Text)
+		case "error":
+			out = append(out, "error")
+		}
+	}
+	return out
+}
+
+// TestHostileEnvelopes: tampered, truncated, malformed (a key that makes
+// the library panic), unknown-type and replayed envelopes each produce an
+// error event for that envelope alone; they are acknowledged, and the
+// session keeps working, including for the genuine message the tampered
+// copy came from.
+func TestHostileEnvelopes(t *testing.T) {
+	ctx := context.Background()
+	server := startRelay(t)
+	alice, bob := newAccount(t, server, 0), newAccount(t, server, 1)
+	if _, res, err := alice.SendText(ctx, "first", bob.Number); err != nil || res[0].Err != nil {
+		t.Fatal(err, res)
+	}
+	if got := texts(receiveAll(t, bob)); strings.Join(got, ",") != "first" {
+		t.Fatalf("first message: %v", got)
+	}
+	receiveAll(t, alice) // the delivery receipt
+
+	r, err := alice.resolve(ctx, bob.Number)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt, _ := content.Marshal(&content.Content{Timestamp: time.Now().UnixMilli(), Text: "genuine"})
+	msgs, err := alice.encrypt(ctx, r, pt, false)
+	if err != nil || len(msgs) != 1 {
+		t.Fatal(err, msgs)
+	}
+	good := msgs[0]
+	tampered := bytes.Clone(good.Content)
+	tampered[len(tampered)/2] ^= 0x40
+	emptyBaseKey, _ := proto.Marshal(&serialize.PreKeySignalMessage{
+		RegistrationId: proto.Uint32(1), SignedPreKeyId: proto.Uint32(1), PreKeyId: proto.Uint32(1),
+		IdentityKey: alice.IdentityKey(), Message: good.Content,
+	})
+	emptyBaseKey = append([]byte{0x33}, emptyBaseKey...)
+	raw := func(typ int, c []byte) {
+		t.Helper()
+		err := alice.relay.SendMessages(ctx, bob.ID, relayclient.Send{Timestamp: time.Now().UnixMilli(),
+			Messages: []relayclient.Outgoing{{DeviceID: 1, RegistrationID: good.RegistrationID, Type: typ, Content: c}}}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw(EnvelopeSignal, tampered)
+	raw(EnvelopeSignal, good.Content[:len(good.Content)/2])
+	raw(EnvelopePreKey, emptyBaseKey)
+	raw(9, good.Content)
+	raw(EnvelopeSignal, good.Content)
+	raw(EnvelopeSignal, good.Content) // a replay: same ciphertext, new envelope
+	if _, res, err := alice.SendText(ctx, "after", bob.Number); err != nil || res[0].Err != nil {
+		t.Fatal(err, res)
+	}
+
+	evs := receiveAll(t, bob)
+	want := "error,error,error,error,genuine,error,after"
+	if got := strings.Join(texts(evs), ","); got != want {
+		t.Fatalf("events: %s, want %s\n%+v", got, want, evs)
+	}
+	for _, e := range evs {
+		if e.Kind == "error" && !strings.Contains(e.Error, "malformed envelope") && !strings.Contains(e.Error, "cannot decrypt") {
+			t.Errorf("error event without a reason a user can act on: %q", e.Error)
+		}
+	}
+	if evs[len(evs)-2].Error == "" || !strings.Contains(evs[len(evs)-2].Error, "replay") {
+		t.Errorf("replay not reported as such: %+v", evs[len(evs)-2])
+	}
+	// Everything was acknowledged: nothing comes back on a new connection.
+	if again := receiveAll(t, bob); len(again) != 0 {
+		t.Errorf("redelivered after acknowledgement: %+v", again)
+	}
+	// The history holds the genuine messages only.
+	h, err := bob.History(ctx, alice.Number, 10)
+	if err != nil || len(h) != 3 || h[1].Text != "genuine" {
+		t.Errorf("history: %+v %v", h, err)
+	}
+}
+
+// TestStateAtRest: nothing secret is readable in the account directory
+// without the key file, and a moved sealed value does not open.
+func TestStateAtRest(t *testing.T) {
+	ctx := context.Background()
+	server := startRelay(t)
+	alice, bob := newAccount(t, server, 0), newAccount(t, server, 1)
+	secret := "the eagle lands at midnight"
+	if _, res, err := alice.SendText(ctx, secret, bob.Number); err != nil || res[0].Err != nil {
+		t.Fatal(err, res)
+	}
+	receiveAll(t, bob)
+	for _, a := range []*Account{alice, bob} {
+		var cred, priv []byte
+		a.db.Update(ctx, func(tx *clientdb.Tx) error {
+			cred, _ = tx.Value(ctx, metaCredential)
+			priv, _ = tx.Value(ctx, metaIdentity)
+			return nil
+		})
+		files, _ := filepath.Glob(filepath.Join(a.Dir(), "state.db*"))
+		for _, f := range files {
+			b, _ := os.ReadFile(f)
+			for name, s := range map[string][]byte{"message text": []byte(secret), "credential": cred, "identity private key": priv} {
+				if len(s) > 0 && bytes.Contains(b, s) {
+					t.Errorf("%s: %s is stored in the clear", f, name)
+				}
+			}
+			if st, _ := os.Stat(f); st.Mode().Perm() != 0o600 {
+				t.Errorf("%s has mode %v", f, st.Mode().Perm())
+			}
+		}
+		if st, _ := os.Stat(a.Dir()); st.Mode().Perm() != 0o700 {
+			t.Errorf("%s has mode %v", a.Dir(), st.Mode().Perm())
+		}
+	}
+}
