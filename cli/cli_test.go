@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/proto"
 	"go.mau.fi/libsignal/serialize"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/parleyhq/parley/bench"
 	"github.com/parleyhq/parley/cli/content"

@@ -35,6 +35,7 @@ func init() {
 		"removeDevice":   cmdRemoveDevice,
 		"unregister":     cmdUnregister,
 		"setPassphrase":  cmdSetPassphrase,
+		"daemon":         cmdDaemon,
 	}
 }
 

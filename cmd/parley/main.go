@@ -19,17 +19,6 @@ import (
 	"syscall"
 
 	"github.com/parleyhq/parley/cli"
-	"github.com/parleyhq/parley/cli/relayclient"
-)
-
-// Exit codes, as signal-cli uses them.
-const (
-	exitOK         = 0
-	exitUser       = 1 // bad arguments, unknown account, refused by the relay for a user reason
-	exitUnexpected = 2 // a bug or a local failure
-	exitIO         = 3 // the relay could not be reached or failed
-	exitUntrusted  = 4 // a recipient's identity key is not trusted
-	exitRateLimit  = 5 // the relay rate-limited us
 )
 
 const usage = `usage: parley [-a ACCOUNT] [--server URL] [--config DIR] [--trust-new-identities MODE] COMMAND [ARGS…]
@@ -55,6 +44,7 @@ Commands:
   listDevices [--json] | removeDevice -d ID
   unregister [--delete-local-account-data]
   setPassphrase                         protect the key file (passphrase from $PARLEY_NEW_PASSPHRASE or --new-passphrase-file)
+  daemon [--socket PATH] [--no-stdio]   JSON-RPC 2.0 on stdin/stdout and a unix socket
 
 Exit codes: 0 success, 1 user error, 2 unexpected error, 3 server or network
 error, 4 untrusted identity, 5 rate limited.
@@ -91,10 +81,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err := g.Parse(args); err != nil || g.NArg() == 0 {
 		fmt.Fprintf(stderr, usage, cli.DefaultServer, cli.DefaultDir())
 		if err == nil || errors.Is(err, flag.ErrHelp) {
-			return exitUser
+			return cli.ExitUser
 		}
 		fmt.Fprintln(stderr, "parley:", err)
-		return exitUser
+		return cli.ExitUser
 	}
 	mode, err := cli.ParseTrustMode(trust)
 	if err != nil {
@@ -114,10 +104,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if !ok {
 		if name == "help" || name == "-h" || name == "--help" {
 			fmt.Fprintf(stdout, usage, cli.DefaultServer, cli.DefaultDir())
-			return exitOK
+			return cli.ExitOK
 		}
 		fmt.Fprintf(stderr, "parley: unknown command %q (parley help lists them)\n", name)
-		return exitUser
+		return cli.ExitUser
 	}
 	return report(stderr, cmd(ctx, e, rest))
 }
@@ -140,30 +130,8 @@ func passphraseSource(file, envVar string) func() ([]byte, error) {
 // report prints err and returns its exit code.
 func report(stderr io.Writer, err error) int {
 	if err == nil {
-		return exitOK
+		return cli.ExitOK
 	}
 	fmt.Fprintln(stderr, "parley:", strings.TrimPrefix(err.Error(), "usage: "))
-	return exitCode(err)
-}
-
-func exitCode(err error) int {
-	var untrusted *cli.UntrustedError
-	var re *relayclient.Error
-	switch {
-	case err == nil:
-		return exitOK
-	case errors.As(err, &untrusted):
-		return exitUntrusted
-	case errors.Is(err, cli.ErrUsage):
-		return exitUser
-	case errors.As(err, &re) && re.Status == 429:
-		return exitRateLimit
-	case errors.As(err, &re) && re.Status >= 500:
-		return exitIO
-	case errors.As(err, &re):
-		return exitUser
-	case errors.Is(err, relayclient.ErrUnavailable):
-		return exitIO
-	}
-	return exitUnexpected
+	return cli.ExitCode(err)
 }
