@@ -46,6 +46,11 @@ func (a *Account) SendText(ctx context.Context, text string, recipients ...strin
 	if err != nil {
 		return 0, nil, err
 	}
+	for _, number := range recipients { // a malformed argument sends nothing
+		if _, err := phone.Parse(number); err != nil {
+			return 0, nil, fmt.Errorf("%w: recipient %q: %v", ErrUsage, number, err)
+		}
+	}
 	results := make([]Result, len(recipients))
 	for i, number := range recipients {
 		results[i].Recipient = number
