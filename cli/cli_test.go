@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/mlkem"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,13 +11,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+	"go.mau.fi/libsignal/ecc"
 	"go.mau.fi/libsignal/serialize"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/parleyhq/parley/accounts"
 	"github.com/parleyhq/parley/bench"
 	"github.com/parleyhq/parley/cli/content"
 	"github.com/parleyhq/parley/cli/relayclient"
+	"github.com/parleyhq/parley/keys"
 	"github.com/parleyhq/parley/store/clientdb"
+	"github.com/parleyhq/parley/store/sqlite"
 )
 
 var parleyd string
@@ -40,14 +46,21 @@ const testCode = "246810"
 
 // startRelay runs a real parleyd on SQLite serving bench.Number(0…9).
 func startRelay(t *testing.T) string {
+	base, _ := startRelayIn(t)
+	return base
+}
+
+// startRelayIn is startRelay, also returning the relay's data directory.
+func startRelayIn(t *testing.T) (string, string) {
 	t.Helper()
 	dir := t.TempDir()
-	s, err := bench.Spawn(parleyd, dir, 10, testCode, nil, "--data-dir", filepath.Join(dir, "data"))
+	data := filepath.Join(dir, "data")
+	s, err := bench.Spawn(parleyd, dir, 10, testCode, nil, "--data-dir", data)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Stop() })
-	return s.Base
+	return s.Base, data
 }
 
 func newAccount(t *testing.T, server string, i int) *Account {
@@ -197,5 +210,63 @@ func TestStateAtRest(t *testing.T) {
 		if st, _ := os.Stat(a.Dir()); st.Mode().Perm() != 0o700 {
 			t.Errorf("%s has mode %v", a.Dir(), st.Mode().Perm())
 		}
+	}
+}
+
+// TestDeviceListRepair: when the recipient gains a device the sender has
+// no session with, the relay answers 409 (missing) and the sender fetches
+// that device's bundle and retries; when the device is removed, 409
+// (extra) makes the sender drop the session. Linking devices is issue 6,
+// so the second device is put into the relay's database directly.
+func TestDeviceListRepair(t *testing.T) {
+	ctx := context.Background()
+	server, data := startRelayIn(t)
+	alice, bob := newAccount(t, server, 0), newAccount(t, server, 1)
+	if _, res, err := alice.SendText(ctx, "one device", bob.Number); err != nil || res[0].Err != nil {
+		t.Fatal(err, res)
+	}
+	relayDB, err := sqlite.Open(ctx, filepath.Join(data, "parley.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relayDB.Close()
+	spk, _ := ecc.GenerateKeyPair()
+	spkPub, _ := keys.ParseECPublicKey(spk.PublicKey().Serialize())
+	dk, _ := mlkem.GenerateKey1024()
+	kemPub := append([]byte{0x08}, dk.EncapsulationKey().Bytes()...)
+	sign := func(b []byte) keys.Signature { return ecc.CalculateSignature(bob.identity.PrivateKey(), b) }
+	dev, err := relayDB.AddDevice(ctx, uuid.MustParse(bob.ID), accounts.NewDevice{
+		RegistrationID: 4242, Credential: make([]byte, 48), // never matches: this device does not connect
+		SignedPreKey: keys.SignedPreKey{ID: 1, PublicKey: spkPub, Signature: sign(spkPub[:])},
+		LastResort:   keys.KEMPreKey{ID: 1, PublicKey: kemPub, Signature: sign(kemPub)},
+	}, int(time.Now().Unix()/86400))
+	if err != nil || dev != 2 {
+		t.Fatal(dev, err)
+	}
+	sessions := func() []int {
+		var ds []int
+		alice.db.Update(ctx, func(tx *clientdb.Tx) (err error) {
+			ds, err = tx.SessionDevices(ctx, bob.ID)
+			return err
+		})
+		return ds
+	}
+	if _, res, err := alice.SendText(ctx, "two devices", bob.Number); err != nil || res[0].Err != nil {
+		t.Fatal(err, res)
+	}
+	if got := sessions(); len(got) != 2 {
+		t.Fatalf("after the 409 for a missing device alice has sessions with %v, want [1 2]", got)
+	}
+	if err := bob.RemoveDevice(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, res, err := alice.SendText(ctx, "one device again", bob.Number); err != nil || res[0].Err != nil {
+		t.Fatal(err, res)
+	}
+	if got := sessions(); len(got) != 1 || got[0] != 1 {
+		t.Fatalf("after the 409 for an extra device alice has sessions with %v, want [1]", got)
+	}
+	if got := texts(receiveAll(t, bob)); strings.Join(got, ",") != "one device,two devices,one device again" {
+		t.Errorf("bob's device 1 received %v", got)
 	}
 }
