@@ -10,7 +10,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
 	"go.mau.fi/libsignal/protocol"
-	"go.mau.fi/libsignal/session"
 
 	"github.com/parleyhq/parley/cli/content"
 	"github.com/parleyhq/parley/cli/relayclient"
@@ -222,7 +221,6 @@ func decrypt(ctx context.Context, st *signalStore, env *relay.WireEnvelope) (pla
 		return nil, fmt.Errorf("%w: no sender", ErrBadEnvelope)
 	}
 	addr := address(env.SourceAccount.String(), env.SourceDevice)
-	cipher := session.NewCipher(st.builder(addr), addr)
 	switch env.Type {
 	case EnvelopePreKey:
 		if err := checkPreKeyMessage(env.Content); err != nil {
@@ -232,7 +230,7 @@ func decrypt(ctx context.Context, st *signalStore, env *relay.WireEnvelope) (pla
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrBadEnvelope, err)
 		}
-		if plaintext, err = cipher.DecryptMessage(ctx, m); err != nil {
+		if plaintext, err = decryptPreKeyMessage(ctx, st, addr, m); err != nil {
 			return nil, fmt.Errorf("cannot decrypt: %w", err)
 		}
 		return plaintext, nil
@@ -244,7 +242,7 @@ func decrypt(ctx context.Context, st *signalStore, env *relay.WireEnvelope) (pla
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrBadEnvelope, err)
 		}
-		if plaintext, err = cipher.Decrypt(ctx, m); err != nil {
+		if plaintext, err = decryptSignalMessage(ctx, st, addr, m); err != nil {
 			return nil, fmt.Errorf("cannot decrypt: %w", err)
 		}
 		return plaintext, nil

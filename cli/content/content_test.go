@@ -48,7 +48,7 @@ func TestMalformed(t *testing.T) {
 		"no padding marker": bytes.TrimRight(good[:len(good)-1], "\x00\x80"),
 		"junk after marker": append(bytes.Clone(good[:len(good)-1]), 1),
 		"version 2":         append([]byte{2}, good[1:]...),
-		"not JSON":          append([]byte{Version, '{', 0x80}),
+		"not JSON":          {Version, '{', 0x80},
 		"no timestamp":      append([]byte{Version}, append([]byte(`{"text":"x"}`), 0x80)...),
 		"bad receipt":       append([]byte{Version}, append([]byte(`{"timestamp":1,"receipt":{"type":"seen","timestamps":[1]}}`), 0x80)...),
 		"empty receipt":     append([]byte{Version}, append([]byte(`{"timestamp":1,"receipt":{"type":"read","timestamps":[]}}`), 0x80)...),
