@@ -65,6 +65,16 @@ func open(ctx context.Context, e *env) (*cli.Account, error) {
 	return cli.Open(ctx, e.opts)
 }
 
+// withAccount runs fn on the opened account and closes it.
+func withAccount(ctx context.Context, e *env, fn func(*cli.Account) error) error {
+	a, err := open(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	return fn(a)
+}
+
 func cmdRegister(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("register", flag.ContinueOnError)
 	fs.String("pin", "", "accepted for signal-cli compatibility; give the PIN to verify")
@@ -237,12 +247,7 @@ func cmdSendTyping(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	a, err := open(ctx, e)
-	if err != nil {
-		return err
-	}
-	defer a.Close()
-	return a.SendTyping(ctx, pos[0], !*stop)
+	return withAccount(ctx, e, func(a *cli.Account) error { return a.SendTyping(ctx, pos[0], !*stop) })
 }
 
 func cmdListIdentities(ctx context.Context, e *env, args []string) error {
@@ -296,12 +301,7 @@ func cmdTrust(ctx context.Context, e *env, args []string) error {
 	if (*sn == "") == !*all {
 		return fmt.Errorf("%w: trust needs exactly one of --verified-safety-number N or --trust-all-known-keys", cli.ErrUsage)
 	}
-	a, err := open(ctx, e)
-	if err != nil {
-		return err
-	}
-	defer a.Close()
-	return a.Trust(ctx, pos[0], *sn)
+	return withAccount(ctx, e, func(a *cli.Account) error { return a.Trust(ctx, pos[0], *sn) })
 }
 
 func cmdSetPin(ctx context.Context, e *env, args []string) error {
@@ -309,24 +309,14 @@ func cmdSetPin(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	a, err := open(ctx, e)
-	if err != nil {
-		return err
-	}
-	defer a.Close()
-	return a.SetPin(ctx, pos[0])
+	return withAccount(ctx, e, func(a *cli.Account) error { return a.SetPin(ctx, pos[0]) })
 }
 
 func cmdRemovePin(ctx context.Context, e *env, args []string) error {
 	if _, err := parse(flag.NewFlagSet("removePin", flag.ContinueOnError), args, 0, 0); err != nil {
 		return err
 	}
-	a, err := open(ctx, e)
-	if err != nil {
-		return err
-	}
-	defer a.Close()
-	return a.SetPin(ctx, "")
+	return withAccount(ctx, e, func(a *cli.Account) error { return a.SetPin(ctx, "") })
 }
 
 func cmdListDevices(ctx context.Context, e *env, args []string) error {
@@ -367,12 +357,7 @@ func cmdRemoveDevice(ctx context.Context, e *env, args []string) error {
 	if *id < 1 {
 		return fmt.Errorf("%w: removeDevice needs -d DEVICE_ID (see listDevices)", cli.ErrUsage)
 	}
-	a, err := open(ctx, e)
-	if err != nil {
-		return err
-	}
-	defer a.Close()
-	return a.RemoveDevice(ctx, *id)
+	return withAccount(ctx, e, func(a *cli.Account) error { return a.RemoveDevice(ctx, *id) })
 }
 
 func cmdUnregister(ctx context.Context, e *env, args []string) error {
@@ -381,12 +366,7 @@ func cmdUnregister(ctx context.Context, e *env, args []string) error {
 	if _, err := parse(fs, args, 0, 0); err != nil {
 		return err
 	}
-	a, err := open(ctx, e)
-	if err != nil {
-		return err
-	}
-	defer a.Close()
-	return a.Unregister(ctx, *del)
+	return withAccount(ctx, e, func(a *cli.Account) error { return a.Unregister(ctx, *del) })
 }
 
 func cmdSetPassphrase(ctx context.Context, e *env, args []string) error {
@@ -403,10 +383,5 @@ func cmdSetPassphrase(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	a, err := open(ctx, e)
-	if err != nil {
-		return err
-	}
-	defer a.Close()
-	return a.SetPassphrase(pass)
+	return withAccount(ctx, e, func(a *cli.Account) error { return a.SetPassphrase(pass) })
 }
