@@ -181,10 +181,12 @@ func open(ctx context.Context, o Options, create bool) (*Account, error) {
 		if !create {
 			return nil, fmt.Errorf("%w: no account %s in %s; run `parley -a %s register`", ErrUsage, number, o.Dir, number)
 		}
-		if err := os.MkdirAll(dir, 0o700); err != nil {
+		// Both directories are created owner-only; an existing config
+		// directory (perhaps one the user chose) keeps its mode.
+		if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 			return nil, err
 		}
-		if err := os.Chmod(o.Dir, 0o700); err != nil {
+		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 			return nil, err
 		}
 		if key, err = vault.Create(keyPath, o.NewPassphrase); err != nil {
