@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/mlkem"
+	"database/sql"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -268,5 +269,44 @@ func TestDeviceListRepair(t *testing.T) {
 	}
 	if got := texts(receiveAll(t, bob)); strings.Join(got, ",") != "one device,two devices,one device again" {
 		t.Errorf("bob's device 1 received %v", got)
+	}
+}
+
+// TestLocalFailureIsNotAcknowledged: when the local store fails (here a
+// session record that no longer opens), the envelope is not acknowledged,
+// so it arrives again once the store is repaired.
+func TestLocalFailureIsNotAcknowledged(t *testing.T) {
+	ctx := context.Background()
+	server := startRelay(t)
+	alice, bob := newAccount(t, server, 0), newAccount(t, server, 1)
+	if _, res, err := alice.SendText(ctx, "first", bob.Number); err != nil || res[0].Err != nil {
+		t.Fatal(err, res)
+	}
+	receiveAll(t, bob)
+	raw, err := sql.Open("sqlite", filepath.Join(bob.Dir(), "state.db")+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	var saved []byte
+	if err := raw.QueryRow(`SELECT record FROM sessions WHERE account_id = ?`, alice.ID).Scan(&saved); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Exec(`UPDATE sessions SET record = ? WHERE account_id = ?`, append(bytes.Clone(saved[:40]), 1), alice.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, res, err := alice.SendText(ctx, "second", bob.Number); err != nil || res[0].Err != nil {
+		t.Fatal(err, res)
+	}
+	var evs []Event
+	err = bob.Receive(ctx, ReceiveOptions{Timeout: 300 * time.Millisecond, Handle: func(e Event) { evs = append(evs, e) }})
+	if err == nil || !strings.Contains(err.Error(), "local database") || len(evs) != 0 {
+		t.Fatalf("receive with a broken store: %v, events %+v", err, evs)
+	}
+	if _, err := raw.Exec(`UPDATE sessions SET record = ? WHERE account_id = ?`, saved, alice.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(texts(receiveAll(t, bob)), ","); got != "second" {
+		t.Fatalf("after repair bob received %q", got)
 	}
 }

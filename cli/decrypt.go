@@ -9,6 +9,8 @@ import (
 	"go.mau.fi/libsignal/session"
 	"go.mau.fi/libsignal/signalerror"
 	"go.mau.fi/libsignal/state/record"
+
+	"github.com/parleyhq/parley/store/clientdb"
 )
 
 // go.mau.fi/libsignal v0.2.2 tries a session record's states in place: a
@@ -25,8 +27,11 @@ import (
 // decryptSignalMessage decrypts an established-session message.
 func decryptSignalMessage(ctx context.Context, st *signalStore, addr *protocol.SignalAddress, m *protocol.SignalMessage) ([]byte, error) {
 	raw, err := st.tx.Session(ctx, addr.Name(), int(addr.DeviceID()))
-	if err != nil {
+	if errors.Is(err, clientdb.ErrNotFound) {
 		return nil, fmt.Errorf("%w %s", signalerror.ErrNoSessionForUser, addr)
+	}
+	if err != nil {
+		return nil, local(err)
 	}
 	rec, err := decryptIsolated(ctx, st, addr, raw, m)
 	if err != nil {

@@ -82,6 +82,7 @@ func (s *signalStore) SaveIdentity(ctx context.Context, addr *protocol.SignalAdd
 
 func (s *signalStore) saveIdentity(ctx context.Context, account string, key []byte) (clientdb.Recipient, error) {
 	r, err := s.tx.Recipient(ctx, account)
+	err = local(err)
 	if err != nil && !errors.Is(err, clientdb.ErrNotFound) {
 		return r, err
 	}
@@ -95,7 +96,7 @@ func (s *signalStore) saveIdentity(ctx context.Context, account string, key []by
 	}
 	r.Account, r.IdentityKey, r.Trust, r.KeyAddedMS = account, key, trust, s.now.UnixMilli()
 	if err := s.tx.PutRecipient(ctx, r); err != nil {
-		return r, err
+		return r, local(err)
 	}
 	s.changes = append(s.changes, IdentityChange{Account: account, Changed: changed, Trusted: trust != clientdb.Untrusted})
 	return r, nil
@@ -109,6 +110,7 @@ func (s *signalStore) IsTrustedIdentity(ctx context.Context, addr *protocol.Sign
 		return true, nil
 	}
 	r, err := s.tx.Recipient(ctx, addr.Name())
+	err = local(err)
 	if err != nil && !errors.Is(err, clientdb.ErrNotFound) {
 		return false, err
 	}
@@ -124,6 +126,7 @@ func (s *signalStore) IsTrustedIdentity(ctx context.Context, addr *protocol.Sign
 
 func (s *signalStore) LoadSession(ctx context.Context, addr *protocol.SignalAddress) (*record.Session, error) {
 	b, err := s.tx.Session(ctx, addr.Name(), int(addr.DeviceID()))
+	err = local(err)
 	if errors.Is(err, clientdb.ErrNotFound) {
 		return record.NewSession(serializer.Session, serializer.State), nil
 	}
@@ -135,6 +138,7 @@ func (s *signalStore) LoadSession(ctx context.Context, addr *protocol.SignalAddr
 
 func (s *signalStore) GetSubDeviceSessions(ctx context.Context, name string) ([]uint32, error) {
 	ds, err := s.tx.SessionDevices(ctx, name)
+	err = local(err)
 	var out []uint32
 	for _, d := range ds {
 		if d != 1 {
@@ -145,11 +149,12 @@ func (s *signalStore) GetSubDeviceSessions(ctx context.Context, name string) ([]
 }
 
 func (s *signalStore) StoreSession(ctx context.Context, addr *protocol.SignalAddress, r *record.Session) error {
-	return s.tx.PutSession(ctx, addr.Name(), int(addr.DeviceID()), r.Serialize())
+	return local(s.tx.PutSession(ctx, addr.Name(), int(addr.DeviceID()), r.Serialize()))
 }
 
 func (s *signalStore) ContainsSession(ctx context.Context, addr *protocol.SignalAddress) (bool, error) {
 	_, err := s.tx.Session(ctx, addr.Name(), int(addr.DeviceID()))
+	err = local(err)
 	if errors.Is(err, clientdb.ErrNotFound) {
 		return false, nil
 	}
@@ -157,11 +162,11 @@ func (s *signalStore) ContainsSession(ctx context.Context, addr *protocol.Signal
 }
 
 func (s *signalStore) DeleteSession(ctx context.Context, addr *protocol.SignalAddress) error {
-	return s.tx.DeleteSession(ctx, addr.Name(), int(addr.DeviceID()))
+	return local(s.tx.DeleteSession(ctx, addr.Name(), int(addr.DeviceID())))
 }
 
 func (s *signalStore) DeleteAllSessions(ctx context.Context) error {
-	return s.tx.DeleteSessions(ctx, "", true)
+	return local(s.tx.DeleteSessions(ctx, "", true))
 }
 
 // LoadPreKey rebuilds the key pair from the private key: records read back
@@ -169,6 +174,7 @@ func (s *signalStore) DeleteAllSessions(ctx context.Context) error {
 // the public half of a signed prekey becomes our first ratchet key.
 func (s *signalStore) LoadPreKey(ctx context.Context, id uint32) (*record.PreKey, error) {
 	b, err := s.tx.PreKey(ctx, id)
+	err = local(err)
 	if err != nil {
 		return nil, fmt.Errorf("prekey %d: %w", id, err)
 	}
@@ -181,11 +187,12 @@ func (s *signalStore) LoadPreKey(ctx context.Context, id uint32) (*record.PreKey
 }
 
 func (s *signalStore) StorePreKey(ctx context.Context, id uint32, r *record.PreKey) error {
-	return s.tx.PutPreKey(ctx, id, r.Serialize())
+	return local(s.tx.PutPreKey(ctx, id, r.Serialize()))
 }
 
 func (s *signalStore) ContainsPreKey(ctx context.Context, id uint32) (bool, error) {
 	_, err := s.tx.PreKey(ctx, id)
+	err = local(err)
 	if errors.Is(err, clientdb.ErrNotFound) {
 		return false, nil
 	}
@@ -193,11 +200,12 @@ func (s *signalStore) ContainsPreKey(ctx context.Context, id uint32) (bool, erro
 }
 
 func (s *signalStore) RemovePreKey(ctx context.Context, id uint32) error {
-	return s.tx.DeletePreKey(ctx, id)
+	return local(s.tx.DeletePreKey(ctx, id))
 }
 
 func (s *signalStore) LoadSignedPreKey(ctx context.Context, id uint32) (*record.SignedPreKey, error) {
 	b, err := s.tx.SignedPreKey(ctx, id)
+	err = local(err)
 	if err != nil {
 		return nil, fmt.Errorf("signed prekey %d: %w", id, err)
 	}
@@ -211,6 +219,7 @@ func (s *signalStore) LoadSignedPreKey(ctx context.Context, id uint32) (*record.
 
 func (s *signalStore) LoadSignedPreKeys(ctx context.Context) ([]*record.SignedPreKey, error) {
 	ids, _, err := s.tx.SignedPreKeyIDs(ctx)
+	err = local(err)
 	if err != nil {
 		return nil, err
 	}
@@ -226,11 +235,12 @@ func (s *signalStore) LoadSignedPreKeys(ctx context.Context) ([]*record.SignedPr
 }
 
 func (s *signalStore) StoreSignedPreKey(ctx context.Context, id uint32, r *record.SignedPreKey) error {
-	return s.tx.PutSignedPreKey(ctx, id, r.Timestamp(), r.Serialize())
+	return local(s.tx.PutSignedPreKey(ctx, id, r.Timestamp(), r.Serialize()))
 }
 
 func (s *signalStore) ContainsSignedPreKey(ctx context.Context, id uint32) (bool, error) {
 	_, err := s.tx.SignedPreKey(ctx, id)
+	err = local(err)
 	if errors.Is(err, clientdb.ErrNotFound) {
 		return false, nil
 	}
@@ -238,7 +248,7 @@ func (s *signalStore) ContainsSignedPreKey(ctx context.Context, id uint32) (bool
 }
 
 func (s *signalStore) RemoveSignedPreKey(ctx context.Context, id uint32) error {
-	return s.tx.DeleteSignedPreKey(ctx, id)
+	return local(s.tx.DeleteSignedPreKey(ctx, id))
 }
 
 // deviceName is how a device appears in messages: "ACCOUNT.DEVICE".
@@ -247,4 +257,21 @@ func deviceName(account string, device int) string { return account + "." + strc
 // builder returns a session builder for addr over s.
 func (s *signalStore) builder(addr *protocol.SignalAddress) *session.Builder {
 	return session.NewBuilder(s, s, s, s, addr, serializer)
+}
+
+// localError marks a failure of the local database, as opposed to a
+// message that cannot be decrypted: an envelope whose processing hit one
+// is not acknowledged, so the relay delivers it again.
+type localError struct{ err error }
+
+func (e localError) Error() string { return "local database: " + e.err.Error() }
+func (e localError) Unwrap() error { return e.err }
+
+// local wraps database errors other than "not found" (which the library
+// treats as an answer).
+func local(err error) error {
+	if err == nil || errors.Is(err, clientdb.ErrNotFound) {
+		return err
+	}
+	return localError{err}
 }

@@ -176,6 +176,9 @@ func (a *Account) process(ctx context.Context, env *relay.WireEnvelope) (ev Even
 		}
 		return nil
 	})
+	if errors.As(failure, new(localError)) {
+		return ev, false, failure // not the envelope's fault: leave it unacknowledged
+	}
 	if errors.Is(err, errRollback) {
 		// Nothing the failed attempt changed is kept, not even the hash: a
 		// hostile copy sent first must not make the genuine envelope look
@@ -273,7 +276,7 @@ func (a *Account) apply(ctx context.Context, tx *clientdb.Tx, ev *Event, env *re
 			SentMS: c.Timestamp, ReceivedMS: a.now().UnixMilli(), Status: clientdb.StatusSent, Body: plaintext})
 	}
 	if err != nil {
-		return err
+		return local(err)
 	}
 	ev.Sender = c.SenderNumber // a claim until process confirms it
 	return nil
