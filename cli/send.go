@@ -38,13 +38,10 @@ func (a *Account) SendText(ctx context.Context, text string, recipients ...strin
 	if text == "" {
 		return 0, nil, fmt.Errorf("%w: empty message", ErrUsage)
 	}
-	c := &content.Content{Timestamp: a.now().UnixMilli(), Text: text, SenderNumber: a.Number}
-	if err := c.Validate(); err != nil {
-		return 0, nil, fmt.Errorf("%w: %w", ErrUsage, err)
-	}
-	body, err := content.Marshal(c)
+	c := &content.Content{Timestamp: a.now().UnixMilli(), Text: text}
+	body, err := a.marshal(c)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, fmt.Errorf("%w: %w", ErrUsage, err)
 	}
 	for _, number := range recipients { // a malformed argument sends nothing
 		if _, err := phone.Parse(number); err != nil {
@@ -60,7 +57,7 @@ func (a *Account) SendText(ctx context.Context, text string, recipients ...strin
 			continue
 		}
 		results[i].Account = r.Account
-		if results[i].Err = a.sendContent(ctx, r, c, false); results[i].Err != nil {
+		if results[i].Err = a.sendPlaintext(ctx, r, c.Timestamp, body, true, false); results[i].Err != nil {
 			continue
 		}
 		results[i].Err = a.db.Update(ctx, func(tx *clientdb.Tx) error {
@@ -82,7 +79,7 @@ func (a *Account) SendTyping(ctx context.Context, recipient string, started bool
 	if err != nil {
 		return err
 	}
-	return a.sendContent(ctx, r, &content.Content{Timestamp: a.now().UnixMilli(), Typing: &content.Typing{Started: started}, SenderNumber: a.Number}, true)
+	return a.sendContent(ctx, r, &content.Content{Timestamp: a.now().UnixMilli(), Typing: &content.Typing{Started: started}}, true)
 }
 
 // SendReceipt acknowledges messages of account by their timestamps.
@@ -95,7 +92,7 @@ func (a *Account) SendReceipt(ctx context.Context, account, kind string, timesta
 	if err != nil {
 		return err
 	}
-	return a.sendContent(ctx, r, &content.Content{Timestamp: a.now().UnixMilli(), Receipt: &content.Receipt{Type: kind, Timestamps: timestamps}, SenderNumber: a.Number}, false)
+	return a.sendContent(ctx, r, &content.Content{Timestamp: a.now().UnixMilli(), Receipt: &content.Receipt{Type: kind, Timestamps: timestamps}}, false)
 }
 
 // resolve maps a number to its recipient, asking the relay's directory
@@ -136,15 +133,26 @@ func (a *Account) learnNumber(ctx context.Context, account, number string) (r cl
 // maxSendAttempts bounds device-list repairs (409/410) per send.
 const maxSendAttempts = 4
 
-// sendContent encrypts c for every device of r and submits it, repairing
-// sessions when the relay reports missing, extra or stale devices.
+// marshal encodes c, stamped with our number.
+func (a *Account) marshal(c *content.Content) ([]byte, error) {
+	c.SenderNumber = a.Number
+	return content.Marshal(c)
+}
+
+// sendContent encodes c and sends it to every device of r.
 func (a *Account) sendContent(ctx context.Context, r clientdb.Recipient, c *content.Content, online bool) error {
-	if r.Account == a.ID {
-		return fmt.Errorf("%w: sending to yourself needs linked devices, which this version does not have", ErrUsage)
-	}
-	plaintext, err := content.Marshal(c)
+	plaintext, err := a.marshal(c)
 	if err != nil {
 		return err
+	}
+	return a.sendPlaintext(ctx, r, c.Timestamp, plaintext, c.Text != "", online)
+}
+
+// sendPlaintext encrypts plaintext for every device of r and submits it,
+// repairing sessions when the relay reports missing, extra or stale devices.
+func (a *Account) sendPlaintext(ctx context.Context, r clientdb.Recipient, timestamp int64, plaintext []byte, urgent, online bool) error {
+	if r.Account == a.ID {
+		return fmt.Errorf("%w: sending to yourself needs linked devices, which this version does not have", ErrUsage)
 	}
 	var lastErr error
 	for range maxSendAttempts {
@@ -155,36 +163,29 @@ func (a *Account) sendContent(ctx context.Context, r clientdb.Recipient, c *cont
 		if len(msgs) == 0 {
 			return nil // online-only and no session yet: nothing worth a key fetch
 		}
-		req := relayclient.Send{Timestamp: c.Timestamp, Online: online, Urgent: c.Text != "", Messages: msgs}
-		err = a.submit(ctx, r.Account, req)
+		err = a.submit(ctx, r.Account, relayclient.Send{Timestamp: timestamp, Online: online, Urgent: urgent, Messages: msgs})
 		if err == nil {
 			return nil
 		}
 		lastErr = err
-		var missing, extra, stale []int
+		// 409: drop sessions with extra devices, start them with missing
+		// ones; 410: restart sessions with re-installed devices.
+		var drop, start []int
 		switch {
-		case relayclient.Details(err, "missing_devices", &missing) && relayclient.Details(err, "extra_devices", &extra):
-			a.log.DebugContext(ctx, "device list changed", "account", r.Account, "missing", missing, "extra", extra)
-			if err := a.forgetDevices(ctx, r.Account, extra); err != nil {
-				return err
-			}
-			for _, d := range missing {
-				if err := a.startSessions(ctx, r, d); err != nil {
-					return err
-				}
-			}
-		case relayclient.Details(err, "stale_devices", &stale):
-			a.log.DebugContext(ctx, "stale devices", "account", r.Account, "stale", stale)
-			if err := a.forgetDevices(ctx, r.Account, stale); err != nil {
-				return err
-			}
-			for _, d := range stale {
-				if err := a.startSessions(ctx, r, d); err != nil {
-					return err
-				}
-			}
+		case relayclient.Details(err, "missing_devices", &start) && relayclient.Details(err, "extra_devices", &drop):
+		case relayclient.Details(err, "stale_devices", &drop):
+			start = drop
 		default:
 			return err
+		}
+		a.log.DebugContext(ctx, "repairing sessions", "account", r.Account, "drop", drop, "start", start)
+		if err := a.forgetDevices(ctx, r.Account, drop); err != nil {
+			return err
+		}
+		for _, d := range start {
+			if err := a.startSessions(ctx, r, d); err != nil {
+				return err
+			}
 		}
 	}
 	return fmt.Errorf("the recipient's devices kept changing: %w", lastErr)
