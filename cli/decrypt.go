@@ -113,14 +113,10 @@ func decryptIsolated(ctx context.Context, st *signalStore, addr *protocol.Signal
 		if err := st.SaveIdentity(ctx, addr, identity); err != nil {
 			return decrypted{}, err
 		}
-		// The winner first, then the others in their order, untouched.
-		rest, err := fresh()
-		if err != nil {
-			return decrypted{}, err
-		}
-		others := append([]*record.StateStructure{rest.SessionState}, rest.PreviousStates...)
-		prev := make([]*record.StateStructure, 0, len(others)-1)
-		for j, o := range others {
+		// The winner first, then the others in their order, untouched
+		// (all was decoded before any attempt and never handed to the library).
+		prev := make([]*record.StateStructure, 0, len(all)-1)
+		for j, o := range all {
 			if j != i && o != nil {
 				prev = append(prev, o)
 			}
