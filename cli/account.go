@@ -99,8 +99,8 @@ type Account struct {
 	// mu serialises protocol operations of this process (the database
 	// serialises them across processes).
 	mu sync.Mutex
-	// keysChecked throttles prekey top-ups.
-	keysChecked time.Time
+	// maintained is when Maintain last ran (it runs at most once a minute).
+	maintained time.Time
 }
 
 // DefaultDir is the config directory: $XDG_DATA_HOME/parley or

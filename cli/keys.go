@@ -8,27 +8,36 @@ import (
 	"github.com/parleyhq/parley/store/clientdb"
 )
 
-// keyCheckInterval throttles MaintainKeys' questions to the relay.
+// keyCheckInterval throttles Maintain's questions to the relay.
 const keyCheckInterval = time.Minute
 
-// MaintainKeys tops up one-time prekeys when the relay reports fewer than
-// its low-water mark, rotates the signed prekey every SignedPreKeyRotation
-// and deletes replaced ones after SignedPreKeyGrace. New keys are stored
-// only if the relay accepted them. Failures are logged and retried later.
-func (a *Account) MaintainKeys(ctx context.Context) {
+// SeenRetention is how long the hashes of processed envelopes are kept to
+// recognise redeliveries and replays: far longer than a relay keeps an
+// unacknowledged envelope (30 days by default).
+const SeenRetention = 90 * 24 * time.Hour
+
+// Maintain tops up one-time prekeys when the relay reports fewer than its
+// low-water mark, rotates the signed prekey every SignedPreKeyRotation,
+// deletes replaced ones after SignedPreKeyGrace and forgets envelope hashes
+// older than SeenRetention. New keys are stored only if the relay accepted
+// them. Failures are logged and retried later.
+func (a *Account) Maintain(ctx context.Context) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := a.now()
-	if now.Sub(a.keysChecked) < keyCheckInterval {
+	if now.Sub(a.maintained) < keyCheckInterval {
 		return
 	}
-	a.keysChecked = now
+	a.maintained = now
 	count, err := a.relay.CountKeys(ctx)
 	if err != nil {
 		a.log.WarnContext(ctx, "cannot count prekeys", "err", err)
 		return
 	}
 	err = a.db.Update(ctx, func(tx *clientdb.Tx) error {
+		if err := tx.ForgetSeen(ctx, now.Add(-SeenRetention).UnixMilli()); err != nil {
+			return err
+		}
 		var up relayclient.KeyUpload
 		var err error
 		if count.EC < count.LowWater {

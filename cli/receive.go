@@ -56,7 +56,7 @@ func (a *Account) Receive(ctx context.Context, o ReceiveOptions) error {
 	if err := a.requireRegistered(); err != nil {
 		return err
 	}
-	a.MaintainKeys(ctx)
+	a.Maintain(ctx)
 	sock, err := a.relay.Connect(ctx)
 	if err != nil {
 		return err
@@ -310,5 +310,5 @@ func (a *Account) afterReceive(ctx context.Context, ev Event, read bool) {
 			}
 		}
 	}
-	a.MaintainKeys(ctx)
+	a.Maintain(ctx)
 }

@@ -148,16 +148,6 @@ func Load(path string, passphrase func() ([]byte, error)) (*Key, error) {
 	return nil, ErrCorrupt
 }
 
-// Protected reports whether the key file at path needs a passphrase.
-func Protected(path string) (bool, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return false, err
-	}
-	f := strings.Fields(string(b))
-	return len(f) > 1 && f[1] == "argon2id", nil
-}
-
 // Rewrite replaces the key file at path with k wrapped under passphrase
 // (none if empty), atomically.
 func (k *Key) Rewrite(path string, passphrase []byte) error {
