@@ -44,6 +44,7 @@ func Run(t *testing.T, open Opener) {
 		{"ConcurrentClaimsHandOutEachKeyOnce", testConcurrentClaims},
 	}
 	tests = append(tests, relayTests...)
+	tests = append(tests, attachmentTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
