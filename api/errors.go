@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/parleyhq/parley/accounts"
+	"github.com/parleyhq/parley/attachments"
 	"github.com/parleyhq/parley/directory"
 	"github.com/parleyhq/parley/keys"
 	"github.com/parleyhq/parley/phone"
@@ -126,6 +127,14 @@ func classify(err error) *Error {
 		{relay.ErrNoAccount, 404, "account_not_found", false},
 		{relay.ErrIdempotencyKeyUsed, 422, "idempotency_key_reused", false},
 		{relay.ErrShuttingDown, 503, "shutting_down", false},
+		{attachments.ErrNotFound, 404, "attachment_not_found", false},
+		{attachments.ErrForbidden, 403, "bucket_forbidden", false},
+		{attachments.ErrInvalid, 422, "invalid_attachment_request", true},
+		{attachments.ErrTooLarge, 413, "object_too_large", true},
+		{attachments.ErrQuota, 413, "bucket_quota_exceeded", true},
+		{attachments.ErrBadURL, 403, "invalid_object_url", false},
+		{attachments.ErrConflict, 409, "bucket_changed", false},
+		{attachments.ErrExists, 409, "object_exists", false},
 	} {
 		if errors.Is(err, m.target) {
 			msg := m.target.Error()

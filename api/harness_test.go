@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/parleyhq/parley/accounts"
 	"github.com/parleyhq/parley/api"
+	"github.com/parleyhq/parley/attachments"
 	"github.com/parleyhq/parley/directory"
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/prekeys"
@@ -52,6 +54,8 @@ type env struct {
 	logBuf *syncBuffer
 	router routers.Router
 	relay  *relay.Service
+	attach *attachments.Service
+	disk   string // the disk backend's directory
 }
 
 type syncBuffer struct {
@@ -76,6 +80,7 @@ type envConfig struct {
 	verify    verify.Config
 	relay     relay.Config
 	directory ratelimit.Rule
+	attach    attachments.Config
 	now       func() time.Time
 }
 
@@ -94,7 +99,8 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	key := make([]byte, 32)
 	rand.Read(key)
 	hasher, _ := phone.NewHasher(key)
-	cfg := envConfig{verify: verify.DefaultConfig(), relay: relay.DefaultConfig(), directory: directory.DefaultRule, now: time.Now}
+	cfg := envConfig{verify: verify.DefaultConfig(), relay: relay.DefaultConfig(), directory: directory.DefaultRule,
+		attach: attachments.DefaultConfig(), now: time.Now}
 	cfg.verify.TestNumbers = map[string]string{aliceNumber: testCode, bobNumber: testCode, carolNumber: testCode}
 	for _, o := range opts {
 		o(&cfg)
@@ -113,7 +119,18 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	runCtx, stop := context.WithCancel(ctx)
 	go rel.Run(runCtx)
 	dir := directory.New(db, hasher, ratelimit.New(cfg.directory, nil))
-	s := &api.Server{Accounts: accts, Verify: v, PreKeys: pre, Keys: db, DB: db, Relay: rel, Directory: dir, Log: log}
+	diskDir := filepath.Join(t.TempDir(), "attachments")
+	disk, err := attachments.NewDisk(diskDir, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { disk.Close() })
+	att, err := attachments.New(cfg.attach, attachments.Options{Store: db, Backend: disk, HashKey: key, Log: log,
+		Limit: ratelimit.New(attachments.DefaultLimit, nil), Create: ratelimit.New(attachments.DefaultCreateLimit, nil), Now: cfg.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &api.Server{Accounts: accts, Verify: v, PreKeys: pre, Keys: db, DB: db, Relay: rel, Directory: dir, Attachments: att, Log: log}
 
 	doc, err := openapi3.NewLoader().LoadFromData(api.OpenAPI)
 	if err != nil {
@@ -126,7 +143,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, db: db, logBuf: buf, router: router, relay: rel}
+	e := &env{t: t, db: db, logBuf: buf, router: router, relay: rel, attach: att, disk: diskDir}
 	e.srv = httptest.NewServer(s.Handler())
 	t.Cleanup(func() {
 		e.srv.Close()
@@ -216,7 +233,7 @@ func (e *env) callHeader(method, path string, c *creds, body any, h http.Header,
 	defer resp.Body.Close()
 	out, _ := io.ReadAll(resp.Body)
 	r := response{Status: resp.StatusCode, Header: resp.Header, Raw: out}
-	if len(out) > 0 {
+	if len(out) > 0 && (resp.StatusCode >= 400 || strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json")) {
 		if err := stdjson.Unmarshal(out, &r.Body); err != nil {
 			e.t.Errorf("%s %s: %d answer is not a JSON object: %q", method, path, resp.StatusCode, out)
 		}

@@ -32,6 +32,8 @@ func TestHostileInput(t *testing.T) {
 	foreign := otherDev.signedPreKey(t, 4) // signed by another identity
 	raw33 := base64.StdEncoding.EncodeToString(append([]byte{5}, make([]byte, 32)...))
 	big := `{"number":"` + strings.Repeat("1", 600<<10) + `"}`
+	bkt := e.newBucket(alice)
+	h32, h32b := hashOf([]byte("a")), hashOf([]byte("b"))
 
 	cases := []struct {
 		name, method, path string
@@ -141,6 +143,30 @@ func TestHostileInput(t *testing.T) {
 		{"websocket: no auth", "GET", "/v1/websocket", nil, ``, 401, "unauthorized"},
 		{"unknown endpoint", "GET", "/v1/nope", nil, ``, 404, "not_found"},
 		{"wrong method", "PATCH", "/v1/keys", alice, ``, 405, "method_not_allowed"},
+		{"bucket: hash too short", "POST", "/v1/attachments/buckets", alice, `{"member_secret_hash":"AAAA","admin_secret_hash":"` + h32 + `"}`, 422, "invalid_attachment_request"},
+		{"bucket: hash not base64", "POST", "/v1/attachments/buckets", alice, `{"member_secret_hash":"!!","admin_secret_hash":"` + h32 + `"}`, 400, "invalid_json"},
+		{"bucket: missing admin hash", "POST", "/v1/attachments/buckets", alice, `{"member_secret_hash":"` + h32 + `"}`, 422, "invalid_attachment_request"},
+		{"bucket: negative retention", "POST", "/v1/attachments/buckets", alice, `{"member_secret_hash":"` + h32 + `","admin_secret_hash":"` + h32b + `","retention_seconds":-1}`, 422, "invalid_attachment_request"},
+		{"bucket: huge retention", "POST", "/v1/attachments/buckets", alice, `{"member_secret_hash":"` + h32 + `","admin_secret_hash":"` + h32b + `","retention_seconds":9223372036854775807}`, 422, "invalid_attachment_request"},
+		{"bucket: retention overflow", "POST", "/v1/attachments/buckets", alice, `{"member_secret_hash":"` + h32 + `","admin_secret_hash":"` + h32b + `","retention_seconds":1e40}`, 400, "invalid_json"},
+		{"bucket: unknown member", "POST", "/v1/attachments/buckets", alice, `{"member_secret_hash":"` + h32 + `","admin_secret_hash":"` + h32b + `","owner":"x"}`, 400, "invalid_json"},
+		{"upload: malformed bucket id", "POST", "/v1/attachments/buckets/..%2f..%2fetc/uploads", alice, `{"member_secret":"` + h32 + `","size":1}`, 422, "invalid_attachment_request"},
+		{"upload: bucket id too long", "POST", "/v1/attachments/buckets/" + strings.Repeat("A", 23) + "/uploads", alice, `{"member_secret":"` + h32 + `","size":1}`, 422, "invalid_attachment_request"},
+		{"upload: unknown bucket", "POST", "/v1/attachments/buckets/AAAAAAAAAAAAAAAAAAAAAA/uploads", alice, `{"member_secret":"` + h32 + `","size":1}`, 404, "attachment_not_found"},
+		{"upload: short secret", "POST", "/v1/attachments/buckets/" + bkt.id + "/uploads", alice, `{"member_secret":"AAAA","size":1}`, 422, "invalid_attachment_request"},
+		{"upload: negative size", "POST", "/v1/attachments/buckets/" + bkt.id + "/uploads", alice, `{"member_secret":"` + b64(bkt.member) + `","size":-5}`, 422, "invalid_attachment_request"},
+		{"upload: huge size", "POST", "/v1/attachments/buckets/" + bkt.id + "/uploads", alice, `{"member_secret":"` + b64(bkt.member) + `","size":9223372036854775807}`, 413, "object_too_large"},
+		{"upload: size as string", "POST", "/v1/attachments/buckets/" + bkt.id + "/uploads", alice, `{"member_secret":"` + b64(bkt.member) + `","size":"1"}`, 400, "invalid_json"},
+		{"upload: no auth", "POST", "/v1/attachments/buckets/" + bkt.id + "/uploads", nil, `{"member_secret":"` + b64(bkt.member) + `","size":1}`, 401, "unauthorized"},
+		{"download: traversal key", "POST", "/v1/attachments/buckets/" + bkt.id + "/downloads", alice, `{"member_secret":"` + b64(bkt.member) + `","object_key":"../../root.key"}`, 422, "invalid_attachment_request"},
+		{"download: empty key", "POST", "/v1/attachments/buckets/" + bkt.id + "/downloads", alice, `{"member_secret":"` + b64(bkt.member) + `","object_key":""}`, 422, "invalid_attachment_request"},
+		{"rotate: same as admin", "PUT", "/v1/attachments/buckets/" + bkt.id + "/member-secret", alice, `{"admin_secret":"` + b64(bkt.admin) + `","member_secret_hash":"` + hashOf(bkt.admin) + `"}`, 422, "invalid_attachment_request"},
+		{"rotate: hash missing", "PUT", "/v1/attachments/buckets/" + bkt.id + "/member-secret", alice, `{"admin_secret":"` + b64(bkt.admin) + `"}`, 422, "invalid_attachment_request"},
+		{"delete: no body", "POST", "/v1/attachments/buckets/" + bkt.id + "/delete", alice, ``, 400, "invalid_json"},
+		{"delete: with DELETE", "DELETE", "/v1/attachments/buckets/" + bkt.id, alice, ``, 404, "not_found"},
+		{"object: no signature", "GET", "/v1/attachments/objects/" + bkt.id + "/AAAAAAAAAAAAAAAAAAAAAA", nil, ``, 403, "invalid_object_url"},
+		{"object: traversal", "GET", "/v1/attachments/objects/" + bkt.id + "/..%2f..%2froot.key?gen=0&expires=99999999999&sig=x", nil, ``, 403, "invalid_object_url"},
+		{"object: PUT without signature", "PUT", "/v1/attachments/objects/" + bkt.id + "/AAAAAAAAAAAAAAAAAAAAAA?size=5", nil, `hello`, 403, "invalid_object_url"},
 	}
 	before := snapshot(t, e)
 	for _, c := range cases {
@@ -224,18 +250,23 @@ func FuzzRequests(f *testing.F) {
 	}
 	shared := newEnv(f)
 	_, alice := shared.register(aliceNumber, 0)
+	bkt := shared.newBucket(alice)
 	endpoints := []struct{ method, path string }{
 		{"POST", "/v1/verification/sessions"}, {"POST", "/v1/verification/sessions/status"},
 		{"POST", "/v1/verification/sessions/code"}, {"PUT", "/v1/verification/sessions/code"},
 		{"POST", "/v1/accounts"}, {"PUT", "/v1/keys"}, {"PUT", "/v1/accounts/me/registration-lock"},
 		{"PUT", "/v1/messages/" + alice.Account}, {"POST", "/v1/directory"},
+		{"POST", "/v1/attachments/buckets"}, {"POST", "/v1/attachments/buckets/" + bkt.id + "/uploads"},
+		{"POST", "/v1/attachments/buckets/" + bkt.id + "/downloads"}, {"PUT", "/v1/attachments/buckets/" + bkt.id + "/member-secret"},
+		{"PUT", "/v1/attachments/buckets/" + bkt.id + "/retention"}, {"POST", "/v1/attachments/buckets/" + bkt.id + "/delete"},
 	}
 	f.Fuzz(func(t *testing.T, which uint8, body []byte) {
 		e := *shared
 		e.t = t
 		ep := endpoints[int(which)%len(endpoints)]
 		var c *creds
-		if ep.path == "/v1/keys" || strings.HasPrefix(ep.path, "/v1/accounts/me") || strings.HasPrefix(ep.path, "/v1/messages/") || ep.path == "/v1/directory" {
+		if ep.path == "/v1/keys" || strings.HasPrefix(ep.path, "/v1/accounts/me") || strings.HasPrefix(ep.path, "/v1/messages/") || ep.path == "/v1/directory" ||
+			strings.HasPrefix(ep.path, "/v1/attachments/") {
 			c = alice
 		}
 		r := e.call(ep.method, ep.path, c, body, false)

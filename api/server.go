@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/parleyhq/parley/accounts"
+	"github.com/parleyhq/parley/attachments"
 	"github.com/parleyhq/parley/directory"
 	"github.com/parleyhq/parley/keys"
 	"github.com/parleyhq/parley/prekeys"
@@ -37,6 +38,8 @@ type Server struct {
 	Keys      keys.Store
 	Relay     *relay.Service
 	Directory *directory.Service
+	// Attachments, if set, serves per-chat attachment buckets.
+	Attachments *attachments.Service
 	DB        Pinger
 	Log       *slog.Logger
 	// ClientIPHeader, if set, names a header (X-Forwarded-For, X-Real-IP)
@@ -98,6 +101,17 @@ func (s *Server) Handler() http.Handler {
 
 	authed("PUT /v1/messages/{account}", s.sendMessages)
 	authed("GET /v1/websocket", s.websocket)
+
+	if s.Attachments != nil {
+		authed("POST /v1/attachments/buckets", s.createBucket)
+		authed("POST /v1/attachments/buckets/{bucket}/uploads", s.uploadObject)
+		authed("POST /v1/attachments/buckets/{bucket}/downloads", s.downloadObject)
+		authed("PUT /v1/attachments/buckets/{bucket}/member-secret", s.rotateMemberSecret)
+		authed("PUT /v1/attachments/buckets/{bucket}/retention", s.setBucketRetention)
+		authed("POST /v1/attachments/buckets/{bucket}/delete", s.deleteBucket)
+		handle("GET "+attachments.ObjectPath+"{bucket}/{key}", s.serveObject)
+		handle("PUT "+attachments.ObjectPath+"{bucket}/{key}", s.serveObject)
+	}
 
 	return muxErrorsAsJSON(mux)
 }
