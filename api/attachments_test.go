@@ -269,7 +269,7 @@ func TestAttachmentRefusals(t *testing.T) {
 		}
 		_, _, r = e.upload(alice, b, b.member, 4000) // 1000+100+8000 of 10000 reserved
 		expect(t, r, 413, "bucket_quota_exceeded")
-		expect(t, e.call("PUT", path+"/retention", alice, map[string]any{"admin_secret": b64(b.admin), "retention_seconds": 59}, true), 422, "invalid_attachment_request")
+		expect(t, e.call("PUT", path+"/retention", alice, map[string]any{"admin_secret": b64(b.admin), "retention_seconds": 4}, true), 422, "invalid_attachment_request")
 		expect(t, e.call("PUT", path+"/retention", alice, map[string]any{"admin_secret": b64(b.admin), "retention_seconds": 31 * 86400}, true), 422, "invalid_attachment_request")
 		expect(t, e.call("POST", "/v1/attachments/buckets", alice, map[string]any{"member_secret_hash": hashOf(b.member), "admin_secret_hash": hashOf(b.member)}, true), 422, "invalid_attachment_request")
 	})

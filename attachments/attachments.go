@@ -73,7 +73,7 @@ type Config struct {
 }
 
 // MinRetention is the shortest retention a bucket may set.
-const MinRetention = time.Minute
+const MinRetention = 5 * time.Second
 
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {

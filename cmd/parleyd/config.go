@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/parleyhq/parley/attachments"
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/relay"
 )
@@ -45,6 +46,12 @@ type config struct {
 	SendRate          float64
 	SendBurst         int
 	Pprof             bool
+	SweepInterval     time.Duration
+
+	Attachments      string // disk or s3
+	AttachmentDir    string
+	S3               attachments.S3Config
+	Attach           attachments.Config
 }
 
 // envName maps a flag to its environment variable: --data-dir → PARLEY_DATA_DIR.
@@ -85,6 +92,20 @@ func serveFlags(fs *flag.FlagSet) func() (*config, error) {
 	fs.Int64Var(&c.QueueMaxBytes, "queue-max-bytes", def.QueueMaxBytes, "most ciphertext `bytes` queued for one device (env PARLEY_QUEUE_MAX_BYTES)")
 	fs.Float64Var(&c.SendRate, "send-rate", def.SendRate, "send requests per second each device may make, sustained (env PARLEY_SEND_RATE)")
 	fs.IntVar(&c.SendBurst, "send-burst", def.SendBurst, "send requests a device may make in a burst (env PARLEY_SEND_BURST)")
+	str(&c.Attachments, "attachments", "disk", "where attachment objects live: disk (files under --attachment-dir, served by parleyd) or s3")
+	str(&c.AttachmentDir, "attachment-dir", "", "`directory` of the disk backend (default DATA-DIR/attachments); one per node, so use s3 with several replicas")
+	str(&c.S3.Bucket, "s3-bucket", "", "S3 `bucket` for --attachments s3; credentials come from the standard AWS variables, profile or role")
+	str(&c.S3.Prefix, "s3-prefix", "attachments/", "key `prefix` for every object in the S3 bucket")
+	str(&c.S3.Region, "s3-region", "", "S3 `region` (default from the AWS configuration, else us-east-1)")
+	str(&c.S3.Endpoint, "s3-endpoint", "", "base `URL` of an S3-compatible store (path-style addressing); empty for AWS")
+	str(&c.S3.SSE, "s3-sse", "AES256", "server-side encryption uploads must request: AES256, aws:kms or none")
+	ad := attachments.DefaultConfig()
+	fs.Int64Var(&c.Attach.MaxObjectBytes, "attachment-max-bytes", ad.MaxObjectBytes, "largest encrypted attachment in `bytes` (env PARLEY_ATTACHMENT_MAX_BYTES)")
+	fs.Int64Var(&c.Attach.QuotaBytes, "attachment-bucket-quota", ad.QuotaBytes, "most `bytes` of live objects one chat bucket may hold (env PARLEY_ATTACHMENT_BUCKET_QUOTA)")
+	fs.DurationVar(&c.Attach.DefaultRetention, "attachment-retention", ad.DefaultRetention, "how long a bucket keeps objects unless its admin sets less (env PARLEY_ATTACHMENT_RETENTION)")
+	fs.DurationVar(&c.Attach.MaxRetention, "attachment-max-retention", ad.MaxRetention, "longest retention any bucket may set (env PARLEY_ATTACHMENT_MAX_RETENTION)")
+	fs.DurationVar(&c.Attach.URLTTL, "attachment-url-ttl", ad.URLTTL, "how long upload and download URLs stay valid (env PARLEY_ATTACHMENT_URL_TTL)")
+	fs.DurationVar(&c.SweepInterval, "sweep-interval", time.Minute, "how often expired sessions, envelopes and attachments are deleted (env PARLEY_SWEEP_INTERVAL)")
 	str(&c.TestNumbersF, "test-numbers-file", "", "`file` of test numbers, one +E164=CODE per line (# comments), for QA and load tests with many numbers")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go's /debug/pprof profiles on the metrics listener (env PARLEY_PPROF)")
 	var tests, allow, deny multiFlag
@@ -145,6 +166,9 @@ func serveFlags(fs *flag.FlagSet) func() (*config, error) {
 		}
 		c.AllowCodes, errs = callingCodes("allow-calling-codes", allow, errs)
 		c.DenyCodes, errs = callingCodes("deny-calling-codes", deny, errs)
+		if c.AttachmentDir == "" {
+			c.AttachmentDir = filepath.Join(c.DataDir, "attachments")
+		}
 		if c.SecretFile == "" {
 			c.SecretFile = filepath.Join(c.DataDir, "root.key")
 		}
@@ -207,6 +231,18 @@ func (c *config) validate() []error {
 	}
 	if c.SendRate <= 0 || c.SendBurst < 1 {
 		errs = append(errs, errors.New("--send-rate must be positive and --send-burst at least 1"))
+	}
+	switch c.Attachments {
+	case "disk":
+	case "s3":
+		if c.S3.Bucket == "" {
+			errs = append(errs, errors.New("--attachments s3 needs --s3-bucket"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--attachments %q: want disk or s3", c.Attachments))
+	}
+	if c.SweepInterval < time.Second {
+		errs = append(errs, errors.New("--sweep-interval must be at least 1s"))
 	}
 	twilio := func() {
 		if c.TwilioSID == "" {

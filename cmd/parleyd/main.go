@@ -28,6 +28,7 @@ import (
 
 	"github.com/parleyhq/parley/accounts"
 	"github.com/parleyhq/parley/api"
+	"github.com/parleyhq/parley/attachments"
 	"github.com/parleyhq/parley/directory"
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/prekeys"
@@ -220,7 +221,12 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	dir := directory.New(db, hasher, ratelimit.New(directory.DefaultRule, nil))
-	srv := &api.Server{Accounts: accts, Verify: verifier, PreKeys: pre, Keys: db, Relay: rel, Directory: dir, DB: db, Log: log, ClientIPHeader: cfg.ClientIPHeader, Metrics: reg}
+	att, err := newAttachments(ctx, cfg, db, root, log)
+	if err != nil {
+		return err
+	}
+	srv := &api.Server{Accounts: accts, Verify: verifier, PreKeys: pre, Keys: db, Relay: rel, Directory: dir, Attachments: att,
+		DB: db, Log: log, ClientIPHeader: cfg.ClientIPHeader, Metrics: reg}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -246,8 +252,9 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		go func() { errc <- metricsSrv.Serve(mln) }()
 		log.Info("metrics listening", "addr", mln.Addr().String())
 	}
-	go sweep(ctx, verifier, rel, log)
-	log.Info("parleyd listening", "addr", ln.Addr().String(), "database", db.Dialect(), "sms_sender", cfg.SMSSender, "test_numbers", len(cfg.TestNumbers))
+	go sweep(ctx, cfg.SweepInterval, verifier, rel, att, log)
+	log.Info("parleyd listening", "addr", ln.Addr().String(), "database", db.Dialect(), "sms_sender", cfg.SMSSender,
+		"attachments", att.Backend().Name(), "test_numbers", len(cfg.TestNumbers))
 
 	select {
 	case err := <-errc:
@@ -283,9 +290,41 @@ func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 	}
 }
 
-// sweep deletes expired verification sessions and envelopes every minute.
-func sweep(ctx context.Context, v *verify.Service, rel *relay.Service, log *slog.Logger) {
-	t := time.NewTicker(time.Minute)
+// newAttachments builds the attachment service on the configured backend,
+// checking that an S3 bucket is reachable before serving.
+func newAttachments(ctx context.Context, cfg *config, db *store.DB, root *secrets.Root, log *slog.Logger) (*attachments.Service, error) {
+	var backend attachments.Backend
+	switch cfg.Attachments {
+	case "s3":
+		b, err := attachments.NewS3(ctx, cfg.S3)
+		if err != nil {
+			return nil, err
+		}
+		if err := b.Check(ctx); err != nil {
+			return nil, err
+		}
+		backend = b
+	default:
+		if cfg.DatabaseURL != "" {
+			log.Warn("attachments are on this node's disk; with several replicas use --attachments s3", "dir", cfg.AttachmentDir)
+		}
+		b, err := attachments.NewDisk(cfg.AttachmentDir, root.Derive("attachment url"))
+		if err != nil {
+			return nil, err
+		}
+		backend = b
+	}
+	return attachments.New(cfg.Attach, attachments.Options{
+		Store: db, Backend: backend, HashKey: root.Derive("attachment secret"), Log: log,
+		Limit:  ratelimit.New(attachments.DefaultLimit, nil),
+		Create: ratelimit.New(attachments.DefaultCreateLimit, nil),
+	})
+}
+
+// sweep deletes expired verification sessions, envelopes and attachments
+// every interval.
+func sweep(ctx context.Context, every time.Duration, v *verify.Service, rel *relay.Service, att *attachments.Service, log *slog.Logger) {
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
@@ -301,6 +340,11 @@ func sweep(ctx context.Context, v *verify.Service, rel *relay.Service, log *slog
 				log.Warn("purge expired envelopes", "err", err)
 			} else if n > 0 {
 				log.Info("purged expired envelopes", "count", n)
+			}
+			if objs, buckets, err := att.Sweep(ctx); err != nil {
+				log.Warn("sweep attachments", "err", err)
+			} else if objs+buckets > 0 {
+				log.Info("swept attachments", "expired_objects", objs, "deleted_buckets", buckets)
 			}
 		}
 	}
