@@ -45,6 +45,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzParseEvent -fuzztime=$(FUZZTIME) ./relay
 	$(GO) test -run='^$$' -fuzz=FuzzUnmarshal -fuzztime=$(FUZZTIME) ./cli/content
 	$(GO) test -run='^$$' -fuzz=FuzzEnvelope -fuzztime=$(FUZZTIME) ./cli
+	$(GO) test -run='^$$' -fuzz=FuzzDecrypt -fuzztime=$(FUZZTIME) ./cli/attachment
 
 clean:
 	rm -rf $(BIN)

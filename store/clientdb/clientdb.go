@@ -477,3 +477,54 @@ func (tx *Tx) ForgetSeen(ctx context.Context, beforeMS int64) error {
 	_, err := tx.tx.ExecContext(ctx, `DELETE FROM seen_envelopes WHERE received_ms < ?`, beforeMS)
 	return err
 }
+
+// Bucket is a conversation's attachment bucket and the secrets that open it.
+type Bucket struct {
+	ID           string
+	MemberSecret []byte
+	AdminSecret  []byte
+}
+
+// Bucket returns the conversation's attachment bucket, or ErrNotFound.
+func (tx *Tx) Bucket(ctx context.Context, conversation string) (Bucket, error) {
+	var b Bucket
+	var v []byte
+	err := tx.tx.QueryRowContext(ctx, `SELECT bucket_id, secrets FROM buckets WHERE conversation = ?`, conversation).Scan(&b.ID, &v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return b, ErrNotFound
+	}
+	if err != nil {
+		return b, err
+	}
+	s, err := tx.open(v, "bucket", conversation, b.ID)
+	if err != nil {
+		return b, err
+	}
+	if len(s) != 64 {
+		return b, fmt.Errorf("bucket secrets of %s: %d bytes", conversation, len(s))
+	}
+	b.MemberSecret, b.AdminSecret = s[:32], s[32:]
+	return b, nil
+}
+
+// AdoptBucket makes b the conversation's bucket unless it already has one
+// with a smaller id (so two sides that created buckets at once agree on
+// one). It reports whether b is now the conversation's bucket.
+func (tx *Tx) AdoptBucket(ctx context.Context, conversation string, b Bucket) (bool, error) {
+	if len(b.MemberSecret) != 32 || len(b.AdminSecret) != 32 {
+		return false, errors.New("bucket secrets must be 32 bytes each")
+	}
+	res, err := tx.tx.ExecContext(ctx, `INSERT INTO buckets (conversation, bucket_id, secrets) VALUES (?, ?, ?)
+		ON CONFLICT (conversation) DO UPDATE SET bucket_id = excluded.bucket_id, secrets = excluded.secrets
+		WHERE excluded.bucket_id < buckets.bucket_id`,
+		conversation, b.ID, tx.sealed(append(slices.Clone(b.MemberSecret), b.AdminSecret...), "bucket", conversation, b.ID))
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	if err != nil || n == 1 {
+		return n == 1, err
+	}
+	cur, err := tx.Bucket(ctx, conversation)
+	return cur.ID == b.ID, err
+}
