@@ -12,6 +12,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -75,8 +76,12 @@ type Options struct {
 	Passphrase func() ([]byte, error)
 	// NewPassphrase, when creating an account, protects its key file.
 	NewPassphrase []byte
-	Log           *slog.Logger
-	Now           func() time.Time
+	// Progress, if set, is told about attachment transfers: it returns a
+	// writer that receives every byte moved (total in all) and is closed
+	// when the transfer ends.
+	Progress func(label string, total int64) io.WriteCloser
+	Log      *slog.Logger
+	Now      func() time.Time
 }
 
 // Account is an open account directory.
@@ -88,6 +93,8 @@ type Account struct {
 	log   *slog.Logger
 	now   func() time.Time
 	trust TrustMode
+	// progress reports attachment transfers (nil: silently).
+	progress func(label string, total int64) io.WriteCloser
 
 	Number   string
 	Server   string
@@ -202,7 +209,7 @@ func open(ctx context.Context, o Options, create bool) (*Account, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Account{dir: dir, db: db, key: key, log: o.Log, now: o.Now, trust: o.Trust, Number: number}
+	a := &Account{dir: dir, db: db, key: key, log: o.Log, now: o.Now, trust: o.Trust, progress: o.Progress, Number: number}
 	if err := a.load(ctx, o.Server); err != nil {
 		return nil, errors.Join(err, db.Close())
 	}

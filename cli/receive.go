@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/google/uuid"
@@ -33,9 +34,14 @@ type Event struct {
 	Typing          *content.Typing  `json:"typing,omitzero"`
 	// IdentityChanged is set when this envelope carried a new identity key
 	// for the sender; IdentityTrusted says whether we may still send to them.
-	IdentityChanged bool   `json:"identity_changed,omitzero"`
-	IdentityTrusted bool   `json:"identity_trusted,omitzero"`
-	Error           string `json:"error,omitzero"`
+	IdentityChanged bool `json:"identity_changed,omitzero"`
+	IdentityTrusted bool `json:"identity_trusted,omitzero"`
+	// Attachments are the message's files, saved or not.
+	Attachments []SavedAttachment `json:"attachments,omitzero"`
+	Error       string            `json:"error,omitzero"`
+
+	pending []content.Attachment // still to download
+	grant   *content.BucketGrant
 }
 
 // ReceiveOptions control Receive.
@@ -48,6 +54,9 @@ type ReceiveOptions struct {
 	Handle func(Event)
 	// SendReadReceipts marks received messages read to their senders.
 	SendReadReceipts bool
+	// OutputDir is where attachments are saved (default: the attachments
+	// folder of the config directory).
+	OutputDir string
 }
 
 // Receive connects the account's WebSocket and processes envelopes until
@@ -62,7 +71,12 @@ func (a *Account) Receive(ctx context.Context, o ReceiveOptions) error {
 		return err
 	}
 	defer sock.Close()
-	frames := make(chan relay.Frame)
+	if o.OutputDir == "" {
+		o.OutputDir = filepath.Join(filepath.Dir(a.dir), "attachments")
+	}
+	// Buffered beyond the relay's delivery window, so the reader keeps
+	// answering pings while an attachment downloads.
+	frames := make(chan relay.Frame, 256)
 	readErr := make(chan error, 1)
 	go func() {
 		for {
@@ -118,6 +132,9 @@ func (a *Account) Receive(ctx context.Context, o ReceiveOptions) error {
 				ev, dup, err := a.process(ctx, f.Envelope)
 				if err != nil {
 					return err // local failure (disk, database): do not acknowledge
+				}
+				if len(ev.pending) > 0 {
+					a.fetchAttachments(ctx, &ev, o.OutputDir)
 				}
 				if !dup && o.Handle != nil {
 					o.Handle(ev)
@@ -272,6 +289,13 @@ func (a *Account) apply(ctx context.Context, tx *clientdb.Tx, ev *Event, env *re
 		ev.Typing = c.Typing
 	default:
 		ev.Text = c.Text
+		for _, att := range c.Attachments {
+			ev.Attachments = append(ev.Attachments, SavedAttachment{FileName: att.FileName, ContentType: att.ContentType, Size: att.Size})
+		}
+		ev.pending, ev.grant = c.Attachments, c.Bucket
+		if err = adoptGrant(ctx, tx, ev.SenderAccount, c.Bucket); err != nil {
+			break
+		}
 		_, err = tx.AddMessage(ctx, clientdb.Message{Conversation: ev.SenderAccount, SenderDevice: env.SourceDevice,
 			SentMS: c.Timestamp, ReceivedMS: a.now().UnixMilli(), Status: clientdb.StatusSent, Body: plaintext})
 	}

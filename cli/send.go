@@ -32,14 +32,25 @@ type Result struct {
 // the history. It returns the message's timestamp and one result per
 // recipient; a failure for one does not stop the others.
 func (a *Account) SendText(ctx context.Context, text string, recipients ...string) (int64, []Result, error) {
+	return a.Send(ctx, text, nil, recipients...)
+}
+
+// Send is SendText with files attached: each is encrypted, uploaded to the
+// conversation's bucket on the relay (created the first time) and sent as
+// a pointer inside the message. The text may be empty when there are files.
+func (a *Account) Send(ctx context.Context, text string, files []string, recipients ...string) (int64, []Result, error) {
 	if err := a.requireRegistered(); err != nil {
 		return 0, nil, err
 	}
-	if text == "" {
+	if text == "" && len(files) == 0 {
 		return 0, nil, fmt.Errorf("%w: empty message", ErrUsage)
 	}
-	c := &content.Content{Timestamp: a.now().UnixMilli(), Text: text}
-	body, err := a.marshal(c)
+	out, err := checkFiles(files)
+	if err != nil {
+		return 0, nil, err
+	}
+	c := content.Content{Timestamp: a.now().UnixMilli(), Text: text}
+	body, err := a.marshal(&c)
 	if err != nil {
 		return 0, nil, fmt.Errorf("%w: %w", ErrUsage, err)
 	}
@@ -51,22 +62,35 @@ func (a *Account) SendText(ctx context.Context, text string, recipients ...strin
 	results := make([]Result, len(recipients))
 	for i, number := range recipients {
 		results[i].Recipient = number
-		r, err := a.resolve(ctx, number)
-		if err != nil {
-			results[i].Err = err
-			continue
-		}
-		results[i].Account = r.Account
-		if results[i].Err = a.sendPlaintext(ctx, r, c.Timestamp, body, true, false); results[i].Err != nil {
-			continue
-		}
-		results[i].Err = a.db.Update(ctx, func(tx *clientdb.Tx) error {
-			_, err := tx.AddMessage(ctx, clientdb.Message{Conversation: r.Account, Outgoing: true, SenderDevice: a.DeviceID,
-				SentMS: c.Timestamp, ReceivedMS: a.now().UnixMilli(), Status: clientdb.StatusSent, Body: body})
-			return err
-		})
+		results[i].Account, results[i].Err = a.sendTo(ctx, number, c, body, out)
 	}
 	return c.Timestamp, results, nil
+}
+
+// sendTo sends one message to one recipient (body is c encoded, unless
+// files must first be uploaded to the conversation's bucket) and records it.
+func (a *Account) sendTo(ctx context.Context, number string, c content.Content, body []byte, files []outgoingFile) (string, error) {
+	r, err := a.resolve(ctx, number)
+	if err != nil {
+		return "", err
+	}
+	if len(files) > 0 {
+		withFiles, err := a.withAttachments(ctx, r.Account, c, files)
+		if err != nil {
+			return r.Account, err
+		}
+		if body, err = a.marshal(withFiles); err != nil {
+			return r.Account, err
+		}
+	}
+	if err := a.sendPlaintext(ctx, r, c.Timestamp, body, true, false); err != nil {
+		return r.Account, err
+	}
+	return r.Account, a.db.Update(ctx, func(tx *clientdb.Tx) error {
+		_, err := tx.AddMessage(ctx, clientdb.Message{Conversation: r.Account, Outgoing: true, SenderDevice: a.DeviceID,
+			SentMS: c.Timestamp, ReceivedMS: a.now().UnixMilli(), Status: clientdb.StatusSent, Body: body})
+		return err
+	})
 }
 
 // SendTyping tells recipient we started or stopped typing. It is an

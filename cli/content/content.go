@@ -43,6 +43,34 @@ type Content struct {
 	Text         string   `json:"text,omitzero"`
 	Receipt      *Receipt `json:"receipt,omitzero"`
 	Typing       *Typing  `json:"typing,omitzero"`
+	// Attachments point to encrypted files in a chat bucket on the relay.
+	Attachments []Attachment `json:"attachments,omitzero"`
+	// Bucket shares the conversation's attachment bucket; sent with every
+	// message that has attachments, so a receiver can always open them.
+	Bucket *BucketGrant `json:"bucket,omitzero"`
+}
+
+// MaxAttachments bounds the files one message carries.
+const MaxAttachments = 32
+
+// Attachment is everything a receiver needs to fetch and check one file:
+// where it is, the key that decrypts it and the digest that proves it is
+// the file the sender meant.
+type Attachment struct {
+	Bucket      string `json:"bucket"`
+	ObjectKey   string `json:"object_key"`
+	Key         []byte `json:"key"`    // 64 bytes: AES-256 key, HMAC-SHA256 key
+	Digest      []byte `json:"digest"` // SHA-256 of the encrypted blob
+	Size        int64  `json:"size"`   // plaintext bytes
+	ContentType string `json:"content_type,omitzero"`
+	FileName    string `json:"file_name,omitzero"`
+}
+
+// BucketGrant is a chat bucket and the secrets that open it.
+type BucketGrant struct {
+	ID           string `json:"id"`
+	MemberSecret []byte `json:"member_secret"`
+	AdminSecret  []byte `json:"admin_secret,omitzero"`
 }
 
 // Receipt acknowledges messages by their timestamps.
@@ -82,8 +110,39 @@ func (c *Content) Validate() error {
 		return fmt.Errorf("%w: unknown receipt type", ErrMalformed)
 	case c.Receipt != nil && (len(c.Receipt.Timestamps) == 0 || len(c.Receipt.Timestamps) > 1000):
 		return fmt.Errorf("%w: a receipt names 1 to 1000 messages", ErrMalformed)
+	case len(c.Attachments) > MaxAttachments:
+		return fmt.Errorf("%w: more than %d attachments", ErrMalformed, MaxAttachments)
+	case c.Bucket != nil && (!validID(c.Bucket.ID) || len(c.Bucket.MemberSecret) != 32 ||
+		(c.Bucket.AdminSecret != nil && len(c.Bucket.AdminSecret) != 32)):
+		return fmt.Errorf("%w: malformed bucket grant", ErrMalformed)
+	}
+	for _, a := range c.Attachments {
+		switch {
+		case !validID(a.Bucket) || !validID(a.ObjectKey):
+			return fmt.Errorf("%w: malformed attachment location", ErrMalformed)
+		case len(a.Key) != 64 || len(a.Digest) != 32:
+			return fmt.Errorf("%w: malformed attachment key or digest", ErrMalformed)
+		case a.Size < 0 || a.Size > 1<<40:
+			return fmt.Errorf("%w: attachment size out of range", ErrMalformed)
+		case len(a.FileName) > 255 || len(a.ContentType) > 255:
+			return fmt.Errorf("%w: attachment name or type too long", ErrMalformed)
+		}
 	}
 	return nil
+}
+
+// validID reports whether s is a relay bucket id or object key: 128 bits
+// as 22 characters of unpadded base64url.
+func validID(s string) bool {
+	if len(s) != 22 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // Marshal encodes and pads c.

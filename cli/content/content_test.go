@@ -33,7 +33,7 @@ func TestRoundTripAndPadding(t *testing.T) {
 }
 
 func TestUnknownMembersAreIgnored(t *testing.T) {
-	b := append([]byte{Version}, `{"timestamp":5,"text":"x","attachments":[{"key":"…"}]}`...)
+	b := append([]byte{Version}, `{"timestamp":5,"text":"x","stickers":[{"key":"…"}]}`...)
 	b = append(b, 0x80, 0, 0)
 	c, err := Unmarshal(b)
 	if err != nil || c.Text != "x" {
@@ -85,4 +85,40 @@ func FuzzUnmarshal(f *testing.F) {
 			t.Fatalf("re-encoded content does not decode: %v", err)
 		}
 	})
+}
+
+func TestAttachments(t *testing.T) {
+	id := "AAAAAAAAAAAAAAAAAAAAAA"
+	good := Attachment{Bucket: id, ObjectKey: "BBBBBBBBBBBBBBBBBBBBB_", Key: make([]byte, 64), Digest: make([]byte, 32),
+		Size: 20 << 20, ContentType: "image/png", FileName: "x.png"}
+	c := &Content{Timestamp: 1, Attachments: []Attachment{good}, Bucket: &BucketGrant{ID: id, MemberSecret: make([]byte, 32), AdminSecret: make([]byte, 32)}}
+	b, err := Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Unmarshal(b)
+	if err != nil || len(got.Attachments) != 1 || got.Attachments[0].Size != 20<<20 || got.Bucket.ID != id || got.Kind() != "message" {
+		t.Fatalf("round trip: %+v, %v", got, err)
+	}
+	bad := map[string]func(*Attachment){
+		"bucket id":     func(a *Attachment) { a.Bucket = "../../etc" },
+		"object key":    func(a *Attachment) { a.ObjectKey = strings.Repeat("A", 23) },
+		"short key":     func(a *Attachment) { a.Key = a.Key[:32] },
+		"no digest":     func(a *Attachment) { a.Digest = nil },
+		"negative size": func(a *Attachment) { a.Size = -1 },
+		"long name":     func(a *Attachment) { a.FileName = strings.Repeat("n", 256) },
+	}
+	for name, f := range bad {
+		a := good
+		f(&a)
+		if _, err := Marshal(&Content{Timestamp: 1, Attachments: []Attachment{a}}); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := Marshal(&Content{Timestamp: 1, Bucket: &BucketGrant{ID: id, MemberSecret: make([]byte, 31)}}); !errors.Is(err, ErrMalformed) {
+		t.Errorf("short member secret: %v", err)
+	}
+	if _, err := Marshal(&Content{Timestamp: 1, Attachments: make([]Attachment, MaxAttachments+1)}); !errors.Is(err, ErrMalformed) {
+		t.Errorf("too many attachments: %v", err)
+	}
 }

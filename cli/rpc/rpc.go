@@ -259,8 +259,9 @@ func (s *Server) call(ctx context.Context, method string, p json.RawMessage) (an
 	switch method {
 	case "send":
 		var in struct {
-			Recipient recipients `json:"recipient"`
-			Message   string     `json:"message"`
+			Recipient   recipients `json:"recipient"`
+			Message     string     `json:"message"`
+			Attachments []string   `json:"attachments"`
 		}
 		if e := params(p, &in); e != nil {
 			return nil, e
@@ -268,7 +269,7 @@ func (s *Server) call(ctx context.Context, method string, p json.RawMessage) (an
 		if len(in.Recipient) == 0 {
 			return nil, &Error{Code: CodeInvalidParams, Message: "invalid params: recipient is required"}
 		}
-		ts, results, err := a.SendText(ctx, in.Message, in.Recipient...)
+		ts, results, err := a.Send(ctx, in.Message, in.Attachments, in.Recipient...)
 		if err != nil {
 			return nil, appError(err)
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -128,7 +129,11 @@ func cmdChat(ctx context.Context, e *env, args []string) error {
 				return nil
 			}
 			typing()
-			ts, results, err := a.SendText(ctx, l, peer)
+			text, files := l, []string(nil)
+			if path, ok := strings.CutPrefix(l, "/attach "); ok {
+				text, files = "", []string{strings.TrimSpace(path)}
+			}
+			ts, results, err := a.Send(ctx, text, files, peer)
 			if err == nil {
 				err = results[0].Err
 			}
@@ -136,7 +141,10 @@ func cmdChat(ctx context.Context, e *env, args []string) error {
 				say("! not sent: %v", err)
 				continue
 			}
-			say("[%s] me: %s", time.UnixMilli(ts).Format(time.DateTime), l)
+			if files != nil {
+				text = "[sent " + filepath.Base(files[0]) + "]"
+			}
+			say("[%s] me: %s", time.UnixMilli(ts).Format(time.DateTime), text)
 		}
 	}
 }

@@ -122,6 +122,9 @@ func cmdSend(ctx context.Context, e *env, args []string) error {
 	msg := fs.String("m", "", "message text")
 	fs.StringVar(msg, "message", "", "message text")
 	fromStdin := fs.Bool("message-from-stdin", false, "read the message from standard input")
+	var files multiFlag
+	fs.Var(&files, "a", "attach a `FILE` (repeatable)")
+	fs.Var(&files, "attachment", "attach a `FILE` (repeatable)")
 	recipients, err := parse(fs, args, 1, -1)
 	if err != nil {
 		return err
@@ -139,7 +142,7 @@ func cmdSend(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer a.Close()
-	ts, results, err := a.SendText(ctx, text, recipients...)
+	ts, results, err := a.Send(ctx, text, files, recipients...)
 	if err != nil {
 		return err
 	}
@@ -171,6 +174,7 @@ func cmdReceive(ctx context.Context, e *env, args []string) error {
 	fs.Float64Var(timeout, "t", 5, "")
 	asJSON := fs.Bool("json", false, "one JSON object per line")
 	read := fs.Bool("send-read-receipts", false, "mark received messages read")
+	output := fs.String("output", "", "save attachments in `DIR` (default: the config directory's attachments folder)")
 	if _, err := parse(fs, args, 0, 0); err != nil {
 		return err
 	}
@@ -183,7 +187,7 @@ func cmdReceive(ctx context.Context, e *env, args []string) error {
 	if *timeout < 0 {
 		t = -1
 	}
-	return a.Receive(ctx, cli.ReceiveOptions{Timeout: t, SendReadReceipts: *read, Handle: printer(e.stdout, *asJSON)})
+	return a.Receive(ctx, cli.ReceiveOptions{Timeout: t, SendReadReceipts: *read, OutputDir: *output, Handle: printer(e.stdout, *asJSON)})
 }
 
 // printer formats events for humans or as JSON lines.
@@ -218,6 +222,13 @@ func formatEvent(ev cli.Event) string {
 	switch ev.Kind {
 	case "message":
 		fmt.Fprintf(&b, "[%s] %s: %s", at, who(ev), ev.Text)
+		for _, att := range ev.Attachments {
+			if att.Error != "" {
+				fmt.Fprintf(&b, "\n  attachment %q (%d bytes) not saved: %s", att.FileName, att.Size, att.Error)
+			} else {
+				fmt.Fprintf(&b, "\n  attachment %q (%d bytes, %s) saved to %s", att.FileName, att.Size, att.ContentType, att.Path)
+			}
+		}
 	case "receipt":
 		fmt.Fprintf(&b, "[%s] %s: %s receipt for %s", at, who(ev), ev.Receipt.Type, joinInts(ev.Receipt.Timestamps))
 	case "typing":
@@ -385,3 +396,9 @@ func cmdSetPassphrase(ctx context.Context, e *env, args []string) error {
 	}
 	return withAccount(ctx, e, func(a *cli.Account) error { return a.SetPassphrase(pass) })
 }
+
+// multiFlag collects a repeatable flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }

@@ -98,6 +98,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		Dir: dir, Number: account, Server: server, Trust: mode,
 		Passphrase: passphraseSource(passFile, "PARLEY_PASSPHRASE"),
 		Log:        slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
+		Progress:   progressFor(stderr),
 	}}
 	name, rest := g.Arg(0), g.Args()[1:]
 	cmd, ok := commands[name]
