@@ -26,12 +26,19 @@ var listening = regexp.MustCompile(`"msg":"parleyd listening","addr":"([^"]+)"`)
 // test numbers with code, and waits until it listens. Its log goes to logw.
 // dir holds the test-numbers file.
 func Spawn(binary, dir string, n int, code string, logw io.Writer, args ...string) (*Server, error) {
+	return SpawnEnv(binary, dir, nil, n, code, logw, args...)
+}
+
+// SpawnEnv is Spawn with extra environment variables (KEY=VALUE) for the
+// process, such as AWS credentials for an S3 attachment backend.
+func SpawnEnv(binary, dir string, env []string, n int, code string, logw io.Writer, args ...string) (*Server, error) {
 	numbers := filepath.Join(dir, "test-numbers")
 	if err := os.WriteFile(numbers, []byte(TestNumbers(n, code)), 0o600); err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(binary, append([]string{"serve", "--listen", "127.0.0.1:0", "--metrics-listen", "",
 		"--log-level", "info", "--test-numbers-file", numbers}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err
