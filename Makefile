@@ -46,6 +46,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzUnmarshal -fuzztime=$(FUZZTIME) ./cli/content
 	$(GO) test -run='^$$' -fuzz=FuzzEnvelope -fuzztime=$(FUZZTIME) ./cli
 	$(GO) test -run='^$$' -fuzz=FuzzDecrypt -fuzztime=$(FUZZTIME) ./cli/attachment
+	$(GO) test -run='^$$' -fuzz=FuzzObjectURL -fuzztime=$(FUZZTIME) ./attachments
 
 clean:
 	rm -rf $(BIN)

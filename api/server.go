@@ -40,8 +40,8 @@ type Server struct {
 	Directory *directory.Service
 	// Attachments, if set, serves per-chat attachment buckets.
 	Attachments *attachments.Service
-	DB        Pinger
-	Log       *slog.Logger
+	DB          Pinger
+	Log         *slog.Logger
 	// ClientIPHeader, if set, names a header (X-Forwarded-For, X-Real-IP)
 	// set by a trusted reverse proxy, whose last address is the client's.
 	ClientIPHeader string

@@ -116,7 +116,7 @@ func TestAttachments(t *testing.T) {
 	want := attachment.EncryptedSize(300_000)
 	if progress.total["↑ photo.jpg"] != want || progress.moved["↑ photo.jpg"] != want ||
 		progress.total["↓ photo.jpg"] != want || progress.moved["↓ photo.jpg"] != want || progress.closed != 4 {
-		t.Errorf("progress: %+v", progress)
+		t.Errorf("progress: totals %v, moved %v, %d closed", progress.total, progress.moved, progress.closed)
 	}
 
 	// A second file of the same name does not overwrite the first.

@@ -63,31 +63,6 @@ func (c *Client) DownloadURL(ctx context.Context, bucket string, memberSecret []
 	return out, err
 }
 
-// RotateMemberSecret replaces a bucket's member secret (admin).
-func (c *Client) RotateMemberSecret(ctx context.Context, bucket string, adminSecret, newMemberSecret []byte) error {
-	_, err := c.do(ctx, "PUT", "/v1/attachments/buckets/"+url.PathEscape(bucket)+"/member-secret", nil,
-		map[string]any{"admin_secret": adminSecret, "member_secret_hash": secretHash(newMemberSecret)}, nil)
-	return err
-}
-
-// SetBucketRetention sets how long a bucket keeps objects (admin) and
-// returns the retention in force.
-func (c *Client) SetBucketRetention(ctx context.Context, bucket string, adminSecret []byte, seconds int64) (int64, error) {
-	var out struct {
-		RetentionSeconds int64 `json:"retention_seconds"`
-	}
-	_, err := c.do(ctx, "PUT", "/v1/attachments/buckets/"+url.PathEscape(bucket)+"/retention", nil,
-		map[string]any{"admin_secret": adminSecret, "retention_seconds": seconds}, &out)
-	return out.RetentionSeconds, err
-}
-
-// DeleteBucket deletes a bucket and its objects (admin).
-func (c *Client) DeleteBucket(ctx context.Context, bucket string, adminSecret []byte) error {
-	_, err := c.do(ctx, "POST", "/v1/attachments/buckets/"+url.PathEscape(bucket)+"/delete", nil,
-		map[string]any{"admin_secret": adminSecret}, nil)
-	return err
-}
-
 // objectRequest builds p against the relay's base URL (disk-backend URLs
 // are relative), without device credentials: the URL is the credential.
 func (c *Client) objectRequest(ctx context.Context, p Presigned, body io.Reader) (*http.Request, error) {

@@ -48,10 +48,10 @@ type config struct {
 	Pprof             bool
 	SweepInterval     time.Duration
 
-	Attachments      string // disk or s3
-	AttachmentDir    string
-	S3               attachments.S3Config
-	Attach           attachments.Config
+	Attachments   string // disk or s3
+	AttachmentDir string
+	S3            attachments.S3Config
+	Attach        attachments.Config
 }
 
 // envName maps a flag to its environment variable: --data-dir → PARLEY_DATA_DIR.

@@ -1,7 +1,9 @@
 package clientdb
 
 import (
+	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -49,5 +51,54 @@ func TestSeenEnvelopes(t *testing.T) {
 	}
 	if fresh, _ := mark("h2", "e3", 400); fresh {
 		t.Error("a hash newer than the cut-off was forgotten")
+	}
+}
+
+// TestAdoptBucket: the first bucket is kept, a later one only if its id is
+// smaller (so two sides that created buckets at once converge), secrets are
+// sealed at rest.
+func TestAdoptBucket(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	key, err := vault.Create(filepath.Join(dir, "key"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := Open(ctx, filepath.Join(dir, "state.db"), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	secret := func(b byte) []byte { return bytes.Repeat([]byte{b}, 32) }
+	adopt := func(id string, s byte) (bool, Bucket) {
+		var ok bool
+		var cur Bucket
+		if err := db.Update(ctx, func(tx *Tx) (err error) {
+			if ok, err = tx.AdoptBucket(ctx, "peer", Bucket{ID: id, MemberSecret: secret(s), AdminSecret: secret(s + 1)}); err != nil {
+				return err
+			}
+			cur, err = tx.Bucket(ctx, "peer")
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return ok, cur
+	}
+	if ok, cur := adopt("M", 1); !ok || cur.ID != "M" || !bytes.Equal(cur.MemberSecret, secret(1)) || !bytes.Equal(cur.AdminSecret, secret(2)) {
+		t.Fatalf("first bucket: %v %+v", ok, cur)
+	}
+	if ok, cur := adopt("Z", 5); ok || cur.ID != "M" {
+		t.Fatalf("a larger id replaced the bucket: %v %+v", ok, cur)
+	}
+	if ok, cur := adopt("M", 1); !ok || cur.ID != "M" {
+		t.Fatalf("the same bucket again: %v %+v", ok, cur)
+	}
+	if ok, cur := adopt("A", 7); !ok || cur.ID != "A" || !bytes.Equal(cur.MemberSecret, secret(7)) {
+		t.Fatalf("a smaller id did not win: %v %+v", ok, cur)
+	}
+	db.Close()
+	raw, _ := os.ReadFile(filepath.Join(dir, "state.db"))
+	if bytes.Contains(raw, secret(7)) || bytes.Contains(raw, secret(8)) {
+		t.Fatal("bucket secrets stored in the clear")
 	}
 }
