@@ -86,6 +86,21 @@ func DefaultConfig() Config {
 	}
 }
 
+// Validate reports every inconsistent limit at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.MaxObjectBytes < 1 || c.QuotaBytes < c.MaxObjectBytes {
+		errs = append(errs, errors.New("attachments: need 0 < max object size <= bucket quota"))
+	}
+	if c.MaxRetention < MinRetention || c.DefaultRetention < MinRetention || c.DefaultRetention > c.MaxRetention {
+		errs = append(errs, fmt.Errorf("attachments: need %v <= default retention <= max retention", MinRetention))
+	}
+	if c.URLTTL < time.Second || c.URLTTL > 7*24*time.Hour {
+		errs = append(errs, errors.New("attachments: URL lifetime must be between 1s and 7 days"))
+	}
+	return errors.Join(errs...)
+}
+
 // Bucket is one chat's bucket as stored. The hashes are keyed (see
 // Service.keyed), never the client's values.
 type Bucket struct {
@@ -207,12 +222,9 @@ func New(cfg Config, o Options) (*Service, error) {
 		return nil, errors.New("attachments: store and backend are required")
 	case len(o.HashKey) < 32:
 		return nil, errors.New("attachments: hash key must be at least 32 bytes")
-	case cfg.MaxObjectBytes < 1 || cfg.QuotaBytes < cfg.MaxObjectBytes:
-		return nil, errors.New("attachments: need 0 < max object size <= bucket quota")
-	case cfg.MaxRetention < MinRetention || cfg.DefaultRetention < MinRetention || cfg.DefaultRetention > cfg.MaxRetention:
-		return nil, fmt.Errorf("attachments: need %v <= default retention <= max retention", MinRetention)
-	case cfg.URLTTL < time.Second || cfg.URLTTL > 7*24*time.Hour:
-		return nil, errors.New("attachments: URL lifetime must be between 1s and 7 days")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)

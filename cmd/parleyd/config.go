@@ -238,8 +238,16 @@ func (c *config) validate() []error {
 		if c.S3.Bucket == "" {
 			errs = append(errs, errors.New("--attachments s3 needs --s3-bucket"))
 		}
+		switch c.S3.SSE {
+		case "AES256", "aws:kms", "none":
+		default:
+			errs = append(errs, fmt.Errorf("--s3-sse %q: want AES256, aws:kms or none", c.S3.SSE))
+		}
 	default:
 		errs = append(errs, fmt.Errorf("--attachments %q: want disk or s3", c.Attachments))
+	}
+	if err := c.Attach.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.SweepInterval < time.Second {
 		errs = append(errs, errors.New("--sweep-interval must be at least 1s"))
