@@ -10,18 +10,26 @@ import (
 	"github.com/parleyhq/parley/cli/vault"
 )
 
-func TestSeenEnvelopes(t *testing.T) {
-	ctx := context.Background()
+// openTestDB opens a fresh database sealed with a new key file; it returns
+// the database and its directory.
+func openTestDB(t *testing.T) (*DB, string) {
+	t.Helper()
 	dir := t.TempDir()
 	key, err := vault.Create(filepath.Join(dir, "key"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := Open(ctx, filepath.Join(dir, "state.db"), key)
+	db, err := Open(context.Background(), filepath.Join(dir, "state.db"), key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	t.Cleanup(func() { db.Close() })
+	return db, dir
+}
+
+func TestSeenEnvelopes(t *testing.T) {
+	ctx := context.Background()
+	db, _ := openTestDB(t)
 	mark := func(hash, id string, ms int64) (bool, string) {
 		var fresh bool
 		var first string
@@ -59,16 +67,7 @@ func TestSeenEnvelopes(t *testing.T) {
 // sealed at rest.
 func TestAdoptBucket(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	key, err := vault.Create(filepath.Join(dir, "key"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := Open(ctx, filepath.Join(dir, "state.db"), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db, dir := openTestDB(t)
 	secret := func(b byte) []byte { return bytes.Repeat([]byte{b}, 32) }
 	adopt := func(id string, s byte) (bool, Bucket) {
 		var ok bool
