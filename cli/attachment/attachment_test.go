@@ -156,3 +156,23 @@ func FuzzDecrypt(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkEncrypt(b *testing.B) {
+	plain := make([]byte, 20<<20)
+	b.SetBytes(int64(len(plain)))
+	for b.Loop() {
+		e, _ := Encrypt(bytes.NewReader(plain), int64(len(plain)))
+		io.Copy(io.Discard, e)
+	}
+}
+
+func BenchmarkDecrypt(b *testing.B) {
+	plain := make([]byte, 20<<20)
+	blob, key, digest := encrypt(b, plain)
+	b.SetBytes(int64(len(plain)))
+	for b.Loop() {
+		if err := Decrypt(io.Discard, bytes.NewReader(blob), int64(len(plain)), key, digest); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
