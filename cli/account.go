@@ -213,6 +213,7 @@ func open(ctx context.Context, o Options, create bool) (*Account, error) {
 	if err := a.load(ctx, o.Server); err != nil {
 		return nil, errors.Join(err, db.Close())
 	}
+	a.expire(ctx) // whatever the command, disappeared messages go first
 	return a, nil
 }
 
@@ -475,15 +476,24 @@ func (a *Account) History(ctx context.Context, number string, limit int) ([]Hist
 		if err != nil {
 			continue // written by this client, so only a newer format lands here
 		}
-		out = append(out, HistoryEntry{Outgoing: m.Outgoing, Timestamp: m.SentMS, Text: c.Text, Status: m.Status})
+		e := HistoryEntry{Kind: c.Kind(), Outgoing: m.Outgoing, Timestamp: m.SentMS, Text: c.Text, Status: m.Status, ExpireTimer: c.ExpireTimer}
+		for _, att := range c.Attachments {
+			e.Files = append(e.Files, att.FileName)
+		}
+		out = append(out, e)
 	}
 	return out, nil
 }
 
 // HistoryEntry is one message of a conversation.
 type HistoryEntry struct {
+	Kind      string // "message" or "timer"
 	Outgoing  bool
 	Timestamp int64
 	Text      string
-	Status    int // clientdb.StatusSent, StatusDelivered, StatusRead
+	Files     []string // attachment names
+	Status    int      // clientdb.StatusSent, StatusDelivered, StatusRead
+	// ExpireTimer is the timer the entry carried (a "timer" entry: the
+	// new timer).
+	ExpireTimer int64
 }

@@ -84,7 +84,11 @@ func (a *Account) conversationBucket(ctx context.Context, conversation string) (
 	b.MemberSecret, b.AdminSecret = make([]byte, 32), make([]byte, 32)
 	rand.Read(b.MemberSecret)
 	rand.Read(b.AdminSecret)
-	info, err := a.relay.CreateBucket(ctx, b.MemberSecret, b.AdminSecret)
+	timer, err := a.timer(ctx, conversation)
+	if err != nil {
+		return b, err
+	}
+	info, err := a.relay.CreateBucket(ctx, b.MemberSecret, b.AdminSecret, timer)
 	if err != nil {
 		return b, fmt.Errorf("create the conversation's attachment bucket: %w", err)
 	}
@@ -163,6 +167,7 @@ func adoptGrant(ctx context.Context, tx *clientdb.Tx, conversation string, g *co
 // fetchAttachments downloads, verifies and saves every attachment of ev
 // into dir, recording the path (or the failure) in ev.Attachments.
 func (a *Account) fetchAttachments(ctx context.Context, ev *Event, dir string) {
+	var saved []string
 	for i, ptr := range ev.pending {
 		path, err := a.fetch(ctx, ev.SenderAccount, ev.grant, ptr, dir)
 		if err != nil {
@@ -171,8 +176,15 @@ func (a *Account) fetchAttachments(ctx context.Context, ev *Event, dir string) {
 			continue
 		}
 		ev.Attachments[i].Path = path
+		saved = append(saved, path)
 	}
 	ev.pending, ev.grant = nil, nil
+	if len(saved) > 0 && ev.msgID != 0 {
+		// Recorded with the message, so the files go when it disappears.
+		if err := a.db.Update(ctx, func(tx *clientdb.Tx) error { return tx.SetMessageFiles(ctx, ev.msgID, saved) }); err != nil {
+			a.log.WarnContext(ctx, "cannot record saved attachments", "err", err)
+		}
+	}
 }
 
 // fetch downloads one attachment to a temporary file next to its final

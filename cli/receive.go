@@ -38,10 +38,14 @@ type Event struct {
 	IdentityTrusted bool `json:"identity_trusted,omitzero"`
 	// Attachments are the message's files, saved or not.
 	Attachments []SavedAttachment `json:"attachments,omitzero"`
-	Error       string            `json:"error,omitzero"`
+	// ExpireTimer is the conversation's disappearing-message timer in
+	// seconds that a message or "timer" event carries (0: off).
+	ExpireTimer int64  `json:"expire_timer,omitzero"`
+	Error       string `json:"error,omitzero"`
 
 	pending []content.Attachment // still to download
 	grant   *content.BucketGrant
+	msgID   int64 // history row, for the files saved with it
 }
 
 // ReceiveOptions control Receive.
@@ -94,6 +98,9 @@ func (a *Account) Receive(ctx context.Context, o ReceiveOptions) error {
 		}
 	}()
 	var idle <-chan time.Time
+	// Disappearing messages are deleted while a long receive runs, too.
+	expiry := time.NewTicker(time.Second)
+	defer expiry.Stop()
 	drained := false
 	resetIdle := func() {
 		if drained && o.Timeout >= 0 {
@@ -106,6 +113,8 @@ func (a *Account) Receive(ctx context.Context, o ReceiveOptions) error {
 			return nil
 		case <-idle:
 			return nil
+		case <-expiry.C:
+			a.expire(ctx)
 		case err := <-readErr:
 			var ce *websocket.CloseError
 			if errors.As(err, &ce) {
@@ -287,8 +296,19 @@ func (a *Account) apply(ctx context.Context, tx *clientdb.Tx, ev *Event, env *re
 		_, err = tx.RaiseStatus(ctx, ev.SenderAccount, c.Receipt.Timestamps, status)
 	case c.Typing != nil:
 		ev.Typing = c.Typing
+	case c.TimerUpdate:
+		ev.ExpireTimer = c.ExpireTimer
+		if _, err = tx.SetTimer(ctx, ev.SenderAccount, c.ExpireTimer); err == nil {
+			_, err = tx.AddMessage(ctx, clientdb.Message{Conversation: ev.SenderAccount, SenderDevice: env.SourceDevice,
+				SentMS: c.Timestamp, ReceivedMS: a.now().UnixMilli(), Status: clientdb.StatusSent, Body: plaintext})
+		}
 	default:
-		ev.Text = c.Text
+		// Every message carries the sender's timer, so a change that
+		// arrives with a message (or a lost timer update) still applies.
+		ev.Text, ev.ExpireTimer = c.Text, c.ExpireTimer
+		if _, err = tx.SetTimer(ctx, ev.SenderAccount, c.ExpireTimer); err != nil {
+			break
+		}
 		for _, att := range c.Attachments {
 			ev.Attachments = append(ev.Attachments, SavedAttachment{FileName: att.FileName, ContentType: att.ContentType, Size: att.Size})
 		}
@@ -296,8 +316,13 @@ func (a *Account) apply(ctx context.Context, tx *clientdb.Tx, ev *Event, env *re
 		if err = adoptGrant(ctx, tx, ev.SenderAccount, c.Bucket); err != nil {
 			break
 		}
-		_, err = tx.AddMessage(ctx, clientdb.Message{Conversation: ev.SenderAccount, SenderDevice: env.SourceDevice,
-			SentMS: c.Timestamp, ReceivedMS: a.now().UnixMilli(), Status: clientdb.StatusSent, Body: plaintext})
+		now := a.now().UnixMilli()
+		m := clientdb.Message{Conversation: ev.SenderAccount, SenderDevice: env.SourceDevice,
+			SentMS: c.Timestamp, ReceivedMS: now, Status: clientdb.StatusSent, Body: plaintext}
+		if c.ExpireTimer > 0 {
+			m.ExpiresMS = now + c.ExpireTimer*1000 // the receiver's clock starts on receipt
+		}
+		ev.msgID, err = tx.AddMessage(ctx, m)
 	}
 	if err != nil {
 		return local(err)

@@ -67,14 +67,20 @@ func (a *Account) Send(ctx context.Context, text string, files []string, recipie
 	return c.Timestamp, results, nil
 }
 
-// sendTo sends one message to one recipient (body is c encoded, unless
-// files must first be uploaded to the conversation's bucket) and records it.
+// sendTo sends one message to one recipient and records it. body is c
+// encoded; it is encoded again when the conversation has a timer or files
+// must first be uploaded to its bucket.
 func (a *Account) sendTo(ctx context.Context, number string, c content.Content, body []byte, files []outgoingFile) (string, error) {
 	r, err := a.resolve(ctx, number)
 	if err != nil {
 		return "", err
 	}
-	if len(files) > 0 {
+	timer, err := a.timer(ctx, r.Account)
+	if err != nil {
+		return r.Account, err
+	}
+	if timer > 0 || len(files) > 0 {
+		c.ExpireTimer = timer
 		withFiles, err := a.withAttachments(ctx, r.Account, c, files)
 		if err != nil {
 			return r.Account, err
@@ -83,12 +89,24 @@ func (a *Account) sendTo(ctx context.Context, number string, c content.Content, 
 			return r.Account, err
 		}
 	}
-	if err := a.sendPlaintext(ctx, r, c.Timestamp, body, true, false); err != nil {
-		return r.Account, err
+	return r.Account, a.deliver(ctx, r, c.Timestamp, body, timer, true)
+}
+
+// deliver sends an encoded message to r that the relay keeps at most timer
+// seconds (0: its retention) and records it in the history, disappearing
+// after timer seconds if disappears.
+func (a *Account) deliver(ctx context.Context, r clientdb.Recipient, timestamp int64, body []byte, timer int64, disappears bool) error {
+	if err := a.sendPlaintext(ctx, r, body, sendOpts{Timestamp: timestamp, Urgent: true, ExpiresIn: timer}); err != nil {
+		return err
 	}
-	return r.Account, a.db.Update(ctx, func(tx *clientdb.Tx) error {
-		_, err := tx.AddMessage(ctx, clientdb.Message{Conversation: r.Account, Outgoing: true, SenderDevice: a.DeviceID,
-			SentMS: c.Timestamp, ReceivedMS: a.now().UnixMilli(), Status: clientdb.StatusSent, Body: body})
+	now := a.now().UnixMilli()
+	m := clientdb.Message{Conversation: r.Account, Outgoing: true, SenderDevice: a.DeviceID,
+		SentMS: timestamp, ReceivedMS: now, Status: clientdb.StatusSent, Body: body}
+	if timer > 0 && disappears {
+		m.ExpiresMS = now + timer*1000 // the sender's clock starts when sent
+	}
+	return a.db.Update(ctx, func(tx *clientdb.Tx) error {
+		_, err := tx.AddMessage(ctx, m)
 		return err
 	})
 }
@@ -169,25 +187,34 @@ func (a *Account) sendContent(ctx context.Context, r clientdb.Recipient, c *cont
 	if err != nil {
 		return err
 	}
-	return a.sendPlaintext(ctx, r, c.Timestamp, plaintext, c.Text != "", online)
+	return a.sendPlaintext(ctx, r, plaintext, sendOpts{Timestamp: c.Timestamp, Urgent: c.Text != "", Online: online})
+}
+
+// sendOpts are the envelope settings of one send.
+type sendOpts struct {
+	Timestamp int64
+	Urgent    bool
+	Online    bool  // deliver only to connected devices, never store
+	ExpiresIn int64 // seconds until the relay purges it undelivered (0: its retention)
 }
 
 // sendPlaintext encrypts plaintext for every device of r and submits it,
 // repairing sessions when the relay reports missing, extra or stale devices.
-func (a *Account) sendPlaintext(ctx context.Context, r clientdb.Recipient, timestamp int64, plaintext []byte, urgent, online bool) error {
+func (a *Account) sendPlaintext(ctx context.Context, r clientdb.Recipient, plaintext []byte, o sendOpts) error {
 	if r.Account == a.ID {
 		return fmt.Errorf("%w: sending to yourself needs linked devices, which this version does not have", ErrUsage)
 	}
 	var lastErr error
 	for range maxSendAttempts {
-		msgs, err := a.encrypt(ctx, r, plaintext, !online)
+		msgs, err := a.encrypt(ctx, r, plaintext, !o.Online)
 		if err != nil {
 			return err
 		}
 		if len(msgs) == 0 {
 			return nil // online-only and no session yet: nothing worth a key fetch
 		}
-		err = a.submit(ctx, r.Account, relayclient.Send{Timestamp: timestamp, Online: online, Urgent: urgent, Messages: msgs})
+		err = a.submit(ctx, r.Account, relayclient.Send{Timestamp: o.Timestamp, Online: o.Online, Urgent: o.Urgent,
+			ExpiresIn: o.ExpiresIn, Messages: msgs})
 		if err == nil {
 			return nil
 		}

@@ -48,7 +48,16 @@ type Content struct {
 	// Bucket shares the conversation's attachment bucket; sent with every
 	// message that has attachments, so a receiver can always open them.
 	Bucket *BucketGrant `json:"bucket,omitzero"`
+	// ExpireTimer is the conversation's disappearing-message timer in
+	// seconds as the sender knows it (0: off); every message carries it so
+	// both sides agree.
+	ExpireTimer int64 `json:"expire_timer,omitzero"`
+	// TimerUpdate marks a message that only announces a new ExpireTimer.
+	TimerUpdate bool `json:"timer_update,omitzero"`
 }
+
+// MaxExpireTimer is the longest disappearing-message timer (one year).
+const MaxExpireTimer = 365 * 24 * 3600
 
 // MaxAttachments bounds the files one message carries.
 const MaxAttachments = 32
@@ -91,6 +100,8 @@ func (c *Content) Kind() string {
 		return "receipt"
 	case c.Typing != nil:
 		return "typing"
+	case c.TimerUpdate:
+		return "timer"
 	default:
 		return "message"
 	}
@@ -110,6 +121,8 @@ func (c *Content) Validate() error {
 		return fmt.Errorf("%w: unknown receipt type", ErrMalformed)
 	case c.Receipt != nil && (len(c.Receipt.Timestamps) == 0 || len(c.Receipt.Timestamps) > 1000):
 		return fmt.Errorf("%w: a receipt names 1 to 1000 messages", ErrMalformed)
+	case c.ExpireTimer < 0 || c.ExpireTimer > MaxExpireTimer:
+		return fmt.Errorf("%w: timer out of range", ErrMalformed)
 	case len(c.Attachments) > MaxAttachments:
 		return fmt.Errorf("%w: more than %d attachments", ErrMalformed, MaxAttachments)
 	case c.Bucket != nil && (!validID(c.Bucket.ID) || len(c.Bucket.MemberSecret) != 32 ||

@@ -35,12 +35,25 @@ func secretHash(secret []byte) []byte {
 }
 
 // CreateBucket creates a chat bucket opened by the two secrets (only their
-// hashes are sent).
-func (c *Client) CreateBucket(ctx context.Context, memberSecret, adminSecret []byte) (BucketInfo, error) {
+// hashes are sent) that keeps objects retentionSeconds (0: the relay's
+// default).
+func (c *Client) CreateBucket(ctx context.Context, memberSecret, adminSecret []byte, retentionSeconds int64) (BucketInfo, error) {
 	var out BucketInfo
 	_, err := c.do(ctx, "POST", "/v1/attachments/buckets", nil, map[string]any{
-		"member_secret_hash": secretHash(memberSecret), "admin_secret_hash": secretHash(adminSecret)}, &out)
+		"member_secret_hash": secretHash(memberSecret), "admin_secret_hash": secretHash(adminSecret),
+		"retention_seconds": retentionSeconds}, &out)
 	return out, err
+}
+
+// SetBucketRetention sets how long a bucket keeps objects (admin; 0: the
+// relay's default) and returns the retention in force.
+func (c *Client) SetBucketRetention(ctx context.Context, bucket string, adminSecret []byte, seconds int64) (int64, error) {
+	var out struct {
+		RetentionSeconds int64 `json:"retention_seconds"`
+	}
+	_, err := c.do(ctx, "PUT", "/v1/attachments/buckets/"+url.PathEscape(bucket)+"/retention", nil,
+		map[string]any{"admin_secret": adminSecret, "retention_seconds": seconds}, &out)
+	return out.RetentionSeconds, err
 }
 
 // UploadURL reserves an object of exactly size bytes and returns its key

@@ -290,6 +290,18 @@ func (s *Server) call(ctx context.Context, method string, p json.RawMessage) (an
 			return nil, e
 		}
 		return nil, appErrorOrNil(a.SendTyping(ctx, in.Recipient, !in.Stop))
+	case "updateContact":
+		var in struct {
+			Recipient  string `json:"recipient"`
+			Expiration *int64 `json:"expiration"`
+		}
+		if e := params(p, &in); e != nil {
+			return nil, e
+		}
+		if in.Expiration == nil {
+			return nil, &Error{Code: CodeInvalidParams, Message: "invalid params: expiration (seconds, 0: off) is required"}
+		}
+		return nil, appErrorOrNil(a.SetTimer(ctx, in.Recipient, *in.Expiration))
 	case "listIdentities":
 		var in struct {
 			Number string `json:"number"`

@@ -87,7 +87,15 @@ func cmdChat(ctx context.Context, e *env, args []string) error {
 		if h.Outgoing {
 			from = "me"
 		}
-		say("[%s] %s: %s", time.UnixMilli(h.Timestamp).Format(time.DateTime), from, h.Text)
+		at := time.UnixMilli(h.Timestamp).Format(time.DateTime)
+		switch {
+		case h.Kind == "timer":
+			say("[%s] %s %s", at, from, timerText(h.ExpireTimer))
+		case len(h.Files) > 0:
+			say("[%s] %s: %s [files: %s]", at, from, h.Text, strings.Join(h.Files, ", "))
+		default:
+			say("[%s] %s: %s", at, from, h.Text)
+		}
 	}
 	say("-- chat with %s; type a message and press Enter, /quit to leave --", peer)
 

@@ -27,6 +27,7 @@ func init() {
 		"receive":        cmdReceive,
 		"chat":           cmdChat,
 		"sendTyping":     cmdSendTyping,
+		"updateContact":  cmdUpdateContact,
 		"listIdentities": cmdListIdentities,
 		"trust":          cmdTrust,
 		"setPin":         cmdSetPin,
@@ -231,6 +232,8 @@ func formatEvent(ev cli.Event) string {
 		}
 	case "receipt":
 		fmt.Fprintf(&b, "[%s] %s: %s receipt for %s", at, who(ev), ev.Receipt.Type, joinInts(ev.Receipt.Timestamps))
+	case "timer":
+		fmt.Fprintf(&b, "[%s] %s %s", at, who(ev), timerText(ev.ExpireTimer))
 	case "typing":
 		if ev.Typing.Started {
 			fmt.Fprintf(&b, "%s is typing…", who(ev))
@@ -241,6 +244,34 @@ func formatEvent(ev cli.Event) string {
 		fmt.Fprintf(&b, "[%s] undecryptable envelope %s from %s.%d (acknowledged): %s", at, ev.EnvelopeID, who(ev), ev.SenderDevice, ev.Error)
 	}
 	return b.String()
+}
+
+// timerText says what a disappearing-message timer change means.
+func timerText(seconds int64) string {
+	if seconds == 0 {
+		return "turned disappearing messages off"
+	}
+	return "set disappearing messages to " + (time.Duration(seconds) * time.Second).String()
+}
+
+func cmdUpdateContact(ctx context.Context, e *env, args []string) error {
+	fs := flag.NewFlagSet("updateContact", flag.ContinueOnError)
+	expire := fs.Int64("e", -1, "disappearing-message timer in `SECONDS` (0: off)")
+	fs.Int64Var(expire, "expiration", -1, "")
+	pos, err := parse(fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	if *expire < 0 {
+		return fmt.Errorf("%w: updateContact needs -e SECONDS (0 turns disappearing messages off)", cli.ErrUsage)
+	}
+	return withAccount(ctx, e, func(a *cli.Account) error {
+		if err := a.SetTimer(ctx, pos[0], *expire); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "You %s for %s\n", timerText(*expire), pos[0])
+		return nil
+	})
 }
 
 func joinInts(v []int64) string {

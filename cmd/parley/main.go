@@ -34,10 +34,11 @@ Global options:
 Commands:
   register [--pin PIN]                  request a verification code by SMS
   verify CODE [--pin PIN]               finish registering with the code
-  send [-m TEXT | --message-from-stdin] RECIPIENT…
-  receive [--timeout SECONDS] [--json] [--send-read-receipts]
-  chat RECIPIENT                        interactive conversation
+  send [-m TEXT | --message-from-stdin] [-a FILE]… RECIPIENT…
+  receive [--timeout SECONDS] [--json] [--send-read-receipts] [--output DIR]
+  chat RECIPIENT                        interactive conversation (/attach PATH sends a file)
   sendTyping RECIPIENT [--stop]
+  updateContact RECIPIENT -e SECONDS    disappearing-message timer (0: off)
   listIdentities [-n NUMBER] [--json]
   trust RECIPIENT (--verified-safety-number N | --trust-all-known-keys)
   setPin PIN | removePin

@@ -14,6 +14,7 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -403,15 +404,17 @@ type Message struct {
 	ReceivedMS   int64
 	Status       int
 	Body         []byte // the encoded content, opaque here
+	// ExpiresMS is when the message disappears (Unix ms; 0: never).
+	ExpiresMS int64
 }
 
 // AddMessage appends m to the history and returns its id.
 func (tx *Tx) AddMessage(ctx context.Context, m Message) (int64, error) {
 	// The row id is not known before the insert, so the seal is bound to
 	// the conversation and the sender's timestamp, which identify it.
-	res, err := tx.tx.ExecContext(ctx, `INSERT INTO messages (conversation, outgoing, sender_device, sent_ms, received_ms, status, body)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`, m.Conversation, m.Outgoing, m.SenderDevice, m.SentMS, m.ReceivedMS, m.Status,
-		tx.sealed(m.Body, "messages", m.Conversation, strconv.FormatInt(m.SentMS, 10)))
+	res, err := tx.tx.ExecContext(ctx, `INSERT INTO messages (conversation, outgoing, sender_device, sent_ms, received_ms, status, body, expires_ms)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, m.Conversation, m.Outgoing, m.SenderDevice, m.SentMS, m.ReceivedMS, m.Status,
+		tx.sealed(m.Body, "messages", m.Conversation, strconv.FormatInt(m.SentMS, 10)), m.ExpiresMS)
 	if err != nil {
 		return 0, err
 	}
@@ -420,7 +423,7 @@ func (tx *Tx) AddMessage(ctx context.Context, m Message) (int64, error) {
 
 // Messages returns a conversation's last limit messages, oldest first.
 func (tx *Tx) Messages(ctx context.Context, conversation string, limit int) ([]Message, error) {
-	rows, err := tx.tx.QueryContext(ctx, `SELECT id, conversation, outgoing, sender_device, sent_ms, received_ms, status, body
+	rows, err := tx.tx.QueryContext(ctx, `SELECT id, conversation, outgoing, sender_device, sent_ms, received_ms, status, body, expires_ms
 		FROM (SELECT * FROM messages WHERE conversation = ? ORDER BY sent_ms DESC, id DESC LIMIT ?) ORDER BY sent_ms, id`, conversation, limit)
 	if err != nil {
 		return nil, err
@@ -429,7 +432,7 @@ func (tx *Tx) Messages(ctx context.Context, conversation string, limit int) ([]M
 	var out []Message
 	for rows.Next() {
 		var m Message
-		if err := rows.Scan(&m.ID, &m.Conversation, &m.Outgoing, &m.SenderDevice, &m.SentMS, &m.ReceivedMS, &m.Status, &m.Body); err != nil {
+		if err := rows.Scan(&m.ID, &m.Conversation, &m.Outgoing, &m.SenderDevice, &m.SentMS, &m.ReceivedMS, &m.Status, &m.Body, &m.ExpiresMS); err != nil {
 			return nil, err
 		}
 		if m.Body, err = tx.open(m.Body, "messages", m.Conversation, strconv.FormatInt(m.SentMS, 10)); err != nil {
@@ -527,4 +530,85 @@ func (tx *Tx) AdoptBucket(ctx context.Context, conversation string, b Bucket) (b
 	}
 	cur, err := tx.Bucket(ctx, conversation)
 	return cur.ID == b.ID, err
+}
+
+// Timer returns a conversation's disappearing-message timer in seconds
+// (0: off).
+func (tx *Tx) Timer(ctx context.Context, conversation string) (int64, error) {
+	var s int64
+	err := tx.tx.QueryRowContext(ctx, `SELECT seconds FROM timers WHERE conversation = ?`, conversation).Scan(&s)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return s, err
+}
+
+// SetTimer sets a conversation's timer (0 turns it off) and reports
+// whether it changed.
+func (tx *Tx) SetTimer(ctx context.Context, conversation string, seconds int64) (bool, error) {
+	old, err := tx.Timer(ctx, conversation)
+	if err != nil || old == seconds {
+		return false, err
+	}
+	if seconds <= 0 {
+		_, err = tx.tx.ExecContext(ctx, `DELETE FROM timers WHERE conversation = ?`, conversation)
+	} else {
+		_, err = tx.tx.ExecContext(ctx, `INSERT INTO timers (conversation, seconds) VALUES (?, ?)
+			ON CONFLICT (conversation) DO UPDATE SET seconds = excluded.seconds`, conversation, seconds)
+	}
+	return err == nil, err
+}
+
+// SetMessageFiles records the files saved for a message, so they are
+// deleted when it disappears.
+func (tx *Tx) SetMessageFiles(ctx context.Context, id int64, files []string) error {
+	b, err := json.Marshal(files)
+	if err != nil {
+		return err
+	}
+	_, err = tx.tx.ExecContext(ctx, `UPDATE messages SET files = ? WHERE id = ?`, tx.sealed(b, "message files", strconv.FormatInt(id, 10)), id)
+	return err
+}
+
+// ExpireMessages deletes the messages that disappeared by nowMS and
+// returns how many, with the files saved for them (for the caller to
+// delete).
+func (tx *Tx) ExpireMessages(ctx context.Context, nowMS int64) (int, []string, error) {
+	rows, err := tx.tx.QueryContext(ctx, `SELECT id, files FROM messages WHERE expires_ms > 0 AND expires_ms <= ?`, nowMS)
+	if err != nil {
+		return 0, nil, err
+	}
+	var ids []int64
+	var files []string
+	for rows.Next() {
+		var id int64
+		var sealed []byte
+		if err := rows.Scan(&id, &sealed); err != nil {
+			rows.Close()
+			return 0, nil, err
+		}
+		ids = append(ids, id)
+		if sealed != nil {
+			b, err := tx.open(sealed, "message files", strconv.FormatInt(id, 10))
+			var paths []string
+			if err == nil {
+				err = json.Unmarshal(b, &paths)
+			}
+			if err != nil {
+				rows.Close()
+				return 0, nil, err
+			}
+			files = append(files, paths...)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, nil, err
+	}
+	for _, id := range ids {
+		if _, err := tx.tx.ExecContext(ctx, `DELETE FROM messages WHERE id = ?`, id); err != nil {
+			return 0, nil, err
+		}
+	}
+	return len(ids), files, nil
 }
