@@ -129,6 +129,13 @@ type Store interface {
 	// DeleteAccount deletes the account and everything it owns, or returns
 	// ErrNotFound.
 	DeleteAccount(ctx context.Context, account uuid.UUID) error
+	// CreateLinkCode stores the hash of a one-time link code for account.
+	CreateLinkCode(ctx context.Context, hash []byte, account uuid.UUID, expires time.Time) error
+	// LinkDevice, in one transaction, consumes the link code (ErrBadLinkCode
+	// unless it exists for account and has not expired at now) and adds the
+	// device under the next free id (ErrTooManyDevices if the account has
+	// maxDevices), returning the id.
+	LinkDevice(ctx context.Context, codeHash []byte, account uuid.UUID, d NewDevice, now time.Time, maxDevices int) (int, error)
 }
 
 // NumberVerifier is what registration needs from phone verification.

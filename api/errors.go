@@ -13,6 +13,7 @@ import (
 	"github.com/parleyhq/parley/keys"
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/prekeys"
+	"github.com/parleyhq/parley/provisioning"
 	"github.com/parleyhq/parley/ratelimit"
 	"github.com/parleyhq/parley/relay"
 	"github.com/parleyhq/parley/verify"
@@ -127,6 +128,10 @@ func classify(err error) *Error {
 		{relay.ErrNoAccount, 404, "account_not_found", false},
 		{relay.ErrIdempotencyKeyUsed, 422, "idempotency_key_reused", false},
 		{relay.ErrShuttingDown, 503, "shutting_down", false},
+		{accounts.ErrBadLinkCode, 403, "invalid_link_code", false},
+		{accounts.ErrTooManyDevices, 409, "too_many_devices", false},
+		{provisioning.ErrNoMailbox, 404, "provisioning_address_not_found", false},
+		{provisioning.ErrInvalid, 422, "invalid_provisioning_message", true},
 		{attachments.ErrNotFound, 404, "attachment_not_found", false},
 		{attachments.ErrForbidden, 403, "bucket_forbidden", false},
 		{attachments.ErrInvalid, 422, "invalid_attachment_request", true},

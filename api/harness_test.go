@@ -30,6 +30,7 @@ import (
 	"github.com/parleyhq/parley/directory"
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/prekeys"
+	"github.com/parleyhq/parley/provisioning"
 	"github.com/parleyhq/parley/ratelimit"
 	"github.com/parleyhq/parley/relay"
 	"github.com/parleyhq/parley/store"
@@ -109,7 +110,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	accts, err := accounts.New(db, v, key, key, log, nil)
+	accts, err := accounts.New(db, v, key, key, log, cfg.now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +131,8 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &api.Server{Accounts: accts, Verify: v, PreKeys: pre, Keys: db, DB: db, Relay: rel, Directory: dir, Attachments: att, Log: log}
+	s := &api.Server{Accounts: accts, Verify: v, PreKeys: pre, Keys: db, DB: db, Relay: rel, Directory: dir, Attachments: att,
+		Provisioning: provisioning.New(db, log), Log: log}
 
 	doc, err := openapi3.NewLoader().LoadFromData(api.OpenAPI)
 	if err != nil {

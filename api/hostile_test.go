@@ -33,6 +33,11 @@ func TestHostileInput(t *testing.T) {
 	raw33 := base64.StdEncoding.EncodeToString(append([]byte{5}, make([]byte, 32)...))
 	big := `{"number":"` + strings.Repeat("1", 600<<10) + `"}`
 	bkt := e.newBucket(alice)
+	linkMutate := func(f func(m map[string]any)) map[string]any {
+		m, _ := linkBody(t, dev, alice.Account, "not-a-real-code")
+		f(m)
+		return m
+	}
 	h32, h32b := hashOf([]byte("a")), hashOf([]byte("b"))
 
 	cases := []struct {
@@ -143,6 +148,17 @@ func TestHostileInput(t *testing.T) {
 		{"websocket: no auth", "GET", "/v1/websocket", nil, ``, 401, "unauthorized"},
 		{"unknown endpoint", "GET", "/v1/nope", nil, ``, 404, "not_found"},
 		{"wrong method", "PATCH", "/v1/keys", alice, ``, 405, "method_not_allowed"},
+		{"link: not JSON", "POST", "/v1/devices/link", nil, `account=1`, 400, "invalid_json"},
+		{"link: unknown member", "POST", "/v1/devices/link", nil, `{"account_id":"` + alice.Account + `","admin":true}`, 400, "invalid_json"},
+		{"link: account not a UUID", "POST", "/v1/devices/link", nil, mustJSON(linkMutate(func(m map[string]any) { m["account_id"] = "../../x" })), 400, "invalid_account_id"},
+		{"link: account upper case", "POST", "/v1/devices/link", nil, mustJSON(linkMutate(func(m map[string]any) { m["account_id"] = strings.ToUpper(alice.Account) })), 400, "invalid_account_id"},
+		{"link: huge code", "POST", "/v1/devices/link", nil, mustJSON(linkMutate(func(m map[string]any) { m["code"] = strings.Repeat("c", 10000) })), 403, "invalid_link_code"},
+		{"link: guessed code", "POST", "/v1/devices/link", nil, mustJSON(linkMutate(func(m map[string]any) { m["code"] = "AAAA" })), 403, "invalid_link_code"},
+		{"link: short credential", "POST", "/v1/devices/link", nil, mustJSON(linkMutate(func(m map[string]any) { m["credential"] = "x" })), 422, "invalid_credential"},
+		{"link: registration id 0", "POST", "/v1/devices/link", nil, mustJSON(linkMutate(func(m map[string]any) { m["registration_id"] = 0 })), 422, "invalid_registration_id"},
+		{"link: unknown account", "POST", "/v1/devices/link", nil, mustJSON(linkMutate(func(m map[string]any) { m["account_id"] = "00000000-0000-4000-8000-000000000000" })), 403, "invalid_link_code"},
+		{"provisioning: not JSON", "PUT", "/v1/provisioning/AAAAAAAAAAAAAAAAAAAAAA", alice, `body`, 400, "invalid_json"},
+		{"provisioning: plain GET", "GET", "/v1/provisioning", nil, ``, 426, "upgrade_required"},
 		{"bucket: hash too short", "POST", "/v1/attachments/buckets", alice, `{"member_secret_hash":"AAAA","admin_secret_hash":"` + h32 + `"}`, 422, "invalid_attachment_request"},
 		{"bucket: hash not base64", "POST", "/v1/attachments/buckets", alice, `{"member_secret_hash":"!!","admin_secret_hash":"` + h32 + `"}`, 400, "invalid_json"},
 		{"bucket: missing admin hash", "POST", "/v1/attachments/buckets", alice, `{"member_secret_hash":"` + h32 + `"}`, 422, "invalid_attachment_request"},
@@ -256,6 +272,7 @@ func FuzzRequests(f *testing.F) {
 		{"POST", "/v1/verification/sessions/code"}, {"PUT", "/v1/verification/sessions/code"},
 		{"POST", "/v1/accounts"}, {"PUT", "/v1/keys"}, {"PUT", "/v1/accounts/me/registration-lock"},
 		{"PUT", "/v1/messages/" + alice.Account}, {"POST", "/v1/directory"},
+		{"POST", "/v1/devices/link"}, {"PUT", "/v1/provisioning/AAAAAAAAAAAAAAAAAAAAAA"},
 		{"POST", "/v1/attachments/buckets"}, {"POST", "/v1/attachments/buckets/" + bkt.id + "/uploads"},
 		{"POST", "/v1/attachments/buckets/" + bkt.id + "/downloads"}, {"PUT", "/v1/attachments/buckets/" + bkt.id + "/member-secret"},
 		{"PUT", "/v1/attachments/buckets/" + bkt.id + "/retention"}, {"POST", "/v1/attachments/buckets/" + bkt.id + "/delete"},
@@ -266,7 +283,7 @@ func FuzzRequests(f *testing.F) {
 		ep := endpoints[int(which)%len(endpoints)]
 		var c *creds
 		if ep.path == "/v1/keys" || strings.HasPrefix(ep.path, "/v1/accounts/me") || strings.HasPrefix(ep.path, "/v1/messages/") || ep.path == "/v1/directory" ||
-			strings.HasPrefix(ep.path, "/v1/attachments/") {
+			strings.HasPrefix(ep.path, "/v1/attachments/") || strings.HasPrefix(ep.path, "/v1/provisioning/") {
 			c = alice
 		}
 		r := e.call(ep.method, ep.path, c, body, false)

@@ -21,6 +21,7 @@ import (
 	"github.com/parleyhq/parley/directory"
 	"github.com/parleyhq/parley/keys"
 	"github.com/parleyhq/parley/prekeys"
+	"github.com/parleyhq/parley/provisioning"
 	"github.com/parleyhq/parley/relay"
 	"github.com/parleyhq/parley/verify"
 )
@@ -40,8 +41,10 @@ type Server struct {
 	Directory *directory.Service
 	// Attachments, if set, serves per-chat attachment buckets.
 	Attachments *attachments.Service
-	DB          Pinger
-	Log         *slog.Logger
+	// Provisioning, if set, runs device linking's provisioning socket.
+	Provisioning *provisioning.Service
+	DB           Pinger
+	Log          *slog.Logger
 	// ClientIPHeader, if set, names a header (X-Forwarded-For, X-Real-IP)
 	// set by a trusted reverse proxy, whose last address is the client's.
 	ClientIPHeader string
@@ -92,6 +95,12 @@ func (s *Server) Handler() http.Handler {
 
 	authed("GET /v1/devices", s.listDevices)
 	authed("DELETE /v1/devices/{device}", s.removeDevice)
+	authed("POST /v1/devices/link-code", s.newLinkCode)
+	handle("POST /v1/devices/link", s.linkDevice)
+	if s.Provisioning != nil {
+		handle("GET /v1/provisioning", s.provisioningSocket)
+		authed("PUT /v1/provisioning/{address}", s.deliverProvisioning)
+	}
 
 	authed("POST /v1/directory", s.lookupNumber)
 

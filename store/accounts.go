@@ -12,6 +12,7 @@ import (
 	"github.com/parleyhq/parley/accounts"
 	"github.com/parleyhq/parley/keys"
 	"github.com/parleyhq/parley/phone"
+	"github.com/parleyhq/parley/provisioning"
 )
 
 const accountColumns = `id, number_hash, identity_key, reglock_hash, reglock_failures, reglock_failure_day, last_seen_day`
@@ -186,27 +187,104 @@ func (db *DB) execOne(ctx context.Context, notFound error, q string, args ...any
 }
 
 // AddDevice stores a new device of an account under the next free id and
-// returns that id. Device linking uses it.
+// returns that id. Tests use it to add devices directly.
 func (db *DB) AddDevice(ctx context.Context, account uuid.UUID, d accounts.NewDevice, day int) (int, error) {
 	var id int
-	err := db.tx(ctx, func(tx *sql.Tx) error {
-		err := tx.QueryRowContext(ctx, `SELECT coalesce(max(device_id), 0) + 1 FROM devices WHERE account_id = $1`, account.String()).Scan(&id)
-		if err != nil {
-			return fmt.Errorf("add device: %w", err)
-		}
-		if id == 1 {
-			return accounts.ErrNotFound
-		}
-		if id > 127 {
-			return fmt.Errorf("add device: account has device 127 already")
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO devices (account_id, device_id, registration_id, credential, created_day, last_seen_day)
-			VALUES ($1, $2, $3, $4, $5, $5)`, account.String(), id, d.RegistrationID, d.Credential, day); err != nil {
-			return fmt.Errorf("add device: %w", err)
-		}
-		return db.storeKeys(ctx, tx, account.String(), id, keys.Upload{
-			SignedPreKey: &d.SignedPreKey, LastResort: &d.LastResort, PreKeys: d.PreKeys, KEMPreKeys: d.KEMPreKeys,
-		})
+	err := db.tx(ctx, func(tx *sql.Tx) (err error) {
+		id, err = db.addDevice(ctx, tx, account, d, day, 127)
+		return err
 	})
 	return id, err
+}
+
+// addDevice inserts a device with the next free id, unless the account
+// has maxDevices already (accounts.ErrTooManyDevices).
+func (db *DB) addDevice(ctx context.Context, tx *sql.Tx, account uuid.UUID, d accounts.NewDevice, day, maxDevices int) (int, error) {
+	var id, count int
+	err := tx.QueryRowContext(ctx, `SELECT coalesce(max(device_id), 0) + 1, count(*) FROM devices WHERE account_id = $1`, account.String()).Scan(&id, &count)
+	if err != nil {
+		return 0, fmt.Errorf("add device: %w", err)
+	}
+	switch {
+	case id == 1:
+		return 0, accounts.ErrNotFound
+	case count >= maxDevices || id > 127:
+		return 0, accounts.ErrTooManyDevices
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO devices (account_id, device_id, registration_id, credential, created_day, last_seen_day)
+		VALUES ($1, $2, $3, $4, $5, $5)`, account.String(), id, d.RegistrationID, d.Credential, day); err != nil {
+		return 0, fmt.Errorf("add device: %w", err)
+	}
+	return id, db.storeKeys(ctx, tx, account.String(), id, keys.Upload{
+		SignedPreKey: &d.SignedPreKey, LastResort: &d.LastResort, PreKeys: d.PreKeys, KEMPreKeys: d.KEMPreKeys,
+	})
+}
+
+// CreateLinkCode implements accounts.Store.
+func (db *DB) CreateLinkCode(ctx context.Context, hash []byte, account uuid.UUID, expires time.Time) error {
+	_, err := db.w.ExecContext(ctx, `INSERT INTO link_codes (code_hash, account_id, expires_at) VALUES ($1, $2, $3)`,
+		hash, account.String(), ms(expires))
+	return err
+}
+
+// LinkDevice implements accounts.Store: the code is consumed and the
+// device added in one transaction.
+func (db *DB) LinkDevice(ctx context.Context, codeHash []byte, account uuid.UUID, d accounts.NewDevice, now time.Time, maxDevices int) (int, error) {
+	var id int
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		var owner string
+		err := tx.QueryRowContext(ctx, `DELETE FROM link_codes WHERE code_hash = $1 AND expires_at > $2 RETURNING account_id`,
+			codeHash, ms(now)).Scan(&owner)
+		if errors.Is(err, sql.ErrNoRows) || (err == nil && owner != account.String()) {
+			return accounts.ErrBadLinkCode
+		}
+		if err != nil {
+			return fmt.Errorf("link device: %w", err)
+		}
+		id, err = db.addDevice(ctx, tx, account, d, int(now.Unix()/86400), maxDevices)
+		return err
+	})
+	return id, err
+}
+
+// PurgeLinking deletes expired link codes and provisioning mailboxes.
+func (db *DB) PurgeLinking(ctx context.Context, now time.Time) (int, error) {
+	n := 0
+	for _, q := range []string{`DELETE FROM link_codes WHERE expires_at <= $1`, `DELETE FROM provisioning_mailboxes WHERE expires_at <= $1`} {
+		res, err := db.w.ExecContext(ctx, q, ms(now))
+		if err != nil {
+			return n, err
+		}
+		c, _ := res.RowsAffected()
+		n += int(c)
+	}
+	return n, nil
+}
+
+// OpenMailbox implements provisioning.Store.
+func (db *DB) OpenMailbox(ctx context.Context, hash []byte, expires time.Time) error {
+	_, err := db.w.ExecContext(ctx, `INSERT INTO provisioning_mailboxes (address_hash, expires_at) VALUES ($1, $2)`, hash, ms(expires))
+	return err
+}
+
+// DeliverToMailbox implements provisioning.Store.
+func (db *DB) DeliverToMailbox(ctx context.Context, hash, body []byte, now time.Time) error {
+	return db.execOne(ctx, provisioning.ErrNoMailbox, `UPDATE provisioning_mailboxes SET body = $2
+		WHERE address_hash = $1 AND body IS NULL AND expires_at > $3`, hash, body, ms(now))
+}
+
+// MailboxBody implements provisioning.Store.
+func (db *DB) MailboxBody(ctx context.Context, hash []byte) ([]byte, error) {
+	var body []byte
+	err := db.r.QueryRowContext(ctx, `SELECT body FROM provisioning_mailboxes WHERE address_hash = $1`, hash).Scan(&body)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, provisioning.ErrNoMailbox
+	}
+	return body, err
+}
+
+// CloseMailbox implements provisioning.Store.
+func (db *DB) CloseMailbox(ctx context.Context, hash []byte) error {
+	_, err := db.w.ExecContext(ctx, `DELETE FROM provisioning_mailboxes WHERE address_hash = $1`, hash)
+	return err
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/parleyhq/parley/directory"
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/prekeys"
+	"github.com/parleyhq/parley/provisioning"
 	"github.com/parleyhq/parley/ratelimit"
 	"github.com/parleyhq/parley/relay"
 	"github.com/parleyhq/parley/secrets"
@@ -226,7 +227,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return err
 	}
 	srv := &api.Server{Accounts: accts, Verify: verifier, PreKeys: pre, Keys: db, Relay: rel, Directory: dir, Attachments: att,
-		DB: db, Log: log, ClientIPHeader: cfg.ClientIPHeader, Metrics: reg}
+		Provisioning: provisioning.New(db, log), DB: db, Log: log, ClientIPHeader: cfg.ClientIPHeader, Metrics: reg}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -252,7 +253,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		go func() { errc <- metricsSrv.Serve(mln) }()
 		log.Info("metrics listening", "addr", mln.Addr().String())
 	}
-	go sweep(ctx, cfg.SweepInterval, verifier, rel, att, log)
+	go sweep(ctx, cfg.SweepInterval, db, verifier, rel, att, log)
 	log.Info("parleyd listening", "addr", ln.Addr().String(), "database", db.Dialect(), "sms_sender", cfg.SMSSender,
 		"attachments", att.Backend().Name(), "test_numbers", len(cfg.TestNumbers))
 
@@ -323,7 +324,7 @@ func newAttachments(ctx context.Context, cfg *config, db *store.DB, root *secret
 
 // sweep deletes expired verification sessions, envelopes and attachments
 // every interval.
-func sweep(ctx context.Context, every time.Duration, v *verify.Service, rel *relay.Service, att *attachments.Service, log *slog.Logger) {
+func sweep(ctx context.Context, every time.Duration, db *store.DB, v *verify.Service, rel *relay.Service, att *attachments.Service, log *slog.Logger) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -340,6 +341,9 @@ func sweep(ctx context.Context, every time.Duration, v *verify.Service, rel *rel
 				log.Warn("purge expired envelopes", "err", err)
 			} else if n > 0 {
 				log.Info("purged expired envelopes", "count", n)
+			}
+			if _, err := db.PurgeLinking(ctx, time.Now()); err != nil {
+				log.Warn("purge expired link codes", "err", err)
 			}
 			if objs, buckets, err := att.Sweep(ctx); err != nil {
 				log.Warn("sweep attachments", "err", err)
