@@ -1,0 +1,95 @@
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/accounts"
+	"github.com/parleyhq/parley/provisioning"
+	"github.com/parleyhq/parley/store"
+)
+
+var linkingTests = []struct {
+	name string
+	f    func(*testing.T, *store.DB)
+}{
+	{"LinkCodes", testLinkCodes},
+	{"ProvisioningMailboxes", testMailboxes},
+}
+
+func testLinkCodes(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	alice, reg := register(t, db, 0)
+	bob, _ := register(t, db, 0)
+	code := random(32)
+	if err := db.CreateLinkCode(ctx, code, alice, now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	dev := reg.Device
+	if _, err := db.LinkDevice(ctx, code, bob, dev, now, 6); !errors.Is(err, accounts.ErrBadLinkCode) {
+		t.Fatalf("alice's code for bob: %v", err)
+	}
+	// A failed attempt (wrong account) rolled back: the code still works.
+	id, err := db.LinkDevice(ctx, code, alice, dev, now, 6)
+	if err != nil || id != 2 {
+		t.Fatalf("link = %d, %v", id, err)
+	}
+	if _, err := db.LinkDevice(ctx, code, alice, dev, now, 6); !errors.Is(err, accounts.ErrBadLinkCode) {
+		t.Fatalf("code used twice: %v", err)
+	}
+	late := random(32)
+	db.CreateLinkCode(ctx, late, alice, now.Add(time.Minute))
+	if _, err := db.LinkDevice(ctx, late, alice, dev, now.Add(time.Minute), 6); !errors.Is(err, accounts.ErrBadLinkCode) {
+		t.Fatalf("expired code: %v", err)
+	}
+	full := random(32)
+	db.CreateLinkCode(ctx, full, alice, now.Add(time.Minute))
+	if _, err := db.LinkDevice(ctx, full, alice, dev, now, 2); !errors.Is(err, accounts.ErrTooManyDevices) {
+		t.Fatalf("past the device limit: %v", err)
+	}
+	// The refused link rolled back: the code still works.
+	if id, err := db.LinkDevice(ctx, full, alice, dev, now, 6); err != nil || id != 3 {
+		t.Fatalf("link after a refusal = %d, %v", id, err)
+	}
+	if devs, _ := db.Devices(ctx, alice); len(devs) != 3 {
+		t.Fatalf("%d devices", len(devs))
+	}
+	if n, err := db.PurgeLinking(ctx, now.Add(time.Hour)); err != nil || n != 1 { // the expired code
+		t.Fatalf("purge = %d, %v", n, err)
+	}
+}
+
+func testMailboxes(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	box := random(32)
+	if err := db.DeliverToMailbox(ctx, box, []byte("x"), now); !errors.Is(err, provisioning.ErrNoMailbox) {
+		t.Fatalf("deliver before open: %v", err)
+	}
+	if err := db.OpenMailbox(ctx, box, now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if body, err := db.MailboxBody(ctx, box); err != nil || body != nil {
+		t.Fatalf("empty mailbox: %q, %v", body, err)
+	}
+	if err := db.DeliverToMailbox(ctx, box, []byte("sealed"), now.Add(time.Minute)); !errors.Is(err, provisioning.ErrNoMailbox) {
+		t.Fatalf("deliver after expiry: %v", err)
+	}
+	if err := db.DeliverToMailbox(ctx, box, []byte("sealed"), now); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.DeliverToMailbox(ctx, box, []byte("again"), now); !errors.Is(err, provisioning.ErrNoMailbox) {
+		t.Fatalf("second delivery: %v", err)
+	}
+	if body, err := db.MailboxBody(ctx, box); err != nil || !bytes.Equal(body, []byte("sealed")) {
+		t.Fatalf("body = %q, %v", body, err)
+	}
+	if err := db.CloseMailbox(ctx, box); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.MailboxBody(ctx, box); !errors.Is(err, provisioning.ErrNoMailbox) {
+		t.Fatalf("closed mailbox: %v", err)
+	}
+}
