@@ -108,6 +108,10 @@ type Account struct {
 	mu sync.Mutex
 	// maintained is when Maintain last ran (it runs at most once a minute).
 	maintained time.Time
+	// ownDevices are this account's other devices as last listed, at
+	// ownDevicesAt: sent messages are copied to them.
+	ownDevices   []int
+	ownDevicesAt time.Time
 }
 
 // DefaultDir is the config directory: $XDG_DATA_HOME/parley or
@@ -344,24 +348,11 @@ func (a *Account) Verify(ctx context.Context, code, pin string) error {
 	// Keys are generated in a transaction that commits only once the relay
 	// has accepted them, so a refused registration leaves nothing behind.
 	err = a.db.Update(ctx, func(tx *clientdb.Tx) error {
-		lastSigned, err := tx.MaxKeyID(ctx, "signed_prekeys")
+		k, err := newDeviceKeys(ctx, tx, ik, now)
 		if err != nil {
 			return err
 		}
-		if reg.SignedPreKey, err = newSignedPreKey(ctx, tx, ik, nextID(lastSigned), now); err != nil {
-			return err
-		}
-		if reg.PreKeys, err = newPreKeys(ctx, tx, PreKeyBatch); err != nil {
-			return err
-		}
-		lr, err := newKEMPreKeys(ctx, tx, ik, 1, true)
-		if err != nil {
-			return err
-		}
-		reg.PQLastResortKey = lr[0]
-		if reg.PQPreKeys, err = newKEMPreKeys(ctx, tx, ik, PreKeyBatch, false); err != nil {
-			return err
-		}
+		reg.SignedPreKey, reg.PreKeys, reg.PQLastResortKey, reg.PQPreKeys = k.SignedPreKey, k.PreKeys, k.LastResort, k.PQPreKeys
 		reg.RegistrationID, reg.IdentityKey = regID, ik.PublicKey().Serialize()
 		id, device, err := a.relay.Register(ctx, reg)
 		if err != nil {

@@ -88,7 +88,9 @@ func TestAttachments(t *testing.T) {
 	var progress progressLog
 	alice.progress, bob.progress = progress.start, progress.start
 	files := t.TempDir()
-	dot, dotData := writeFile(t, files, ".bashrc", 10)
+	dot, _ := writeFile(t, files, ".bashrc", 10)
+	dotData := []byte{0, 1, 2, 3, 0xff, 0, 7, 8, 9, 0} // binary, so its sniffed type is fixed
+	os.WriteFile(dot, dotData, 0o600)
 	photo, photoData := writeFile(t, files, "photo.jpg", 300_000)
 
 	if _, res, err := alice.Send(ctx, "", []string{dot, photo}, bob.Number); err != nil || res[0].Err != nil {

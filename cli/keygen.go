@@ -123,3 +123,32 @@ func newKEMPreKeys(ctx context.Context, tx *clientdb.Tx, ik *identity.KeyPair, n
 	}
 	return out, nil
 }
+
+// deviceKeys are the public keys a new device uploads.
+type deviceKeys struct {
+	SignedPreKey, LastResort relayclient.SignedKey
+	PreKeys, PQPreKeys       []relayclient.SignedKey
+}
+
+// newDeviceKeys generates (and stores in tx) a new device's signed prekey,
+// one-time EC and PQ prekeys and PQ last-resort prekey, signed by ik.
+func newDeviceKeys(ctx context.Context, tx *clientdb.Tx, ik *identity.KeyPair, now time.Time) (deviceKeys, error) {
+	var k deviceKeys
+	lastSigned, err := tx.MaxKeyID(ctx, "signed_prekeys")
+	if err != nil {
+		return k, err
+	}
+	if k.SignedPreKey, err = newSignedPreKey(ctx, tx, ik, nextID(lastSigned), now); err != nil {
+		return k, err
+	}
+	if k.PreKeys, err = newPreKeys(ctx, tx, PreKeyBatch); err != nil {
+		return k, err
+	}
+	lr, err := newKEMPreKeys(ctx, tx, ik, 1, true)
+	if err != nil {
+		return k, err
+	}
+	k.LastResort = lr[0]
+	k.PQPreKeys, err = newKEMPreKeys(ctx, tx, ik, PreKeyBatch, false)
+	return k, err
+}

@@ -63,6 +63,7 @@ type signalStore struct {
 	mode      TrustMode
 	receiving bool // messages are decrypted whatever the key's trust; sending checks it
 	now       time.Time
+	self      string // our account id: our devices share our identity key
 	changes   []IdentityChange
 }
 
@@ -94,6 +95,14 @@ func (s *signalStore) saveIdentity(ctx context.Context, account string, key []by
 	if s.mode == TrustNever || (changed && s.mode == TrustOnFirstUse) {
 		trust = clientdb.Untrusted
 	}
+	if account == s.self {
+		// Our own other devices hold our identity key; any other key for
+		// our account is never trusted, whatever the mode.
+		trust = clientdb.Untrusted
+		if bytes.Equal(key, s.identity.PublicKey().Serialize()) {
+			trust = clientdb.TrustedVerified
+		}
+	}
 	r.Account, r.IdentityKey, r.Trust, r.KeyAddedMS = account, key, trust, s.now.UnixMilli()
 	if err := s.tx.PutRecipient(ctx, r); err != nil {
 		return r, local(err)
@@ -115,6 +124,8 @@ func (s *signalStore) IsTrustedIdentity(ctx context.Context, addr *protocol.Sign
 		return false, err
 	}
 	switch {
+	case addr.Name() == s.self:
+		return bytes.Equal(key.Serialize(), s.identity.PublicKey().Serialize()), nil
 	case r.IdentityKey == nil:
 		return s.mode != TrustNever, nil
 	case bytes.Equal(r.IdentityKey, key.Serialize()):

@@ -38,6 +38,10 @@ type Event struct {
 	IdentityTrusted bool `json:"identity_trusted,omitzero"`
 	// Attachments are the message's files, saved or not.
 	Attachments []SavedAttachment `json:"attachments,omitzero"`
+	// Destination and DestinationAccount name the recipient of a message
+	// one of our other devices sent ("sent" events).
+	Destination        string `json:"destination,omitzero"`
+	DestinationAccount string `json:"destination_account,omitzero"`
 	// ExpireTimer is the conversation's disappearing-message timer in
 	// seconds that a message or "timer" event carries (0: off).
 	ExpireTimer int64  `json:"expire_timer,omitzero"`
@@ -296,6 +300,10 @@ func (a *Account) apply(ctx context.Context, tx *clientdb.Tx, ev *Event, env *re
 		_, err = tx.RaiseStatus(ctx, ev.SenderAccount, c.Receipt.Timestamps, status)
 	case c.Typing != nil:
 		ev.Typing = c.Typing
+	case c.SyncSent != nil:
+		if err := a.applySent(ctx, tx, ev, c.SyncSent, env.SourceDevice); err != nil {
+			return err
+		}
 	case c.TimerUpdate:
 		ev.ExpireTimer = c.ExpireTimer
 		if _, err = tx.SetTimer(ctx, ev.SenderAccount, c.ExpireTimer); err == nil {

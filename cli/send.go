@@ -79,17 +79,21 @@ func (a *Account) sendTo(ctx context.Context, number string, c content.Content, 
 	if err != nil {
 		return r.Account, err
 	}
+	sent := &c
 	if timer > 0 || len(files) > 0 {
 		c.ExpireTimer = timer
-		withFiles, err := a.withAttachments(ctx, r.Account, c, files)
-		if err != nil {
+		if sent, err = a.withAttachments(ctx, r.Account, c, files); err != nil {
 			return r.Account, err
 		}
-		if body, err = a.marshal(withFiles); err != nil {
+		if body, err = a.marshal(sent); err != nil {
 			return r.Account, err
 		}
 	}
-	return r.Account, a.deliver(ctx, r, c.Timestamp, body, timer, true)
+	if err := a.deliver(ctx, r, c.Timestamp, body, timer, true); err != nil {
+		return r.Account, err
+	}
+	a.syncSent(ctx, r, sent, timer)
+	return r.Account, nil
 }
 
 // deliver sends an encoded message to r that the relay keeps at most timer
@@ -201,9 +205,6 @@ type sendOpts struct {
 // sendPlaintext encrypts plaintext for every device of r and submits it,
 // repairing sessions when the relay reports missing, extra or stale devices.
 func (a *Account) sendPlaintext(ctx context.Context, r clientdb.Recipient, plaintext []byte, o sendOpts) error {
-	if r.Account == a.ID {
-		return fmt.Errorf("%w: sending to yourself needs linked devices, which this version does not have", ErrUsage)
-	}
 	var lastErr error
 	for range maxSendAttempts {
 		msgs, err := a.encrypt(ctx, r, plaintext, !o.Online)
@@ -352,6 +353,9 @@ func (a *Account) startSessions(ctx context.Context, r clientdb.Recipient, devic
 			return err // commit the recorded change, start nothing
 		}
 		for _, d := range b.Devices {
+			if r.Account == a.ID && d.DeviceID == a.DeviceID {
+				continue // our other devices' bundles come with our own
+			}
 			pb, err := bundle(d, ik)
 			if err != nil {
 				return fmt.Errorf("relay sent a bad bundle for %s device %d: %w", r.Account, d.DeviceID, err)
@@ -411,5 +415,5 @@ func bundle(d relayclient.DeviceBundle, ik *identity.Key) (*prekey.Bundle, error
 
 // store returns libsignal's view of tx.
 func (a *Account) store(tx *clientdb.Tx, receiving bool) *signalStore {
-	return &signalStore{tx: tx, identity: a.identity, regID: a.regID, mode: a.trust, receiving: receiving, now: a.now()}
+	return &signalStore{tx: tx, identity: a.identity, regID: a.regID, mode: a.trust, receiving: receiving, now: a.now(), self: a.ID}
 }

@@ -49,7 +49,11 @@ func (a *Account) SetTimer(ctx context.Context, number string, seconds int64) er
 	if err != nil {
 		return err
 	}
-	return a.deliver(ctx, r, c.Timestamp, body, seconds, false) // the notice stays, as the receiver's does
+	if err := a.deliver(ctx, r, c.Timestamp, body, seconds, false); err != nil { // the notice stays, as the receiver's does
+		return err
+	}
+	a.syncSent(ctx, r, c, seconds)
+	return nil
 }
 
 // MinTimer is the shortest disappearing-message timer, the shortest

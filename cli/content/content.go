@@ -54,6 +54,18 @@ type Content struct {
 	ExpireTimer int64 `json:"expire_timer,omitzero"`
 	// TimerUpdate marks a message that only announces a new ExpireTimer.
 	TimerUpdate bool `json:"timer_update,omitzero"`
+	// SyncSent copies a message this account sent to its other devices.
+	SyncSent *SyncSent `json:"sync_sent,omitzero"`
+}
+
+// SyncSent is a message one of our devices sent, for our other devices'
+// history.
+type SyncSent struct {
+	// Destination is the recipient's account id.
+	Destination string `json:"destination"`
+	// DestinationNumber is the recipient's number, if known.
+	DestinationNumber string   `json:"destination_number,omitzero"`
+	Message           *Content `json:"message"`
 }
 
 // MaxExpireTimer is the longest disappearing-message timer (one year).
@@ -102,6 +114,8 @@ func (c *Content) Kind() string {
 		return "typing"
 	case c.TimerUpdate:
 		return "timer"
+	case c.SyncSent != nil:
+		return "sent"
 	default:
 		return "message"
 	}
@@ -121,6 +135,9 @@ func (c *Content) Validate() error {
 		return fmt.Errorf("%w: unknown receipt type", ErrMalformed)
 	case c.Receipt != nil && (len(c.Receipt.Timestamps) == 0 || len(c.Receipt.Timestamps) > 1000):
 		return fmt.Errorf("%w: a receipt names 1 to 1000 messages", ErrMalformed)
+	case c.SyncSent != nil && (c.SyncSent.Message == nil || c.SyncSent.Message.SyncSent != nil || c.SyncSent.Destination == "" ||
+		len(c.SyncSent.Destination) > 64 || len(c.SyncSent.DestinationNumber) > 16):
+		return fmt.Errorf("%w: malformed sent-message copy", ErrMalformed)
 	case c.ExpireTimer < 0 || c.ExpireTimer > MaxExpireTimer:
 		return fmt.Errorf("%w: timer out of range", ErrMalformed)
 	case len(c.Attachments) > MaxAttachments:
@@ -128,6 +145,11 @@ func (c *Content) Validate() error {
 	case c.Bucket != nil && (!validID(c.Bucket.ID) || len(c.Bucket.MemberSecret) != 32 ||
 		(c.Bucket.AdminSecret != nil && len(c.Bucket.AdminSecret) != 32)):
 		return fmt.Errorf("%w: malformed bucket grant", ErrMalformed)
+	}
+	if c.SyncSent != nil {
+		if err := c.SyncSent.Message.Validate(); err != nil {
+			return err
+		}
 	}
 	for _, a := range c.Attachments {
 		switch {

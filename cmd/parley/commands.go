@@ -28,6 +28,8 @@ func init() {
 		"chat":           cmdChat,
 		"sendTyping":     cmdSendTyping,
 		"updateContact":  cmdUpdateContact,
+		"link":           cmdLink,
+		"addDevice":      cmdAddDevice,
 		"listIdentities": cmdListIdentities,
 		"trust":          cmdTrust,
 		"setPin":         cmdSetPin,
@@ -223,17 +225,18 @@ func formatEvent(ev cli.Event) string {
 	switch ev.Kind {
 	case "message":
 		fmt.Fprintf(&b, "[%s] %s: %s", at, who(ev), ev.Text)
-		for _, att := range ev.Attachments {
-			if att.Error != "" {
-				fmt.Fprintf(&b, "\n  attachment %q (%d bytes) not saved: %s", att.FileName, att.Size, att.Error)
-			} else {
-				fmt.Fprintf(&b, "\n  attachment %q (%d bytes, %s) saved to %s", att.FileName, att.Size, att.ContentType, att.Path)
-			}
-		}
+		writeAttachments(&b, ev.Attachments)
 	case "receipt":
 		fmt.Fprintf(&b, "[%s] %s: %s receipt for %s", at, who(ev), ev.Receipt.Type, joinInts(ev.Receipt.Timestamps))
 	case "timer":
 		fmt.Fprintf(&b, "[%s] %s %s", at, who(ev), timerText(ev.ExpireTimer))
+	case "sent":
+		to := ev.Destination
+		if to == "" {
+			to = ev.DestinationAccount
+		}
+		fmt.Fprintf(&b, "[%s] me (device %d) to %s: %s", at, ev.SenderDevice, to, ev.Text)
+		writeAttachments(&b, ev.Attachments)
 	case "typing":
 		if ev.Typing.Started {
 			fmt.Fprintf(&b, "%s is typing…", who(ev))
@@ -244,6 +247,16 @@ func formatEvent(ev cli.Event) string {
 		fmt.Fprintf(&b, "[%s] undecryptable envelope %s from %s.%d (acknowledged): %s", at, ev.EnvelopeID, who(ev), ev.SenderDevice, ev.Error)
 	}
 	return b.String()
+}
+
+func writeAttachments(b *strings.Builder, atts []cli.SavedAttachment) {
+	for _, att := range atts {
+		if att.Error != "" {
+			fmt.Fprintf(b, "\n  attachment %q (%d bytes) not saved: %s", att.FileName, att.Size, att.Error)
+		} else {
+			fmt.Fprintf(b, "\n  attachment %q (%d bytes, %s) saved to %s", att.FileName, att.Size, att.ContentType, att.Path)
+		}
+	}
 }
 
 // timerText says what a disappearing-message timer change means.

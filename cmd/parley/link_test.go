@@ -1,0 +1,131 @@
+package main_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+type syncEvent struct {
+	Type        string `json:"type"`
+	Sender      string `json:"sender"`
+	Destination string `json:"destination"`
+	Text        string `json:"text"`
+}
+
+func (u *user) events() []syncEvent {
+	u.t.Helper()
+	var evs []syncEvent
+	for _, l := range strings.Split(strings.TrimSpace(u.ok("receive", "--json", "--timeout", "0.5")), "\n") {
+		var e syncEvent
+		if l != "" && json.Unmarshal([]byte(l), &e) == nil && (e.Type == "message" || e.Type == "sent") {
+			evs = append(evs, e)
+		}
+	}
+	return evs
+}
+
+func has(evs []syncEvent, want syncEvent) bool {
+	for _, e := range evs {
+		if e == want {
+			return true
+		}
+	}
+	return false
+}
+
+// TestLinkedDevice: a second device linked with `parley link` /
+// `addDevice` receives messages to the account and copies of what its
+// sibling sends, and what it sends reaches the other side and its sibling.
+func TestLinkedDevice(t *testing.T) {
+	server := relay(t, "sqlite")
+	alice, bob := newUser(t, server, 0), newUser(t, server, 1)
+	alice.register()
+	bob.register()
+	alice.ok("send", "-m", "before linking", bob.number)
+	bob.receive()
+
+	laptop := &user{t: t, number: alice.number, config: t.TempDir(), server: server}
+	link := laptop.cmd("link")
+	stdout, err := link.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	link.Stderr = &stderr
+	if err := link.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewScanner(stdout)
+	if !lines.Scan() || !strings.HasPrefix(lines.Text(), "parley://link?") {
+		t.Fatalf("link printed %q (%s)", lines.Text(), stderr.String())
+	}
+	uri := lines.Text()
+	alice.ok("addDevice", "--uri", uri)
+	rest := make(chan string, 1)
+	go func() {
+		var b strings.Builder
+		for lines.Scan() {
+			b.WriteString(lines.Text())
+		}
+		rest <- b.String()
+	}()
+	var last string
+	select {
+	case last = <-rest:
+	case <-time.After(30 * time.Second):
+		link.Process.Kill()
+		t.Fatal("link did not finish")
+	}
+	if err := link.Wait(); err != nil {
+		t.Fatalf("link: %v\n%s", err, stderr.String())
+	}
+	if !strings.Contains(last, "device 2 of "+alice.number) {
+		t.Fatalf("link ended with %q", last)
+	}
+	var devs []map[string]any
+	json.Unmarshal([]byte(laptop.ok("listDevices", "--json")), &devs)
+	if len(devs) != 2 {
+		t.Fatalf("devices: %v", devs)
+	}
+
+	// Incoming: Bob's message reaches both of Alice's devices.
+	bob.ok("send", "-m", "hi both", alice.number)
+	for _, d := range []*user{alice, laptop} {
+		if evs := d.events(); !has(evs, syncEvent{Type: "message", Sender: bob.number, Text: "hi both"}) {
+			t.Errorf("%s's device did not get bob's message: %+v", d.config, evs)
+		}
+	}
+	// Sent from the primary: Bob gets it, the laptop gets a copy.
+	alice.ok("send", "-m", "from the phone", bob.number)
+	if evs := laptop.events(); !has(evs, syncEvent{Type: "sent", Sender: alice.number, Destination: bob.number, Text: "from the phone"}) {
+		t.Errorf("the laptop did not get its sibling's sent message: %+v", evs)
+	}
+	// Sent from the laptop: Bob gets it from Alice, the phone gets a copy.
+	laptop.ok("send", "-m", "from the laptop", bob.number)
+	if evs := bob.events(); !has(evs, syncEvent{Type: "message", Sender: alice.number, Text: "from the phone"}) ||
+		!has(evs, syncEvent{Type: "message", Sender: alice.number, Text: "from the laptop"}) {
+		t.Errorf("bob received %+v", evs)
+	}
+	if evs := alice.events(); !has(evs, syncEvent{Type: "sent", Sender: alice.number, Destination: bob.number, Text: "from the laptop"}) {
+		t.Errorf("the phone did not get the laptop's sent message: %+v", evs)
+	}
+	// Both devices' histories hold the whole conversation.
+	for _, d := range []*user{alice, laptop} {
+		h := strings.Join(d.history(bob), "|")
+		for _, want := range []string{"hi both", "from the phone", "from the laptop"} {
+			if !strings.Contains(h, want) {
+				t.Errorf("%s history lacks %q: %s", d.config, want, h)
+			}
+		}
+	}
+	if laptop.identity(bob).SafetyNumber != alice.identity(bob).SafetyNumber {
+		t.Fatal("the linked device shows another safety number than the primary")
+	}
+	// A linked device cannot approve further devices.
+	if _, errs, code := laptop.run("", "addDevice", "--uri", uri); code != 1 || !strings.Contains(errs, "primary") {
+		t.Errorf("linked device's addDevice: exit %d %s", code, errs)
+	}
+}
