@@ -85,7 +85,22 @@ func classify(err error) *Error {
 	var full *relay.QueueFullError
 	if errors.As(err, &full) {
 		return &Error{Status: http.StatusTooManyRequests, Code: "queue_full", Message: "a recipient device's queue is full; retry after it has received its messages",
-			Extra: map[string]any{"devices": full.Devices, "retry_after_seconds": 60}}
+			Extra: map[string]any{"account_id": full.Account.String(), "devices": full.Devices, "retry_after_seconds": 60}}
+	}
+	var multi *relay.MultiDeviceError
+	if errors.As(err, &multi) {
+		mismatched, stale := []map[string]any{}, []map[string]any{}
+		for account, m := range multi.Mismatched {
+			mismatched = append(mismatched, map[string]any{"account_id": account.String(), "missing_devices": orEmpty(m.Missing), "extra_devices": orEmpty(m.Extra)})
+		}
+		for account, st := range multi.Stale {
+			stale = append(stale, map[string]any{"account_id": account.String(), "stale_devices": st.Stale})
+		}
+		extra := map[string]any{"mismatched": mismatched, "stale": stale}
+		if len(mismatched) > 0 {
+			return &Error{Status: http.StatusConflict, Code: "mismatched_devices", Message: "some recipients' devices are not exactly those addressed", Extra: extra}
+		}
+		return &Error{Status: http.StatusGone, Code: "stale_devices", Message: "some recipients' devices were re-installed; fetch their keys again", Extra: extra}
 	}
 	// detail: the wrapped error text is safe and useful to the client
 	// (offsets, lengths, key ids); otherwise only the sentinel's text is sent.

@@ -2,6 +2,7 @@ package api
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -64,5 +65,63 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request, p accounts.Pr
 		}
 		writeError(w, r, s.Log, &Error{Status: status, Code: "websocket_handshake_failed", Message: reason.Error()})
 	})
+	return nil
+}
+
+type multiSendRequest struct {
+	Timestamp  int64                `json:"timestamp"`
+	ExpiresIn  int64                `json:"expires_in,omitzero"`
+	Urgent     bool                 `json:"urgent,omitzero"`
+	Type       int                  `json:"type"`
+	Content    Bytes                `json:"content"`
+	Recipients []multiRecipientJSON `json:"recipients"`
+}
+
+type multiRecipientJSON struct {
+	AccountID string          `json:"account_id"`
+	Devices   []deviceRefJSON `json:"devices"`
+}
+
+type deviceRefJSON struct {
+	DeviceID       int `json:"device_id"`
+	RegistrationID int `json:"registration_id"`
+}
+
+// sendMulti stores one shared ciphertext for the listed devices of many
+// accounts (a group message encrypted once with a sender key).
+func (s *Server) sendMulti(w http.ResponseWriter, r *http.Request, p accounts.Principal) error {
+	var req multiSendRequest
+	if err := decodeLimit(w, r, &req, MaxSendBodyBytes); err != nil {
+		return err
+	}
+	if req.ExpiresIn < 0 || req.ExpiresIn > maxExpiresIn {
+		return errorf(http.StatusUnprocessableEntity, "invalid_message", "expires_in must be 0 to 315360000 seconds")
+	}
+	send := relay.MultiSend{
+		Sender: p, Timestamp: req.Timestamp, IdempotencyKey: r.Header.Get("Idempotency-Key"),
+		ExpiresIn: time.Duration(req.ExpiresIn) * time.Second, Urgent: req.Urgent, Type: req.Type, Content: req.Content,
+	}
+	if _, ok := r.Header["Idempotency-Key"]; ok && send.IdempotencyKey == "" {
+		return errorf(http.StatusUnprocessableEntity, "invalid_message", "Idempotency-Key must not be empty")
+	}
+	for i, rc := range req.Recipients {
+		account, err := uuid.Parse(rc.AccountID)
+		if err != nil || len(rc.AccountID) != 36 {
+			return errorf(http.StatusBadRequest, "invalid_account_id", fmt.Sprintf("recipient %d: account_id must be a UUID", i))
+		}
+		to := relay.Recipient{Account: account}
+		for _, d := range rc.Devices {
+			to.Devices = append(to.Devices, relay.DeviceRef{Device: d.DeviceID, RegistrationID: d.RegistrationID})
+		}
+		send.Recipients = append(send.Recipients, to)
+	}
+	rc, err := s.Relay.SendMulti(r.Context(), send)
+	if err != nil {
+		return err
+	}
+	if rc.Replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	writeJSON(w, http.StatusOK, sendResponse{ServerTimestamp: rc.ServerTimestamp.UnixMilli()})
 	return nil
 }

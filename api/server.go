@@ -109,6 +109,7 @@ func (s *Server) Handler() http.Handler {
 	authed("GET /v1/keys/{account}/{device}", s.fetchBundle)
 
 	authed("PUT /v1/messages/{account}", s.sendMessages)
+	authed("PUT /v1/messages", s.sendMulti)
 	authed("GET /v1/websocket", s.websocket)
 
 	if s.Attachments != nil {

@@ -160,6 +160,7 @@ func (e *StaleDevicesError) Error() string {
 
 // QueueFullError reports recipient devices whose queue is at its cap.
 type QueueFullError struct {
+	Account uuid.UUID
 	Devices []int
 }
 
@@ -193,6 +194,10 @@ type Store interface {
 	// It returns ErrNoAccount, ErrIdempotencyKeyUsed, *QueueFullError or
 	// check's error.
 	Enqueue(ctx context.Context, b Batch, check func([]accounts.Device) error) (Receipt, error)
+	// EnqueueMulti is Enqueue for several destinations at once: check sees
+	// every destination's devices (locked in the parts' order) before
+	// anything is stored.
+	EnqueueMulti(ctx context.Context, b MultiBatch, check func(map[uuid.UUID][]accounts.Device) error) (Receipt, error)
 	// Devices lists an account's devices (none for an unknown account);
 	// the same method serves accounts.Store.
 	Devices(ctx context.Context, account uuid.UUID) ([]accounts.Device, error)

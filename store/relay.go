@@ -30,18 +30,28 @@ const (
 	// destination's devices with each device's queue length and bytes.
 	qDestDevices = `SELECT d.device_id, d.registration_id,
 			(SELECT count(*) FROM envelopes e WHERE e.account_id = d.account_id AND e.device_id = d.device_id),
-			(SELECT coalesce(sum(length(e.content)), 0) FROM envelopes e WHERE e.account_id = d.account_id AND e.device_id = d.device_id)
+			(SELECT coalesce(sum(e.size), 0) FROM envelopes e WHERE e.account_id = d.account_id AND e.device_id = d.device_id)
 		FROM devices d WHERE d.account_id = $1 ORDER BY d.device_id`
 	qInsertEnvelope = `INSERT INTO envelopes (id, account_id, device_id, type, source_account,
-		source_device, client_ts, server_ts, expires_at, urgent, content) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`
+		source_device, client_ts, server_ts, expires_at, urgent, content, size) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`
 )
 
 func qDeleteEnvelopes(n int) string {
 	return `DELETE FROM envelopes WHERE seq IN (` + placeholders(n) + `)`
 }
 
-// Enqueue implements relay.Store.
+// Enqueue implements relay.Store: a single-destination send is a
+// multi-recipient send with one part.
 func (db *DB) Enqueue(ctx context.Context, b relay.Batch, check func([]accounts.Device) error) (relay.Receipt, error) {
+	return db.EnqueueMulti(ctx, relay.MultiBatch{
+		Sender: b.Sender, Key: b.Key, RequestHash: b.RequestHash, KeyExpires: b.KeyExpires, Now: b.Now,
+		Parts:             []relay.Part{{Destination: b.Destination, Envelopes: b.Envelopes}},
+		QueueMaxEnvelopes: b.QueueMaxEnvelopes, QueueMaxBytes: b.QueueMaxBytes,
+	}, func(devs map[uuid.UUID][]accounts.Device) error { return check(devs[b.Destination]) })
+}
+
+// EnqueueMulti implements relay.Store.
+func (db *DB) EnqueueMulti(ctx context.Context, b relay.MultiBatch, check func(map[uuid.UUID][]accounts.Device) error) (relay.Receipt, error) {
 	for attempt := 0; ; attempt++ {
 		rc, err := db.enqueue(ctx, b, check)
 		if errors.Is(err, errKeyRace) && attempt == 0 {
@@ -51,9 +61,9 @@ func (db *DB) Enqueue(ctx context.Context, b relay.Batch, check func([]accounts.
 	}
 }
 
-func (db *DB) enqueue(ctx context.Context, b relay.Batch, check func([]accounts.Device) error) (relay.Receipt, error) {
+func (db *DB) enqueue(ctx context.Context, b relay.MultiBatch, check func(map[uuid.UUID][]accounts.Device) error) (relay.Receipt, error) {
 	var rc relay.Receipt
-	sender, dest := b.Sender.Account.String(), b.Destination.String()
+	sender := b.Sender.Account.String()
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		if b.Key != nil {
 			var reqHash []byte
@@ -73,48 +83,38 @@ func (db *DB) enqueue(ctx context.Context, b relay.Batch, check func([]accounts.
 				return fmt.Errorf("look up idempotency key: %w", err)
 			}
 		}
-		// Locking the destination's device rows serialises senders to one
-		// account, so each device's seq order is its commit order and a
-		// reader's cursor never skips a late commit. The same round trip
-		// measures each device's queue for the caps.
-		st, err := db.txStmt(ctx, tx, qDestDevices+db.d.LockRows)
-		if err != nil {
-			return fmt.Errorf("read devices: %w", err)
-		}
-		rows, err := st.QueryContext(ctx, dest)
-		if err != nil {
-			return fmt.Errorf("read devices: %w", err)
-		}
-		var devs []accounts.Device
-		queued := map[int]queueUsage{}
-		for rows.Next() {
-			var d accounts.Device
-			var u queueUsage
-			if err := rows.Scan(&d.ID, &d.RegistrationID, &u.n, &u.bytes); err != nil {
-				rows.Close()
-				return fmt.Errorf("read devices: %w", err)
+		// Locking each destination's device rows (in the parts' order)
+		// serialises senders to one account, so each device's seq order is
+		// its commit order and a reader's cursor never skips a late commit.
+		// The same round trip measures each device's queue for the caps.
+		devices := make(map[uuid.UUID][]accounts.Device, len(b.Parts))
+		queued := make(map[uuid.UUID]map[int]queueUsage, len(b.Parts))
+		for _, p := range b.Parts {
+			devs, q, err := db.lockDevices(ctx, tx, p.Destination)
+			if err != nil {
+				return err
 			}
-			devs = append(devs, d)
-			queued[d.ID] = u
+			devices[p.Destination], queued[p.Destination] = devs, q
 		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("read devices: %w", err)
-		}
-		if err := check(devs); err != nil {
+		if err := check(devices); err != nil {
 			return err
 		}
-		if err := checkQueues(b, queued); err != nil {
-			return err
+		for _, p := range b.Parts {
+			if err := checkQueues(b, p, queued[p.Destination]); err != nil {
+				return err
+			}
 		}
 		ins, err := db.txStmt(ctx, tx, qInsertEnvelope)
 		if err != nil {
 			return fmt.Errorf("store envelope: %w", err)
 		}
-		for _, e := range b.Envelopes {
-			if _, err := ins.ExecContext(ctx, e.ID.String(), dest, e.DestDevice, e.Type, e.SourceAccount.String(),
-				e.SourceDevice, e.ClientTimestamp, ms(e.ServerTimestamp), ms(e.ExpiresAt), e.Urgent, e.Content); err != nil {
-				return fmt.Errorf("store envelope: %w", err)
+		for _, p := range b.Parts {
+			dest := p.Destination.String()
+			for _, e := range p.Envelopes {
+				if _, err := ins.ExecContext(ctx, e.ID.String(), dest, e.DestDevice, e.Type, e.SourceAccount.String(),
+					e.SourceDevice, e.ClientTimestamp, ms(e.ServerTimestamp), ms(e.ExpiresAt), e.Urgent, e.Content, len(e.Content)); err != nil {
+					return fmt.Errorf("store envelope: %w", err)
+				}
 			}
 		}
 		if b.Key != nil {
@@ -139,12 +139,40 @@ func (db *DB) enqueue(ctx context.Context, b relay.Batch, check func([]accounts.
 	return rc, err
 }
 
+// lockDevices reads and locks an account's devices with their queue sizes.
+func (db *DB) lockDevices(ctx context.Context, tx *sql.Tx, account uuid.UUID) ([]accounts.Device, map[int]queueUsage, error) {
+	st, err := db.txStmt(ctx, tx, qDestDevices+db.d.LockRows)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read devices: %w", err)
+	}
+	rows, err := st.QueryContext(ctx, account.String())
+	if err != nil {
+		return nil, nil, fmt.Errorf("read devices: %w", err)
+	}
+	defer rows.Close()
+	var devs []accounts.Device
+	queued := map[int]queueUsage{}
+	for rows.Next() {
+		var d accounts.Device
+		var u queueUsage
+		if err := rows.Scan(&d.ID, &d.RegistrationID, &u.n, &u.bytes); err != nil {
+			return nil, nil, fmt.Errorf("read devices: %w", err)
+		}
+		devs = append(devs, d)
+		queued[d.ID] = u
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("read devices: %w", err)
+	}
+	return devs, queued, nil
+}
+
 type queueUsage struct{ n, bytes int64 }
 
-// checkQueues refuses a batch that would push a device's queue over its caps.
-func checkQueues(b relay.Batch, queued map[int]queueUsage) error {
+// checkQueues refuses a part that would push a device's queue over its caps.
+func checkQueues(b relay.MultiBatch, p relay.Part, queued map[int]queueUsage) error {
 	var full []int
-	for _, e := range b.Envelopes {
+	for _, e := range p.Envelopes {
 		u := queued[e.DestDevice]
 		if (b.QueueMaxEnvelopes > 0 && u.n+1 > int64(b.QueueMaxEnvelopes)) ||
 			(b.QueueMaxBytes > 0 && u.bytes+int64(len(e.Content)) > b.QueueMaxBytes) {
@@ -152,7 +180,7 @@ func checkQueues(b relay.Batch, queued map[int]queueUsage) error {
 		}
 	}
 	if len(full) > 0 {
-		return &relay.QueueFullError{Devices: full}
+		return &relay.QueueFullError{Account: p.Destination, Devices: full}
 	}
 	return nil
 }

@@ -1,0 +1,55 @@
+package api_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// BenchmarkGroupSend100 sends one group message to 100 members (one device
+// each) through the real HTTP API on SQLite: as 100 single-recipient sends,
+// the way a client without multi-recipient sends would, and as one
+// multi-recipient send. Each op is one whole group message; compare ns/op.
+//
+//	go test -run='^$' -bench=GroupSend100 -count=5 ./api
+func BenchmarkGroupSend100(b *testing.B) {
+	const members = 100
+	numbers := make([]string, members)
+	for i := range numbers {
+		numbers[i] = fmt.Sprintf("+4420794610%02d", i)
+	}
+	e := newEnv(b, func(c *envConfig) {
+		for _, n := range numbers {
+			c.verify.TestNumbers[n] = testCode
+		}
+		c.relay.SendRate, c.relay.SendBurst = 1e9, 1e9
+		c.relay.QueueMaxEnvelopes, c.relay.QueueMaxBytes = 1e9, 1<<40
+	})
+	_, sender := e.register(aliceNumber, 0)
+	group := make([]*creds, members)
+	for i, n := range numbers {
+		_, group[i] = e.register(n, 0)
+	}
+	content := make([]byte, 1024) // a short text plus sender-key overhead, padded
+	b.Run("per-recipient", func(b *testing.B) {
+		for b.Loop() {
+			for _, m := range group {
+				if r := e.send(sender, m.Account, nil, "", msg{Device: 1, RegID: 1234, Type: 4, Content: content}); r.Status != 200 {
+					b.Fatalf("send: %d %s", r.Status, r.Raw)
+				}
+			}
+		}
+	})
+	b.Run("multi", func(b *testing.B) {
+		recipients := make([]map[string]any, members)
+		for i, m := range group {
+			recipients[i] = to(m, [2]int{1, 1234})
+		}
+		body := map[string]any{"timestamp": time.Now().UnixMilli(), "type": 4, "content": b64(content), "recipients": recipients}
+		for b.Loop() {
+			if r := e.call("PUT", "/v1/messages", sender, body, false); r.Status != 200 {
+				b.Fatalf("multi send: %d %s", r.Status, r.Raw)
+			}
+		}
+	})
+}

@@ -1,0 +1,238 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/accounts"
+	"github.com/parleyhq/parley/ratelimit"
+)
+
+// MaxRecipients bounds the accounts of one multi-recipient send (Signal's
+// largest groups have 1000 members).
+const MaxRecipients = 1000
+
+// DeviceRef is one recipient device of a multi-recipient send: the routing
+// header that goes with the shared ciphertext.
+type DeviceRef struct {
+	Device         int
+	RegistrationID int
+}
+
+// Recipient is one account of a multi-recipient send and the devices the
+// sender addresses.
+type Recipient struct {
+	Account uuid.UUID
+	Devices []DeviceRef
+}
+
+// MultiSend is one ciphertext for many accounts (a group message encrypted
+// once with a sender key), with each recipient's device list.
+type MultiSend struct {
+	Sender         accounts.Principal
+	Timestamp      int64
+	IdempotencyKey string
+	ExpiresIn      time.Duration
+	Urgent         bool
+	Type           int
+	Content        []byte
+	Recipients     []Recipient
+}
+
+// MultiDeviceError reports, per recipient account, device lists that do not
+// match (Mismatched) or registration ids that are stale (Stale).
+type MultiDeviceError struct {
+	Mismatched map[uuid.UUID]*MismatchedDevicesError
+	Stale      map[uuid.UUID]*StaleDevicesError
+}
+
+func (e *MultiDeviceError) Error() string {
+	return fmt.Sprintf("device lists do not match for %d recipients and are stale for %d", len(e.Mismatched), len(e.Stale))
+}
+
+// Part is the envelopes of a multi-recipient send for one account.
+type Part struct {
+	Destination uuid.UUID
+	Envelopes   []Envelope
+}
+
+// MultiBatch is an accepted multi-recipient send as handed to the Store.
+type MultiBatch struct {
+	Sender      accounts.Principal
+	Key         []byte
+	RequestHash []byte
+	KeyExpires  time.Time
+	Now         time.Time
+	// Parts are ordered by destination, the order in which their device
+	// rows are locked, so concurrent sends cannot deadlock.
+	Parts             []Part
+	QueueMaxEnvelopes int
+	QueueMaxBytes     int64
+}
+
+// SendMulti stores one ciphertext for every addressed device of every
+// recipient in one transaction, after checking each recipient's device
+// list as Send does (all mismatches are reported together), and wakes the
+// devices.
+func (s *Service) SendMulti(ctx context.Context, req MultiSend) (Receipt, error) {
+	if err := validateMulti(req); err != nil {
+		return Receipt{}, err
+	}
+	if ok, wait := s.limit.Allow(req.Sender.Account.String() + "." + strconv.Itoa(req.Sender.Device)); !ok {
+		return Receipt{}, &ratelimit.Error{RetryAfter: wait}
+	}
+	if s.closing() {
+		return Receipt{}, ErrShuttingDown
+	}
+	now := s.now()
+	expires := now.Add(s.cfg.Retention)
+	if req.ExpiresIn > 0 && now.Add(req.ExpiresIn).Before(expires) {
+		expires = now.Add(req.ExpiresIn)
+	}
+	b := MultiBatch{Sender: req.Sender, Now: now, QueueMaxEnvelopes: s.cfg.QueueMaxEnvelopes, QueueMaxBytes: s.cfg.QueueMaxBytes}
+	if req.IdempotencyKey != "" {
+		k := sha256.Sum256([]byte(req.IdempotencyKey))
+		h := multiRequestHash(req)
+		b.Key, b.RequestHash, b.KeyExpires = k[:], h[:], now.Add(IdempotencyWindow)
+	}
+	recipients := slices.Clone(req.Recipients)
+	slices.SortFunc(recipients, func(a, b Recipient) int { return bytes.Compare(a.Account[:], b.Account[:]) })
+	sends := map[uuid.UUID]Send{}
+	for _, r := range recipients {
+		send := Send{Sender: req.Sender, Destination: r.Account, Timestamp: req.Timestamp, Urgent: req.Urgent}
+		p := Part{Destination: r.Account}
+		for _, d := range r.Devices {
+			o := Outgoing{Device: d.Device, RegistrationID: d.RegistrationID, Type: req.Type, Content: req.Content}
+			send.Envelopes = append(send.Envelopes, o)
+			e := envelope(send, o, now)
+			e.ExpiresAt = expires
+			p.Envelopes = append(p.Envelopes, e)
+		}
+		sends[r.Account] = send
+		b.Parts = append(b.Parts, p)
+	}
+	check := func(devices map[uuid.UUID][]accounts.Device) error {
+		var me MultiDeviceError
+		for account, send := range sends {
+			err := checkDevices(send, devices[account])
+			switch e := err.(type) {
+			case nil:
+			case *MismatchedDevicesError:
+				if me.Mismatched == nil {
+					me.Mismatched = map[uuid.UUID]*MismatchedDevicesError{}
+				}
+				me.Mismatched[account] = e
+			case *StaleDevicesError:
+				if me.Stale == nil {
+					me.Stale = map[uuid.UUID]*StaleDevicesError{}
+				}
+				me.Stale[account] = e
+			default:
+				if err == ErrNoAccount {
+					return fmt.Errorf("%w: %s", ErrNoAccount, account)
+				}
+				return err
+			}
+		}
+		if me.Mismatched != nil || me.Stale != nil {
+			return &me
+		}
+		return nil
+	}
+	rc, err := s.store.EnqueueMulti(ctx, b, check)
+	if err != nil {
+		return Receipt{}, err
+	}
+	if !rc.Replayed {
+		for _, p := range b.Parts {
+			for _, e := range p.Envelopes {
+				s.wake(p.Destination, e.DestDevice)
+			}
+		}
+	}
+	return rc, nil
+}
+
+func validateMulti(req MultiSend) error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case len(req.Recipients) == 0:
+		return bad("at least one recipient is required")
+	case len(req.Recipients) > MaxRecipients:
+		return bad("at most %d recipients per request", MaxRecipients)
+	case req.Timestamp <= 0:
+		return bad("timestamp must be a positive Unix time in milliseconds")
+	case req.ExpiresIn < 0:
+		return bad("expiry must not be negative")
+	case req.Type < 1 || req.Type > MaxEnvelopeType:
+		return bad("type must be 1 to %d", MaxEnvelopeType)
+	case len(req.Content) == 0:
+		return bad("content is empty")
+	case len(req.Content) > MaxContentBytes:
+		return bad("content exceeds %d bytes", MaxContentBytes)
+	case len(req.IdempotencyKey) > MaxIdempotencyKeyLen || strings.ContainsFunc(req.IdempotencyKey, func(r rune) bool { return r < 0x21 || r > 0x7e }):
+		return bad("idempotency key must be 1 to %d printable ASCII characters", MaxIdempotencyKeyLen)
+	}
+	seen := map[uuid.UUID]bool{}
+	for i, r := range req.Recipients {
+		if seen[r.Account] {
+			return bad("recipient %d: account appears twice", i)
+		}
+		seen[r.Account] = true
+		if len(r.Devices) == 0 {
+			return bad("recipient %d: no devices", i)
+		}
+		// The per-device checks are Send's.
+		one := Send{Sender: req.Sender, Destination: r.Account, Timestamp: req.Timestamp}
+		for _, d := range r.Devices {
+			one.Envelopes = append(one.Envelopes, Outgoing{Device: d.Device, RegistrationID: d.RegistrationID, Type: req.Type, Content: req.Content[:1]})
+		}
+		if err := validate(one); err != nil {
+			return fmt.Errorf("recipient %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// multiRequestHash identifies a multi-recipient send's content.
+func multiRequestHash(req MultiSend) [32]byte {
+	h := sha256.New()
+	var buf [8]byte
+	num := func(v int64) {
+		binary.BigEndian.PutUint64(buf[:], uint64(v))
+		h.Write(buf[:])
+	}
+	h.Write([]byte("multi"))
+	num(req.Timestamp)
+	num(int64(req.ExpiresIn))
+	num(int64(req.Type))
+	if req.Urgent {
+		num(1)
+	} else {
+		num(0)
+	}
+	num(int64(len(req.Content)))
+	h.Write(req.Content)
+	for _, r := range req.Recipients {
+		h.Write(r.Account[:])
+		num(int64(len(r.Devices)))
+		for _, d := range r.Devices {
+			num(int64(d.Device))
+			num(int64(d.RegistrationID))
+		}
+	}
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}
