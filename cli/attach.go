@@ -143,6 +143,11 @@ func (a *Account) withAttachments(ctx context.Context, conversation string, c co
 		return nil, err
 	}
 	c.Bucket = &content.BucketGrant{ID: b.ID, MemberSecret: b.MemberSecret, AdminSecret: b.AdminSecret}
+	if c.GroupID != "" {
+		// In a group the admin secret stays with the bucket's creator, so a
+		// removed member cannot undo the rotation that locks them out.
+		c.Bucket.AdminSecret = nil
+	}
 	c.Attachments = nil
 	for _, f := range files {
 		ptr, err := a.upload(ctx, b, f)
@@ -157,8 +162,8 @@ func (a *Account) withAttachments(ctx context.Context, conversation string, c co
 // adoptGrant records the bucket a message shares, inside the receiving
 // transaction.
 func adoptGrant(ctx context.Context, tx *clientdb.Tx, conversation string, g *content.BucketGrant) error {
-	if g == nil || g.AdminSecret == nil {
-		return nil // a grant without the admin secret is not a conversation bucket we manage
+	if g == nil {
+		return nil
 	}
 	_, err := tx.AdoptBucket(ctx, conversation, clientdb.Bucket{ID: g.ID, MemberSecret: g.MemberSecret, AdminSecret: g.AdminSecret})
 	return err

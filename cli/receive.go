@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
+	"go.mau.fi/libsignal/groups"
 	"go.mau.fi/libsignal/protocol"
 
 	"github.com/parleyhq/parley/cli/content"
@@ -38,6 +39,12 @@ type Event struct {
 	IdentityTrusted bool `json:"identity_trusted,omitzero"`
 	// Attachments are the message's files, saved or not.
 	Attachments []SavedAttachment `json:"attachments,omitzero"`
+	// Group and GroupName name the group of a group message or update;
+	// Members lists an update's members; Removed says we are no longer in.
+	Group     string   `json:"group,omitzero"`
+	GroupName string   `json:"group_name,omitzero"`
+	Members   []string `json:"members,omitzero"`
+	Removed   bool     `json:"removed,omitzero"`
 	// Destination and DestinationAccount name the recipient of a message
 	// one of our other devices sent ("sent" events).
 	Destination        string `json:"destination,omitzero"`
@@ -149,7 +156,7 @@ func (a *Account) Receive(ctx context.Context, o ReceiveOptions) error {
 				if len(ev.pending) > 0 {
 					a.fetchAttachments(ctx, &ev, o.OutputDir)
 				}
-				if !dup && o.Handle != nil {
+				if !dup && o.Handle != nil && ev.Kind != "sender_key" {
 					o.Handle(ev)
 				}
 				if err := sock.Ack(f.Envelope.ID); err != nil {
@@ -191,9 +198,9 @@ func (a *Account) process(ctx context.Context, env *relay.WireEnvelope) (ev Even
 			return errRollback
 		}
 		st := a.store(tx, true)
-		plaintext, err := decrypt(ctx, st, env)
+		plaintext, group, err := decrypt(ctx, st, env)
 		if err == nil {
-			err = a.apply(ctx, tx, &ev, env, plaintext)
+			err = a.apply(ctx, tx, &ev, env, plaintext, group)
 		}
 		if err != nil {
 			failure = err
@@ -244,50 +251,69 @@ var errRollback = errors.New("roll back")
 
 // decrypt turns an envelope into plaintext. Input is validated before the
 // library parses it and any panic inside the library becomes an error.
-func decrypt(ctx context.Context, st *signalStore, env *relay.WireEnvelope) (plaintext []byte, err error) {
+// decrypt returns the plaintext of env and, for a group message, its group.
+func decrypt(ctx context.Context, st *signalStore, env *relay.WireEnvelope) (plaintext []byte, group string, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: the Signal library failed on it (%v)", ErrBadEnvelope, r)
 		}
 	}()
 	if env.SourceDevice < 1 || env.SourceAccount == uuid.Nil {
-		return nil, fmt.Errorf("%w: no sender", ErrBadEnvelope)
+		return nil, "", fmt.Errorf("%w: no sender", ErrBadEnvelope)
 	}
 	addr := address(env.SourceAccount.String(), env.SourceDevice)
 	switch env.Type {
 	case EnvelopePreKey:
 		if err := checkPreKeyMessage(env.Content); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		m, err := protocol.NewPreKeySignalMessageFromBytes(env.Content, serializer.PreKeySignalMessage, serializer.SignalMessage)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrBadEnvelope, err)
+			return nil, "", fmt.Errorf("%w: %w", ErrBadEnvelope, err)
 		}
 		if plaintext, err = decryptPreKeyMessage(ctx, st, addr, m); err != nil {
-			return nil, fmt.Errorf("cannot decrypt: %w", err)
+			return nil, "", fmt.Errorf("cannot decrypt: %w", err)
 		}
-		return plaintext, nil
+		return plaintext, "", nil
 	case EnvelopeSignal:
 		if err := checkSignalMessage(env.Content); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		m, err := protocol.NewSignalMessageFromBytes(env.Content, serializer.SignalMessage)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrBadEnvelope, err)
+			return nil, "", fmt.Errorf("%w: %w", ErrBadEnvelope, err)
 		}
 		if plaintext, err = decryptSignalMessage(ctx, st, addr, m); err != nil {
-			return nil, fmt.Errorf("cannot decrypt: %w", err)
+			return nil, "", fmt.Errorf("cannot decrypt: %w", err)
 		}
-		return plaintext, nil
+		return plaintext, "", nil
+	case EnvelopeSenderKey:
+		group, m, err := parseGroupFrame(env.Content)
+		if err != nil {
+			return nil, "", err
+		}
+		name := senderKeyName(group, env.SourceAccount.String(), env.SourceDevice)
+		if plaintext, err = groups.NewGroupCipher(groups.NewGroupSessionBuilder(st, serializer), name, st).Decrypt(ctx, m); err != nil {
+			return nil, "", fmt.Errorf("cannot decrypt group message: %w", err)
+		}
+		return plaintext, group, nil
 	}
-	return nil, fmt.Errorf("%w: unknown envelope type %d", ErrBadEnvelope, env.Type)
+	return nil, "", fmt.Errorf("%w: unknown envelope type %d", ErrBadEnvelope, env.Type)
 }
 
 // apply stores what a decrypted message means and fills in ev.
-func (a *Account) apply(ctx context.Context, tx *clientdb.Tx, ev *Event, env *relay.WireEnvelope, plaintext []byte) error {
+func (a *Account) apply(ctx context.Context, tx *clientdb.Tx, ev *Event, env *relay.WireEnvelope, plaintext []byte, group string) error {
 	c, err := content.Unmarshal(plaintext)
 	if err != nil {
 		return err
+	}
+	// Group messages come only inside their group's sender-key ciphertext;
+	// everything else only over pairwise sessions.
+	if c.GroupID != group {
+		return fmt.Errorf("%w: group mismatch between the envelope and its content", ErrBadEnvelope)
+	}
+	if group != "" {
+		return a.applyGroupMessage(ctx, tx, ev, env, c, plaintext)
 	}
 	ev.Kind, ev.Timestamp = c.Kind(), c.Timestamp
 	switch {
@@ -304,6 +330,10 @@ func (a *Account) apply(ctx context.Context, tx *clientdb.Tx, ev *Event, env *re
 		if err := a.applySent(ctx, tx, ev, c.SyncSent, env.SourceDevice); err != nil {
 			return err
 		}
+	case c.SenderKey != nil:
+		return a.applySenderKey(ctx, tx, ev, env, c.SenderKey)
+	case c.GroupUpdate != nil:
+		return a.applyGroupUpdate(ctx, tx, ev, c, plaintext)
 	case c.TimerUpdate:
 		ev.ExpireTimer = c.ExpireTimer
 		if _, err = tx.SetTimer(ctx, ev.SenderAccount, c.ExpireTimer); err == nil {

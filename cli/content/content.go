@@ -56,6 +56,38 @@ type Content struct {
 	TimerUpdate bool `json:"timer_update,omitzero"`
 	// SyncSent copies a message this account sent to its other devices.
 	SyncSent *SyncSent `json:"sync_sent,omitzero"`
+	// GroupID marks a message to a group (inside its sender-key ciphertext).
+	GroupID string `json:"group_id,omitzero"`
+	// GroupUpdate carries a group's new state to every member, old and
+	// new (over the pairwise sessions).
+	GroupUpdate *GroupState `json:"group_update,omitzero"`
+	// SenderKey hands a member the sender's key for a group (pairwise).
+	SenderKey *SenderKeyDistribution `json:"sender_key,omitzero"`
+}
+
+// MaxGroupMembers bounds a group (the relay's multi-recipient limit).
+const MaxGroupMembers = 1000
+
+// GroupState is a group as its members agree on it; a higher Revision
+// replaces a lower one.
+type GroupState struct {
+	ID       string        `json:"id"`
+	Name     string        `json:"name,omitzero"`
+	Revision int64         `json:"revision"`
+	Members  []GroupMember `json:"members"`
+}
+
+// GroupMember is one member account.
+type GroupMember struct {
+	Account string `json:"account"`
+	Number  string `json:"number,omitzero"`
+}
+
+// SenderKeyDistribution is a serialised libsignal sender-key distribution
+// message for a group.
+type SenderKeyDistribution struct {
+	GroupID string `json:"group_id"`
+	Message []byte `json:"message"`
 }
 
 // SyncSent is a message one of our devices sent, for our other devices'
@@ -116,6 +148,10 @@ func (c *Content) Kind() string {
 		return "timer"
 	case c.SyncSent != nil:
 		return "sent"
+	case c.GroupUpdate != nil:
+		return "group_update"
+	case c.SenderKey != nil:
+		return "sender_key"
 	default:
 		return "message"
 	}
@@ -138,6 +174,12 @@ func (c *Content) Validate() error {
 	case c.SyncSent != nil && (c.SyncSent.Message == nil || c.SyncSent.Message.SyncSent != nil || c.SyncSent.Destination == "" ||
 		len(c.SyncSent.Destination) > 64 || len(c.SyncSent.DestinationNumber) > 16):
 		return fmt.Errorf("%w: malformed sent-message copy", ErrMalformed)
+	case c.GroupID != "" && !validID(c.GroupID):
+		return fmt.Errorf("%w: malformed group id", ErrMalformed)
+	case c.SenderKey != nil && (!validID(c.SenderKey.GroupID) || len(c.SenderKey.Message) == 0 || len(c.SenderKey.Message) > 1024):
+		return fmt.Errorf("%w: malformed sender key", ErrMalformed)
+	case c.GroupUpdate != nil && !validGroup(c.GroupUpdate):
+		return fmt.Errorf("%w: malformed group update", ErrMalformed)
 	case c.ExpireTimer < 0 || c.ExpireTimer > MaxExpireTimer:
 		return fmt.Errorf("%w: timer out of range", ErrMalformed)
 	case len(c.Attachments) > MaxAttachments:
@@ -164,6 +206,20 @@ func (c *Content) Validate() error {
 		}
 	}
 	return nil
+}
+
+func validGroup(g *GroupState) bool {
+	if !validID(g.ID) || g.Revision < 1 || len(g.Name) > 256 || len(g.Members) > MaxGroupMembers {
+		return false
+	}
+	seen := map[string]bool{}
+	for _, m := range g.Members {
+		if m.Account == "" || len(m.Account) > 64 || len(m.Number) > 16 || seen[m.Account] {
+			return false
+		}
+		seen[m.Account] = true
+	}
+	return true
 }
 
 // validID reports whether s is a relay bucket id or object key: 128 bits

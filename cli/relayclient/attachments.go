@@ -76,6 +76,14 @@ func (c *Client) DownloadURL(ctx context.Context, bucket string, memberSecret []
 	return out, err
 }
 
+// RotateMemberSecret replaces a bucket's member secret (admin); the old
+// one stops working at once.
+func (c *Client) RotateMemberSecret(ctx context.Context, bucket string, adminSecret, newMemberSecret []byte) error {
+	_, err := c.do(ctx, "PUT", "/v1/attachments/buckets/"+url.PathEscape(bucket)+"/member-secret", nil,
+		map[string]any{"admin_secret": adminSecret, "member_secret_hash": secretHash(newMemberSecret)}, nil)
+	return err
+}
+
 // objectRequest builds p against the relay's base URL (disk-backend URLs
 // are relative), without device credentials: the URL is the credential.
 func (c *Client) objectRequest(ctx context.Context, p Presigned, body io.Reader) (*http.Request, error) {

@@ -363,3 +363,35 @@ func (s *Socket) Ack(ids ...uuid.UUID) error {
 
 // Close closes the socket.
 func (s *Socket) Close() error { return s.conn.Close() }
+
+// DeviceRef is one device of a multi-recipient send.
+type DeviceRef struct {
+	DeviceID       int `json:"device_id"`
+	RegistrationID int `json:"registration_id"`
+}
+
+// MultiRecipient is one account of a multi-recipient send.
+type MultiRecipient struct {
+	AccountID string      `json:"account_id"`
+	Devices   []DeviceRef `json:"devices"`
+}
+
+// MultiSend is one ciphertext for the listed devices of many accounts.
+type MultiSend struct {
+	Timestamp  int64            `json:"timestamp"`
+	ExpiresIn  int64            `json:"expires_in,omitempty"`
+	Urgent     bool             `json:"urgent,omitempty"`
+	Type       int              `json:"type"`
+	Content    []byte           `json:"content"`
+	Recipients []MultiRecipient `json:"recipients"`
+}
+
+// SendMulti submits a multi-recipient send (PUT /v1/messages).
+func (c *Client) SendMulti(ctx context.Context, s MultiSend, idempotencyKey string) error {
+	var h http.Header
+	if idempotencyKey != "" {
+		h = http.Header{"Idempotency-Key": {idempotencyKey}}
+	}
+	_, err := c.do(ctx, "PUT", "/v1/messages", h, s, nil)
+	return err
+}

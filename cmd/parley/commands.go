@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -29,6 +30,9 @@ func init() {
 		"sendTyping":     cmdSendTyping,
 		"updateContact":  cmdUpdateContact,
 		"link":           cmdLink,
+		"updateGroup":    cmdUpdateGroup,
+		"quitGroup":      cmdQuitGroup,
+		"listGroups":     cmdListGroups,
 		"addDevice":      cmdAddDevice,
 		"listIdentities": cmdListIdentities,
 		"trust":          cmdTrust,
@@ -128,7 +132,15 @@ func cmdSend(ctx context.Context, e *env, args []string) error {
 	var files multiFlag
 	fs.Var(&files, "a", "attach a `FILE` (repeatable)")
 	fs.Var(&files, "attachment", "attach a `FILE` (repeatable)")
-	recipients, err := parse(fs, args, 1, -1)
+	group := fs.String("g", "", "send to the group with this `ID`")
+	fs.StringVar(group, "group-id", "", "")
+	minPos := 1
+	if slices.Contains(args, "-g") || slices.Contains(args, "--group-id") || slices.ContainsFunc(args, func(s string) bool {
+		return strings.HasPrefix(s, "-g=") || strings.HasPrefix(s, "--group-id=")
+	}) {
+		minPos = 0
+	}
+	recipients, err := parse(fs, args, minPos, -1)
 	if err != nil {
 		return err
 	}
@@ -145,6 +157,17 @@ func cmdSend(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer a.Close()
+	if *group != "" {
+		if len(recipients) > 0 {
+			return fmt.Errorf("%w: send -g GROUP takes no recipients", cli.ErrUsage)
+		}
+		ts, err := a.SendGroup(ctx, *group, text, files)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(e.stdout, ts)
+		return nil
+	}
 	ts, results, err := a.Send(ctx, text, files, recipients...)
 	if err != nil {
 		return err
@@ -224,16 +247,28 @@ func formatEvent(ev cli.Event) string {
 	}
 	switch ev.Kind {
 	case "message":
-		fmt.Fprintf(&b, "[%s] %s: %s", at, who(ev), ev.Text)
+		if ev.Group != "" {
+			fmt.Fprintf(&b, "[%s] %s in %q: %s", at, who(ev), ev.GroupName, ev.Text)
+		} else {
+			fmt.Fprintf(&b, "[%s] %s: %s", at, who(ev), ev.Text)
+		}
 		writeAttachments(&b, ev.Attachments)
 	case "receipt":
 		fmt.Fprintf(&b, "[%s] %s: %s receipt for %s", at, who(ev), ev.Receipt.Type, joinInts(ev.Receipt.Timestamps))
 	case "timer":
 		fmt.Fprintf(&b, "[%s] %s %s", at, who(ev), timerText(ev.ExpireTimer))
+	case "group_update":
+		fmt.Fprintf(&b, "[%s] %s updated group %q (%s): members %s", at, who(ev), ev.GroupName, ev.Group, strings.Join(ev.Members, ", "))
+		if ev.Removed {
+			b.WriteString("; you are no longer a member")
+		}
 	case "sent":
 		to := ev.Destination
 		if to == "" {
 			to = ev.DestinationAccount
+		}
+		if ev.Group != "" {
+			to = fmt.Sprintf("group %q", ev.GroupName)
 		}
 		fmt.Fprintf(&b, "[%s] me (device %d) to %s: %s", at, ev.SenderDevice, to, ev.Text)
 		writeAttachments(&b, ev.Attachments)

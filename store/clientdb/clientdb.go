@@ -503,23 +503,29 @@ func (tx *Tx) Bucket(ctx context.Context, conversation string) (Bucket, error) {
 	if err != nil {
 		return b, err
 	}
-	if len(s) != 64 {
+	switch len(s) {
+	case 64:
+		b.MemberSecret, b.AdminSecret = s[:32], s[32:]
+	case 32: // a group member who is not the bucket's admin
+		b.MemberSecret = s
+	default:
 		return b, fmt.Errorf("bucket secrets of %s: %d bytes", conversation, len(s))
 	}
-	b.MemberSecret, b.AdminSecret = s[:32], s[32:]
 	return b, nil
 }
 
 // AdoptBucket makes b the conversation's bucket unless it already has one
 // with a smaller id (so two sides that created buckets at once agree on
-// one). It reports whether b is now the conversation's bucket.
+// one); the same bucket takes b's secrets (a rotated member secret). It
+// reports whether b is now the conversation's bucket. AdminSecret may be
+// nil (group members other than the bucket's creator).
 func (tx *Tx) AdoptBucket(ctx context.Context, conversation string, b Bucket) (bool, error) {
-	if len(b.MemberSecret) != 32 || len(b.AdminSecret) != 32 {
+	if len(b.MemberSecret) != 32 || (b.AdminSecret != nil && len(b.AdminSecret) != 32) {
 		return false, errors.New("bucket secrets must be 32 bytes each")
 	}
 	res, err := tx.tx.ExecContext(ctx, `INSERT INTO buckets (conversation, bucket_id, secrets) VALUES (?, ?, ?)
 		ON CONFLICT (conversation) DO UPDATE SET bucket_id = excluded.bucket_id, secrets = excluded.secrets
-		WHERE excluded.bucket_id < buckets.bucket_id`,
+		WHERE excluded.bucket_id <= buckets.bucket_id`,
 		conversation, b.ID, tx.sealed(append(slices.Clone(b.MemberSecret), b.AdminSecret...), "bucket", conversation, b.ID))
 	if err != nil {
 		return false, err
@@ -611,4 +617,137 @@ func (tx *Tx) ExpireMessages(ctx context.Context, nowMS int64) (int, []string, e
 		}
 	}
 	return len(ids), files, nil
+}
+
+// Group returns a group's sealed-at-rest state, or ErrNotFound.
+func (tx *Tx) Group(ctx context.Context, id string) ([]byte, error) {
+	var v []byte
+	err := tx.tx.QueryRowContext(ctx, `SELECT state FROM groups WHERE id = ?`, id).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	return tx.open(v, "group", id)
+}
+
+// PutGroup stores a group's state.
+func (tx *Tx) PutGroup(ctx context.Context, id string, state []byte) error {
+	_, err := tx.tx.ExecContext(ctx, `INSERT INTO groups (id, state) VALUES (?, ?)
+		ON CONFLICT (id) DO UPDATE SET state = excluded.state`, id, tx.sealed(state, "group", id))
+	return err
+}
+
+// GroupIDs lists every group we know.
+func (tx *Tx) GroupIDs(ctx context.Context) ([]string, error) {
+	rows, err := tx.tx.QueryContext(ctx, `SELECT id FROM groups ORDER BY id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+// SenderKey returns the sender key record of a member device in a group,
+// or ErrNotFound.
+func (tx *Tx) SenderKey(ctx context.Context, group, account string, device int) ([]byte, error) {
+	var v []byte
+	err := tx.tx.QueryRowContext(ctx, `SELECT record FROM sender_keys WHERE group_id = ? AND account_id = ? AND device_id = ?`,
+		group, account, device).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	return tx.open(v, "sender key", group, account, strconv.Itoa(device))
+}
+
+// PutSenderKey stores a sender key record.
+func (tx *Tx) PutSenderKey(ctx context.Context, group, account string, device int, record []byte) error {
+	_, err := tx.tx.ExecContext(ctx, `INSERT INTO sender_keys (group_id, account_id, device_id, record) VALUES (?, ?, ?, ?)
+		ON CONFLICT (group_id, account_id, device_id) DO UPDATE SET record = excluded.record`,
+		group, account, device, tx.sealed(record, "sender key", group, account, strconv.Itoa(device)))
+	return err
+}
+
+// DeleteSenderKeys forgets the sender keys of account's devices in a group
+// ("" : of every member).
+func (tx *Tx) DeleteSenderKeys(ctx context.Context, group, account string) error {
+	_, err := tx.tx.ExecContext(ctx, `DELETE FROM sender_keys WHERE group_id = ? AND (? = '' OR account_id = ?)`, group, account, account)
+	return err
+}
+
+// SharedWith lists the members our current sender key for group went to.
+func (tx *Tx) SharedWith(ctx context.Context, group string) ([]string, error) {
+	rows, err := tx.tx.QueryContext(ctx, `SELECT account_id FROM sender_key_shared WHERE group_id = ?`, group)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var a string
+		if err := rows.Scan(&a); err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// MarkShared records that account got our current sender key for group;
+// UnmarkShared that it must get it again.
+func (tx *Tx) MarkShared(ctx context.Context, group, account string) error {
+	_, err := tx.tx.ExecContext(ctx, `INSERT INTO sender_key_shared (group_id, account_id) VALUES (?, ?) ON CONFLICT DO NOTHING`, group, account)
+	return err
+}
+
+// UnmarkShared forgets that account ("": anyone) has our sender key.
+func (tx *Tx) UnmarkShared(ctx context.Context, group, account string) error {
+	_, err := tx.tx.ExecContext(ctx, `DELETE FROM sender_key_shared WHERE group_id = ? AND (? = '' OR account_id = ?)`, group, account, account)
+	return err
+}
+
+// ReplaceBucket stores b as the conversation's bucket whatever it had (a
+// rotated member secret).
+func (tx *Tx) ReplaceBucket(ctx context.Context, conversation string, b Bucket) error {
+	_, err := tx.tx.ExecContext(ctx, `INSERT INTO buckets (conversation, bucket_id, secrets) VALUES (?, ?, ?)
+		ON CONFLICT (conversation) DO UPDATE SET bucket_id = excluded.bucket_id, secrets = excluded.secrets`,
+		conversation, b.ID, tx.sealed(append(slices.Clone(b.MemberSecret), b.AdminSecret...), "bucket", conversation, b.ID))
+	return err
+}
+
+// DeleteBucket forgets the conversation's bucket (the next file creates a
+// new one).
+func (tx *Tx) DeleteBucket(ctx context.Context, conversation string) error {
+	_, err := tx.tx.ExecContext(ctx, `DELETE FROM buckets WHERE conversation = ?`, conversation)
+	return err
+}
+
+// AdoptGroupBucket records the bucket a group message shares: a device
+// that holds the bucket's admin secret keeps its own record (it rotates the
+// secret itself); any other takes the newest grant it receives.
+func (tx *Tx) AdoptGroupBucket(ctx context.Context, group string, b Bucket) error {
+	cur, err := tx.Bucket(ctx, group)
+	switch {
+	case errors.Is(err, ErrNotFound):
+	case err != nil:
+		return err
+	case cur.AdminSecret != nil:
+		return nil
+	}
+	if len(b.MemberSecret) != 32 {
+		return errors.New("bucket secrets must be 32 bytes each")
+	}
+	return tx.ReplaceBucket(ctx, group, Bucket{ID: b.ID, MemberSecret: b.MemberSecret})
 }
