@@ -159,6 +159,15 @@ func TestHostileInput(t *testing.T) {
 		{"link: unknown account", "POST", "/v1/devices/link", nil, mustJSON(linkMutate(func(m map[string]any) { m["account_id"] = "00000000-0000-4000-8000-000000000000" })), 403, "invalid_link_code"},
 		{"provisioning: not JSON", "PUT", "/v1/provisioning/AAAAAAAAAAAAAAAAAAAAAA", alice, `body`, 400, "invalid_json"},
 		{"provisioning: plain GET", "GET", "/v1/provisioning", nil, ``, 426, "upgrade_required"},
+		{"multi: not JSON", "PUT", "/v1/messages", alice, `x`, 400, "invalid_json"},
+		{"multi: unknown member", "PUT", "/v1/messages", alice, `{"timestamp":1,"type":4,"content":"aGk=","recipients":[],"to_all":true}`, 400, "invalid_json"},
+		{"multi: empty content", "PUT", "/v1/messages", alice, `{"timestamp":1,"type":4,"content":"","recipients":[{"account_id":"` + bob.Account + `","devices":[{"device_id":1,"registration_id":1234}]}]}`, 422, "invalid_message"},
+		{"multi: device 0", "PUT", "/v1/messages", alice, `{"timestamp":1,"type":4,"content":"aGk=","recipients":[{"account_id":"` + bob.Account + `","devices":[{"device_id":0,"registration_id":1234}]}]}`, 422, "invalid_message"},
+		{"multi: duplicate device", "PUT", "/v1/messages", alice, `{"timestamp":1,"type":4,"content":"aGk=","recipients":[{"account_id":"` + bob.Account + `","devices":[{"device_id":1,"registration_id":1234},{"device_id":1,"registration_id":1234}]}]}`, 422, "invalid_message"},
+		{"multi: no devices", "PUT", "/v1/messages", alice, `{"timestamp":1,"type":4,"content":"aGk=","recipients":[{"account_id":"` + bob.Account + `","devices":[]}]}`, 422, "invalid_message"},
+		{"multi: type 0", "PUT", "/v1/messages", alice, `{"timestamp":1,"type":0,"content":"aGk=","recipients":[{"account_id":"` + bob.Account + `","devices":[{"device_id":1,"registration_id":1234}]}]}`, 422, "invalid_message"},
+		{"multi: negative expiry", "PUT", "/v1/messages", alice, `{"timestamp":1,"type":4,"content":"aGk=","expires_in":-1,"recipients":[{"account_id":"` + bob.Account + `","devices":[{"device_id":1,"registration_id":1234}]}]}`, 422, "invalid_message"},
+		{"multi: no auth", "PUT", "/v1/messages", nil, `{"timestamp":1,"type":4,"content":"aGk=","recipients":[]}`, 401, "unauthorized"},
 		{"bucket: hash too short", "POST", "/v1/attachments/buckets", alice, `{"member_secret_hash":"AAAA","admin_secret_hash":"` + h32 + `"}`, 422, "invalid_attachment_request"},
 		{"bucket: hash not base64", "POST", "/v1/attachments/buckets", alice, `{"member_secret_hash":"!!","admin_secret_hash":"` + h32 + `"}`, 400, "invalid_json"},
 		{"bucket: missing admin hash", "POST", "/v1/attachments/buckets", alice, `{"member_secret_hash":"` + h32 + `"}`, 422, "invalid_attachment_request"},
@@ -272,7 +281,7 @@ func FuzzRequests(f *testing.F) {
 		{"POST", "/v1/verification/sessions/code"}, {"PUT", "/v1/verification/sessions/code"},
 		{"POST", "/v1/accounts"}, {"PUT", "/v1/keys"}, {"PUT", "/v1/accounts/me/registration-lock"},
 		{"PUT", "/v1/messages/" + alice.Account}, {"POST", "/v1/directory"},
-		{"POST", "/v1/devices/link"}, {"PUT", "/v1/provisioning/AAAAAAAAAAAAAAAAAAAAAA"},
+		{"POST", "/v1/devices/link"}, {"PUT", "/v1/provisioning/AAAAAAAAAAAAAAAAAAAAAA"}, {"PUT", "/v1/messages"},
 		{"POST", "/v1/attachments/buckets"}, {"POST", "/v1/attachments/buckets/" + bkt.id + "/uploads"},
 		{"POST", "/v1/attachments/buckets/" + bkt.id + "/downloads"}, {"PUT", "/v1/attachments/buckets/" + bkt.id + "/member-secret"},
 		{"PUT", "/v1/attachments/buckets/" + bkt.id + "/retention"}, {"POST", "/v1/attachments/buckets/" + bkt.id + "/delete"},
@@ -282,7 +291,7 @@ func FuzzRequests(f *testing.F) {
 		e.t = t
 		ep := endpoints[int(which)%len(endpoints)]
 		var c *creds
-		if ep.path == "/v1/keys" || strings.HasPrefix(ep.path, "/v1/accounts/me") || strings.HasPrefix(ep.path, "/v1/messages/") || ep.path == "/v1/directory" ||
+		if ep.path == "/v1/keys" || strings.HasPrefix(ep.path, "/v1/accounts/me") || strings.HasPrefix(ep.path, "/v1/messages") || ep.path == "/v1/directory" ||
 			strings.HasPrefix(ep.path, "/v1/attachments/") || strings.HasPrefix(ep.path, "/v1/provisioning/") {
 			c = alice
 		}
