@@ -260,11 +260,22 @@ func (s *Server) call(ctx context.Context, method string, p json.RawMessage) (an
 	case "send":
 		var in struct {
 			Recipient   recipients `json:"recipient"`
+			GroupID     string     `json:"groupId"`
 			Message     string     `json:"message"`
 			Attachments []string   `json:"attachments"`
 		}
 		if e := params(p, &in); e != nil {
 			return nil, e
+		}
+		if in.GroupID != "" {
+			if len(in.Recipient) > 0 {
+				return nil, &Error{Code: CodeInvalidParams, Message: "invalid params: give recipient or groupId, not both"}
+			}
+			ts, err := a.SendGroup(ctx, in.GroupID, in.Message, in.Attachments)
+			if err != nil {
+				return nil, appError(err)
+			}
+			return map[string]any{"timestamp": ts}, nil
 		}
 		if len(in.Recipient) == 0 {
 			return nil, &Error{Code: CodeInvalidParams, Message: "invalid params: recipient is required"}
@@ -302,6 +313,15 @@ func (s *Server) call(ctx context.Context, method string, p json.RawMessage) (an
 			return nil, &Error{Code: CodeInvalidParams, Message: "invalid params: expiration (seconds, 0: off) is required"}
 		}
 		return nil, appErrorOrNil(a.SetTimer(ctx, in.Recipient, *in.Expiration))
+	case "listGroups":
+		if e := params(p, &struct{}{}); e != nil {
+			return nil, e
+		}
+		gs, err := a.Groups(ctx)
+		if err != nil {
+			return nil, appError(err)
+		}
+		return gs, nil
 	case "listIdentities":
 		var in struct {
 			Number string `json:"number"`
