@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -9,7 +10,8 @@ import (
 // BenchmarkGroupSend100 sends one group message to 100 members (one device
 // each) through the real HTTP API on SQLite: as 100 single-recipient sends,
 // the way a client without multi-recipient sends would, and as one
-// multi-recipient send. Each op is one whole group message; compare ns/op.
+// multi-recipient send; with members offline (queues grow) and online
+// (queues drained between ops). Each op is one whole group message.
 //
 //	go test -run='^$' -bench=GroupSend100 -count=5 ./api
 func BenchmarkGroupSend100(b *testing.B) {
@@ -31,25 +33,57 @@ func BenchmarkGroupSend100(b *testing.B) {
 		_, group[i] = e.register(n, 0)
 	}
 	content := make([]byte, 1024) // a short text plus sender-key overhead, padded
-	b.Run("per-recipient", func(b *testing.B) {
-		for b.Loop() {
-			for _, m := range group {
-				if r := e.send(sender, m.Account, nil, "", msg{Device: 1, RegID: 1234, Type: 4, Content: content}); r.Status != 200 {
-					b.Fatalf("send: %d %s", r.Status, r.Raw)
-				}
+	recipients := make([]map[string]any, members)
+	for i, m := range group {
+		recipients[i] = to(m, [2]int{1, 1234})
+	}
+	body := map[string]any{"timestamp": time.Now().UnixMilli(), "type": 4, "content": b64(content), "recipients": recipients}
+	perRecipient := func(b *testing.B) {
+		for _, m := range group {
+			if r := e.send(sender, m.Account, nil, "", msg{Device: 1, RegID: 1234, Type: 4, Content: content}); r.Status != 200 {
+				b.Fatalf("send: %d %s", r.Status, r.Raw)
 			}
 		}
-	})
-	b.Run("multi", func(b *testing.B) {
-		recipients := make([]map[string]any, members)
-		for i, m := range group {
-			recipients[i] = to(m, [2]int{1, 1234})
+	}
+	multi := func(b *testing.B) {
+		if r := e.call("PUT", "/v1/messages", sender, body, false); r.Status != 200 {
+			b.Fatalf("multi send: %d %s", r.Status, r.Raw)
 		}
-		body := map[string]any{"timestamp": time.Now().UnixMilli(), "type": 4, "content": b64(content), "recipients": recipients}
-		for b.Loop() {
-			if r := e.call("PUT", "/v1/messages", sender, body, false); r.Status != 200 {
-				b.Fatalf("multi send: %d %s", r.Status, r.Raw)
+	}
+	// Members offline: queues grow by one message per op.
+	for name, send := range map[string]func(*testing.B){"offline/per-recipient": perRecipient, "offline/multi": multi} {
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				send(b)
 			}
-		}
-	})
+			drainAll(b, e)
+		})
+	}
+	// Members online: their devices take and acknowledge every message, so
+	// queues stay empty (the acknowledgements are outside the timing).
+	for name, send := range map[string]func(*testing.B){"online/per-recipient": perRecipient, "online/multi": multi} {
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				send(b)
+				b.StopTimer()
+				drainAll(b, e)
+				b.StartTimer()
+			}
+		})
+	}
+}
+
+// drainAll deletes every queued envelope, as acknowledgements would.
+func drainAll(b *testing.B, e *env) {
+	rows, err := e.db.DumpTable(context.Background(), "envelopes")
+	if err != nil {
+		b.Fatal(err)
+	}
+	seqs := make([]int64, 0, len(rows))
+	for _, r := range rows {
+		seqs = append(seqs, r["seq"].(int64))
+	}
+	if err := e.db.Delete(context.Background(), seqs); err != nil {
+		b.Fatal(err)
+	}
 }
