@@ -109,21 +109,9 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fmt.Errorf("identity_key: %w", err)
 	}
-	spk, err := req.SignedPreKey.ec()
+	spk, lr, pks, pqs, err := parseDeviceKeys(req.SignedPreKey, req.PQLastResortKey, req.PreKeys, req.PQPreKeys)
 	if err != nil {
-		return fmt.Errorf("signed_prekey: %w", err)
-	}
-	lr, err := req.PQLastResortKey.kem()
-	if err != nil {
-		return fmt.Errorf("pq_last_resort_prekey: %w", err)
-	}
-	pks, err := parsePreKeys(req.PreKeys)
-	if err != nil {
-		return fmt.Errorf("prekeys: %w", err)
-	}
-	pqs, err := parseKEMPreKeys(req.PQPreKeys)
-	if err != nil {
-		return fmt.Errorf("pq_prekeys: %w", err)
+		return err
 	}
 	id, err := s.Accounts.Register(r.Context(), accounts.Registration{
 		SessionID: req.SessionID, Credential: req.Credential, RegistrationID: req.RegistrationID,
@@ -293,4 +281,22 @@ func (s *Server) lookupNumber(w http.ResponseWriter, r *http.Request, p accounts
 	}
 	writeJSON(w, http.StatusOK, lookupResponse{AccountID: id.String()})
 	return nil
+}
+
+// parseDeviceKeys parses a new device's keys (registration or linking).
+func parseDeviceKeys(spkJ, lrJ signedPreKeyJSON, pksJ []preKeyJSON, pqsJ []signedPreKeyJSON) (
+	spk keys.SignedPreKey, lr keys.KEMPreKey, pks []keys.PreKey, pqs []keys.KEMPreKey, err error) {
+	if spk, err = spkJ.ec(); err != nil {
+		return spk, lr, nil, nil, fmt.Errorf("signed_prekey: %w", err)
+	}
+	if lr, err = lrJ.kem(); err != nil {
+		return spk, lr, nil, nil, fmt.Errorf("pq_last_resort_prekey: %w", err)
+	}
+	if pks, err = parsePreKeys(pksJ); err != nil {
+		return spk, lr, nil, nil, fmt.Errorf("prekeys: %w", err)
+	}
+	if pqs, err = parseKEMPreKeys(pqsJ); err != nil {
+		return spk, lr, nil, nil, fmt.Errorf("pq_prekeys: %w", err)
+	}
+	return spk, lr, pks, pqs, nil
 }

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"fmt"
 	"net/http"
 
 	"github.com/google/uuid"
@@ -48,21 +47,9 @@ func (s *Server) linkDevice(w http.ResponseWriter, r *http.Request) error {
 	if err != nil || account.String() != req.AccountID {
 		return errorf(http.StatusBadRequest, "invalid_account_id", "account_id must be a UUID in canonical form")
 	}
-	spk, err := req.SignedPreKey.ec()
+	spk, lr, pks, pqs, err := parseDeviceKeys(req.SignedPreKey, req.PQLastResortKey, req.PreKeys, req.PQPreKeys)
 	if err != nil {
-		return fmt.Errorf("signed_prekey: %w", err)
-	}
-	lr, err := req.PQLastResortKey.kem()
-	if err != nil {
-		return fmt.Errorf("pq_last_resort_prekey: %w", err)
-	}
-	pks, err := parsePreKeys(req.PreKeys)
-	if err != nil {
-		return fmt.Errorf("prekeys: %w", err)
-	}
-	pqs, err := parseKEMPreKeys(req.PQPreKeys)
-	if err != nil {
-		return fmt.Errorf("pq_prekeys: %w", err)
+		return err
 	}
 	id, err := s.Accounts.LinkDevice(r.Context(), accounts.Link{
 		Account: account, Code: req.Code, Credential: req.Credential, RegistrationID: req.RegistrationID,

@@ -43,14 +43,7 @@ func (s *Server) sendMessages(w http.ResponseWriter, r *http.Request, p accounts
 		send.Envelopes = append(send.Envelopes, relay.Outgoing{Device: m.DeviceID, RegistrationID: m.RegistrationID, Type: m.Type, Content: m.Content})
 	}
 	rc, err := s.Relay.Send(r.Context(), send)
-	if err != nil {
-		return err
-	}
-	if rc.Replayed {
-		w.Header().Set("Idempotent-Replayed", "true")
-	}
-	writeJSON(w, http.StatusOK, sendResponse{ServerTimestamp: rc.ServerTimestamp.UnixMilli()})
-	return nil
+	return answerSent(w, rc, err)
 }
 
 func (s *Server) websocket(w http.ResponseWriter, r *http.Request, p accounts.Principal) error {
@@ -116,6 +109,11 @@ func (s *Server) sendMulti(w http.ResponseWriter, r *http.Request, p accounts.Pr
 		send.Recipients = append(send.Recipients, to)
 	}
 	rc, err := s.Relay.SendMulti(r.Context(), send)
+	return answerSent(w, rc, err)
+}
+
+// answerSent answers an accepted send, marking a replayed one.
+func answerSent(w http.ResponseWriter, rc relay.Receipt, err error) error {
 	if err != nil {
 		return err
 	}

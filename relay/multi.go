@@ -7,14 +7,12 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/parleyhq/parley/accounts"
-	"github.com/parleyhq/parley/ratelimit"
 )
 
 // MaxRecipients bounds the accounts of one multi-recipient send (Signal's
@@ -87,17 +85,11 @@ func (s *Service) SendMulti(ctx context.Context, req MultiSend) (Receipt, error)
 	if err := validateMulti(req); err != nil {
 		return Receipt{}, err
 	}
-	if ok, wait := s.limit.Allow(req.Sender.Account.String() + "." + strconv.Itoa(req.Sender.Device)); !ok {
-		return Receipt{}, &ratelimit.Error{RetryAfter: wait}
-	}
-	if s.closing() {
-		return Receipt{}, ErrShuttingDown
+	if err := s.admit(req.Sender); err != nil {
+		return Receipt{}, err
 	}
 	now := s.now()
-	expires := now.Add(s.cfg.Retention)
-	if req.ExpiresIn > 0 && now.Add(req.ExpiresIn).Before(expires) {
-		expires = now.Add(req.ExpiresIn)
-	}
+	expires := s.expiry(now, req.ExpiresIn)
 	b := MultiBatch{Sender: req.Sender, Now: now, QueueMaxEnvelopes: s.cfg.QueueMaxEnvelopes, QueueMaxBytes: s.cfg.QueueMaxBytes}
 	if req.IdempotencyKey != "" {
 		k := sha256.Sum256([]byte(req.IdempotencyKey))

@@ -257,21 +257,15 @@ func (s *Service) Send(ctx context.Context, req Send) (Receipt, error) {
 	if err := validate(req); err != nil {
 		return Receipt{}, err
 	}
-	if ok, wait := s.limit.Allow(req.Sender.Account.String() + "." + strconv.Itoa(req.Sender.Device)); !ok {
-		return Receipt{}, &ratelimit.Error{RetryAfter: wait}
-	}
-	if s.closing() {
-		return Receipt{}, ErrShuttingDown
+	if err := s.admit(req.Sender); err != nil {
+		return Receipt{}, err
 	}
 	now := s.now()
 	check := func(devs []accounts.Device) error { return checkDevices(req, devs) }
 	if req.Online {
 		return s.sendOnline(ctx, req, now, check)
 	}
-	expires := now.Add(s.cfg.Retention)
-	if req.ExpiresIn > 0 && now.Add(req.ExpiresIn).Before(expires) {
-		expires = now.Add(req.ExpiresIn)
-	}
+	expires := s.expiry(now, req.ExpiresIn)
 	b := Batch{
 		Sender: req.Sender, Destination: req.Destination, Now: now,
 		QueueMaxEnvelopes: s.cfg.QueueMaxEnvelopes, QueueMaxBytes: s.cfg.QueueMaxBytes,
@@ -296,6 +290,28 @@ func (s *Service) Send(ctx context.Context, req Send) (Receipt, error) {
 		}
 	}
 	return rc, nil
+}
+
+// admit applies the sender's rate limit and refuses sends while shutting
+// down.
+func (s *Service) admit(sender accounts.Principal) error {
+	if ok, wait := s.limit.Allow(sender.Account.String() + "." + strconv.Itoa(sender.Device)); !ok {
+		return &ratelimit.Error{RetryAfter: wait}
+	}
+	if s.closing() {
+		return ErrShuttingDown
+	}
+	return nil
+}
+
+// expiry is when envelopes sent at now expire: after the sender's
+// expiresIn, or the relay's retention if that is sooner.
+func (s *Service) expiry(now time.Time, expiresIn time.Duration) time.Time {
+	expires := now.Add(s.cfg.Retention)
+	if expiresIn > 0 && now.Add(expiresIn).Before(expires) {
+		expires = now.Add(expiresIn)
+	}
+	return expires
 }
 
 // sendOnline delivers an online-only send to devices connected now, on any

@@ -172,17 +172,8 @@ func cmdSend(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	var first error
-	for _, r := range results {
-		if r.Err != nil {
-			fmt.Fprintf(e.stderr, "parley: %s: %v\n", r.Recipient, r.Err)
-			if first == nil {
-				first = r.Err
-			}
-		}
-	}
-	if first != nil {
-		return reported{first}
+	if err := reportResults(e, results); err != nil {
+		return err
 	}
 	fmt.Fprintln(e.stdout, ts)
 	return nil
