@@ -454,9 +454,19 @@ func (a *Account) History(ctx context.Context, number string, limit int) ([]Hist
 	if err != nil {
 		return nil, err
 	}
+	return a.history(ctx, r.Account, limit)
+}
+
+// GroupHistory returns a group's last limit messages and updates, oldest
+// first.
+func (a *Account) GroupHistory(ctx context.Context, group string, limit int) ([]HistoryEntry, error) {
+	return a.history(ctx, group, limit)
+}
+
+func (a *Account) history(ctx context.Context, conversation string, limit int) ([]HistoryEntry, error) {
 	var ms []clientdb.Message
 	if err := a.db.Update(ctx, func(tx *clientdb.Tx) (err error) {
-		ms, err = tx.Messages(ctx, r.Account, limit)
+		ms, err = tx.Messages(ctx, conversation, limit)
 		return err
 	}); err != nil {
 		return nil, err

@@ -39,6 +39,26 @@ func (u *user) history(peer *user) []string {
 	return out
 }
 
+// groupHistory is history for a group.
+func (u *user) groupHistory(group string) []string {
+	u.t.Helper()
+	ctx := context.Background()
+	a, err := cli.Open(ctx, cli.Options{Dir: u.config, Number: u.number, Server: u.server})
+	if err != nil {
+		u.t.Fatal(err)
+	}
+	defer a.Close()
+	h, err := a.GroupHistory(ctx, group, 100)
+	if err != nil {
+		u.t.Fatal(err)
+	}
+	var out []string
+	for _, e := range h {
+		out = append(out, e.Text)
+	}
+	return out
+}
+
 // TestDisappearingMessages: a timer set by one side reaches the other
 // inside the encrypted conversation; after it runs out the message is gone
 // from both local stores (and the received file from disk), and the relay

@@ -124,6 +124,27 @@ func TestLinkedDevice(t *testing.T) {
 	if laptop.identity(bob).SafetyNumber != alice.identity(bob).SafetyNumber {
 		t.Fatal("the linked device shows another safety number than the primary")
 	}
+	// Groups too: the laptop learns of a group its phone created, gets the
+	// phone's group messages and can write to the group itself.
+	m := createdGroup.FindStringSubmatch(alice.ok("updateGroup", "-n", "Family", "-m", bob.number))
+	if m == nil {
+		t.Fatal("no group created")
+	}
+	alice.ok("send", "-g", m[1], "-m", "group from the phone")
+	if got := groupTexts(laptop.groupEvents()); len(got) != 0 {
+		t.Errorf("own group message shown as incoming on the laptop: %q", got)
+	}
+	if out := laptop.ok("listGroups"); !strings.Contains(out, `"Family"`) {
+		t.Errorf("the laptop does not know the group: %s", out)
+	}
+	laptop.ok("send", "-g", m[1], "-m", "group from the laptop")
+	if got := strings.Join(groupTexts(bob.groupEvents()), "|"); got != alice.number+": group from the phone|"+alice.number+": group from the laptop" {
+		t.Errorf("bob's group messages: %q", got)
+	}
+	alice.groupEvents() // the phone receives its sibling's group message
+	if h := strings.Join(alice.groupHistory(m[1]), "|"); !strings.Contains(h, "group from the laptop") {
+		t.Errorf("the phone's group history lacks the laptop's message: %s", h)
+	}
 	// A linked device cannot approve further devices.
 	if _, errs, code := laptop.run("", "addDevice", "--uri", uri); code != 1 || !strings.Contains(errs, "primary") {
 		t.Errorf("linked device's addDevice: exit %d %s", code, errs)
