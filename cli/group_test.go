@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"go.mau.fi/libsignal/groups"
 
@@ -162,5 +163,52 @@ func TestHostileGroupInput(t *testing.T) {
 	}
 	if got := groupTextsOf(receiveAll(t, bob)); strings.Join(got, "|") != "still fine" {
 		t.Fatalf("bob: %v", got)
+	}
+}
+
+// TestGroupTimer: a group's disappearing-message timer set with
+// updateGroup reaches the members, and their copies disappear with it.
+func TestGroupTimer(t *testing.T) {
+	ctx := context.Background()
+	server := startRelay(t)
+	alice, bob := newAccount(t, server, 0), newAccount(t, server, 1)
+	timer := int64(5)
+	g, _, err := alice.UpdateGroup(ctx, GroupChange{Add: []string{bob.Number}, ExpireTimer: &timer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.SendGroup(ctx, g.ID, "gone soon", nil); err != nil {
+		t.Fatal(err)
+	}
+	evs := receiveAll(t, bob)
+	if got := groupTextsOf(evs); strings.Join(got, "|") != "gone soon" {
+		t.Fatalf("bob: %v", got)
+	}
+	gs, _ := bob.Groups(ctx)
+	if len(gs) != 1 || gs[0].ExpireTimer != timer {
+		t.Fatalf("bob's group timer: %+v", gs)
+	}
+	texts := func(a *Account) []string {
+		h, err := a.GroupHistory(ctx, g.ID, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range h {
+			if e.Kind == "message" {
+				out = append(out, e.Text)
+			}
+		}
+		return out
+	}
+	if got := texts(bob); len(got) != 1 {
+		t.Fatalf("bob's history before the timer: %v", got)
+	}
+	for _, a := range []*Account{alice, bob} {
+		a.now = func() time.Time { return time.Now().Add(time.Duration(timer+1) * time.Second) }
+		a.expire(ctx)
+		if got := texts(a); len(got) != 0 {
+			t.Errorf("history after the timer: %v", got)
+		}
 	}
 }
