@@ -23,11 +23,13 @@ import (
 	"github.com/parleyhq/parley/store/clientdb"
 )
 
-// EnvelopeSenderKey is the envelope type of group messages: a version
-// byte (1), the 16-byte group id, then a signed libsignal SenderKeyMessage.
+// EnvelopeSenderKey is the envelope type of group messages: a version byte
+// (2), then a signed libsignal SenderKeyMessage. The group is not named:
+// the receiver finds it by the sender key's id, so the relay sees no group
+// identifier.
 const EnvelopeSenderKey = 4
 
-const groupFrameVersion = 1
+const groupFrameVersion = 2
 
 // Group is a group as this device knows it. Groups live only on their
 // members' devices; the relay knows nothing of them.
@@ -450,8 +452,7 @@ func (a *Account) encryptGroup(ctx context.Context, group string, targets []clie
 		if !ok {
 			return errors.New("the group cipher returned no sender-key message")
 		}
-		raw, _ := base64.RawURLEncoding.DecodeString(group)
-		frame = append(append([]byte{groupFrameVersion}, raw...), skm.SignedSerialize()...)
+		frame = append([]byte{groupFrameVersion}, skm.SignedSerialize()...)
 		return nil
 	})
 	return frame, err
@@ -607,26 +608,44 @@ func (s *signalStore) LoadSenderKey(ctx context.Context, name *protocol.SenderKe
 	return grouprecord.NewSenderKeyFromBytes(b, serializer.SenderKeyRecord, serializer.SenderKeyState)
 }
 
-// parseGroupFrame splits a group envelope into group id and the
-// SenderKeyMessage, validating the message before the library parses it.
-func parseGroupFrame(b []byte) (string, *protocol.SenderKeyMessage, error) {
-	if len(b) < 1+16+1+64+1 || len(b) > maxEnvelope || b[0] != groupFrameVersion {
-		return "", nil, fmt.Errorf("%w: group message framing", ErrBadEnvelope)
+// parseGroupFrame validates a group envelope and parses its
+// SenderKeyMessage before the library sees it.
+func parseGroupFrame(b []byte) (*protocol.SenderKeyMessage, error) {
+	if len(b) < 1+1+64+1 || len(b) > maxEnvelope || b[0] != groupFrameVersion {
+		return nil, fmt.Errorf("%w: group message framing", ErrBadEnvelope)
 	}
-	group := base64.RawURLEncoding.EncodeToString(b[1:17])
-	m := b[17:]
+	m := b[1:]
 	if err := checkVersion(m[0]); err != nil {
-		return "", nil, err
+		return nil, err
 	}
 	var pm serialize.SenderKeyMessage
 	if err := proto.Unmarshal(m[1:len(m)-64], &pm); err != nil || pm.Id == nil || pm.Iteration == nil || len(pm.Ciphertext) == 0 {
-		return "", nil, fmt.Errorf("%w: sender-key message", ErrBadEnvelope)
+		return nil, fmt.Errorf("%w: sender-key message", ErrBadEnvelope)
 	}
 	msg, err := protocol.NewSenderKeyMessageFromBytes(m, serializer.SenderKeyMessage)
 	if err != nil {
-		return "", nil, fmt.Errorf("%w: %w", ErrBadEnvelope, err)
+		return nil, fmt.Errorf("%w: %w", ErrBadEnvelope, err)
 	}
-	return group, msg, nil
+	return msg, nil
+}
+
+// groupOf finds the group whose sender key (of this sender device) has the
+// message's key id.
+func groupOf(ctx context.Context, st *signalStore, account string, device int, m *protocol.SenderKeyMessage) (string, error) {
+	ids, err := st.tx.SenderKeyGroups(ctx, account, device)
+	if err != nil {
+		return "", local(err)
+	}
+	for _, g := range ids {
+		rec, err := st.LoadSenderKey(ctx, senderKeyName(g, account, device))
+		if err != nil {
+			return "", err
+		}
+		if _, err := rec.GetSenderKeyStateByID(m.KeyID()); err == nil {
+			return g, nil
+		}
+	}
+	return "", fmt.Errorf("%w: no sender key of this member matches the group message", ErrBadEnvelope)
 }
 
 // parseDistribution validates and parses a sender-key distribution message

@@ -86,7 +86,7 @@ func TestRemovedMemberCannotDecrypt(t *testing.T) {
 			return err
 		}
 		st := carol.store(tx, true)
-		_, m, err := parseGroupFrame(frame)
+		m, err := parseGroupFrame(frame)
 		if err != nil {
 			return err
 		}

@@ -288,7 +288,11 @@ func decrypt(ctx context.Context, st *signalStore, env *relay.WireEnvelope) (pla
 		}
 		return plaintext, "", nil
 	case EnvelopeSenderKey:
-		group, m, err := parseGroupFrame(env.Content)
+		m, err := parseGroupFrame(env.Content)
+		if err != nil {
+			return nil, "", err
+		}
+		group, err := groupOf(ctx, st, env.SourceAccount.String(), env.SourceDevice, m)
 		if err != nil {
 			return nil, "", err
 		}

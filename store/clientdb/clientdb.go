@@ -751,3 +751,22 @@ func (tx *Tx) AdoptGroupBucket(ctx context.Context, group string, b Bucket) erro
 	}
 	return tx.ReplaceBucket(ctx, group, Bucket{ID: b.ID, MemberSecret: b.MemberSecret})
 }
+
+// SenderKeyGroups lists the groups in which we hold a sender key of the
+// member device.
+func (tx *Tx) SenderKeyGroups(ctx context.Context, account string, device int) ([]string, error) {
+	rows, err := tx.tx.QueryContext(ctx, `SELECT group_id FROM sender_keys WHERE account_id = ? AND device_id = ? ORDER BY group_id`, account, device)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var g string
+		if err := rows.Scan(&g); err != nil {
+			return nil, err
+		}
+		out = append(out, g)
+	}
+	return out, rows.Err()
+}
