@@ -48,6 +48,13 @@ type config struct {
 	Pprof             bool
 	SweepInterval     time.Duration
 
+	TLSCert, TLSKey string
+	ACMEDomains     []string
+	ACMECacheDir    string
+	ACMEEmail       string
+	ACMEDirectory   string
+	ACMEHTTPListen  string
+
 	Attachments   string // disk or s3
 	AttachmentDir string
 	S3            attachments.S3Config
@@ -92,6 +99,12 @@ func serveFlags(fs *flag.FlagSet) func() (*config, error) {
 	fs.Int64Var(&c.QueueMaxBytes, "queue-max-bytes", def.QueueMaxBytes, "most ciphertext `bytes` queued for one device (env PARLEY_QUEUE_MAX_BYTES)")
 	fs.Float64Var(&c.SendRate, "send-rate", def.SendRate, "send requests per second each device may make, sustained (env PARLEY_SEND_RATE)")
 	fs.IntVar(&c.SendBurst, "send-burst", def.SendBurst, "send requests a device may make in a burst (env PARLEY_SEND_BURST)")
+	str(&c.TLSCert, "tls-cert", "", "serve HTTPS with this PEM certificate (chain) `file`; reloaded when it changes")
+	str(&c.TLSKey, "tls-key", "", "PEM private key `file` for --tls-cert")
+	str(&c.ACMECacheDir, "acme-cache-dir", "", "`directory` for ACME account keys and certificates (default DATA-DIR/acme)")
+	str(&c.ACMEEmail, "acme-email", "", "contact `address` given to the ACME CA")
+	str(&c.ACMEDirectory, "acme-directory-url", "", "ACME directory `URL` (default Let's Encrypt production)")
+	str(&c.ACMEHTTPListen, "acme-http-listen", "", "`address` (such as :80) answering ACME HTTP-01 challenges and redirecting other requests to HTTPS")
 	str(&c.Attachments, "attachments", "disk", "where attachment objects live: disk (files under --attachment-dir, served by parleyd) or s3")
 	str(&c.AttachmentDir, "attachment-dir", "", "`directory` of the disk backend (default DATA-DIR/attachments); one per node, so use s3 with several replicas")
 	str(&c.S3.Bucket, "s3-bucket", "", "S3 `bucket` for --attachments s3; credentials come from the standard AWS variables, profile or role")
@@ -108,7 +121,8 @@ func serveFlags(fs *flag.FlagSet) func() (*config, error) {
 	fs.DurationVar(&c.SweepInterval, "sweep-interval", time.Minute, "how often expired sessions, envelopes and attachments are deleted (env PARLEY_SWEEP_INTERVAL)")
 	str(&c.TestNumbersF, "test-numbers-file", "", "`file` of test numbers, one +E164=CODE per line (# comments), for QA and load tests with many numbers")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go's /debug/pprof profiles on the metrics listener (env PARLEY_PPROF)")
-	var tests, allow, deny multiFlag
+	var tests, allow, deny, acmeDomains multiFlag
+	fs.Var(&acmeDomains, "acme-domain", "serve HTTPS with certificates obtained by ACME (Let's Encrypt) for this `domain`; repeatable (env PARLEY_ACME_DOMAIN, comma-separated)")
 	fs.Var(&tests, "test-number", "a test number `+E164=CODE`, verified with that fixed 6-digit code and never sent SMS; repeatable (env PARLEY_TEST_NUMBERS, comma-separated)")
 	fs.Var(&allow, "allow-calling-codes", "comma-separated country calling `codes` (44,49) the only ones served; repeatable (env PARLEY_ALLOW_CALLING_CODES)")
 	fs.Var(&deny, "deny-calling-codes", "comma-separated country calling `codes` refused; repeatable (env PARLEY_DENY_CALLING_CODES)")
@@ -164,6 +178,7 @@ func serveFlags(fs *flag.FlagSet) func() (*config, error) {
 				c.TestNumbers[n.String()] = code
 			}
 		}
+		c.ACMEDomains = acmeDomains
 		c.AllowCodes, errs = callingCodes("allow-calling-codes", allow, errs)
 		c.DenyCodes, errs = callingCodes("deny-calling-codes", deny, errs)
 		if c.AttachmentDir == "" {
@@ -246,6 +261,7 @@ func (c *config) validate() []error {
 	default:
 		errs = append(errs, fmt.Errorf("--attachments %q: want disk or s3", c.Attachments))
 	}
+	errs = append(errs, validateTLS(c)...)
 	if err := c.Attach.Validate(); err != nil {
 		errs = append(errs, err)
 	}

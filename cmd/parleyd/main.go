@@ -9,6 +9,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -229,13 +230,32 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	srv := &api.Server{Accounts: accts, Verify: verifier, PreKeys: pre, Keys: db, Relay: rel, Directory: dir, Attachments: att,
 		Provisioning: provisioning.New(db, log), DB: db, Log: log, ClientIPHeader: cfg.ClientIPHeader, Metrics: reg}
 
+	tlsCfg, acmeMgr, err := serverTLS(cfg, log)
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
 	}
-	httpSrv := newHTTPServer(srv.Handler(), log)
-	errc := make(chan error, 2)
+	handler := srv.Handler()
+	if tlsCfg != nil {
+		handler = hsts(handler)
+		ln = tls.NewListener(ln, tlsCfg)
+	}
+	httpSrv := newHTTPServer(handler, log)
+	httpSrv.TLSConfig = tlsCfg
+	errc := make(chan error, 3)
 	go func() { errc <- httpSrv.Serve(ln) }()
+	if acmeMgr != nil && cfg.ACMEHTTPListen != "" {
+		aln, err := net.Listen("tcp", cfg.ACMEHTTPListen)
+		if err != nil {
+			return errors.Join(fmt.Errorf("ACME HTTP listener: %w", err), httpSrv.Close())
+		}
+		challenge := newHTTPServer(acmeMgr.HTTPHandler(nil), log)
+		go func() { errc <- challenge.Serve(aln) }()
+		defer challenge.Close()
+	}
 	var metricsSrv *http.Server
 	if cfg.MetricsListen != "" {
 		mln, err := net.Listen("tcp", cfg.MetricsListen)
@@ -254,7 +274,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		log.Info("metrics listening", "addr", mln.Addr().String())
 	}
 	go sweep(ctx, cfg.SweepInterval, db, verifier, rel, att, log)
-	log.Info("parleyd listening", "addr", ln.Addr().String(), "database", db.Dialect(), "sms_sender", cfg.SMSSender,
+	log.Info("parleyd listening", "addr", ln.Addr().String(), "tls", tlsCfg != nil, "database", db.Dialect(), "sms_sender", cfg.SMSSender,
 		"attachments", att.Backend().Name(), "test_numbers", len(cfg.TestNumbers))
 
 	select {
