@@ -38,6 +38,9 @@ type Dialect struct {
 	// LockRows is appended to a SELECT to lock the rows it reads until
 	// the transaction ends (empty when the engine has a single writer).
 	LockRows string
+	// AuditLock serialises audit-log appends across replicas until the
+	// transaction ends (empty when the engine has a single writer).
+	AuditLock string
 	// IsUniqueViolation reports whether err is a unique-constraint failure.
 	IsUniqueViolation func(error) bool
 }
@@ -155,7 +158,7 @@ func (db *DB) Close() error {
 // Tables lists the application's tables, for tests that inspect what the
 // relay stores.
 func (db *DB) Tables() []string {
-	return []string{"accounts", "devices", "signed_prekeys", "kem_last_resort_prekeys", "ec_prekeys", "kem_prekeys", "verification_sessions", "envelopes", "send_receipts", "attachment_buckets", "attachment_objects", "link_codes", "provisioning_mailboxes"}
+	return []string{"accounts", "devices", "signed_prekeys", "kem_last_resort_prekeys", "ec_prekeys", "kem_prekeys", "verification_sessions", "envelopes", "send_receipts", "attachment_buckets", "attachment_objects", "link_codes", "provisioning_mailboxes", "audit_log"}
 }
 
 // DumpTable returns every row of table as column → value, for tests and
@@ -217,4 +220,12 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// ExecRaw runs one statement directly. It exists for tests that play
+// someone with write access to the database (altering the audit log, for
+// instance); the relay never calls it.
+func (db *DB) ExecRaw(ctx context.Context, query string, args ...any) error {
+	_, err := db.w.ExecContext(ctx, query, args...)
+	return err
 }

@@ -44,7 +44,8 @@ func Dialect() *store.Dialect {
 			(SELECT account_id, device_id, key_id FROM kem_prekeys WHERE account_id = $1 AND device_id = $2
 			 ORDER BY key_id LIMIT 1 FOR UPDATE SKIP LOCKED)
 			RETURNING key_id, public_key, signature`,
-		LockRows: " FOR NO KEY UPDATE",
+		LockRows:  " FOR NO KEY UPDATE",
+		AuditLock: fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", migrationLockKey+1),
 		IsUniqueViolation: func(err error) bool {
 			var e *pgconn.PgError
 			return errors.As(err, &e) && e.Code == "23505"

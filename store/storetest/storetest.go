@@ -46,6 +46,7 @@ func Run(t *testing.T, open Opener) {
 	tests = append(tests, relayTests...)
 	tests = append(tests, attachmentTests...)
 	tests = append(tests, linkingTests...)
+	tests = append(tests, auditTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -1,0 +1,231 @@
+// Package audit keeps the relay's security audit log: registrations,
+// registration-lock failures, devices added and removed, key uploads,
+// attachment-bucket administration, operator actions and retention purges.
+// Entries name accounts and devices by id only, never message content or
+// phone numbers.
+//
+// The log is append-only and chained: each entry carries an HMAC-SHA256,
+// under a key derived from the relay's root secret (kept outside the
+// database), over the previous entry's MAC and its own fields. Changing,
+// inserting or removing an entry breaks every MAC after it, and without the
+// key the chain cannot be recomputed. Entries older than the retention are
+// purged from the front; each purge is itself an entry recording where the
+// log now starts, so a cut at the front is told apart from a purge.
+package audit
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+)
+
+// Kinds of entries.
+const (
+	AccountRegistered   = "account.registered"
+	AccountDeleted      = "account.deleted"
+	LockFailed          = "account.registration_lock_failed"
+	LockSet             = "account.registration_lock_set"
+	LockRemoved         = "account.registration_lock_removed"
+	DeviceLinked        = "device.linked"
+	DeviceRemoved       = "device.removed"
+	KeysUploaded        = "keys.uploaded"
+	BucketCreated       = "bucket.created"
+	BucketSecretRotated = "bucket.member_secret_rotated"
+	BucketRetentionSet  = "bucket.retention_set"
+	BucketDeleted       = "bucket.deleted"
+	AdminDeviceRevoked  = "admin.device_revoked"
+	AdminAccountDeleted = "admin.account_deleted"
+	AdminPurge          = "admin.purge"
+	RetentionPurged     = "retention.purged"
+	AuditPurged         = "audit.purged"
+)
+
+// Entry is one audit record. Account and Device are empty/0 when the event
+// concerns no account (an operator action, a purge).
+type Entry struct {
+	Seq     int64             `json:"seq"`
+	At      time.Time         `json:"at"`
+	Kind    string            `json:"kind"`
+	Account string            `json:"account,omitempty"`
+	Device  int               `json:"device,omitempty"`
+	Details map[string]string `json:"details,omitempty"`
+	Prev    []byte            `json:"prev"`
+	MAC     []byte            `json:"mac"`
+}
+
+// Store appends and reads entries.
+type Store interface {
+	// AppendAudit stores e as the entry after the current last one, in one
+	// serialised transaction: it calls seal with the new entry's Seq set
+	// and the last entry's MAC (nil for the first) to fill in Prev and MAC.
+	AppendAudit(ctx context.Context, e Entry, seal func(*Entry, []byte)) (Entry, error)
+	// AuditEntries returns up to limit entries with Seq > after, in order.
+	AuditEntries(ctx context.Context, after int64, limit int) ([]Entry, error)
+	// PurgeAudit deletes entries older than before (never the last one)
+	// and returns the last one deleted (Seq 0 when none was).
+	PurgeAudit(ctx context.Context, before time.Time) (Entry, error)
+}
+
+// Log records entries.
+type Log struct {
+	store     Store
+	key       []byte
+	log       *slog.Logger
+	now       func() time.Time
+	retention time.Duration
+}
+
+// DefaultRetention is six years, the retention HIPAA asks for documentation.
+const DefaultRetention = 6 * 365 * 24 * time.Hour
+
+// New returns a Log over s, chaining entries with key (≥ 32 bytes, from the
+// root secret) and keeping them for retention.
+func New(s Store, key []byte, retention time.Duration, log *slog.Logger) (*Log, error) {
+	if len(key) < 32 {
+		return nil, errors.New("audit: key must be at least 32 bytes")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Log{store: s, key: key, log: log, now: time.Now, retention: retention}, nil
+}
+
+// SetClock replaces the time source (tests and simulations).
+func (l *Log) SetClock(now func() time.Time) { l.now = now }
+
+// mac is HMAC-SHA256(key, "parley audit v1" ‖ prev ‖ fields), every field
+// length-prefixed so no two entries encode alike.
+func (l *Log) mac(e *Entry, prev []byte) []byte {
+	m := hmac.New(sha256.New, l.key)
+	var b [8]byte
+	field := func(p []byte) {
+		binary.BigEndian.PutUint64(b[:], uint64(len(p)))
+		m.Write(b[:])
+		m.Write(p)
+	}
+	num := func(v int64) {
+		binary.BigEndian.PutUint64(b[:], uint64(v))
+		m.Write(b[:])
+	}
+	field([]byte("parley audit v1"))
+	field(prev)
+	num(e.Seq)
+	num(e.At.UnixMilli())
+	field([]byte(e.Kind))
+	field([]byte(e.Account))
+	num(int64(e.Device))
+	keys := make([]string, 0, len(e.Details))
+	for k := range e.Details {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	num(int64(len(keys)))
+	for _, k := range keys {
+		field([]byte(k))
+		field([]byte(e.Details[k]))
+	}
+	return m.Sum(nil)
+}
+
+// Record appends an entry. A failure is logged at error level and
+// returned; callers that must not fail the user's request log and go on.
+func (l *Log) Record(ctx context.Context, kind, account string, device int, details map[string]string) error {
+	e := Entry{At: l.now().Truncate(time.Millisecond), Kind: kind, Account: account, Device: device, Details: details}
+	_, err := l.store.AppendAudit(ctx, e, func(e *Entry, prev []byte) {
+		e.Prev = prev
+		e.MAC = l.mac(e, prev)
+	})
+	if err != nil {
+		l.log.ErrorContext(ctx, "audit entry not written", "kind", kind, "err", err)
+		return fmt.Errorf("audit: %w", err)
+	}
+	return nil
+}
+
+// Purge deletes entries older than the retention and records the purge
+// (with where the log now starts). It returns how far it purged.
+func (l *Log) Purge(ctx context.Context) (int64, error) {
+	last, err := l.store.PurgeAudit(ctx, l.now().Add(-l.retention))
+	if err != nil || last.Seq == 0 {
+		return 0, err
+	}
+	return last.Seq, l.Record(ctx, AuditPurged, "", 0, map[string]string{
+		"through_seq": fmt.Sprint(last.Seq), "through_mac": fmt.Sprintf("%x", last.MAC)})
+}
+
+// Export writes every entry after seq as JSON lines.
+func (l *Log) Export(ctx context.Context, after int64, w func(Entry) error) error {
+	for {
+		es, err := l.store.AuditEntries(ctx, after, 1000)
+		if err != nil {
+			return err
+		}
+		for _, e := range es {
+			if err := w(e); err != nil {
+				return err
+			}
+			after = e.Seq
+		}
+		if len(es) < 1000 {
+			return nil
+		}
+	}
+}
+
+// ErrTampered reports a chain that does not verify.
+var ErrTampered = errors.New("the audit log has been altered")
+
+// Verify checks the whole chain and returns how many entries it checked
+// and the first and last sequence numbers. A log that does not start at 1
+// must start right after a purge that an entry records.
+func (l *Log) Verify(ctx context.Context) (n int, first, last int64, err error) {
+	var prev []byte
+	var startPrev []byte
+	purges := map[int64]string{} // through_seq → through_mac
+	err = l.Export(ctx, 0, func(e Entry) error {
+		if n == 0 {
+			first, startPrev = e.Seq, e.Prev
+			if e.Seq == 1 && e.Prev != nil {
+				return fmt.Errorf("%w: the first entry claims a predecessor", ErrTampered)
+			}
+		} else if e.Seq != last+1 {
+			return fmt.Errorf("%w: entries %d to %d are missing", ErrTampered, last+1, e.Seq-1)
+		} else if !hmac.Equal(e.Prev, prev) {
+			return fmt.Errorf("%w: entry %d does not follow entry %d", ErrTampered, e.Seq, last)
+		}
+		if !hmac.Equal(e.MAC, l.mac(&e, e.Prev)) {
+			return fmt.Errorf("%w: entry %d was changed", ErrTampered, e.Seq)
+		}
+		if e.Kind == AuditPurged {
+			purges[parseSeq(e.Details["through_seq"])] = e.Details["through_mac"]
+		}
+		prev, last = e.MAC, e.Seq
+		n++
+		return nil
+	})
+	if err != nil {
+		return n, first, last, err
+	}
+	if n > 0 && first != 1 {
+		if mac, ok := purges[first-1]; !ok || mac != fmt.Sprintf("%x", startPrev) {
+			return n, first, last, fmt.Errorf("%w: entries before %d were removed without a recorded purge", ErrTampered, first)
+		}
+	}
+	return n, first, last, nil
+}
+
+func parseSeq(s string) int64 {
+	var v int64
+	fmt.Sscan(s, &v)
+	return v
+}
+
+// MarshalLine encodes an entry for export.
+func MarshalLine(e Entry) ([]byte, error) { return json.Marshal(e) }

@@ -1,0 +1,89 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/parleyhq/parley/audit"
+)
+
+var _ audit.Store = (*DB)(nil)
+
+// AppendAudit implements audit.Store.
+func (db *DB) AppendAudit(ctx context.Context, e audit.Entry, seal func(*audit.Entry, []byte)) (audit.Entry, error) {
+	details, err := json.Marshal(e.Details)
+	if err != nil {
+		return e, err
+	}
+	err = db.tx(ctx, func(tx *sql.Tx) error {
+		if db.d.AuditLock != "" {
+			if _, err := tx.ExecContext(ctx, db.d.AuditLock); err != nil {
+				return err
+			}
+		}
+		var last int64
+		var prev []byte
+		err := tx.QueryRowContext(ctx, `SELECT seq, mac FROM audit_log ORDER BY seq DESC LIMIT 1`).Scan(&last, &prev)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		e.Seq = last + 1
+		seal(&e, prev)
+		_, err = tx.ExecContext(ctx, `INSERT INTO audit_log (seq, at, kind, account_id, device_id, details, prev_mac, mac)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, e.Seq, ms(e.At), e.Kind, e.Account, e.Device, string(details), e.Prev, e.MAC)
+		return err
+	})
+	return e, err
+}
+
+// AuditEntries implements audit.Store.
+func (db *DB) AuditEntries(ctx context.Context, after int64, limit int) ([]audit.Entry, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT seq, at, kind, account_id, device_id, details, prev_mac, mac
+		FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2`, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []audit.Entry
+	for rows.Next() {
+		var e audit.Entry
+		var at int64
+		var details string
+		if err := rows.Scan(&e.Seq, &at, &e.Kind, &e.Account, &e.Device, &details, &e.Prev, &e.MAC); err != nil {
+			return nil, err
+		}
+		e.At = fromMS(at)
+		if err := json.Unmarshal([]byte(details), &e.Details); err != nil {
+			return nil, fmt.Errorf("audit entry %d: details: %w", e.Seq, err)
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// PurgeAudit implements audit.Store.
+func (db *DB) PurgeAudit(ctx context.Context, before time.Time) (audit.Entry, error) {
+	var last audit.Entry
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		if db.d.AuditLock != "" {
+			if _, err := tx.ExecContext(ctx, db.d.AuditLock); err != nil {
+				return err
+			}
+		}
+		err := tx.QueryRowContext(ctx, `SELECT seq, mac FROM audit_log
+			WHERE at < $1 AND seq < (SELECT max(seq) FROM audit_log) ORDER BY seq DESC LIMIT 1`, ms(before)).Scan(&last.Seq, &last.MAC)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `DELETE FROM audit_log WHERE seq <= $1`, last.Seq)
+		return err
+	})
+	return last, err
+}
