@@ -45,6 +45,10 @@ var (
 type LockedError struct {
 	AttemptsLeft  int
 	TimeRemaining time.Duration // until the lock lapses if the account stays unseen
+	// Account is the locked account; Guessed says a wrong token was
+	// presented (rather than none).
+	Account uuid.UUID
+	Guessed bool
 }
 
 func (e *LockedError) Error() string {
@@ -255,7 +259,7 @@ func (s *Service) checkLock(ctx context.Context, a Account, token []byte, now ti
 	if a.LockFailureDay == today {
 		failures = a.LockFailures
 	}
-	locked := &LockedError{TimeRemaining: lapses.Sub(now)}
+	locked := &LockedError{TimeRemaining: lapses.Sub(now), Account: a.ID}
 	if failures >= LockAttemptsPerDay {
 		return false, locked
 	}
@@ -267,6 +271,7 @@ func (s *Service) checkLock(ctx context.Context, a Account, token []byte, now ti
 			return false, fmt.Errorf("record lock failure: %w", err)
 		}
 		s.log.WarnContext(ctx, "registration lock failure", "account", a.ID, "failures_today", failures)
+		locked.Guessed = true
 	}
 	locked.AttemptsLeft = max(0, LockAttemptsPerDay-failures)
 	return false, locked

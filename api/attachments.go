@@ -2,10 +2,12 @@ package api
 
 import (
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/parleyhq/parley/accounts"
 	"github.com/parleyhq/parley/attachments"
+	"github.com/parleyhq/parley/audit"
 )
 
 type createBucketRequest struct {
@@ -78,6 +80,7 @@ func (s *Server) createBucket(w http.ResponseWriter, r *http.Request, p accounts
 	if err != nil {
 		return err
 	}
+	s.audit(r, audit.BucketCreated, p.Account, p.Device, map[string]string{"bucket": b.ID})
 	cfg := s.Attachments.Config()
 	writeJSON(w, http.StatusCreated, bucketResponse{BucketID: b.ID, RetentionSeconds: int64(b.Retention / time.Second),
 		QuotaBytes: cfg.QuotaBytes, MaxObjectBytes: cfg.MaxObjectBytes})
@@ -118,6 +121,7 @@ func (s *Server) rotateMemberSecret(w http.ResponseWriter, r *http.Request, p ac
 	if err := s.Attachments.RotateMemberSecret(r.Context(), p, r.PathValue("bucket"), req.AdminSecret, req.MemberSecretHash); err != nil {
 		return err
 	}
+	s.audit(r, audit.BucketSecretRotated, p.Account, p.Device, map[string]string{"bucket": r.PathValue("bucket")})
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -131,6 +135,7 @@ func (s *Server) setBucketRetention(w http.ResponseWriter, r *http.Request, p ac
 	if err != nil {
 		return err
 	}
+	s.audit(r, audit.BucketRetentionSet, p.Account, p.Device, map[string]string{"bucket": r.PathValue("bucket"), "retention_seconds": strconv.FormatInt(int64(ret/time.Second), 10)})
 	writeJSON(w, http.StatusOK, retentionResponse{RetentionSeconds: int64(ret / time.Second)})
 	return nil
 }
@@ -143,6 +148,7 @@ func (s *Server) deleteBucket(w http.ResponseWriter, r *http.Request, p accounts
 	if err := s.Attachments.Delete(r.Context(), p, r.PathValue("bucket"), req.AdminSecret); err != nil {
 		return err
 	}
+	s.audit(r, audit.BucketDeleted, p.Account, p.Device, map[string]string{"bucket": r.PathValue("bucket")})
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

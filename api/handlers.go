@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 
 	"github.com/google/uuid"
 
 	"github.com/parleyhq/parley/accounts"
+	"github.com/parleyhq/parley/audit"
 	"github.com/parleyhq/parley/keys"
 	"github.com/parleyhq/parley/prekeys"
 	"github.com/parleyhq/parley/verify"
@@ -118,9 +120,14 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) error {
 		IdentityKey: identity, SignedPreKey: spk, LastResort: lr, PreKeys: pks, KEMPreKeys: pqs,
 		LockToken: req.RegistrationLock,
 	})
+	var locked *accounts.LockedError
+	if errors.As(err, &locked) && locked.Guessed {
+		s.audit(r, audit.LockFailed, locked.Account, 0, map[string]string{"attempts_left": strconv.Itoa(locked.AttemptsLeft)})
+	}
 	if err != nil {
 		return err
 	}
+	s.audit(r, audit.AccountRegistered, id, accounts.PrimaryDevice, nil)
 	writeJSON(w, http.StatusOK, registerResponse{AccountID: id.String(), DeviceID: accounts.PrimaryDevice})
 	return nil
 }
@@ -138,6 +145,7 @@ func (s *Server) deleteAccount(w http.ResponseWriter, r *http.Request, p account
 	if err := s.Accounts.DeleteAccount(r.Context(), p); err != nil {
 		return err
 	}
+	s.audit(r, audit.AccountDeleted, p.Account, p.Device, nil)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -153,6 +161,7 @@ func (s *Server) setLock(w http.ResponseWriter, r *http.Request, p accounts.Prin
 	if err := s.Accounts.SetRegistrationLock(r.Context(), p, req.Token); err != nil {
 		return err
 	}
+	s.audit(r, audit.LockSet, p.Account, p.Device, nil)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -161,6 +170,7 @@ func (s *Server) removeLock(w http.ResponseWriter, r *http.Request, p accounts.P
 	if err := s.Accounts.SetRegistrationLock(r.Context(), p, nil); err != nil {
 		return err
 	}
+	s.audit(r, audit.LockRemoved, p.Account, p.Device, nil)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -186,6 +196,7 @@ func (s *Server) removeDevice(w http.ResponseWriter, r *http.Request, p accounts
 	if err := s.Accounts.RemoveDevice(r.Context(), p, d); err != nil {
 		return err
 	}
+	s.audit(r, audit.DeviceRemoved, p.Account, d, map[string]string{"by_device": strconv.Itoa(p.Device)})
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -227,6 +238,9 @@ func (s *Server) uploadKeys(w http.ResponseWriter, r *http.Request, p accounts.P
 	if err := s.Keys.StoreKeys(r.Context(), p.Account, p.Device, up); err != nil {
 		return err
 	}
+	s.audit(r, audit.KeysUploaded, p.Account, p.Device, map[string]string{
+		"signed_prekey": strconv.FormatBool(up.SignedPreKey != nil), "pq_last_resort": strconv.FormatBool(up.LastResort != nil),
+		"prekeys": strconv.Itoa(len(up.PreKeys)), "pq_prekeys": strconv.Itoa(len(up.KEMPreKeys))})
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/parleyhq/parley/accounts"
+	"github.com/parleyhq/parley/audit"
 )
 
 type linkCodeResponse struct {
@@ -58,6 +59,7 @@ func (s *Server) linkDevice(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	s.audit(r, audit.DeviceLinked, account, id, nil)
 	writeJSON(w, http.StatusOK, registerResponse{AccountID: account.String(), DeviceID: id})
 	return nil
 }

@@ -14,10 +14,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/parleyhq/parley/accounts"
 	"github.com/parleyhq/parley/attachments"
+	"github.com/parleyhq/parley/audit"
 	"github.com/parleyhq/parley/directory"
 	"github.com/parleyhq/parley/keys"
 	"github.com/parleyhq/parley/prekeys"
@@ -43,8 +45,10 @@ type Server struct {
 	Attachments *attachments.Service
 	// Provisioning, if set, runs device linking's provisioning socket.
 	Provisioning *provisioning.Service
-	DB           Pinger
-	Log          *slog.Logger
+	// Audit, if set, records security-relevant requests.
+	Audit *audit.Log
+	DB    Pinger
+	Log   *slog.Logger
 	// ClientIPHeader, if set, names a header (X-Forwarded-For, X-Real-IP)
 	// set by a trusted reverse proxy, whose last address is the client's.
 	ClientIPHeader string
@@ -226,4 +230,17 @@ func pathDevice(s string) (int, error) {
 		return 0, errorf(http.StatusBadRequest, "invalid_device_id", "device id must be an integer from 1 to 127")
 	}
 	return d, nil
+}
+
+// audit records a security-relevant event; a failure is logged by the
+// audit log and does not fail the request, which has already taken effect.
+func (s *Server) audit(r *http.Request, kind string, account uuid.UUID, device int, details map[string]string) {
+	if s.Audit == nil {
+		return
+	}
+	id := ""
+	if account != uuid.Nil {
+		id = account.String()
+	}
+	_ = s.Audit.Record(r.Context(), kind, id, device, details)
 }

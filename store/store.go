@@ -38,6 +38,8 @@ type Dialect struct {
 	// LockRows is appended to a SELECT to lock the rows it reads until
 	// the transaction ends (empty when the engine has a single writer).
 	LockRows string
+	// ListTables lists the schema's tables (name in the first column).
+	ListTables string
 	// AuditLock serialises audit-log appends across replicas until the
 	// transaction ends (empty when the engine has a single writer).
 	AuditLock string
@@ -228,4 +230,23 @@ func boolInt(b bool) int {
 func (db *DB) ExecRaw(ctx context.Context, query string, args ...any) error {
 	_, err := db.w.ExecContext(ctx, query, args...)
 	return err
+}
+
+// SchemaTables lists every table in the database, so a dump test can
+// check that Tables misses none.
+func (db *DB) SchemaTables(ctx context.Context) ([]string, error) {
+	rows, err := db.r.QueryContext(ctx, db.d.ListTables)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/attachments"
+	"github.com/parleyhq/parley/audit"
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/relay"
 )
@@ -47,6 +48,7 @@ type config struct {
 	SendBurst         int
 	Pprof             bool
 	SweepInterval     time.Duration
+	AuditRetention    time.Duration
 
 	TLSCert, TLSKey string
 	ACMEDomains     []string
@@ -118,6 +120,7 @@ func serveFlags(fs *flag.FlagSet) func() (*config, error) {
 	fs.DurationVar(&c.Attach.DefaultRetention, "attachment-retention", ad.DefaultRetention, "how long a bucket keeps objects unless its admin sets less (env PARLEY_ATTACHMENT_RETENTION)")
 	fs.DurationVar(&c.Attach.MaxRetention, "attachment-max-retention", ad.MaxRetention, "longest retention any bucket may set (env PARLEY_ATTACHMENT_MAX_RETENTION)")
 	fs.DurationVar(&c.Attach.URLTTL, "attachment-url-ttl", ad.URLTTL, "how long upload and download URLs stay valid (env PARLEY_ATTACHMENT_URL_TTL)")
+	fs.DurationVar(&c.AuditRetention, "audit-retention", audit.DefaultRetention, "how long audit log entries are kept (env PARLEY_AUDIT_RETENTION)")
 	fs.DurationVar(&c.SweepInterval, "sweep-interval", time.Minute, "how often expired sessions, envelopes and attachments are deleted (env PARLEY_SWEEP_INTERVAL)")
 	str(&c.TestNumbersF, "test-numbers-file", "", "`file` of test numbers, one +E164=CODE per line (# comments), for QA and load tests with many numbers")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go's /debug/pprof profiles on the metrics listener (env PARLEY_PPROF)")
@@ -264,6 +267,9 @@ func (c *config) validate() []error {
 	errs = append(errs, validateTLS(c)...)
 	if err := c.Attach.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.AuditRetention < 24*time.Hour {
+		errs = append(errs, errors.New("--audit-retention must be at least 24h"))
 	}
 	if c.SweepInterval < time.Second {
 		errs = append(errs, errors.New("--sweep-interval must be at least 1s"))

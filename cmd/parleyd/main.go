@@ -30,6 +30,7 @@ import (
 	"github.com/parleyhq/parley/accounts"
 	"github.com/parleyhq/parley/api"
 	"github.com/parleyhq/parley/attachments"
+	"github.com/parleyhq/parley/audit"
 	"github.com/parleyhq/parley/directory"
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/prekeys"
@@ -50,6 +51,8 @@ Usage:
   parleyd serve [flags]       run the relay (see parleyd serve --help)
   parleyd migrate [flags]     apply database migrations and exit
   parleyd init-secret FILE    create a new root secret file (mode 0600)
+  parleyd admin COMMAND       operator commands: audit export|verify, revoke-device,
+                              delete-account, config, purge (parleyd admin for help)
 `
 
 func main() {
@@ -90,6 +93,8 @@ func run(args []string, stderr io.Writer) int {
 		} else {
 			err = migrate(ctx, cfg, log)
 		}
+	case "admin":
+		return admin(ctx, args[1:], os.Stdout, stderr)
 	case "init-secret":
 		if len(args) != 2 {
 			fmt.Fprint(stderr, usage)
@@ -227,8 +232,12 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	auditLog, err := audit.New(db, root.Derive("audit log"), cfg.AuditRetention, log)
+	if err != nil {
+		return err
+	}
 	srv := &api.Server{Accounts: accts, Verify: verifier, PreKeys: pre, Keys: db, Relay: rel, Directory: dir, Attachments: att,
-		Provisioning: provisioning.New(db, log), DB: db, Log: log, ClientIPHeader: cfg.ClientIPHeader, Metrics: reg}
+		Provisioning: provisioning.New(db, log), Audit: auditLog, DB: db, Log: log, ClientIPHeader: cfg.ClientIPHeader, Metrics: reg}
 
 	tlsCfg, acmeMgr, err := serverTLS(cfg, log)
 	if err != nil {
@@ -273,7 +282,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		go func() { errc <- metricsSrv.Serve(mln) }()
 		log.Info("metrics listening", "addr", mln.Addr().String())
 	}
-	go sweep(ctx, cfg.SweepInterval, db, verifier, rel, att, log)
+	go purger{db: db, att: att, audit: auditLog, log: log}.sweep(ctx, cfg.SweepInterval)
 	log.Info("parleyd listening", "addr", ln.Addr().String(), "tls", tlsCfg != nil, "database", db.Dialect(), "sms_sender", cfg.SMSSender,
 		"attachments", att.Backend().Name(), "test_numbers", len(cfg.TestNumbers))
 
@@ -340,36 +349,4 @@ func newAttachments(ctx context.Context, cfg *config, db *store.DB, root *secret
 		Limit:  ratelimit.New(attachments.DefaultLimit, nil),
 		Create: ratelimit.New(attachments.DefaultCreateLimit, nil),
 	})
-}
-
-// sweep deletes expired verification sessions, envelopes and attachments
-// every interval.
-func sweep(ctx context.Context, every time.Duration, db *store.DB, v *verify.Service, rel *relay.Service, att *attachments.Service, log *slog.Logger) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if n, err := v.Sweep(ctx); err != nil {
-				log.Warn("sweep verification sessions", "err", err)
-			} else if n > 0 {
-				log.Debug("swept verification sessions", "count", n)
-			}
-			if n, err := rel.PurgeExpired(ctx); err != nil {
-				log.Warn("purge expired envelopes", "err", err)
-			} else if n > 0 {
-				log.Info("purged expired envelopes", "count", n)
-			}
-			if _, err := db.PurgeLinking(ctx, time.Now()); err != nil {
-				log.Warn("purge expired link codes", "err", err)
-			}
-			if objs, buckets, err := att.Sweep(ctx); err != nil {
-				log.Warn("sweep attachments", "err", err)
-			} else if objs+buckets > 0 {
-				log.Info("swept attachments", "expired_objects", objs, "deleted_buckets", buckets)
-			}
-		}
-	}
 }

@@ -44,8 +44,9 @@ func Dialect() *store.Dialect {
 			(SELECT account_id, device_id, key_id FROM kem_prekeys WHERE account_id = $1 AND device_id = $2
 			 ORDER BY key_id LIMIT 1 FOR UPDATE SKIP LOCKED)
 			RETURNING key_id, public_key, signature`,
-		LockRows:  " FOR NO KEY UPDATE",
-		AuditLock: fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", migrationLockKey+1),
+		LockRows:   " FOR NO KEY UPDATE",
+		ListTables: `SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' ORDER BY 1`,
+		AuditLock:  fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", migrationLockKey+1),
 		IsUniqueViolation: func(err error) bool {
 			var e *pgconn.PgError
 			return errors.As(err, &e) && e.Code == "23505"

@@ -32,6 +32,7 @@ func Dialect() *store.Dialect {
 	// DELETE … RETURNING of the lowest id is atomic.
 	return &store.Dialect{
 		Name:       "sqlite",
+		ListTables: `SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY 1`,
 		Migrations: sub,
 		ClaimEC: `DELETE FROM ec_prekeys WHERE account_id = $1 AND device_id = $2 AND key_id =
 			(SELECT min(key_id) FROM ec_prekeys WHERE account_id = $1 AND device_id = $2)

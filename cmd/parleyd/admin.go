@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/accounts"
+	"github.com/parleyhq/parley/attachments"
+	"github.com/parleyhq/parley/audit"
+	"github.com/parleyhq/parley/secrets"
+)
+
+const adminUsage = `Usage: parleyd admin COMMAND [ARGS] [flags: the same database and secret flags as serve]
+
+Commands:
+  audit export [--after SEQ]     the audit log as JSON lines
+  audit verify                   check the audit log's chain; exit 1 if it was altered
+  revoke-device ACCOUNT DEVICE   remove a linked device (its credential stops working)
+  delete-account ACCOUNT         delete an account with its devices, keys and queued messages
+  config                         the effective configuration, secrets redacted
+  purge                          delete expired data now (the sweeper does it every --sweep-interval)
+`
+
+// admin runs an operator command against the relay's database. Actions
+// that change something are recorded in the audit log.
+func admin(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var cmd, pos []string
+	for i, a := range args {
+		if strings.HasPrefix(a, "-") {
+			pos = args[i:]
+			break
+		}
+		cmd = append(cmd, a)
+	}
+	if len(cmd) == 0 {
+		fmt.Fprint(stderr, adminUsage)
+		return 2
+	}
+	fs := flag.NewFlagSet("parleyd admin", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	load := serveFlags(fs)
+	after := fs.Int64("after", 0, "audit export: only entries after this sequence number")
+	if err := fs.Parse(pos); err != nil {
+		return 2
+	}
+	cfg, err := load()
+	if err != nil {
+		fmt.Fprintf(stderr, "parleyd: invalid configuration:\n%v\n", err)
+		return 2
+	}
+	log := newLogger(cfg, stderr)
+	if cmd[0] == "config" {
+		return printConfig(cfg, stdout)
+	}
+	root, err := secrets.Load(cfg.SecretFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "parleyd admin: %v\n", err)
+		return 1
+	}
+	db, err := openStore(ctx, cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "parleyd admin: %v\n", err)
+		return 1
+	}
+	defer db.Close()
+	auditLog, err := audit.New(db, root.Derive("audit log"), cfg.AuditRetention, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "parleyd admin: %v\n", err)
+		return 1
+	}
+	var att *attachments.Service
+	if len(cmd) == 1 && cmd[0] == "purge" {
+		if att, err = newAttachments(ctx, cfg, db, root, log); err != nil {
+			fmt.Fprintf(stderr, "parleyd admin: %v\n", err)
+			return 1
+		}
+	}
+	p := purger{db: db, att: att, audit: auditLog, log: log}
+	if err := runAdmin(ctx, cmd, *after, p, stdout); err != nil {
+		fmt.Fprintf(stderr, "parleyd admin: %v\n", err)
+		if errors.Is(err, errUsage) {
+			fmt.Fprint(stderr, adminUsage)
+			return 2
+		}
+		return 1
+	}
+	return 0
+}
+
+var errUsage = errors.New("wrong arguments")
+
+func runAdmin(ctx context.Context, cmd []string, after int64, p purger, stdout io.Writer) error {
+	db, l := p.db, p.audit
+	switch {
+	case len(cmd) == 2 && cmd[0] == "audit" && cmd[1] == "export":
+		enc := json.NewEncoder(stdout)
+		return l.Export(ctx, after, func(e audit.Entry) error { return enc.Encode(e) })
+	case len(cmd) == 2 && cmd[0] == "audit" && cmd[1] == "verify":
+		n, first, last, err := l.Verify(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "audit log verified: %d entries, %d to %d\n", n, first, last)
+		return nil
+	case len(cmd) == 3 && cmd[0] == "revoke-device":
+		account, err := uuid.Parse(cmd[1])
+		device, derr := strconv.Atoi(cmd[2])
+		if err != nil || derr != nil || device < 1 {
+			return fmt.Errorf("%w: revoke-device ACCOUNT_ID DEVICE_ID", errUsage)
+		}
+		if device == accounts.PrimaryDevice {
+			return errors.New("the primary device cannot be revoked alone; use delete-account")
+		}
+		if err := db.RemoveDevice(ctx, account, device); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "device %d of %s revoked\n", device, account)
+		return l.Record(ctx, audit.AdminDeviceRevoked, account.String(), device, nil)
+	case len(cmd) == 2 && cmd[0] == "delete-account":
+		account, err := uuid.Parse(cmd[1])
+		if err != nil {
+			return fmt.Errorf("%w: delete-account ACCOUNT_ID", errUsage)
+		}
+		if err := db.DeleteAccount(ctx, account); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "account %s deleted\n", account)
+		return l.Record(ctx, audit.AdminAccountDeleted, account.String(), 0, nil)
+	case len(cmd) == 1 && cmd[0] == "purge":
+		counts, err := p.run(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "purged: %s\n", counts)
+		return l.Record(ctx, audit.AdminPurge, "", 0, counts)
+	}
+	return fmt.Errorf("%w: %s", errUsage, strings.Join(cmd, " "))
+}
+
+// printConfig prints every setting with secrets redacted.
+func printConfig(cfg *config, w io.Writer) int {
+	v := reflect.ValueOf(*cfg)
+	t := v.Type()
+	out := map[string]any{}
+	for i := range t.NumField() {
+		name := t.Field(i).Name
+		val := v.Field(i).Interface()
+		if redacted(name) && !reflect.ValueOf(val).IsZero() {
+			val = "(redacted)"
+		}
+		if d, ok := val.(time.Duration); ok {
+			val = d.String()
+		}
+		out[name] = val
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(out); err != nil {
+		return 1
+	}
+	return 0
+}
+
+// redacted reports whether a setting holds a secret (or a URL that may
+// carry a password).
+func redacted(field string) bool {
+	switch field {
+	case "TwilioToken", "DatabaseURL", "TestNumbers", "TestNumbersF":
+		return true
+	}
+	return false
+}
