@@ -7,10 +7,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"reflect"
+	"os"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/google/uuid"
 
@@ -60,7 +59,7 @@ func admin(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	log := newLogger(cfg, stderr)
 	if cmd[0] == "config" {
-		return printConfig(cfg, stdout)
+		return printConfig(fs, stdout)
 	}
 	root, err := secrets.Load(cfg.SecretFile)
 	if err != nil {
@@ -147,21 +146,22 @@ func runAdmin(ctx context.Context, cmd []string, after int64, p purger, stdout i
 	return fmt.Errorf("%w: %s", errUsage, strings.Join(cmd, " "))
 }
 
-// printConfig prints every setting with secrets redacted.
-func printConfig(cfg *config, w io.Writer) int {
-	v := reflect.ValueOf(*cfg)
-	t := v.Type()
-	out := map[string]any{}
-	for i := range t.NumField() {
-		name := t.Field(i).Name
-		val := v.Field(i).Interface()
-		if redacted(name) && !reflect.ValueOf(val).IsZero() {
-			val = "(redacted)"
+// printConfig prints every setting's effective value (flags over
+// environment over defaults) as JSON, secrets redacted.
+func printConfig(fs *flag.FlagSet, w io.Writer) int {
+	out := map[string]string{}
+	fs.VisitAll(func(f *flag.Flag) {
+		if f.Name == "after" {
+			return
 		}
-		if d, ok := val.(time.Duration); ok {
-			val = d.String()
+		v := f.Value.String()
+		if redacted(f.Name) && v != "" {
+			v = "(redacted)"
 		}
-		out[name] = val
+		out["--"+f.Name] = v
+	})
+	if os.Getenv("PARLEY_TWILIO_AUTH_TOKEN") != "" {
+		out["PARLEY_TWILIO_AUTH_TOKEN"] = "(redacted)"
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -171,11 +171,11 @@ func printConfig(cfg *config, w io.Writer) int {
 	return 0
 }
 
-// redacted reports whether a setting holds a secret (or a URL that may
-// carry a password).
-func redacted(field string) bool {
-	switch field {
-	case "TwilioToken", "DatabaseURL", "TestNumbers", "TestNumbersF":
+// redacted reports whether a setting holds a secret: a database URL may
+// carry a password, test numbers carry their codes.
+func redacted(flagName string) bool {
+	switch flagName {
+	case "database-url", "test-number":
 		return true
 	}
 	return false
