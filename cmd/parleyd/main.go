@@ -51,6 +51,7 @@ Usage:
   parleyd serve [flags]       run the relay (see parleyd serve --help)
   parleyd migrate [flags]     apply database migrations and exit
   parleyd init-secret FILE    create a new root secret file (mode 0600)
+  parleyd config-reference    print the configuration reference (deploy/CONFIG.md)
   parleyd check URL           exit 0 if URL answers 200 (container health checks)
   parleyd admin COMMAND       operator commands: audit export|verify, revoke-device,
                               delete-account, config, purge (parleyd admin for help)
@@ -98,6 +99,9 @@ func run(args []string, stderr io.Writer) int {
 		return admin(ctx, args[1:], os.Stdout, stderr)
 	case "check":
 		return check(args[1:], stderr)
+	case "config-reference":
+		configReference(os.Stdout)
+		return 0
 	case "init-secret":
 		if len(args) != 2 {
 			fmt.Fprint(stderr, usage)
