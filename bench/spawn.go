@@ -9,15 +9,18 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sync"
 	"syscall"
 	"time"
 )
 
 // Server is a parleyd process the generator started.
 type Server struct {
-	Base string
-	cmd  *exec.Cmd
-	done chan error
+	Base     string
+	cmd      *exec.Cmd
+	done     chan error
+	stopOnce sync.Once
+	stopErr  error
 }
 
 var listening = regexp.MustCompile(`"msg":"parleyd listening","addr":"([^"]+)"`)
@@ -77,14 +80,17 @@ func SpawnEnv(binary, dir string, env []string, n int, code string, logw io.Writ
 // PID is the server's process id.
 func (s *Server) PID() int { return s.cmd.Process.Pid }
 
-// Stop sends SIGTERM and waits for the process to exit.
+// Stop sends SIGTERM and waits for the process to exit; calling it again
+// returns the first result.
 func (s *Server) Stop() error {
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-s.done:
-		return err
-	case <-time.After(30 * time.Second):
-		s.cmd.Process.Kill()
-		return errors.New("parleyd did not stop within 30 s of SIGTERM")
-	}
+	s.stopOnce.Do(func() {
+		s.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case s.stopErr = <-s.done:
+		case <-time.After(30 * time.Second):
+			s.cmd.Process.Kill()
+			s.stopErr = errors.New("parleyd did not stop within 30 s of SIGTERM")
+		}
+	})
+	return s.stopErr
 }
