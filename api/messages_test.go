@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
 
 	"github.com/parleyhq/parley/relay"
@@ -526,5 +527,31 @@ func waitFor(t testing.TB, cond func() bool) {
 			t.Fatal("condition not reached in 5 s")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestDeviceRemovedElsewhereIsDisconnected: a device deleted behind the
+// relay's back (parleyd admin, another process) loses its socket at the
+// next device check, without any disconnect event.
+func TestDeviceRemovedElsewhereIsDisconnected(t *testing.T) {
+	e := newEnv(t, func(c *envConfig) {
+		c.relay.PingInterval, c.relay.DeviceCheckInterval = 100*time.Millisecond, 100*time.Millisecond
+	})
+	_, alice := e.register(aliceNumber, 0)
+	_, bob := e.register(bobNumber, 0)
+	wa, wb := e.connect(alice), e.connect(bob)
+	wa.drain()
+	wb.drain()
+	id, _ := uuid.Parse(bob.Account)
+	if err := e.db.DeleteAccount(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+	if code := wb.closed(); code != relay.CloseDeviceRemoved {
+		t.Errorf("the removed device's socket closed with %d, want %d", code, relay.CloseDeviceRemoved)
+	}
+	// Alice's device still exists: her socket stays.
+	wa.ws.SetReadDeadline(time.Now().Add(400 * time.Millisecond))
+	if _, _, err := wa.ws.ReadMessage(); !strings.Contains(fmt.Sprint(err), "timeout") {
+		t.Errorf("a live device's socket ended: %v", err)
 	}
 }

@@ -260,7 +260,15 @@ func (c *conn) ack(ids []uuid.UUID) {
 func (c *conn) schedulePing() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	checked := time.Now()
 	c.pinger = time.AfterFunc(c.s.cfg.PingInterval, func() {
+		if every := c.s.cfg.DeviceCheckInterval; every > 0 && time.Since(checked) >= every {
+			checked = time.Now()
+			if c.removed() {
+				c.close(CloseDeviceRemoved, "device removed")
+				return
+			}
+		}
 		if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.s.cfg.WriteTimeout)); err != nil {
 			c.abort()
 			return
@@ -271,6 +279,23 @@ func (c *conn) schedulePing() {
 		}
 		c.mu.Unlock()
 	})
+}
+
+// removed reports whether the connection's device no longer exists (a
+// failed lookup is not taken as removal).
+func (c *conn) removed() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	devs, err := c.s.store.Devices(ctx, c.account)
+	if err != nil {
+		return false
+	}
+	for _, d := range devs {
+		if d.ID == c.device {
+			return false
+		}
+	}
+	return true
 }
 
 // close starts a clean close: a close frame now, and the read loop waits a

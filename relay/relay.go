@@ -67,6 +67,10 @@ type Config struct {
 	// WriteTimeout bounds every write to a connection; a reader too slow
 	// to take a frame within it is disconnected.
 	WriteTimeout time.Duration
+	// DeviceCheckInterval is how often a connection checks, at a ping, that
+	// its device still exists, so a device removed by another process
+	// (parleyd admin) loses its socket too (0: never).
+	DeviceCheckInterval time.Duration
 }
 
 // DefaultConfig returns the relay's default policy.
@@ -80,6 +84,8 @@ func DefaultConfig() Config {
 		Window:            128,
 		PingInterval:      30 * time.Second,
 		WriteTimeout:      10 * time.Second,
+
+		DeviceCheckInterval: 2 * time.Minute,
 	}
 }
 
