@@ -18,13 +18,9 @@ import (
 // the texts of its conversation with peer, or "<timer>" for timer changes.
 func (u *user) history(peer *user) []string {
 	u.t.Helper()
-	ctx := context.Background()
-	a, err := cli.Open(ctx, cli.Options{Dir: u.config, Number: u.number, Server: u.server})
-	if err != nil {
-		u.t.Fatal(err)
-	}
+	a := u.open()
 	defer a.Close()
-	h, err := a.History(ctx, peer.number, 100)
+	h, err := a.History(context.Background(), peer.number, 100)
 	if err != nil {
 		u.t.Fatal(err)
 	}
@@ -42,13 +38,9 @@ func (u *user) history(peer *user) []string {
 // groupHistory is history for a group.
 func (u *user) groupHistory(group string) []string {
 	u.t.Helper()
-	ctx := context.Background()
-	a, err := cli.Open(ctx, cli.Options{Dir: u.config, Number: u.number, Server: u.server})
-	if err != nil {
-		u.t.Fatal(err)
-	}
+	a := u.open()
 	defer a.Close()
-	h, err := a.GroupHistory(ctx, group, 100)
+	h, err := a.GroupHistory(context.Background(), group, 100)
 	if err != nil {
 		u.t.Fatal(err)
 	}
@@ -166,10 +158,17 @@ func countTo(envs []map[string]any, u *user) int {
 // accountID is u's account id, from its local store.
 func (u *user) accountID() string {
 	u.t.Helper()
+	a := u.open()
+	defer a.Close()
+	return a.ID
+}
+
+// open opens u's local account as the parley binary would.
+func (u *user) open() *cli.Account {
+	u.t.Helper()
 	a, err := cli.Open(context.Background(), cli.Options{Dir: u.config, Number: u.number, Server: u.server})
 	if err != nil {
 		u.t.Fatal(err)
 	}
-	defer a.Close()
-	return a.ID
+	return a
 }
