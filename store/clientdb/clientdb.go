@@ -285,20 +285,7 @@ func (tx *Tx) DeleteSessions(ctx context.Context, account string, all bool) erro
 
 // SessionDevices lists the devices of an account we have sessions with.
 func (tx *Tx) SessionDevices(ctx context.Context, account string) ([]int, error) {
-	rows, err := tx.tx.QueryContext(ctx, `SELECT device_id FROM sessions WHERE account_id = ? ORDER BY device_id`, account)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []int
-	for rows.Next() {
-		var d int
-		if err := rows.Scan(&d); err != nil {
-			return nil, err
-		}
-		out = append(out, d)
-	}
-	return out, rows.Err()
+	return column[int](ctx, tx, `SELECT device_id FROM sessions WHERE account_id = ? ORDER BY device_id`, account)
 }
 
 // PreKey returns a one-time prekey record, or ErrNotFound.
@@ -641,20 +628,7 @@ func (tx *Tx) PutGroup(ctx context.Context, id string, state []byte) error {
 
 // GroupIDs lists every group we know.
 func (tx *Tx) GroupIDs(ctx context.Context) ([]string, error) {
-	rows, err := tx.tx.QueryContext(ctx, `SELECT id FROM groups ORDER BY id`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		out = append(out, id)
-	}
-	return out, rows.Err()
+	return column[string](ctx, tx, `SELECT id FROM groups ORDER BY id`)
 }
 
 // SenderKey returns the sender key record of a member device in a group,
@@ -689,20 +663,7 @@ func (tx *Tx) DeleteSenderKeys(ctx context.Context, group, account string) error
 
 // SharedWith lists the members our current sender key for group went to.
 func (tx *Tx) SharedWith(ctx context.Context, group string) ([]string, error) {
-	rows, err := tx.tx.QueryContext(ctx, `SELECT account_id FROM sender_key_shared WHERE group_id = ?`, group)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var a string
-		if err := rows.Scan(&a); err != nil {
-			return nil, err
-		}
-		out = append(out, a)
-	}
-	return out, rows.Err()
+	return column[string](ctx, tx, `SELECT account_id FROM sender_key_shared WHERE group_id = ?`, group)
 }
 
 // MarkShared records that account got our current sender key for group;
@@ -755,18 +716,23 @@ func (tx *Tx) AdoptGroupBucket(ctx context.Context, group string, b Bucket) erro
 // SenderKeyGroups lists the groups in which we hold a sender key of the
 // member device.
 func (tx *Tx) SenderKeyGroups(ctx context.Context, account string, device int) ([]string, error) {
-	rows, err := tx.tx.QueryContext(ctx, `SELECT group_id FROM sender_keys WHERE account_id = ? AND device_id = ? ORDER BY group_id`, account, device)
+	return column[string](ctx, tx, `SELECT group_id FROM sender_keys WHERE account_id = ? AND device_id = ? ORDER BY group_id`, account, device)
+}
+
+// column runs a query that selects one column and returns its values.
+func column[T any](ctx context.Context, tx *Tx, query string, args ...any) ([]T, error) {
+	rows, err := tx.tx.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []string
+	var out []T
 	for rows.Next() {
-		var g string
-		if err := rows.Scan(&g); err != nil {
+		var v T
+		if err := rows.Scan(&v); err != nil {
 			return nil, err
 		}
-		out = append(out, g)
+		out = append(out, v)
 	}
 	return out, rows.Err()
 }
