@@ -107,19 +107,9 @@ func (a *Account) applyGroupMessage(ctx context.Context, tx *clientdb.Tx, ev *Ev
 			return local(err)
 		}
 	}
-	now := a.now().UnixMilli()
-	m := clientdb.Message{Conversation: g.ID, Outgoing: outgoing, SenderDevice: env.SourceDevice,
-		SentMS: c.Timestamp, ReceivedMS: now, Status: clientdb.StatusSent, Body: plaintext}
-	if c.ExpireTimer > 0 {
-		m.ExpiresMS = now + c.ExpireTimer*1000
-	}
-	if ev.msgID, err = tx.AddMessage(ctx, m); err != nil {
+	if err := a.record(ctx, tx, ev, g.ID, outgoing, env.SourceDevice, c, plaintext, true); err != nil {
 		return local(err)
 	}
-	for _, att := range c.Attachments {
-		ev.Attachments = append(ev.Attachments, SavedAttachment{FileName: att.FileName, ContentType: att.ContentType, Size: att.Size})
-	}
-	ev.pending, ev.grant = c.Attachments, c.Bucket
 	ev.Sender = c.SenderNumber
 	return nil
 }

@@ -351,25 +351,38 @@ func (a *Account) apply(ctx context.Context, tx *clientdb.Tx, ev *Event, env *re
 		if _, err = tx.SetTimer(ctx, ev.SenderAccount, c.ExpireTimer); err != nil {
 			break
 		}
-		for _, att := range c.Attachments {
-			ev.Attachments = append(ev.Attachments, SavedAttachment{FileName: att.FileName, ContentType: att.ContentType, Size: att.Size})
-		}
-		ev.pending, ev.grant = c.Attachments, c.Bucket
 		if err = adoptGrant(ctx, tx, ev.SenderAccount, c.Bucket); err != nil {
 			break
 		}
-		now := a.now().UnixMilli()
-		m := clientdb.Message{Conversation: ev.SenderAccount, SenderDevice: env.SourceDevice,
-			SentMS: c.Timestamp, ReceivedMS: now, Status: clientdb.StatusSent, Body: plaintext}
-		if c.ExpireTimer > 0 {
-			m.ExpiresMS = now + c.ExpireTimer*1000 // the receiver's clock starts on receipt
-		}
-		ev.msgID, err = tx.AddMessage(ctx, m)
+		err = a.record(ctx, tx, ev, ev.SenderAccount, false, env.SourceDevice, c, plaintext, true)
 	}
 	if err != nil {
 		return local(err)
 	}
 	ev.Sender = c.SenderNumber // a claim until process confirms it
+	return nil
+}
+
+// record adds message m (encoded as body) to the history of conversation
+// and expects its attachments on ev. When expires, it disappears
+// m.ExpireTimer after now: the receiver's clock starts on receipt.
+func (a *Account) record(ctx context.Context, tx *clientdb.Tx, ev *Event, conversation string, outgoing bool, device int,
+	m *content.Content, body []byte, expires bool) error {
+	now := a.now().UnixMilli()
+	msg := clientdb.Message{Conversation: conversation, Outgoing: outgoing, SenderDevice: device,
+		SentMS: m.Timestamp, ReceivedMS: now, Status: clientdb.StatusSent, Body: body}
+	if expires && m.ExpireTimer > 0 {
+		msg.ExpiresMS = now + m.ExpireTimer*1000
+	}
+	id, err := tx.AddMessage(ctx, msg)
+	if err != nil {
+		return err
+	}
+	ev.msgID = id
+	for _, att := range m.Attachments {
+		ev.Attachments = append(ev.Attachments, SavedAttachment{FileName: att.FileName, ContentType: att.ContentType, Size: att.Size})
+	}
+	ev.pending, ev.grant = m.Attachments, m.Bucket
 	return nil
 }
 

@@ -87,20 +87,7 @@ func (a *Account) applySent(ctx context.Context, tx *clientdb.Tx, ev *Event, s *
 	if err != nil {
 		return err
 	}
-	now := a.now().UnixMilli()
-	msg := clientdb.Message{Conversation: s.Destination, Outgoing: true, SenderDevice: sourceDevice,
-		SentMS: m.Timestamp, ReceivedMS: now, Status: clientdb.StatusSent, Body: body}
-	if m.ExpireTimer > 0 && !m.TimerUpdate {
-		msg.ExpiresMS = now + m.ExpireTimer*1000
-	}
-	if ev.msgID, err = tx.AddMessage(ctx, msg); err != nil {
-		return local(err)
-	}
-	for _, att := range m.Attachments {
-		ev.Attachments = append(ev.Attachments, SavedAttachment{FileName: att.FileName, ContentType: att.ContentType, Size: att.Size})
-	}
-	ev.pending, ev.grant = slices.Clone(m.Attachments), m.Bucket
-	return nil
+	return local(a.record(ctx, tx, ev, s.Destination, true, sourceDevice, m, body, !m.TimerUpdate))
 }
 
 // sessionsWith starts sessions with those devices of r that have none, one
