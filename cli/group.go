@@ -415,21 +415,15 @@ func senderKeyName(group, account string, device int) *protocol.SenderKeyName {
 // pairwise message to each that does not) and encrypts body once.
 func (a *Account) encryptGroup(ctx context.Context, group string, targets []clientdb.Recipient, body []byte) ([]byte, error) {
 	name := senderKeyName(group, a.ID, a.DeviceID)
-	var dist []byte
+	dist, err := a.senderKeyDistribution(ctx, group)
+	if err != nil {
+		return nil, err
+	}
 	var shared []string
-	a.mu.Lock()
-	err := a.db.Update(ctx, func(tx *clientdb.Tx) error {
-		st := a.store(tx, false)
-		skdm, err := groups.NewGroupSessionBuilder(st, serializer).Create(ctx, name)
-		if err != nil {
-			return err
-		}
-		dist = skdm.Serialize()
+	if err := a.db.Update(ctx, func(tx *clientdb.Tx) (err error) {
 		shared, err = tx.SharedWith(ctx, group)
 		return err
-	})
-	a.mu.Unlock()
-	if err != nil {
+	}); err != nil {
 		return nil, local(err)
 	}
 	for _, t := range targets {
@@ -456,6 +450,22 @@ func (a *Account) encryptGroup(ctx context.Context, group string, targets []clie
 		return nil
 	})
 	return frame, err
+}
+
+// senderKeyDistribution returns the distribution message of our current
+// sender key for group, creating the key the first time.
+func (a *Account) senderKeyDistribution(ctx context.Context, group string) ([]byte, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var dist []byte
+	err := a.db.Update(ctx, func(tx *clientdb.Tx) error {
+		skdm, err := groups.NewGroupSessionBuilder(a.store(tx, false), serializer).Create(ctx, senderKeyName(group, a.ID, a.DeviceID))
+		if err == nil {
+			dist = skdm.Serialize()
+		}
+		return err
+	})
+	return dist, local(err)
 }
 
 // shareSenderKey sends our sender key for group to every device of t.
@@ -557,15 +567,9 @@ func (a *Account) submitGroup(ctx context.Context, group string, targets []clien
 			if err := local(a.db.Update(ctx, func(tx *clientdb.Tx) error { return tx.UnmarkShared(ctx, group, account) })); err != nil {
 				return err
 			}
-			var dist []byte
-			if err := a.db.Update(ctx, func(tx *clientdb.Tx) error {
-				skdm, err := groups.NewGroupSessionBuilder(a.store(tx, false), serializer).Create(ctx, senderKeyName(group, a.ID, a.DeviceID))
-				if err == nil {
-					dist = skdm.Serialize()
-				}
+			dist, err := a.senderKeyDistribution(ctx, group)
+			if err != nil {
 				return err
-			}); err != nil {
-				return local(err)
 			}
 			if err := a.shareSenderKey(ctx, group, t, dist); err != nil {
 				return err
@@ -575,20 +579,10 @@ func (a *Account) submitGroup(ctx context.Context, group string, targets []clien
 	return fmt.Errorf("the group's devices kept changing: %w", lastErr)
 }
 
-// submitMulti sends one multi-recipient request with an idempotency key,
-// retrying transport failures with the same key.
+// submitMulti sends one multi-recipient request, retried like single
+// sends.
 func (a *Account) submitMulti(ctx context.Context, req relayclient.MultiSend) error {
-	key := make([]byte, 18)
-	rand.Read(key)
-	k := base64.RawURLEncoding.EncodeToString(key)
-	var err error
-	for attempt := range 3 {
-		if err = a.relay.SendMulti(ctx, req, k); err == nil || !errors.Is(err, relayclient.ErrUnavailable) {
-			return err
-		}
-		a.log.DebugContext(ctx, "retrying group send", "attempt", attempt+1, "err", err)
-	}
-	return err
+	return a.retryWithKey(ctx, func(key string) error { return a.relay.SendMulti(ctx, req, key) })
 }
 
 // The sender-key store, over the same transaction as everything else.

@@ -246,12 +246,18 @@ func (a *Account) sendPlaintext(ctx context.Context, r clientdb.Recipient, plain
 // submit sends one request, retrying transport failures with the same
 // idempotency key so a retry never delivers twice.
 func (a *Account) submit(ctx context.Context, account string, req relayclient.Send) error {
+	return a.retryWithKey(ctx, func(key string) error { return a.relay.SendMessages(ctx, account, req, key) })
+}
+
+// retryWithKey calls send with one fresh idempotency key, again with the
+// same key (after a backoff) while the relay cannot be reached.
+func (a *Account) retryWithKey(ctx context.Context, send func(key string) error) error {
 	key := make([]byte, 18)
 	rand.Read(key)
 	idem := base64.RawURLEncoding.EncodeToString(key)
 	var err error
 	for attempt := range 4 {
-		if err = a.relay.SendMessages(ctx, account, req, idem); err == nil || !errors.Is(err, relayclient.ErrUnavailable) {
+		if err = send(idem); err == nil || !errors.Is(err, relayclient.ErrUnavailable) {
 			return err
 		}
 		a.log.DebugContext(ctx, "send failed, retrying", "attempt", attempt+1, "err", err)
