@@ -331,9 +331,7 @@ func (a *Account) Verify(ctx context.Context, code, pin string) error {
 		return err
 	}
 	now := a.now()
-	credBytes := make([]byte, 32)
-	rand.Read(credBytes)
-	cred := base64.RawURLEncoding.EncodeToString(credBytes)
+	cred := newCredential()
 	reg := relayclient.Registration{SessionID: string(session), Credential: cred}
 	if pin != "" {
 		reg.RegistrationLock = lockToken(a.Number, pin)
@@ -363,14 +361,7 @@ func (a *Account) Verify(ctx context.Context, code, pin string) error {
 		if err := tx.DeleteSessions(ctx, "", true); err != nil {
 			return err
 		}
-		return errors.Join(
-			tx.SetValue(ctx, metaAccountID, []byte(id), false),
-			tx.SetValue(ctx, metaDeviceID, []byte(strconv.Itoa(device)), false),
-			tx.SetValue(ctx, metaRegistrationID, []byte(strconv.FormatUint(uint64(regID), 10)), false),
-			tx.SetValue(ctx, metaCredential, []byte(cred), true),
-			tx.SetValue(ctx, metaIdentity, bytesOf(ik.PrivateKey().Serialize()), true),
-			tx.DeleteValue(ctx, metaPendingSession),
-		)
+		return errors.Join(saveDevice(ctx, tx, id, device, regID, cred, ik), tx.DeleteValue(ctx, metaPendingSession))
 	})
 	if err != nil {
 		return err
@@ -379,6 +370,24 @@ func (a *Account) Verify(ctx context.Context, code, pin string) error {
 }
 
 func bytesOf(a [32]byte) []byte { return a[:] }
+
+// newCredential is a device's random credential (256 bits, base64url).
+func newCredential() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// saveDevice stores who this device is once the relay has accepted it.
+func saveDevice(ctx context.Context, tx *clientdb.Tx, account string, device int, regID uint32, cred string, ik *identity.KeyPair) error {
+	return errors.Join(
+		tx.SetValue(ctx, metaAccountID, []byte(account), false),
+		tx.SetValue(ctx, metaDeviceID, []byte(strconv.Itoa(device)), false),
+		tx.SetValue(ctx, metaRegistrationID, []byte(strconv.FormatUint(uint64(regID), 10)), false),
+		tx.SetValue(ctx, metaCredential, []byte(cred), true),
+		tx.SetValue(ctx, metaIdentity, bytesOf(ik.PrivateKey().Serialize()), true),
+	)
+}
 
 // lockToken derives the registration-lock token from the PIN: argon2id
 // salted with the number, so the same PIN re-registers the number from any

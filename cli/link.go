@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"strconv"
 	"time"
 
 	"go.mau.fi/libsignal/keys/identity"
@@ -126,9 +125,7 @@ func Link(ctx context.Context, o Options, show func(uri string)) (*Account, erro
 
 // link registers this device with the relay and stores the account.
 func (a *Account) link(ctx context.Context, m provisionMessage, ik *identity.KeyPair) error {
-	credBytes := make([]byte, 32)
-	rand.Read(credBytes)
-	cred := base64.RawURLEncoding.EncodeToString(credBytes)
+	cred := newCredential()
 	regID := newRegistrationID()
 	err := a.db.Update(ctx, func(tx *clientdb.Tx) error {
 		k, err := newDeviceKeys(ctx, tx, ik, a.now())
@@ -142,14 +139,7 @@ func (a *Account) link(ctx context.Context, m provisionMessage, ik *identity.Key
 		if err != nil {
 			return err
 		}
-		return errors.Join(
-			tx.SetValue(ctx, metaServer, []byte(a.Server), false),
-			tx.SetValue(ctx, metaAccountID, []byte(m.AccountID), false),
-			tx.SetValue(ctx, metaDeviceID, []byte(strconv.Itoa(device)), false),
-			tx.SetValue(ctx, metaRegistrationID, []byte(strconv.FormatUint(uint64(regID), 10)), false),
-			tx.SetValue(ctx, metaCredential, []byte(cred), true),
-			tx.SetValue(ctx, metaIdentity, bytesOf(ik.PrivateKey().Serialize()), true),
-		)
+		return errors.Join(tx.SetValue(ctx, metaServer, []byte(a.Server), false), saveDevice(ctx, tx, m.AccountID, device, regID, cred, ik))
 	})
 	if err != nil {
 		return err
