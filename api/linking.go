@@ -4,7 +4,6 @@ import (
 	"net/http"
 
 	"github.com/google/uuid"
-	"github.com/gorilla/websocket"
 
 	"github.com/parleyhq/parley/accounts"
 	"github.com/parleyhq/parley/audit"
@@ -65,9 +64,8 @@ func (s *Server) linkDevice(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) provisioningSocket(w http.ResponseWriter, r *http.Request) error {
-	if !websocket.IsWebSocketUpgrade(r) {
-		w.Header().Set("Upgrade", "websocket")
-		return errorf(http.StatusUpgradeRequired, "upgrade_required", "this endpoint speaks WebSocket only")
+	if err := requireUpgrade(w, r); err != nil {
+		return err
 	}
 	s.Provisioning.Accept(w, r, func(status int, reason error) {
 		writeError(w, r, s.Log, &Error{Status: status, Code: "websocket_handshake_failed", Message: reason.Error()})

@@ -47,9 +47,8 @@ func (s *Server) sendMessages(w http.ResponseWriter, r *http.Request, p accounts
 }
 
 func (s *Server) websocket(w http.ResponseWriter, r *http.Request, p accounts.Principal) error {
-	if !websocket.IsWebSocketUpgrade(r) {
-		w.Header().Set("Upgrade", "websocket")
-		return errorf(http.StatusUpgradeRequired, "upgrade_required", "this endpoint speaks WebSocket only")
+	if err := requireUpgrade(w, r); err != nil {
+		return err
 	}
 	s.Relay.Accept(w, r, p, func(status int, reason error) {
 		if errors.Is(reason, relay.ErrShuttingDown) {
@@ -121,5 +120,15 @@ func answerSent(w http.ResponseWriter, rc relay.Receipt, err error) error {
 		w.Header().Set("Idempotent-Replayed", "true")
 	}
 	writeJSON(w, http.StatusOK, sendResponse{ServerTimestamp: rc.ServerTimestamp.UnixMilli()})
+	return nil
+}
+
+// requireUpgrade answers 426 to a request to a WebSocket endpoint that
+// does not ask for the upgrade.
+func requireUpgrade(w http.ResponseWriter, r *http.Request) error {
+	if !websocket.IsWebSocketUpgrade(r) {
+		w.Header().Set("Upgrade", "websocket")
+		return errorf(http.StatusUpgradeRequired, "upgrade_required", "this endpoint speaks WebSocket only")
+	}
 	return nil
 }

@@ -19,12 +19,7 @@ func (db *DB) AppendAudit(ctx context.Context, e audit.Entry, seal func(*audit.E
 	if err != nil {
 		return e, err
 	}
-	err = db.tx(ctx, func(tx *sql.Tx) error {
-		if db.d.AuditLock != "" {
-			if _, err := tx.ExecContext(ctx, db.d.AuditLock); err != nil {
-				return err
-			}
-		}
+	err = db.auditTx(ctx, func(tx *sql.Tx) error {
 		var last int64
 		var prev []byte
 		err := tx.QueryRowContext(ctx, `SELECT seq, mac FROM audit_log ORDER BY seq DESC LIMIT 1`).Scan(&last, &prev)
@@ -68,12 +63,7 @@ func (db *DB) AuditEntries(ctx context.Context, after int64, limit int) ([]audit
 // PurgeAudit implements audit.Store.
 func (db *DB) PurgeAudit(ctx context.Context, before time.Time) (audit.Entry, error) {
 	var last audit.Entry
-	err := db.tx(ctx, func(tx *sql.Tx) error {
-		if db.d.AuditLock != "" {
-			if _, err := tx.ExecContext(ctx, db.d.AuditLock); err != nil {
-				return err
-			}
-		}
+	err := db.auditTx(ctx, func(tx *sql.Tx) error {
 		err := tx.QueryRowContext(ctx, `SELECT seq, mac FROM audit_log
 			WHERE at < $1 AND seq < (SELECT max(seq) FROM audit_log) ORDER BY seq DESC LIMIT 1`, ms(before)).Scan(&last.Seq, &last.MAC)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -86,4 +76,17 @@ func (db *DB) PurgeAudit(ctx context.Context, before time.Time) (audit.Entry, er
 		return err
 	})
 	return last, err
+}
+
+// auditTx runs f in a transaction that holds the audit log's append lock,
+// so the chain has one order across replicas.
+func (db *DB) auditTx(ctx context.Context, f func(*sql.Tx) error) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		if db.d.AuditLock != "" {
+			if _, err := tx.ExecContext(ctx, db.d.AuditLock); err != nil {
+				return err
+			}
+		}
+		return f(tx)
+	})
 }
