@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -96,20 +95,17 @@ func (s *Service) SendMulti(ctx context.Context, req MultiSend) (Receipt, error)
 		h := multiRequestHash(req)
 		b.Key, b.RequestHash, b.KeyExpires = k[:], h[:], now.Add(IdempotencyWindow)
 	}
-	recipients := slices.Clone(req.Recipients)
-	slices.SortFunc(recipients, func(a, b Recipient) int { return bytes.Compare(a.Account[:], b.Account[:]) })
+	all := req.sends()
+	slices.SortFunc(all, func(a, b Send) int { return bytes.Compare(a.Destination[:], b.Destination[:]) })
 	sends := map[uuid.UUID]Send{}
-	for _, r := range recipients {
-		send := Send{Sender: req.Sender, Destination: r.Account, Timestamp: req.Timestamp, Urgent: req.Urgent}
-		p := Part{Destination: r.Account}
-		for _, d := range r.Devices {
-			o := Outgoing{Device: d.Device, RegistrationID: d.RegistrationID, Type: req.Type, Content: req.Content}
-			send.Envelopes = append(send.Envelopes, o)
+	for _, send := range all {
+		p := Part{Destination: send.Destination}
+		for _, o := range send.Envelopes {
 			e := envelope(send, o, now)
 			e.ExpiresAt = expires
 			p.Envelopes = append(p.Envelopes, e)
 		}
-		sends[r.Account] = send
+		sends[send.Destination] = send
 		b.Parts = append(b.Parts, p)
 	}
 	check := func(devices map[uuid.UUID][]accounts.Device) error {
@@ -154,6 +150,22 @@ func (s *Service) SendMulti(ctx context.Context, req MultiSend) (Receipt, error)
 	return rc, nil
 }
 
+// sends is req as one single-destination send per recipient.
+func (req MultiSend) sends() []Send {
+	out := make([]Send, 0, len(req.Recipients))
+	for _, r := range req.Recipients {
+		send := Send{Sender: req.Sender, Destination: r.Account, Timestamp: req.Timestamp, IdempotencyKey: req.IdempotencyKey,
+			ExpiresIn: req.ExpiresIn, Urgent: req.Urgent}
+		for _, d := range r.Devices {
+			send.Envelopes = append(send.Envelopes, Outgoing{Device: d.Device, RegistrationID: d.RegistrationID, Type: req.Type, Content: req.Content})
+		}
+		out = append(out, send)
+	}
+	return out
+}
+
+// validateMulti checks the recipient list; every recipient's part must be
+// a valid single send.
 func validateMulti(req MultiSend) error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
@@ -163,34 +175,14 @@ func validateMulti(req MultiSend) error {
 		return bad("at least one recipient is required")
 	case len(req.Recipients) > MaxRecipients:
 		return bad("at most %d recipients per request", MaxRecipients)
-	case req.Timestamp <= 0:
-		return bad("timestamp must be a positive Unix time in milliseconds")
-	case req.ExpiresIn < 0:
-		return bad("expiry must not be negative")
-	case req.Type < 1 || req.Type > MaxEnvelopeType:
-		return bad("type must be 1 to %d", MaxEnvelopeType)
-	case len(req.Content) == 0:
-		return bad("content is empty")
-	case len(req.Content) > MaxContentBytes:
-		return bad("content exceeds %d bytes", MaxContentBytes)
-	case len(req.IdempotencyKey) > MaxIdempotencyKeyLen || strings.ContainsFunc(req.IdempotencyKey, func(r rune) bool { return r < 0x21 || r > 0x7e }):
-		return bad("idempotency key must be 1 to %d printable ASCII characters", MaxIdempotencyKeyLen)
 	}
 	seen := map[uuid.UUID]bool{}
-	for i, r := range req.Recipients {
-		if seen[r.Account] {
+	for i, send := range req.sends() {
+		if seen[send.Destination] {
 			return bad("recipient %d: account appears twice", i)
 		}
-		seen[r.Account] = true
-		if len(r.Devices) == 0 {
-			return bad("recipient %d: no devices", i)
-		}
-		// The per-device checks are Send's.
-		one := Send{Sender: req.Sender, Destination: r.Account, Timestamp: req.Timestamp}
-		for _, d := range r.Devices {
-			one.Envelopes = append(one.Envelopes, Outgoing{Device: d.Device, RegistrationID: d.RegistrationID, Type: req.Type, Content: req.Content[:1]})
-		}
-		if err := validate(one); err != nil {
+		seen[send.Destination] = true
+		if err := validate(send); err != nil {
 			return fmt.Errorf("recipient %d: %w", i, err)
 		}
 	}
