@@ -21,14 +21,13 @@ import (
 	"sync"
 	"time"
 
-	"go.mau.fi/libsignal/keys/identity"
 	"golang.org/x/crypto/argon2"
 
 	"github.com/parleyhq/parley/cli/content"
 	"github.com/parleyhq/parley/cli/relayclient"
 	"github.com/parleyhq/parley/cli/vault"
-	_ "github.com/parleyhq/parley/keys" // installs a quiet libsignal logger (key material never reaches stdout)
 	"github.com/parleyhq/parley/phone"
+	"github.com/parleyhq/parley/protocol"
 	"github.com/parleyhq/parley/store/clientdb"
 )
 
@@ -101,7 +100,7 @@ type Account struct {
 	ID       string // account id; "" until registered
 	DeviceID int
 	regID    uint32
-	identity *identity.KeyPair
+	identity *protocol.IdentityKeyPair
 
 	// mu serialises protocol operations of this process (the database
 	// serialises them across processes).
@@ -272,9 +271,11 @@ func (a *Account) load(ctx context.Context, server string) error {
 		a.DeviceID, _ = strconv.Atoi(string(dev))
 		r, _ := strconv.ParseUint(string(reg), 10, 32)
 		a.regID = uint32(r)
-		if a.identity, err = identityFromPrivate(priv); err != nil {
+		ik, err := identityFromPrivate(priv)
+		if err != nil {
 			return err
 		}
+		a.identity = &ik
 		a.relay.User, a.relay.Password = deviceName(a.ID, a.DeviceID), string(cred)
 		return nil
 	})
@@ -291,7 +292,7 @@ func (a *Account) requireRegistered() error {
 }
 
 // IdentityKey is the account's public identity key.
-func (a *Account) IdentityKey() []byte { return a.identity.PublicKey().Serialize() }
+func (a *Account) IdentityKey() []byte { return a.identity.Public.Bytes() }
 
 // Register starts registering number (creating its directory if needed):
 // the relay sends a verification code by SMS. Finish with Verify.
@@ -336,11 +337,11 @@ func (a *Account) Verify(ctx context.Context, code, pin string) error {
 	if pin != "" {
 		reg.RegistrationLock = lockToken(a.Number, pin)
 	}
-	ik := a.identity
-	if ik == nil {
-		if ik, err = newIdentity(); err != nil {
-			return err
-		}
+	var ik protocol.IdentityKeyPair
+	if a.identity != nil {
+		ik = *a.identity
+	} else if ik, err = newIdentity(); err != nil {
+		return err
 	}
 	regID := newRegistrationID()
 	// Keys are generated in a transaction that commits only once the relay
@@ -351,7 +352,7 @@ func (a *Account) Verify(ctx context.Context, code, pin string) error {
 			return err
 		}
 		reg.SignedPreKey, reg.PreKeys, reg.PQLastResortKey, reg.PQPreKeys = k.SignedPreKey, k.PreKeys, k.LastResort, k.PQPreKeys
-		reg.RegistrationID, reg.IdentityKey = regID, ik.PublicKey().Serialize()
+		reg.RegistrationID, reg.IdentityKey = regID, ik.Public.Bytes()
 		id, device, err := a.relay.Register(ctx, reg)
 		if err != nil {
 			return err
@@ -369,8 +370,6 @@ func (a *Account) Verify(ctx context.Context, code, pin string) error {
 	return a.load(ctx, a.Server)
 }
 
-func bytesOf(a [32]byte) []byte { return a[:] }
-
 // newCredential is a device's random credential (256 bits, base64url).
 func newCredential() string {
 	b := make([]byte, 32)
@@ -379,13 +378,13 @@ func newCredential() string {
 }
 
 // saveDevice stores who this device is once the relay has accepted it.
-func saveDevice(ctx context.Context, tx *clientdb.Tx, account string, device int, regID uint32, cred string, ik *identity.KeyPair) error {
+func saveDevice(ctx context.Context, tx *clientdb.Tx, account string, device int, regID uint32, cred string, ik protocol.IdentityKeyPair) error {
 	return errors.Join(
 		tx.SetValue(ctx, metaAccountID, []byte(account), false),
 		tx.SetValue(ctx, metaDeviceID, []byte(strconv.Itoa(device)), false),
 		tx.SetValue(ctx, metaRegistrationID, []byte(strconv.FormatUint(uint64(regID), 10)), false),
 		tx.SetValue(ctx, metaCredential, []byte(cred), true),
-		tx.SetValue(ctx, metaIdentity, bytesOf(ik.PrivateKey().Serialize()), true),
+		tx.SetValue(ctx, metaIdentity, ik.Private.Bytes(), true),
 	)
 }
 

@@ -3,7 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
-	"crypto/mlkem"
+	"crypto/rand"
 	"database/sql"
 	"os"
 	"os/exec"
@@ -13,15 +13,14 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"go.mau.fi/libsignal/ecc"
-	"go.mau.fi/libsignal/serialize"
-	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/parleyhq/parley/accounts"
 	"github.com/parleyhq/parley/bench"
 	"github.com/parleyhq/parley/cli/content"
 	"github.com/parleyhq/parley/cli/relayclient"
 	"github.com/parleyhq/parley/keys"
+	"github.com/parleyhq/parley/protocol"
 	"github.com/parleyhq/parley/store/clientdb"
 	"github.com/parleyhq/parley/store/sqlite"
 )
@@ -131,11 +130,15 @@ func TestHostileEnvelopes(t *testing.T) {
 	good := msgs[0]
 	tampered := bytes.Clone(good.Content)
 	tampered[len(tampered)/2] ^= 0x40
-	emptyBaseKey, _ := proto.Marshal(&serialize.PreKeySignalMessage{
-		RegistrationId: proto.Uint32(1), SignedPreKeyId: proto.Uint32(1), PreKeyId: proto.Uint32(1),
-		IdentityKey: alice.IdentityKey(), Message: good.Content,
-	})
-	emptyBaseKey = append([]byte{0x33}, emptyBaseKey...)
+	// A PreKeySignalMessage without a base key (fields as in libsignal's
+	// wire.proto: 5 registration id, 6 signed prekey id, 1 prekey id,
+	// 3 identity key, 4 message).
+	emptyBaseKey := []byte{0x44}
+	for _, n := range []protowire.Number{5, 6, 1} {
+		emptyBaseKey = protowire.AppendVarint(protowire.AppendTag(emptyBaseKey, n, protowire.VarintType), 1)
+	}
+	emptyBaseKey = protowire.AppendBytes(protowire.AppendTag(emptyBaseKey, 3, protowire.BytesType), alice.IdentityKey())
+	emptyBaseKey = protowire.AppendBytes(protowire.AppendTag(emptyBaseKey, 4, protowire.BytesType), good.Content)
 	raw := func(typ int, c []byte) {
 		t.Helper()
 		err := alice.relay.SendMessages(ctx, bob.ID, relayclient.Send{Timestamp: time.Now().UnixMilli(),
@@ -231,11 +234,17 @@ func TestDeviceListRepair(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer relayDB.Close()
-	spk, _ := ecc.GenerateKeyPair()
-	spkPub, _ := keys.ParseECPublicKey(spk.PublicKey().Serialize())
-	dk, _ := mlkem.GenerateKey1024()
-	kemPub := append([]byte{0x08}, dk.EncapsulationKey().Bytes()...)
-	sign := func(b []byte) keys.Signature { return ecc.CalculateSignature(bob.identity.PrivateKey(), b) }
+	spk, _ := protocol.GenerateKeyPair(rand.Reader)
+	spkPub, _ := keys.ParseECPublicKey(spk.Public.Bytes())
+	kem, _ := protocol.GenerateKEMKeyPair(rand.Reader)
+	kemPub := kem.Public.Bytes()
+	sign := func(b []byte) keys.Signature {
+		sig, err := bob.identity.Private.Sign(rand.Reader, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return keys.Signature(sig)
+	}
 	dev, err := relayDB.AddDevice(ctx, uuid.MustParse(bob.ID), accounts.NewDevice{
 		RegistrationID: 4242, Credential: make([]byte, 48), // never matches: this device does not connect
 		SignedPreKey: keys.SignedPreKey{ID: 1, PublicKey: spkPub, Signature: sign(spkPub[:])},

@@ -9,27 +9,25 @@ import (
 	"fmt"
 	"slices"
 
-	"go.mau.fi/libsignal/groups"
-	grouprecord "go.mau.fi/libsignal/groups/state/record"
-	"go.mau.fi/libsignal/protocol"
-	"go.mau.fi/libsignal/state/record"
-	"google.golang.org/protobuf/proto"
-
-	"go.mau.fi/libsignal/serialize"
+	"github.com/google/uuid"
 
 	"github.com/parleyhq/parley/cli/content"
 	"github.com/parleyhq/parley/cli/relayclient"
 	"github.com/parleyhq/parley/phone"
+	"github.com/parleyhq/parley/protocol"
 	"github.com/parleyhq/parley/store/clientdb"
 )
 
 // EnvelopeSenderKey is the envelope type of group messages: a version byte
-// (2), then a signed libsignal SenderKeyMessage. The group is not named:
-// the receiver finds it by the sender key's id, so the relay sees no group
-// identifier.
+// (3), then a signed SenderKeyMessage in libsignal's current format. The
+// group is not named: the message carries only the sender's own random
+// distribution id and chain id, and the receiver finds the group by the
+// chain, so the relay sees no group identifier.
 const EnvelopeSenderKey = 4
 
-const groupFrameVersion = 2
+// groupFrameVersion is 3 since sender keys moved to libsignal's current
+// format (distribution id and chain id); version 2 carried the old one.
+const groupFrameVersion = 3
 
 // Group is a group as this device knows it. Groups live only on their
 // members' devices; the relay knows nothing of them.
@@ -407,14 +405,9 @@ func (a *Account) groupTargets(ctx context.Context, g Group) ([]clientdb.Recipie
 	return out, nil
 }
 
-func senderKeyName(group, account string, device int) *protocol.SenderKeyName {
-	return protocol.NewSenderKeyName(group, address(account, device))
-}
-
 // encryptGroup makes sure every target holds our current sender key (one
 // pairwise message to each that does not) and encrypts body once.
 func (a *Account) encryptGroup(ctx context.Context, group string, targets []clientdb.Recipient, body []byte) ([]byte, error) {
-	name := senderKeyName(group, a.ID, a.DeviceID)
 	dist, err := a.senderKeyDistribution(ctx, group)
 	if err != nil {
 		return nil, err
@@ -437,16 +430,16 @@ func (a *Account) encryptGroup(ctx context.Context, group string, targets []clie
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	err = a.db.Update(ctx, func(tx *clientdb.Tx) error {
-		st := a.store(tx, false)
-		msg, err := groups.NewGroupCipher(groups.NewGroupSessionBuilder(st, serializer), name, st).Encrypt(ctx, body)
+		st := a.groupStore(tx, group)
+		id, err := distributionID(ctx, tx, group)
 		if err != nil {
 			return err
 		}
-		skm, ok := msg.(*protocol.SenderKeyMessage)
-		if !ok {
-			return errors.New("the group cipher returned no sender-key message")
+		msg, err := protocol.GroupEncrypt(ctx, rand.Reader, st, address(a.ID, a.DeviceID), id, body)
+		if err != nil {
+			return err
 		}
-		frame = append([]byte{groupFrameVersion}, skm.SignedSerialize()...)
+		frame = append([]byte{groupFrameVersion}, msg.Bytes()...)
 		return nil
 	})
 	return frame, err
@@ -459,13 +452,40 @@ func (a *Account) senderKeyDistribution(ctx context.Context, group string) ([]by
 	defer a.mu.Unlock()
 	var dist []byte
 	err := a.db.Update(ctx, func(tx *clientdb.Tx) error {
-		skdm, err := groups.NewGroupSessionBuilder(a.store(tx, false), serializer).Create(ctx, senderKeyName(group, a.ID, a.DeviceID))
+		id, err := distributionID(ctx, tx, group)
+		if err != nil {
+			return err
+		}
+		skdm, err := protocol.CreateSenderKeyDistributionMessage(ctx, rand.Reader, a.groupStore(tx, group), address(a.ID, a.DeviceID), id)
 		if err == nil {
-			dist = skdm.Serialize()
+			dist = skdm.Bytes()
 		}
 		return err
 	})
 	return dist, local(err)
+}
+
+// distributionID is the id our sender key for group travels under: random
+// per group and device, so the relay, which sees it on every group
+// message, cannot tell which members' messages belong to one group.
+func distributionID(ctx context.Context, tx *clientdb.Tx, group string) (uuid.UUID, error) {
+	key := "sender_key_distribution/" + group
+	b, err := tx.Value(ctx, key)
+	if err == nil {
+		return uuid.FromBytes(b)
+	}
+	if !errors.Is(err, clientdb.ErrNotFound) {
+		return uuid.UUID{}, err
+	}
+	id := uuid.New()
+	return id, tx.SetValue(ctx, key, id[:], false)
+}
+
+// groupStore is a store whose sender keys are those of group.
+func (a *Account) groupStore(tx *clientdb.Tx, group string) *signalStore {
+	st := a.store(tx)
+	st.group = group
+	return st
 }
 
 // shareSenderKey sends our sender key for group to every device of t.
@@ -585,82 +605,45 @@ func (a *Account) submitMulti(ctx context.Context, req relayclient.MultiSend) er
 	return a.retryWithKey(ctx, func(key string) error { return a.relay.SendMulti(ctx, req, key) })
 }
 
-// The sender-key store, over the same transaction as everything else.
-
-func (s *signalStore) StoreSenderKey(ctx context.Context, name *protocol.SenderKeyName, r *grouprecord.SenderKey) error {
-	return local(s.tx.PutSenderKey(ctx, name.GroupID(), name.Sender().Name(), int(name.Sender().DeviceID()), r.Serialize()))
-}
-
-func (s *signalStore) LoadSenderKey(ctx context.Context, name *protocol.SenderKeyName) (*grouprecord.SenderKey, error) {
-	b, err := s.tx.SenderKey(ctx, name.GroupID(), name.Sender().Name(), int(name.Sender().DeviceID()))
-	if errors.Is(err, clientdb.ErrNotFound) {
-		return grouprecord.NewSenderKey(serializer.SenderKeyRecord, serializer.SenderKeyState), nil
-	}
-	if err != nil {
-		return nil, local(err)
-	}
-	return grouprecord.NewSenderKeyFromBytes(b, serializer.SenderKeyRecord, serializer.SenderKeyState)
-}
-
 // parseGroupFrame validates a group envelope and parses its
-// SenderKeyMessage before the library sees it.
+// SenderKeyMessage.
 func parseGroupFrame(b []byte) (*protocol.SenderKeyMessage, error) {
-	if len(b) < 1+1+64+1 || len(b) > maxEnvelope || b[0] != groupFrameVersion {
+	if len(b) < 2 || len(b) > maxEnvelope || b[0] != groupFrameVersion {
 		return nil, fmt.Errorf("%w: group message framing", ErrBadEnvelope)
 	}
-	m := b[1:]
-	if err := checkVersion(m[0]); err != nil {
-		return nil, err
-	}
-	var pm serialize.SenderKeyMessage
-	if err := proto.Unmarshal(m[1:len(m)-64], &pm); err != nil || pm.Id == nil || pm.Iteration == nil || len(pm.Ciphertext) == 0 {
-		return nil, fmt.Errorf("%w: sender-key message", ErrBadEnvelope)
-	}
-	msg, err := protocol.NewSenderKeyMessageFromBytes(m, serializer.SenderKeyMessage)
+	m, err := protocol.ParseSenderKeyMessage(b[1:])
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadEnvelope, err)
 	}
-	return msg, nil
+	return m, nil
 }
 
 // groupOf finds the group whose sender key (of this sender device) has the
-// message's key id.
+// message's chain.
 func groupOf(ctx context.Context, st *signalStore, account string, device int, m *protocol.SenderKeyMessage) (string, error) {
 	ids, err := st.tx.SenderKeyGroups(ctx, account, device)
 	if err != nil {
 		return "", local(err)
 	}
 	for _, g := range ids {
-		rec, err := st.LoadSenderKey(ctx, senderKeyName(g, account, device))
+		st.group = g
+		rec, err := st.LoadSenderKey(ctx, address(account, device), m.DistributionID)
 		if err != nil {
 			return "", err
 		}
-		if _, err := rec.GetSenderKeyStateByID(m.KeyID()); err == nil {
+		if rec.HasChain(m.ChainID) {
 			return g, nil
 		}
 	}
+	st.group = ""
 	return "", fmt.Errorf("%w: no sender key of this member matches the group message", ErrBadEnvelope)
 }
 
-// parseDistribution validates and parses a sender-key distribution message
-// (an empty signing key would panic inside the library).
+// parseDistribution validates and parses a sender-key distribution message.
 func parseDistribution(b []byte) (*protocol.SenderKeyDistributionMessage, error) {
-	if len(b) < 2 {
-		return nil, fmt.Errorf("%w: sender-key distribution", ErrBadEnvelope)
-	}
-	if err := checkVersion(b[0]); err != nil {
-		return nil, err
-	}
-	var pm serialize.SenderKeyDistributionMessage
-	if err := proto.Unmarshal(b[1:], &pm); err != nil || pm.Id == nil || pm.Iteration == nil || len(pm.ChainKey) != 32 {
-		return nil, fmt.Errorf("%w: sender-key distribution", ErrBadEnvelope)
-	}
-	if err := checkECKey("signing key", pm.SigningKey); err != nil {
-		return nil, err
-	}
-	m, err := protocol.NewSenderKeyDistributionMessageFromBytes(b, serializer.SenderKeyDistributionMessage)
+	m, err := protocol.ParseSenderKeyDistributionMessage(b)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadEnvelope, err)
+		return nil, fmt.Errorf("%w: sender-key distribution: %w", ErrBadEnvelope, err)
 	}
 	return m, nil
 }
@@ -668,9 +651,9 @@ func parseDistribution(b []byte) (*protocol.SenderKeyDistributionMessage, error)
 // remoteRegistrationID reads the peer's registration id from a stored
 // session record.
 func remoteRegistrationID(b []byte) (int, error) {
-	rec, err := record.NewSessionFromBytes(b, serializer.Session, serializer.State)
+	rec, err := protocol.ParseSessionRecord(b)
 	if err != nil {
 		return 0, err
 	}
-	return int(rec.SessionState().RemoteRegistrationID()), nil
+	return int(rec.RemoteRegistrationID()), nil
 }

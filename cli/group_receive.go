@@ -6,9 +6,8 @@ import (
 	"fmt"
 	"slices"
 
-	"go.mau.fi/libsignal/groups"
-
 	"github.com/parleyhq/parley/cli/content"
+	"github.com/parleyhq/parley/protocol"
 	"github.com/parleyhq/parley/relay"
 	"github.com/parleyhq/parley/store/clientdb"
 )
@@ -19,8 +18,8 @@ func (a *Account) applySenderKey(ctx context.Context, tx *clientdb.Tx, ev *Event
 	if err != nil {
 		return err
 	}
-	name := senderKeyName(skd.GroupID, ev.SenderAccount, env.SourceDevice)
-	if err := groups.NewGroupSessionBuilder(a.store(tx, true), serializer).Process(ctx, name, m); err != nil {
+	st := a.groupStore(tx, skd.GroupID)
+	if err := protocol.ProcessSenderKeyDistributionMessage(ctx, st, address(ev.SenderAccount, env.SourceDevice), m); err != nil {
 		return fmt.Errorf("%w: sender key: %w", ErrBadEnvelope, err)
 	}
 	ev.Group = skd.GroupID

@@ -8,9 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"go.mau.fi/libsignal/groups"
-
 	"github.com/parleyhq/parley/cli/content"
+	"github.com/parleyhq/parley/protocol"
 	"github.com/parleyhq/parley/store/clientdb"
 	"github.com/parleyhq/parley/store/sqlite"
 )
@@ -85,12 +84,11 @@ func TestRemovedMemberCannotDecrypt(t *testing.T) {
 		if err := tx.PutSenderKey(ctx, g.ID, alice.ID, 1, kept); err != nil {
 			return err
 		}
-		st := carol.store(tx, true)
-		m, err := parseGroupFrame(frame)
-		if err != nil {
+		st := carol.groupStore(tx, g.ID)
+		if _, err := parseGroupFrame(frame); err != nil {
 			return err
 		}
-		if _, err := groups.NewGroupCipher(groups.NewGroupSessionBuilder(st, serializer), senderKeyName(g.ID, alice.ID, 1), st).Decrypt(ctx, m); err == nil {
+		if _, err := protocol.GroupDecrypt(ctx, st, address(alice.ID, 1), frame[1:]); err == nil {
 			t.Error("the removed member decrypted a message sent after her removal")
 		}
 		return errKept

@@ -2,17 +2,13 @@ package cli
 
 import (
 	"context"
-	"crypto/mlkem"
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
 	"time"
 
-	"go.mau.fi/libsignal/ecc"
-	"go.mau.fi/libsignal/keys/identity"
-	"go.mau.fi/libsignal/state/record"
-
 	"github.com/parleyhq/parley/cli/relayclient"
+	"github.com/parleyhq/parley/protocol"
 	"github.com/parleyhq/parley/store/clientdb"
 )
 
@@ -30,21 +26,17 @@ const (
 )
 
 // newIdentity generates an identity key pair.
-func newIdentity() (*identity.KeyPair, error) {
-	kp, err := ecc.GenerateKeyPair()
-	if err != nil {
-		return nil, err
-	}
-	return identity.NewKeyPair(identity.NewKey(kp.PublicKey()), kp.PrivateKey()), nil
+func newIdentity() (protocol.IdentityKeyPair, error) {
+	return protocol.GenerateKeyPair(rand.Reader)
 }
 
 // identityFromPrivate rebuilds the identity key pair from its private key.
-func identityFromPrivate(priv []byte) (*identity.KeyPair, error) {
-	if len(priv) != 32 {
-		return nil, fmt.Errorf("stored identity key is %d bytes, want 32", len(priv))
+func identityFromPrivate(priv []byte) (protocol.IdentityKeyPair, error) {
+	kp, err := protocol.KeyPairFromPrivate(priv)
+	if err != nil {
+		return protocol.IdentityKeyPair{}, fmt.Errorf("stored identity key: %w", err)
 	}
-	kp := ecc.CreateKeyPair(priv)
-	return identity.NewKeyPair(identity.NewKey(kp.PublicKey()), kp.PrivateKey()), nil
+	return kp, nil
 }
 
 // newRegistrationID returns a random id in 1..16380, the range the relay
@@ -60,18 +52,16 @@ func nextID(last uint32) uint32 { return last%maxKeyID + 1 }
 
 // newSignedPreKey generates, stores and returns the upload form of a signed
 // prekey with id.
-func newSignedPreKey(ctx context.Context, tx *clientdb.Tx, ik *identity.KeyPair, id uint32, now time.Time) (relayclient.SignedKey, error) {
-	kp, err := ecc.GenerateKeyPair()
+func newSignedPreKey(ctx context.Context, tx *clientdb.Tx, ik protocol.IdentityKeyPair, id uint32, now time.Time) (relayclient.SignedKey, error) {
+	k, err := protocol.GenerateSignedPreKey(rand.Reader, ik, id, now)
 	if err != nil {
 		return relayclient.SignedKey{}, err
 	}
-	pub := kp.PublicKey().Serialize()
-	sig := ecc.CalculateSignature(ik.PrivateKey(), pub)
-	r := record.NewSignedPreKey(id, now.UnixMilli(), kp, sig, serializer.SignedPreKeyRecord)
-	if err := tx.PutSignedPreKey(ctx, id, now.UnixMilli(), r.Serialize()); err != nil {
+	record := append(k.KeyPair.Private.Bytes(), k.Signature...)
+	if err := tx.PutSignedPreKey(ctx, id, now.UnixMilli(), record); err != nil {
 		return relayclient.SignedKey{}, err
 	}
-	return relayclient.SignedKey{KeyID: id, PublicKey: pub, Signature: sig[:]}, nil
+	return relayclient.SignedKey{KeyID: id, PublicKey: k.KeyPair.Public.Bytes(), Signature: k.Signature}, nil
 }
 
 // newPreKeys generates and stores n one-time prekeys with ids after the
@@ -84,42 +74,38 @@ func newPreKeys(ctx context.Context, tx *clientdb.Tx, n int) ([]relayclient.Sign
 	out := make([]relayclient.SignedKey, 0, n)
 	for range n {
 		last = nextID(last)
-		kp, err := ecc.GenerateKeyPair()
+		k, err := protocol.GeneratePreKey(rand.Reader, last)
 		if err != nil {
 			return nil, err
 		}
-		if err := tx.PutPreKey(ctx, last, record.NewPreKey(last, kp, serializer.PreKeyRecord).Serialize()); err != nil {
+		if err := tx.PutPreKey(ctx, last, k.KeyPair.Private.Bytes()); err != nil {
 			return nil, err
 		}
-		out = append(out, relayclient.SignedKey{KeyID: last, PublicKey: kp.PublicKey().Serialize()})
+		out = append(out, relayclient.SignedKey{KeyID: last, PublicKey: k.KeyPair.Public.Bytes()})
 	}
 	return out, nil
 }
 
-// newKEMPreKeys generates and stores n ML-KEM-1024 prekeys signed by the
-// identity key (n = 1 and lastResort for the last-resort key).
-//
-// go.mau.fi/libsignal has no PQXDH, so parley sessions do not use these
-// yet; the relay requires them (Signal's current bundle format), and the
-// decapsulation seeds are kept so a future client can.
-func newKEMPreKeys(ctx context.Context, tx *clientdb.Tx, ik *identity.KeyPair, n int, lastResort bool) ([]relayclient.SignedKey, error) {
+// newKEMPreKeys generates and stores n Kyber1024 prekeys signed by the
+// identity key (n = 1 and lastResort for the last-resort key): round-3
+// Kyber with type byte 0x08, what official libsignal expects.
+func newKEMPreKeys(ctx context.Context, tx *clientdb.Tx, ik protocol.IdentityKeyPair, n int, lastResort bool) ([]relayclient.SignedKey, error) {
 	last, err := tx.MaxKeyID(ctx, "kem_prekeys")
 	if err != nil {
 		return nil, err
 	}
+	now := time.Now()
 	out := make([]relayclient.SignedKey, 0, n)
 	for range n {
 		last = nextID(last)
-		dk, err := mlkem.GenerateKey1024()
+		k, err := protocol.GenerateKyberPreKey(rand.Reader, ik, last, now)
 		if err != nil {
 			return nil, err
 		}
-		pub := append([]byte{0x08}, dk.EncapsulationKey().Bytes()...) // Signal's Kyber1024 type byte
-		sig := ecc.CalculateSignature(ik.PrivateKey(), pub)
-		if err := tx.PutKEMPreKey(ctx, last, lastResort, dk.Bytes()); err != nil {
+		if err := tx.PutKEMPreKey(ctx, last, lastResort, k.KeyPair.PrivateBytes()); err != nil {
 			return nil, err
 		}
-		out = append(out, relayclient.SignedKey{KeyID: last, PublicKey: pub, Signature: sig[:]})
+		out = append(out, relayclient.SignedKey{KeyID: last, PublicKey: k.KeyPair.Public.Bytes(), Signature: k.Signature})
 	}
 	return out, nil
 }
@@ -132,7 +118,7 @@ type deviceKeys struct {
 
 // newDeviceKeys generates (and stores in tx) a new device's signed prekey,
 // one-time EC and PQ prekeys and PQ last-resort prekey, signed by ik.
-func newDeviceKeys(ctx context.Context, tx *clientdb.Tx, ik *identity.KeyPair, now time.Time) (deviceKeys, error) {
+func newDeviceKeys(ctx context.Context, tx *clientdb.Tx, ik protocol.IdentityKeyPair, now time.Time) (deviceKeys, error) {
 	var k deviceKeys
 	lastSigned, err := tx.MaxKeyID(ctx, "signed_prekeys")
 	if err != nil {

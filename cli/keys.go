@@ -46,7 +46,7 @@ func (a *Account) Maintain(ctx context.Context) {
 			}
 		}
 		if count.PQ < count.LowWater {
-			if up.PQPreKeys, err = newKEMPreKeys(ctx, tx, a.identity, PreKeyBatch, false); err != nil {
+			if up.PQPreKeys, err = newKEMPreKeys(ctx, tx, *a.identity, PreKeyBatch, false); err != nil {
 				return err
 			}
 		}
@@ -59,7 +59,7 @@ func (a *Account) Maintain(ctx context.Context) {
 			if err != nil {
 				return err
 			}
-			spk, err := newSignedPreKey(ctx, tx, a.identity, nextID(last), now)
+			spk, err := newSignedPreKey(ctx, tx, *a.identity, nextID(last), now)
 			if err != nil {
 				return err
 			}

@@ -11,11 +11,11 @@ import (
 	"net/url"
 	"time"
 
-	"go.mau.fi/libsignal/keys/identity"
 	"golang.org/x/crypto/nacl/box"
 
 	"github.com/parleyhq/parley/cli/relayclient"
 	"github.com/parleyhq/parley/phone"
+	"github.com/parleyhq/parley/protocol"
 	"github.com/parleyhq/parley/store/clientdb"
 )
 
@@ -124,7 +124,7 @@ func Link(ctx context.Context, o Options, show func(uri string)) (*Account, erro
 }
 
 // link registers this device with the relay and stores the account.
-func (a *Account) link(ctx context.Context, m provisionMessage, ik *identity.KeyPair) error {
+func (a *Account) link(ctx context.Context, m provisionMessage, ik protocol.IdentityKeyPair) error {
 	cred := newCredential()
 	regID := newRegistrationID()
 	err := a.db.Update(ctx, func(tx *clientdb.Tx) error {
@@ -167,7 +167,7 @@ func (a *Account) AddDevice(ctx context.Context, uri string) error {
 		return err
 	}
 	plain, err := json.Marshal(provisionMessage{Version: provisionVersion, AccountID: a.ID, Number: a.Number,
-		IdentityPrivate: bytesOf(a.identity.PrivateKey().Serialize()), LinkCode: code})
+		IdentityPrivate: a.identity.Private.Bytes(), LinkCode: code})
 	if err != nil {
 		return err
 	}

@@ -8,18 +8,11 @@ import (
 	"strconv"
 	"time"
 
-	"go.mau.fi/libsignal/ecc"
-	"go.mau.fi/libsignal/keys/identity"
-	"go.mau.fi/libsignal/protocol"
-	"go.mau.fi/libsignal/serialize"
-	"go.mau.fi/libsignal/session"
-	"go.mau.fi/libsignal/state/record"
+	"github.com/google/uuid"
 
+	"github.com/parleyhq/parley/protocol"
 	"github.com/parleyhq/parley/store/clientdb"
 )
-
-// serializer is libsignal's wire (protobuf) and record (JSON) encoding.
-var serializer = serialize.NewProtoBufSerializer()
 
 // TrustMode says how keys never seen before, and changed keys, are trusted
 // (signal-cli's --trust-new-identities).
@@ -52,32 +45,38 @@ type IdentityChange struct {
 	Trusted bool
 }
 
-// signalStore implements libsignal's stores over one database transaction,
-// so everything a decryption changes commits or rolls back together.
-// Records are deserialised fresh on every load and serialised on every
-// store: the library mutates loaded sessions before checking MACs.
+// signalStore implements the protocol package's stores over one database
+// transaction, so everything a decryption changes commits or rolls back
+// together.
 type signalStore struct {
-	tx        *clientdb.Tx
-	identity  *identity.KeyPair
-	regID     uint32
-	mode      TrustMode
-	receiving bool // messages are decrypted whatever the key's trust; sending checks it
-	now       time.Time
-	self      string // our account id: our devices share our identity key
-	changes   []IdentityChange
+	tx       *clientdb.Tx
+	identity protocol.IdentityKeyPair
+	regID    uint32
+	mode     TrustMode
+	now      time.Time
+	self     string // our account id: our devices share our identity key
+	device   int    // our device id
+	// group is the group whose sender keys LoadSenderKey and StoreSenderKey
+	// address: records are kept per group, whatever distribution id the
+	// sender chose.
+	group   string
+	changes []IdentityChange
 }
 
-func address(account string, device int) *protocol.SignalAddress {
-	return protocol.NewSignalAddress(account, uint32(device))
+func address(account string, device int) protocol.Address {
+	return protocol.Address{Name: account, DeviceID: uint32(device)}
 }
 
-func (s *signalStore) GetIdentityKeyPair() *identity.KeyPair { return s.identity }
-func (s *signalStore) GetLocalRegistrationID() uint32        { return s.regID }
+func (s *signalStore) IdentityKeyPair(context.Context) (protocol.IdentityKeyPair, error) {
+	return s.identity, nil
+}
+
+func (s *signalStore) LocalRegistrationID(context.Context) (uint32, error) { return s.regID, nil }
 
 // SaveIdentity records a contact's identity key; a new or changed key gets
 // the trust the mode gives it and is reported.
-func (s *signalStore) SaveIdentity(ctx context.Context, addr *protocol.SignalAddress, key *identity.Key) error {
-	_, err := s.saveIdentity(ctx, addr.Name(), key.Serialize())
+func (s *signalStore) SaveIdentity(ctx context.Context, addr protocol.Address, key protocol.PublicKey) error {
+	_, err := s.saveIdentity(ctx, addr.Name, key.Bytes())
 	return err
 }
 
@@ -99,7 +98,7 @@ func (s *signalStore) saveIdentity(ctx context.Context, account string, key []by
 		// Our own other devices hold our identity key; any other key for
 		// our account is never trusted, whatever the mode.
 		trust = clientdb.Untrusted
-		if bytes.Equal(key, s.identity.PublicKey().Serialize()) {
+		if bytes.Equal(key, s.identity.Public.Bytes()) {
 			trust = clientdb.TrustedVerified
 		}
 	}
@@ -114,161 +113,144 @@ func (s *signalStore) saveIdentity(ctx context.Context, account string, key []by
 // IsTrustedIdentity decides whether we may encrypt to key: the stored key
 // with any trust but Untrusted, or a new key the mode trusts. Receiving is
 // always allowed (the change is recorded and shown instead).
-func (s *signalStore) IsTrustedIdentity(ctx context.Context, addr *protocol.SignalAddress, key *identity.Key) (bool, error) {
-	if s.receiving {
+func (s *signalStore) IsTrustedIdentity(ctx context.Context, addr protocol.Address, key protocol.PublicKey, dir protocol.Direction) (bool, error) {
+	if dir == protocol.Receiving {
 		return true, nil
 	}
-	r, err := s.tx.Recipient(ctx, addr.Name())
+	r, err := s.tx.Recipient(ctx, addr.Name)
 	err = local(err)
 	if err != nil && !errors.Is(err, clientdb.ErrNotFound) {
 		return false, err
 	}
 	switch {
-	case addr.Name() == s.self:
-		return bytes.Equal(key.Serialize(), s.identity.PublicKey().Serialize()), nil
+	case addr.Name == s.self:
+		return key.Equal(s.identity.Public), nil
 	case r.IdentityKey == nil:
 		return s.mode != TrustNever, nil
-	case bytes.Equal(r.IdentityKey, key.Serialize()):
+	case bytes.Equal(r.IdentityKey, key.Bytes()):
 		return r.Trust != clientdb.Untrusted, nil
 	default:
 		return s.mode == TrustAlways, nil
 	}
 }
 
-func (s *signalStore) LoadSession(ctx context.Context, addr *protocol.SignalAddress) (*record.Session, error) {
-	b, err := s.tx.Session(ctx, addr.Name(), int(addr.DeviceID()))
-	err = local(err)
+// LoadSession returns the stored record, or nil. A record that does not
+// parse (one of the X3DH sessions parley kept before PQXDH) counts as
+// none: upgrade drops them, this covers a record written by an older
+// parley on another process in the meantime.
+func (s *signalStore) LoadSession(ctx context.Context, addr protocol.Address) (*protocol.SessionRecord, error) {
+	b, err := s.tx.Session(ctx, addr.Name, int(addr.DeviceID))
 	if errors.Is(err, clientdb.ErrNotFound) {
-		return record.NewSession(serializer.Session, serializer.State), nil
+		return nil, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, local(err)
 	}
-	return record.NewSessionFromBytes(b, serializer.Session, serializer.State)
-}
-
-func (s *signalStore) GetSubDeviceSessions(ctx context.Context, name string) ([]uint32, error) {
-	ds, err := s.tx.SessionDevices(ctx, name)
-	err = local(err)
-	var out []uint32
-	for _, d := range ds {
-		if d != 1 {
-			out = append(out, uint32(d))
-		}
+	r, err := protocol.ParseSessionRecord(b)
+	if err != nil {
+		return nil, nil
 	}
-	return out, err
+	return r, nil
 }
 
-func (s *signalStore) StoreSession(ctx context.Context, addr *protocol.SignalAddress, r *record.Session) error {
-	return local(s.tx.PutSession(ctx, addr.Name(), int(addr.DeviceID()), r.Serialize()))
+func (s *signalStore) StoreSession(ctx context.Context, addr protocol.Address, r *protocol.SessionRecord) error {
+	return local(s.tx.PutSession(ctx, addr.Name, int(addr.DeviceID), r.Bytes()))
 }
 
-func (s *signalStore) ContainsSession(ctx context.Context, addr *protocol.SignalAddress) (bool, error) {
-	_, err := s.tx.Session(ctx, addr.Name(), int(addr.DeviceID()))
-	err = local(err)
-	if errors.Is(err, clientdb.ErrNotFound) {
-		return false, nil
-	}
-	return err == nil, err
-}
+// Stored prekey records: a one-time prekey is its 32-byte private key; a
+// signed prekey its private key and the identity's 64-byte signature; a
+// Kyber prekey its serialized private key (which holds the public key).
 
-func (s *signalStore) DeleteSession(ctx context.Context, addr *protocol.SignalAddress) error {
-	return local(s.tx.DeleteSession(ctx, addr.Name(), int(addr.DeviceID())))
-}
-
-func (s *signalStore) DeleteAllSessions(ctx context.Context) error {
-	return local(s.tx.DeleteSessions(ctx, "", true))
-}
-
-// LoadPreKey rebuilds the key pair from the private key: records read back
-// from bytes carry a truncated public key (LIBSIGNAL-NOTES pitfall 2), and
-// the public half of a signed prekey becomes our first ratchet key.
-func (s *signalStore) LoadPreKey(ctx context.Context, id uint32) (*record.PreKey, error) {
+func (s *signalStore) LoadPreKey(ctx context.Context, id uint32) (protocol.PreKeyRecord, error) {
 	b, err := s.tx.PreKey(ctx, id)
-	err = local(err)
-	if err != nil {
-		return nil, fmt.Errorf("prekey %d: %w", id, err)
-	}
-	r, err := record.NewPreKeyFromBytes(b, serializer.PreKeyRecord)
-	if err != nil {
-		return nil, err
-	}
-	priv := r.KeyPair().PrivateKey().Serialize()
-	return record.NewPreKey(id, ecc.CreateKeyPair(priv[:]), serializer.PreKeyRecord), nil
-}
-
-func (s *signalStore) StorePreKey(ctx context.Context, id uint32, r *record.PreKey) error {
-	return local(s.tx.PutPreKey(ctx, id, r.Serialize()))
-}
-
-func (s *signalStore) ContainsPreKey(ctx context.Context, id uint32) (bool, error) {
-	_, err := s.tx.PreKey(ctx, id)
-	err = local(err)
 	if errors.Is(err, clientdb.ErrNotFound) {
-		return false, nil
+		return protocol.PreKeyRecord{}, fmt.Errorf("%w: one-time prekey %d", protocol.ErrNoPreKey, id)
 	}
-	return err == nil, err
+	if err != nil {
+		return protocol.PreKeyRecord{}, local(err)
+	}
+	kp, err := protocol.KeyPairFromPrivate(b)
+	if err != nil {
+		return protocol.PreKeyRecord{}, fmt.Errorf("stored prekey %d: %w", id, err)
+	}
+	return protocol.PreKeyRecord{ID: id, KeyPair: kp}, nil
 }
 
 func (s *signalStore) RemovePreKey(ctx context.Context, id uint32) error {
 	return local(s.tx.DeletePreKey(ctx, id))
 }
 
-func (s *signalStore) LoadSignedPreKey(ctx context.Context, id uint32) (*record.SignedPreKey, error) {
+func (s *signalStore) LoadSignedPreKey(ctx context.Context, id uint32) (protocol.SignedPreKeyRecord, error) {
 	b, err := s.tx.SignedPreKey(ctx, id)
-	err = local(err)
-	if err != nil {
-		return nil, fmt.Errorf("signed prekey %d: %w", id, err)
-	}
-	r, err := record.NewSignedPreKeyFromBytes(b, serializer.SignedPreKeyRecord)
-	if err != nil {
-		return nil, err
-	}
-	priv := r.KeyPair().PrivateKey().Serialize()
-	return record.NewSignedPreKey(id, r.Timestamp(), ecc.CreateKeyPair(priv[:]), r.Signature(), serializer.SignedPreKeyRecord), nil
-}
-
-func (s *signalStore) LoadSignedPreKeys(ctx context.Context) ([]*record.SignedPreKey, error) {
-	ids, _, err := s.tx.SignedPreKeyIDs(ctx)
-	err = local(err)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*record.SignedPreKey, 0, len(ids))
-	for _, id := range ids {
-		r, err := s.LoadSignedPreKey(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, nil
-}
-
-func (s *signalStore) StoreSignedPreKey(ctx context.Context, id uint32, r *record.SignedPreKey) error {
-	return local(s.tx.PutSignedPreKey(ctx, id, r.Timestamp(), r.Serialize()))
-}
-
-func (s *signalStore) ContainsSignedPreKey(ctx context.Context, id uint32) (bool, error) {
-	_, err := s.tx.SignedPreKey(ctx, id)
-	err = local(err)
 	if errors.Is(err, clientdb.ErrNotFound) {
-		return false, nil
+		return protocol.SignedPreKeyRecord{}, fmt.Errorf("%w: signed prekey %d", protocol.ErrNoPreKey, id)
 	}
-	return err == nil, err
+	if err != nil {
+		return protocol.SignedPreKeyRecord{}, local(err)
+	}
+	if len(b) != protocol.PrivateKeySize+protocol.SignatureSize {
+		return protocol.SignedPreKeyRecord{}, fmt.Errorf("stored signed prekey %d is %d bytes", id, len(b))
+	}
+	kp, err := protocol.KeyPairFromPrivate(b[:protocol.PrivateKeySize])
+	if err != nil {
+		return protocol.SignedPreKeyRecord{}, err
+	}
+	return protocol.SignedPreKeyRecord{ID: id, KeyPair: kp, Signature: b[protocol.PrivateKeySize:]}, nil
 }
 
-func (s *signalStore) RemoveSignedPreKey(ctx context.Context, id uint32) error {
-	return local(s.tx.DeleteSignedPreKey(ctx, id))
+func (s *signalStore) LoadKyberPreKey(ctx context.Context, id uint32) (protocol.KyberPreKeyRecord, error) {
+	b, _, err := s.tx.KEMPreKey(ctx, id)
+	if errors.Is(err, clientdb.ErrNotFound) {
+		return protocol.KyberPreKeyRecord{}, fmt.Errorf("%w: Kyber prekey %d", protocol.ErrNoPreKey, id)
+	}
+	if err != nil {
+		return protocol.KyberPreKeyRecord{}, local(err)
+	}
+	kp, err := protocol.KEMKeyPairFromPrivate(b)
+	if err != nil {
+		return protocol.KyberPreKeyRecord{}, fmt.Errorf("stored Kyber prekey %d: %w", id, err)
+	}
+	return protocol.KyberPreKeyRecord{ID: id, KeyPair: kp}, nil
 }
+
+// MarkKyberPreKeyUsed deletes a one-time Kyber prekey; the last-resort key
+// stays.
+func (s *signalStore) MarkKyberPreKeyUsed(ctx context.Context, id, _ uint32, _ protocol.PublicKey) error {
+	return local(s.tx.DeleteOneTimeKEMPreKey(ctx, id))
+}
+
+func (s *signalStore) LoadSenderKey(ctx context.Context, sender protocol.Address, _ uuid.UUID) (*protocol.SenderKeyRecord, error) {
+	if s.group == "" {
+		return nil, errors.New("sender keys used outside a group")
+	}
+	b, err := s.tx.SenderKey(ctx, s.group, sender.Name, int(sender.DeviceID))
+	if errors.Is(err, clientdb.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, local(err)
+	}
+	r, err := protocol.ParseSenderKeyRecord(b)
+	if err != nil {
+		return nil, nil // a record of the sender-key format before PQXDH: none
+	}
+	return r, nil
+}
+
+func (s *signalStore) StoreSenderKey(ctx context.Context, sender protocol.Address, _ uuid.UUID, r *protocol.SenderKeyRecord) error {
+	if s.group == "" {
+		return errors.New("sender keys used outside a group")
+	}
+	return local(s.tx.PutSenderKey(ctx, s.group, sender.Name, int(sender.DeviceID), r.Bytes()))
+}
+
+var (
+	_ protocol.Store          = (*signalStore)(nil)
+	_ protocol.SenderKeyStore = (*signalStore)(nil)
+)
 
 // deviceName is how a device appears in messages: "ACCOUNT.DEVICE".
 func deviceName(account string, device int) string { return account + "." + strconv.Itoa(device) }
-
-// builder returns a session builder for addr over s.
-func (s *signalStore) builder(addr *protocol.SignalAddress) *session.Builder {
-	return session.NewBuilder(s, s, s, s, addr, serializer)
-}
 
 // localError marks a failure of the local database, as opposed to a
 // message that cannot be decrypted: an envelope whose processing hit one

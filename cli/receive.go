@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -10,11 +11,10 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
-	"go.mau.fi/libsignal/groups"
-	"go.mau.fi/libsignal/protocol"
 
 	"github.com/parleyhq/parley/cli/content"
 	"github.com/parleyhq/parley/cli/relayclient"
+	"github.com/parleyhq/parley/protocol"
 	"github.com/parleyhq/parley/relay"
 	"github.com/parleyhq/parley/store/clientdb"
 )
@@ -197,7 +197,7 @@ func (a *Account) process(ctx context.Context, env *relay.WireEnvelope) (ev Even
 			failure = fmt.Errorf("%w: replay of envelope %s", ErrBadEnvelope, firstID)
 			return errRollback
 		}
-		st := a.store(tx, true)
+		st := a.store(tx)
 		plaintext, group, err := decrypt(ctx, st, env)
 		if err == nil {
 			err = a.apply(ctx, tx, &ev, env, plaintext, group)
@@ -249,60 +249,51 @@ func (a *Account) senderNumber(ctx context.Context, account, claimed string) str
 
 var errRollback = errors.New("roll back")
 
-// decrypt turns an envelope into plaintext. Input is validated before the
-// library parses it and any panic inside the library becomes an error.
-// decrypt returns the plaintext of env and, for a group message, its group.
+// decrypt returns the plaintext of env and, for a group message, its
+// group. Malformed input is refused by the protocol package's strict
+// parsers before any cryptography; a panic would still become an error.
 func decrypt(ctx context.Context, st *signalStore, env *relay.WireEnvelope) (plaintext []byte, group string, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: the Signal library failed on it (%v)", ErrBadEnvelope, r)
+			err = fmt.Errorf("%w: decryption failed on it (%v)", ErrBadEnvelope, r)
 		}
 	}()
 	if env.SourceDevice < 1 || env.SourceAccount == uuid.Nil {
 		return nil, "", fmt.Errorf("%w: no sender", ErrBadEnvelope)
 	}
-	addr := address(env.SourceAccount.String(), env.SourceDevice)
+	if err := checkEnvelope(env.Type, env.Content); err != nil {
+		return nil, "", err
+	}
+	sender := address(env.SourceAccount.String(), env.SourceDevice)
 	switch env.Type {
-	case EnvelopePreKey:
-		if err := checkPreKeyMessage(env.Content); err != nil {
-			return nil, "", err
-		}
-		m, err := protocol.NewPreKeySignalMessageFromBytes(env.Content, serializer.PreKeySignalMessage, serializer.SignalMessage)
+	case EnvelopePreKey, EnvelopeSignal:
+		plaintext, err = protocol.Decrypt(ctx, rand.Reader, st, address(st.self, st.device), sender, protocol.MessageType(env.Type), env.Content)
 		if err != nil {
-			return nil, "", fmt.Errorf("%w: %w", ErrBadEnvelope, err)
-		}
-		if plaintext, err = decryptPreKeyMessage(ctx, st, addr, m); err != nil {
-			return nil, "", fmt.Errorf("cannot decrypt: %w", err)
-		}
-		return plaintext, "", nil
-	case EnvelopeSignal:
-		if err := checkSignalMessage(env.Content); err != nil {
-			return nil, "", err
-		}
-		m, err := protocol.NewSignalMessageFromBytes(env.Content, serializer.SignalMessage)
-		if err != nil {
-			return nil, "", fmt.Errorf("%w: %w", ErrBadEnvelope, err)
-		}
-		if plaintext, err = decryptSignalMessage(ctx, st, addr, m); err != nil {
-			return nil, "", fmt.Errorf("cannot decrypt: %w", err)
+			return nil, "", decryptError(err)
 		}
 		return plaintext, "", nil
 	case EnvelopeSenderKey:
-		m, err := parseGroupFrame(env.Content)
-		if err != nil {
-			return nil, "", err
-		}
+		m, _ := parseGroupFrame(env.Content) // checked above
 		group, err := groupOf(ctx, st, env.SourceAccount.String(), env.SourceDevice, m)
 		if err != nil {
 			return nil, "", err
 		}
-		name := senderKeyName(group, env.SourceAccount.String(), env.SourceDevice)
-		if plaintext, err = groups.NewGroupCipher(groups.NewGroupSessionBuilder(st, serializer), name, st).Decrypt(ctx, m); err != nil {
-			return nil, "", fmt.Errorf("cannot decrypt group message: %w", err)
+		st.group = group
+		if plaintext, err = protocol.GroupDecrypt(ctx, st, sender, env.Content[1:]); err != nil {
+			return nil, "", fmt.Errorf("group message: %w", decryptError(err))
 		}
 		return plaintext, group, nil
 	}
-	return nil, "", fmt.Errorf("%w: unknown envelope type %d", ErrBadEnvelope, env.Type)
+	return nil, "", fmt.Errorf("%w: unknown envelope type %d", ErrBadEnvelope, env.Type) // checked above
+}
+
+// decryptError wraps a decryption failure; a local database failure stays
+// itself (the envelope is then not acknowledged and comes again).
+func decryptError(err error) error {
+	if errors.As(err, new(localError)) {
+		return err
+	}
+	return fmt.Errorf("cannot decrypt: %w", err)
 }
 
 // apply stores what a decrypted message means and fills in ev.

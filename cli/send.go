@@ -8,16 +8,10 @@ import (
 	"fmt"
 	"time"
 
-	"go.mau.fi/libsignal/ecc"
-	"go.mau.fi/libsignal/keys/identity"
-	"go.mau.fi/libsignal/keys/prekey"
-	"go.mau.fi/libsignal/session"
-	"go.mau.fi/libsignal/signalerror"
-	"go.mau.fi/libsignal/util/optional"
-
 	"github.com/parleyhq/parley/cli/content"
 	"github.com/parleyhq/parley/cli/relayclient"
 	"github.com/parleyhq/parley/phone"
+	"github.com/parleyhq/parley/protocol"
 	"github.com/parleyhq/parley/store/clientdb"
 )
 
@@ -292,26 +286,34 @@ func (a *Account) encrypt(ctx context.Context, r clientdb.Recipient, plaintext [
 	defer a.mu.Unlock()
 	var out []relayclient.Outgoing
 	err := a.db.Update(ctx, func(tx *clientdb.Tx) error {
-		st := a.store(tx, false)
+		st := a.store(tx)
 		devices, err := tx.SessionDevices(ctx, r.Account)
 		if err != nil {
 			return err
 		}
 		for _, d := range devices {
 			addr := address(r.Account, d)
-			msg, err := session.NewCipher(st.builder(addr), addr).Encrypt(ctx, plaintext)
-			if errors.Is(err, signalerror.ErrUntrustedIdentity) {
+			rec, err := st.LoadSession(ctx, addr)
+			if err != nil {
+				return err
+			}
+			if !rec.HasCurrentSession(st.now) {
+				// Stale, archived or from before PQXDH: the relay's device
+				// check makes us fetch a new bundle for it.
+				if err := tx.DeleteSession(ctx, r.Account, d); err != nil {
+					return local(err)
+				}
+				continue
+			}
+			msg, err := protocol.Encrypt(ctx, rand.Reader, st, address(a.ID, a.DeviceID), addr, plaintext, st.now)
+			if errors.As(err, new(*protocol.UntrustedIdentityError)) {
 				return &UntrustedError{Number: r.Number, Account: r.Account}
 			}
 			if err != nil {
 				return fmt.Errorf("encrypt for device %d: %w", d, err)
 			}
-			rec, err := st.LoadSession(ctx, addr)
-			if err != nil {
-				return err
-			}
-			out = append(out, relayclient.Outgoing{DeviceID: d, RegistrationID: rec.SessionState().RemoteRegistrationID(),
-				Type: int(msg.Type()), Content: msg.Serialize()})
+			out = append(out, relayclient.Outgoing{DeviceID: d, RegistrationID: rec.RemoteRegistrationID(),
+				Type: int(msg.Type), Content: msg.Bytes})
 		}
 		return nil
 	})
@@ -350,11 +352,11 @@ func (a *Account) startSessions(ctx context.Context, r clientdb.Recipient, devic
 	defer a.mu.Unlock()
 	var untrusted bool
 	err = a.db.Update(ctx, func(tx *clientdb.Tx) error {
-		st := a.store(tx, false)
-		if _, err := st.saveIdentity(ctx, r.Account, ik.Serialize()); err != nil {
+		st := a.store(tx)
+		if _, err := st.saveIdentity(ctx, r.Account, ik.Bytes()); err != nil {
 			return err
 		}
-		if ok, err := st.IsTrustedIdentity(ctx, address(r.Account, 1), ik); err != nil || !ok {
+		if ok, err := st.IsTrustedIdentity(ctx, address(r.Account, 1), ik, protocol.Sending); err != nil || !ok {
 			untrusted = true
 			return err // commit the recorded change, start nothing
 		}
@@ -367,7 +369,7 @@ func (a *Account) startSessions(ctx context.Context, r clientdb.Recipient, devic
 				return fmt.Errorf("relay sent a bad bundle for %s device %d: %w", r.Account, d.DeviceID, err)
 			}
 			addr := address(r.Account, d.DeviceID)
-			if err := st.builder(addr).ProcessBundle(ctx, pb); err != nil {
+			if err := protocol.ProcessPreKeyBundle(ctx, rand.Reader, st, address(a.ID, a.DeviceID), addr, pb, st.now); err != nil {
 				return fmt.Errorf("start session with device %d: %w", d.DeviceID, err)
 			}
 		}
@@ -379,47 +381,39 @@ func (a *Account) startSessions(ctx context.Context, r clientdb.Recipient, devic
 	return err
 }
 
-// parseIdentityKey checks length and type before the library sees the key.
-func parseIdentityKey(b []byte) (*identity.Key, error) {
-	pub, err := ecPublicKey(b)
-	if err != nil {
-		return nil, err
-	}
-	return identity.NewKey(pub), nil
-}
+// parseIdentityKey checks a bundle's identity key.
+func parseIdentityKey(b []byte) (protocol.PublicKey, error) { return protocol.ParsePublicKey(b) }
 
-func ecPublicKey(b []byte) (*ecc.DjbECPublicKey, error) {
-	if len(b) != 33 || b[0] != 0x05 {
-		return nil, errors.New("public key is not 33 bytes with type 0x05")
-	}
-	return ecc.NewDjbECPublicKey([32]byte(b[1:])), nil
-}
-
-// bundle turns a device's wire bundle into libsignal's, validating keys.
-func bundle(d relayclient.DeviceBundle, ik *identity.Key) (*prekey.Bundle, error) {
-	spk, err := ecPublicKey(d.SignedPreKey.PublicKey)
-	if err != nil {
-		return nil, fmt.Errorf("signed prekey: %w", err)
-	}
-	if len(d.SignedPreKey.Signature) != 64 {
-		return nil, errors.New("signed prekey signature is not 64 bytes")
-	}
+// bundle turns a device's wire bundle into a protocol bundle, validating
+// every key (signatures are checked when the session starts).
+func bundle(d relayclient.DeviceBundle, ik protocol.PublicKey) (*protocol.PreKeyBundle, error) {
 	if d.DeviceID < 1 || d.RegistrationID < 1 {
 		return nil, errors.New("bad device or registration id")
 	}
-	preKeyID := optional.NewEmptyUint32()
-	var pk ecc.ECPublicKeyable
+	spk, err := protocol.ParsePublicKey(d.SignedPreKey.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("signed prekey: %w", err)
+	}
+	kyber, err := protocol.ParseKEMPublicKey(d.PQPreKey.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("Kyber prekey: %w", err)
+	}
+	pb := &protocol.PreKeyBundle{
+		RegistrationID: d.RegistrationID, DeviceID: uint32(d.DeviceID), IdentityKey: ik,
+		SignedPreKeyID: d.SignedPreKey.KeyID, SignedPreKey: spk, SignedPreKeySignature: d.SignedPreKey.Signature,
+		KyberPreKeyID: d.PQPreKey.KeyID, KyberPreKey: kyber, KyberPreKeySignature: d.PQPreKey.Signature,
+	}
 	if d.PreKey != nil {
-		if pk, err = ecPublicKey(d.PreKey.PublicKey); err != nil {
+		pk, err := protocol.ParsePublicKey(d.PreKey.PublicKey)
+		if err != nil {
 			return nil, fmt.Errorf("one-time prekey: %w", err)
 		}
-		preKeyID = optional.NewOptionalUint32(d.PreKey.KeyID)
+		pb.PreKeyID, pb.PreKey = d.PreKey.KeyID, &pk
 	}
-	return prekey.NewBundle(d.RegistrationID, uint32(d.DeviceID), preKeyID, d.SignedPreKey.KeyID, pk, spk,
-		[64]byte(d.SignedPreKey.Signature), ik), nil
+	return pb, nil
 }
 
-// store returns libsignal's view of tx.
-func (a *Account) store(tx *clientdb.Tx, receiving bool) *signalStore {
-	return &signalStore{tx: tx, identity: a.identity, regID: a.regID, mode: a.trust, receiving: receiving, now: a.now(), self: a.ID}
+// store returns the protocol's view of tx.
+func (a *Account) store(tx *clientdb.Tx) *signalStore {
+	return &signalStore{tx: tx, identity: *a.identity, regID: a.regID, mode: a.trust, now: a.now(), self: a.ID, device: a.DeviceID}
 }

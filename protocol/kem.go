@@ -103,6 +103,20 @@ func ParseKEMKeyPair(public, private []byte) (KEMKeyPair, error) {
 	return KEMKeyPair{Public: pub, priv: append([]byte(nil), private...)}, nil
 }
 
+// KEMKeyPairFromPrivate rebuilds a key pair from its stored private key
+// alone (a Kyber private key holds its public key).
+func KEMKeyPairFromPrivate(private []byte) (KEMKeyPair, error) {
+	if len(private) != kemPrivateKeySize || private[0] != KEMTypeKyber1024 {
+		return KEMKeyPair{}, fmt.Errorf("%w: KEM private key is %d bytes, want %d of type 0x08", ErrInvalidKey, len(private), kemPrivateKeySize)
+	}
+	var sk kyber1024.PrivateKey
+	sk.Unpack(private[1:])
+	pub := make([]byte, KEMPublicKeySize)
+	pub[0] = KEMTypeKyber1024
+	sk.Public().(*kyber1024.PublicKey).Pack(pub[1:])
+	return KEMKeyPair{Public: KEMPublicKey{b: pub}, priv: append([]byte(nil), private...)}, nil
+}
+
 // PrivateBytes is the serialized private key, for storage only.
 func (k KEMKeyPair) PrivateBytes() []byte { return append([]byte(nil), k.priv...) }
 

@@ -342,11 +342,67 @@ func (tx *Tx) DeleteSignedPreKey(ctx context.Context, id uint32) error {
 	return err
 }
 
-// PutKEMPreKey stores the seed of an ML-KEM prekey published to the relay.
-func (tx *Tx) PutKEMPreKey(ctx context.Context, id uint32, lastResort bool, seed []byte) error {
+// PutKEMPreKey stores the private key of a Kyber prekey published to the
+// relay (the column is named seed: before PQXDH it held ML-KEM seeds).
+func (tx *Tx) PutKEMPreKey(ctx context.Context, id uint32, lastResort bool, private []byte) error {
 	_, err := tx.tx.ExecContext(ctx, `INSERT OR REPLACE INTO kem_prekeys (id, last_resort, seed) VALUES (?, ?, ?)`,
-		id, lastResort, tx.sealed(seed, "kem_prekeys", strconv.FormatUint(uint64(id), 10)))
+		id, lastResort, tx.sealed(private, "kem_prekeys", strconv.FormatUint(uint64(id), 10)))
 	return err
+}
+
+// KEMPreKey returns a Kyber prekey's private key and whether it is the
+// last-resort key, or ErrNotFound.
+func (tx *Tx) KEMPreKey(ctx context.Context, id uint32) (private []byte, lastResort bool, err error) {
+	var v []byte
+	err = tx.tx.QueryRowContext(ctx, `SELECT seed, last_resort FROM kem_prekeys WHERE id = ?`, id).Scan(&v, &lastResort)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, false, ErrNotFound
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	private, err = tx.open(v, "kem_prekeys", strconv.FormatUint(uint64(id), 10))
+	return private, lastResort, err
+}
+
+// DeleteOneTimeKEMPreKey removes a used one-time Kyber prekey; the
+// last-resort key is kept.
+func (tx *Tx) DeleteOneTimeKEMPreKey(ctx context.Context, id uint32) error {
+	_, err := tx.tx.ExecContext(ctx, `DELETE FROM kem_prekeys WHERE id = ? AND last_resort = 0`, id)
+	return err
+}
+
+// DeleteKEMPreKeys removes every Kyber prekey, the last-resort one too.
+func (tx *Tx) DeleteKEMPreKeys(ctx context.Context) error {
+	_, err := tx.tx.ExecContext(ctx, `DELETE FROM kem_prekeys`)
+	return err
+}
+
+// KeyIDs lists the ids in a key table ("prekeys", "signed_prekeys").
+func (tx *Tx) KeyIDs(ctx context.Context, table string) ([]uint32, error) {
+	switch table {
+	case "prekeys", "signed_prekeys":
+	default:
+		return nil, fmt.Errorf("no key table %q", table)
+	}
+	return column[uint32](ctx, tx, `SELECT id FROM `+table+` ORDER BY id`)
+}
+
+// DeleteAllSenderKeys forgets every group's sender keys and whom ours went
+// to, so every member gets our (new) key again.
+func (tx *Tx) DeleteAllSenderKeys(ctx context.Context) error {
+	_, err := tx.tx.ExecContext(ctx, `DELETE FROM sender_keys`)
+	if err == nil {
+		_, err = tx.tx.ExecContext(ctx, `DELETE FROM sender_key_shared`)
+	}
+	return err
+}
+
+// CountSessions is how many sessions are stored.
+func (tx *Tx) CountSessions(ctx context.Context) (int, error) {
+	var n int
+	err := tx.tx.QueryRowContext(ctx, `SELECT count(*) FROM sessions`).Scan(&n)
+	return n, err
 }
 
 func (tx *Tx) keyRecord(ctx context.Context, table string, id uint32) ([]byte, error) {
