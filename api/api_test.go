@@ -44,7 +44,7 @@ func TestRegisterUploadAndFetch(t *testing.T) {
 		case i == 3 && (hasPK || d["pq_last_resort"] != true):
 			t.Errorf("fetch 3: want no one-time prekey and the last-resort key, got %s", r.Raw)
 		}
-		if r.Body["identity_key"] != b64(aliceDev.identity.PublicKey().Serialize()) {
+		if r.Body["identity_key"] != b64(aliceDev.identity.Public.Bytes()) {
 			t.Error("bundle carries the wrong identity key")
 		}
 	}

@@ -228,6 +228,7 @@ func (s *Server) uploadKeys(w http.ResponseWriter, r *http.Request, p accounts.P
 	if up.KEMPreKeys, err = parseKEMPreKeys(req.PQPreKeys); err != nil {
 		return fmt.Errorf("pq_prekeys: %w", err)
 	}
+	up.ReplaceKEMPreKeys = req.ReplacePQPreKeys
 	a, err := s.Accounts.Account(r.Context(), p.Account)
 	if err != nil {
 		return err
@@ -240,7 +241,8 @@ func (s *Server) uploadKeys(w http.ResponseWriter, r *http.Request, p accounts.P
 	}
 	s.audit(r, audit.KeysUploaded, p.Account, p.Device, map[string]string{
 		"signed_prekey": strconv.FormatBool(up.SignedPreKey != nil), "pq_last_resort": strconv.FormatBool(up.LastResort != nil),
-		"prekeys": strconv.Itoa(len(up.PreKeys)), "pq_prekeys": strconv.Itoa(len(up.KEMPreKeys))})
+		"prekeys": strconv.Itoa(len(up.PreKeys)), "pq_prekeys": strconv.Itoa(len(up.KEMPreKeys)),
+		"pq_prekeys_replaced": strconv.FormatBool(up.ReplaceKEMPreKeys)})
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -22,7 +22,6 @@ import (
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/gorillamux"
-	"go.mau.fi/libsignal/ecc"
 
 	"github.com/parleyhq/parley/accounts"
 	"github.com/parleyhq/parley/api"
@@ -30,6 +29,7 @@ import (
 	"github.com/parleyhq/parley/directory"
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/prekeys"
+	"github.com/parleyhq/parley/protocol"
 	"github.com/parleyhq/parley/provisioning"
 	"github.com/parleyhq/parley/ratelimit"
 	"github.com/parleyhq/parley/relay"
@@ -276,12 +276,12 @@ func (e *env) validate(req *http.Request, reqBody []byte, resp *http.Response, r
 
 // device is a client's key material, generated as a real client would.
 type device struct {
-	identity *ecc.ECKeyPair
+	identity protocol.KeyPair
 	secret   string
 }
 
 func newDevice(t testing.TB) *device {
-	kp, err := ecc.GenerateKeyPair()
+	kp, err := protocol.GenerateKeyPair(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,31 +293,31 @@ func newDevice(t testing.TB) *device {
 var b64 = base64.StdEncoding.EncodeToString
 
 func (d *device) signedPreKey(t testing.TB, id int) map[string]any {
-	kp, err := ecc.GenerateKeyPair()
+	kp, err := protocol.GenerateKeyPair(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub := kp.PublicKey().Serialize()
-	sig := ecc.CalculateSignature(d.identity.PrivateKey(), pub)
-	return map[string]any{"key_id": id, "public_key": b64(pub), "signature": b64(sig[:])}
+	pub := kp.Public.Bytes()
+	sig := xeddsaSign(d.identity.Private, pub)
+	return map[string]any{"key_id": id, "public_key": b64(pub), "signature": b64(sig)}
 }
 
 func (d *device) pqPreKey(id int) map[string]any {
 	pub := make([]byte, 1569)
 	rand.Read(pub)
 	pub[0] = 0x08
-	sig := ecc.CalculateSignature(d.identity.PrivateKey(), pub)
-	return map[string]any{"key_id": id, "public_key": b64(pub), "signature": b64(sig[:])}
+	sig := xeddsaSign(d.identity.Private, pub)
+	return map[string]any{"key_id": id, "public_key": b64(pub), "signature": b64(sig)}
 }
 
 func (d *device) preKeys(t testing.TB, from, n int) []map[string]any {
 	out := make([]map[string]any, n)
 	for i := range out {
-		kp, err := ecc.GenerateKeyPair()
+		kp, err := protocol.GenerateKeyPair(rand.Reader)
 		if err != nil {
 			t.Fatal(err)
 		}
-		out[i] = map[string]any{"key_id": from + i, "public_key": b64(kp.PublicKey().Serialize())}
+		out[i] = map[string]any{"key_id": from + i, "public_key": b64(kp.Public.Bytes())}
 	}
 	return out
 }
@@ -333,7 +333,7 @@ func (d *device) pqPreKeys(from, n int) []map[string]any {
 func (d *device) registration(t testing.TB, session string, nPre int) map[string]any {
 	return map[string]any{
 		"session_id": session, "credential": d.secret, "registration_id": 1234,
-		"identity_key":          b64(d.identity.PublicKey().Serialize()),
+		"identity_key":          b64(d.identity.Public.Bytes()),
 		"signed_prekey":         d.signedPreKey(t, 1),
 		"pq_last_resort_prekey": d.pqPreKey(1),
 		"prekeys":               d.preKeys(t, 1, nPre),
@@ -376,4 +376,13 @@ func (e *env) loggedCode() string {
 		e.t.Fatal("no code in the log")
 	}
 	return m[len(m)-1][1]
+}
+
+// xeddsaSign signs msg as a client signs its prekeys.
+func xeddsaSign(k protocol.PrivateKey, msg []byte) []byte {
+	sig, err := k.Sign(rand.Reader, msg)
+	if err != nil {
+		panic(err)
+	}
+	return sig
 }

@@ -96,6 +96,9 @@ type uploadRequest struct {
 	PQLastResortKey *signedPreKeyJSON  `json:"pq_last_resort_prekey,omitzero"`
 	PreKeys         []preKeyJSON       `json:"prekeys,omitzero"`
 	PQPreKeys       []signedPreKeyJSON `json:"pq_prekeys,omitzero"`
+	// ReplacePQPreKeys deletes the device's unclaimed one-time PQ prekeys
+	// before PQPreKeys are added.
+	ReplacePQPreKeys bool `json:"replace_pq_prekeys,omitzero"`
 }
 
 type countResponse struct {

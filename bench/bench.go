@@ -28,9 +28,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
-	"go.mau.fi/libsignal/ecc"
 
-	_ "github.com/parleyhq/parley/keys" // installs a quiet, race-free libsignal logger
+	"github.com/parleyhq/parley/protocol"
 	"github.com/parleyhq/parley/relay"
 )
 
@@ -123,19 +122,19 @@ func (c *Client) Register(ctx context.Context, i int, code string) (Device, erro
 	if _, err := c.do(ctx, "PUT", "/v1/verification/sessions/code", nil, map[string]any{"session_id": sess.SessionID, "code": code}, nil); err != nil {
 		return Device{}, err
 	}
-	id, err := ecc.GenerateKeyPair()
+	id, err := protocol.GenerateKeyPair(rand.Reader)
 	if err != nil {
 		return Device{}, err
 	}
-	spk, err := ecc.GenerateKeyPair()
+	spk, err := protocol.GenerateKeyPair(rand.Reader)
 	if err != nil {
 		return Device{}, err
 	}
-	spkSig := ecc.CalculateSignature(id.PrivateKey(), spk.PublicKey().Serialize())
+	spkSig := xeddsaSign(id.Private, spk.Public.Bytes())
 	pq := make([]byte, 1569)
 	rand.Read(pq)
 	pq[0] = 0x08
-	pqSig := ecc.CalculateSignature(id.PrivateKey(), pq)
+	pqSig := xeddsaSign(id.Private, pq)
 	secret := make([]byte, 32)
 	rand.Read(secret)
 	d := Device{Secret: base64.RawURLEncoding.EncodeToString(secret), RegistrationID: 1 + i%16380}
@@ -144,9 +143,9 @@ func (c *Client) Register(ctx context.Context, i int, code string) (Device, erro
 	}
 	_, err = c.do(ctx, "POST", "/v1/accounts", nil, map[string]any{
 		"session_id": sess.SessionID, "credential": d.Secret, "registration_id": d.RegistrationID,
-		"identity_key":          b64(id.PublicKey().Serialize()),
-		"signed_prekey":         map[string]any{"key_id": 1, "public_key": b64(spk.PublicKey().Serialize()), "signature": b64(spkSig[:])},
-		"pq_last_resort_prekey": map[string]any{"key_id": 1, "public_key": b64(pq), "signature": b64(pqSig[:])},
+		"identity_key":          b64(id.Public.Bytes()),
+		"signed_prekey":         map[string]any{"key_id": 1, "public_key": b64(spk.Public.Bytes()), "signature": b64(spkSig)},
+		"pq_last_resort_prekey": map[string]any{"key_id": 1, "public_key": b64(pq), "signature": b64(pqSig)},
 	}, &reg)
 	if err != nil {
 		return Device{}, err
@@ -478,3 +477,12 @@ func ReadUsage(pid int) (Usage, error) {
 
 // WireEnvelope is an envelope as a device receives it.
 type WireEnvelope = relay.WireEnvelope
+
+// xeddsaSign signs msg as a client signs its prekeys.
+func xeddsaSign(k protocol.PrivateKey, msg []byte) []byte {
+	sig, err := k.Sign(rand.Reader, msg)
+	if err != nil {
+		panic(err)
+	}
+	return sig
+}

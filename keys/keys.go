@@ -3,7 +3,8 @@
 // prekeys, with their exact encodings and signature checks.
 //
 // Every constructor validates length and type prefix before any curve
-// arithmetic, so hostile bytes never reach the Signal library's parsers.
+// arithmetic; signatures are checked with the protocol package's XEdDSA,
+// which accepts exactly what official libsignal signs.
 package keys
 
 import (
@@ -13,7 +14,8 @@ import (
 	"fmt"
 
 	"github.com/google/uuid"
-	"go.mau.fi/libsignal/ecc"
+
+	"github.com/parleyhq/parley/protocol"
 )
 
 // Encoded sizes, as Signal serialises them.
@@ -93,17 +95,12 @@ func CheckID(id uint32) error {
 }
 
 // verify reports whether sig is identity's XEdDSA signature over msg.
-func verify(identity ECPublicKey, msg []byte, sig Signature) (ok bool) {
-	defer func() {
-		if recover() != nil { // the library must never take the relay down
-			ok = false
-		}
-	}()
-	pub, err := ecc.DecodePoint(identity[:], 0)
+func verify(identity ECPublicKey, msg []byte, sig Signature) bool {
+	pub, err := protocol.ParsePublicKey(identity[:])
 	if err != nil {
 		return false
 	}
-	return ecc.VerifySignature(pub, msg, sig)
+	return pub.Verify(sig[:], msg)
 }
 
 // PreKey is a one-time EC prekey: used for one session, then deleted.
@@ -165,6 +162,9 @@ type Upload struct {
 	LastResort   *KEMPreKey
 	PreKeys      []PreKey
 	KEMPreKeys   []KEMPreKey
+	// ReplaceKEMPreKeys deletes the device's unclaimed one-time KEM prekeys
+	// before KEMPreKeys are added.
+	ReplaceKEMPreKeys bool
 }
 
 // Validate checks counts, ids (unique within each kind) and every signature

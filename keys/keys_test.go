@@ -7,39 +7,112 @@ import (
 	"sync"
 	"testing"
 
-	"go.mau.fi/libsignal/ecc"
+	"github.com/parleyhq/parley/internal/libsignalpeer"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // identity returns a fresh identity key pair as a test device would make it.
-func identity(t testing.TB) (*ecc.ECKeyPair, ECPublicKey) {
+func identity(t testing.TB) (protocol.KeyPair, ECPublicKey) {
 	t.Helper()
-	kp, err := ecc.GenerateKeyPair()
+	kp, err := protocol.GenerateKeyPair(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := ParseECPublicKey(kp.PublicKey().Serialize())
+	pub, err := ParseECPublicKey(kp.Public.Bytes())
 	if err != nil {
 		t.Fatal(err)
 	}
 	return kp, pub
 }
 
-func signedPreKey(t testing.TB, id *ecc.ECKeyPair, keyID uint32) SignedPreKey {
+func sign(t testing.TB, id protocol.KeyPair, msg []byte) Signature {
 	t.Helper()
-	kp, err := ecc.GenerateKeyPair()
+	sig, err := id.Private.Sign(rand.Reader, msg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, _ := ParseECPublicKey(kp.PublicKey().Serialize())
-	return SignedPreKey{ID: keyID, PublicKey: pub, Signature: ecc.CalculateSignature(id.PrivateKey(), pub[:])}
+	return Signature(sig)
 }
 
-func kemPreKey(t testing.TB, id *ecc.ECKeyPair, keyID uint32) KEMPreKey {
+func signedPreKey(t testing.TB, id protocol.KeyPair, keyID uint32) SignedPreKey {
 	t.Helper()
-	b := make([]byte, KEMPublicKeySize)
-	rand.Read(b)
-	b[0] = kemTypeKyber1024
-	return KEMPreKey{ID: keyID, PublicKey: b, Signature: ecc.CalculateSignature(id.PrivateKey(), b)}
+	kp, err := protocol.GenerateKeyPair(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := ParseECPublicKey(kp.Public.Bytes())
+	return SignedPreKey{ID: keyID, PublicKey: pub, Signature: sign(t, id, pub[:])}
+}
+
+func kemPreKey(t testing.TB, id protocol.KeyPair, keyID uint32) KEMPreKey {
+	t.Helper()
+	kp, err := protocol.GenerateKEMKeyPair(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := kp.Public.Bytes()
+	return KEMPreKey{ID: keyID, PublicKey: b, Signature: sign(t, id, b)}
+}
+
+// TestOfficialKeys: the keys official libsignal generates (identity,
+// signed EC prekey, one-time and last-resort Kyber1024 prekeys of type
+// 0x08) parse and verify exactly as the relay receives them, and a
+// signature over a changed key does not.
+func TestOfficialKeys(t *testing.T) {
+	peer := libsignalpeer.Start(t)
+	if _, err := peer.NewClient("mobile", 77, 1); err != nil {
+		t.Fatal(err)
+	}
+	k, err := peer.GenerateKeys("mobile", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := ParseECPublicKey(k.IdentityKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spk, err := ParseECPublicKey(k.SignedPreKey.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kem := func(sk libsignalpeer.SignedKey) KEMPreKey {
+		t.Helper()
+		pub, err := ParseKEMPublicKey(sk.PublicKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sig, err := ParseSignature(sk.Signature)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return KEMPreKey{ID: sk.ID, PublicKey: pub, Signature: sig}
+	}
+	sig, err := ParseSignature(k.SignedPreKey.Signature)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := Upload{SignedPreKey: &SignedPreKey{ID: k.SignedPreKey.ID, PublicKey: spk, Signature: sig}}
+	lr := kem(k.LastResortKyberPreKey)
+	up.LastResort = &lr
+	for _, pk := range k.KyberPreKeys {
+		up.KEMPreKeys = append(up.KEMPreKeys, kem(pk))
+	}
+	for _, pk := range k.PreKeys {
+		pub, err := ParseECPublicKey(pk.PublicKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		up.PreKeys = append(up.PreKeys, PreKey{ID: pk.ID, PublicKey: pub})
+	}
+	if err := up.Validate(id); err != nil {
+		t.Fatalf("official keys refused: %v", err)
+	}
+	bad := kem(k.KyberPreKeys[0])
+	bad.PublicKey = append(KEMPublicKey(nil), bad.PublicKey...)
+	bad.PublicKey[100] ^= 1
+	if err := bad.Verify(id); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("changed Kyber key: err = %v, want ErrBadSignature", err)
+	}
 }
 
 func TestParseECPublicKey(t *testing.T) {
@@ -112,10 +185,10 @@ func TestUploadValidate(t *testing.T) {
 // FuzzVerify feeds arbitrary identity keys, messages and signatures through
 // parsing and verification: nothing may panic, and garbage never verifies.
 func FuzzVerify(f *testing.F) {
-	idPair, _ := ecc.GenerateKeyPair()
+	idPair, _ := protocol.GenerateKeyPair(rand.Reader)
 	msg := []byte("message")
-	sig := ecc.CalculateSignature(idPair.PrivateKey(), msg)
-	f.Add(idPair.PublicKey().Serialize(), msg, sig[:])
+	sig, _ := idPair.Private.Sign(rand.Reader, msg)
+	f.Add(idPair.Public.Bytes(), msg, sig)
 	f.Add([]byte{5}, []byte{}, make([]byte, 64))
 	f.Add(append([]byte{5}, bytes.Repeat([]byte{0xff}, 32)...), msg, bytes.Repeat([]byte{0xff}, 64))
 	f.Fuzz(func(t *testing.T, idb, msg, sigb []byte) {
@@ -131,9 +204,8 @@ func FuzzVerify(f *testing.F) {
 	})
 }
 
-// Concurrent verification, as concurrent registrations do it: under -race
-// this fails if libsignal's lazily initialised logger is not installed
-// before use (see libsignal.go).
+// Concurrent verification, as concurrent registrations do it (go.mau.fi's
+// libsignal, used before, raced on a lazily initialised global logger).
 func TestConcurrentVerify(t *testing.T) {
 	idPair, id := identity(t)
 	spk := signedPreKey(t, idPair, 1)

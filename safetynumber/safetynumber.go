@@ -6,8 +6,8 @@
 // (version prefix 0, 5200 iterations of SHA-512): each party's
 // half is 30 digits derived from its identity key and stable identifier (here
 // the E.164 number), and the two halves are ordered so both sides see the
-// same string. go.mau.fi/libsignal only has the display step, not the
-// generator.
+// same string. Official libsignal's Fingerprint gives the same numbers
+// (checked against it in cmd/parley's interoperability tests).
 package safetynumber
 
 import (

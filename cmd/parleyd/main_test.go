@@ -18,8 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"go.mau.fi/libsignal/ecc"
-
+	"github.com/parleyhq/parley/protocol"
 	"github.com/parleyhq/parley/store/postgres/pgtest"
 	"github.com/parleyhq/parley/verify/twilio/twiliotest"
 )
@@ -159,22 +158,22 @@ func (r *proc) do(method, path, user, pass string, body any) (int, map[string]an
 var b64 = base64.StdEncoding.EncodeToString
 
 func keyMaterial(t *testing.T) (secret string, reg map[string]any) {
-	id, _ := ecc.GenerateKeyPair()
-	spk, _ := ecc.GenerateKeyPair()
-	sig := ecc.CalculateSignature(id.PrivateKey(), spk.PublicKey().Serialize())
+	id, _ := protocol.GenerateKeyPair(rand.Reader)
+	spk, _ := protocol.GenerateKeyPair(rand.Reader)
+	sig := xeddsaSign(id.Private, spk.Public.Bytes())
 	pq := make([]byte, 1569)
 	rand.Read(pq)
 	pq[0] = 8
-	pqsig := ecc.CalculateSignature(id.PrivateKey(), pq)
-	otk, _ := ecc.GenerateKeyPair()
+	pqsig := xeddsaSign(id.Private, pq)
+	otk, _ := protocol.GenerateKeyPair(rand.Reader)
 	s := make([]byte, 32)
 	rand.Read(s)
 	secret = base64.RawURLEncoding.EncodeToString(s)
 	return secret, map[string]any{
-		"credential": secret, "registration_id": 77, "identity_key": b64(id.PublicKey().Serialize()),
-		"signed_prekey":         map[string]any{"key_id": 1, "public_key": b64(spk.PublicKey().Serialize()), "signature": b64(sig[:])},
-		"pq_last_resort_prekey": map[string]any{"key_id": 1, "public_key": b64(pq), "signature": b64(pqsig[:])},
-		"prekeys":               []any{map[string]any{"key_id": 1, "public_key": b64(otk.PublicKey().Serialize())}},
+		"credential": secret, "registration_id": 77, "identity_key": b64(id.Public.Bytes()),
+		"signed_prekey":         map[string]any{"key_id": 1, "public_key": b64(spk.Public.Bytes()), "signature": b64(sig)},
+		"pq_last_resort_prekey": map[string]any{"key_id": 1, "public_key": b64(pq), "signature": b64(pqsig)},
+		"prekeys":               []any{map[string]any{"key_id": 1, "public_key": b64(otk.Public.Bytes())}},
 	}
 }
 
@@ -327,4 +326,13 @@ func TestConfigErrorsReportedTogether(t *testing.T) {
 			t.Errorf("config errors do not mention %s:\n%s", want, out)
 		}
 	}
+}
+
+// xeddsaSign signs msg as a client signs its prekeys.
+func xeddsaSign(k protocol.PrivateKey, msg []byte) []byte {
+	sig, err := k.Sign(rand.Reader, msg)
+	if err != nil {
+		panic(err)
+	}
+	return sig
 }

@@ -20,9 +20,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"go.mau.fi/libsignal/ecc"
 
-	_ "github.com/parleyhq/parley/keys" // installs a quiet, race-free libsignal logger
+	"github.com/parleyhq/parley/protocol"
 )
 
 func main() {
@@ -153,26 +152,26 @@ var b64 = base64.StdEncoding.EncodeToString
 // right shape, signed: the relay stores Kyber keys opaquely) and 5 one-time
 // prekeys, plus a random device credential.
 func registration(session string) (map[string]any, string) {
-	id := must(ecc.GenerateKeyPair())
-	spk := must(ecc.GenerateKeyPair())
-	sig := ecc.CalculateSignature(id.PrivateKey(), spk.PublicKey().Serialize())
+	id := must(protocol.GenerateKeyPair(rand.Reader))
+	spk := must(protocol.GenerateKeyPair(rand.Reader))
+	sig := xeddsaSign(id.Private, spk.Public.Bytes())
 	pq := make([]byte, 1569)
 	rand.Read(pq)
 	pq[0] = 0x08
-	pqsig := ecc.CalculateSignature(id.PrivateKey(), pq)
+	pqsig := xeddsaSign(id.Private, pq)
 	var pre []any
 	for i := 1; i <= 5; i++ {
-		k := must(ecc.GenerateKeyPair())
-		pre = append(pre, map[string]any{"key_id": i, "public_key": b64(k.PublicKey().Serialize())})
+		k := must(protocol.GenerateKeyPair(rand.Reader))
+		pre = append(pre, map[string]any{"key_id": i, "public_key": b64(k.Public.Bytes())})
 	}
 	cred := make([]byte, 32)
 	rand.Read(cred)
 	secret := base64.RawURLEncoding.EncodeToString(cred)
 	return map[string]any{
 		"session_id": session, "credential": secret, "registration_id": 1 + int(cred[0])<<4 | int(cred[1]&0xf),
-		"identity_key":          b64(id.PublicKey().Serialize()),
-		"signed_prekey":         map[string]any{"key_id": 1, "public_key": b64(spk.PublicKey().Serialize()), "signature": b64(sig[:])},
-		"pq_last_resort_prekey": map[string]any{"key_id": 1, "public_key": b64(pq), "signature": b64(pqsig[:])},
+		"identity_key":          b64(id.Public.Bytes()),
+		"signed_prekey":         map[string]any{"key_id": 1, "public_key": b64(spk.Public.Bytes()), "signature": b64(sig)},
+		"pq_last_resort_prekey": map[string]any{"key_id": 1, "public_key": b64(pq), "signature": b64(pqsig)},
 		"prekeys":               pre,
 	}, secret
 }
@@ -187,4 +186,13 @@ func must[T any](v T, err error) T {
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "walkthrough:", err)
 	os.Exit(1)
+}
+
+// xeddsaSign signs msg as a client signs its prekeys.
+func xeddsaSign(k protocol.PrivateKey, msg []byte) []byte {
+	sig, err := k.Sign(rand.Reader, msg)
+	if err != nil {
+		panic(err)
+	}
+	return sig
 }
