@@ -55,6 +55,11 @@ func (db *DB) storeKeys(ctx context.Context, tx *sql.Tx, account string, device 
 			return err
 		}
 	}
+	if u.ReplaceKEMPreKeys {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM kem_prekeys WHERE account_id = $1 AND device_id = $2`, account, device); err != nil {
+			return fmt.Errorf("replace kem prekeys: %w", err)
+		}
+	}
 	if len(u.KEMPreKeys) > 0 {
 		rows := make([][]any, len(u.KEMPreKeys))
 		for i, k := range u.KEMPreKeys {

@@ -190,6 +190,9 @@ type KeyUpload struct {
 	PQLastResortKey *SignedKey  `json:"pq_last_resort_prekey,omitempty"`
 	PreKeys         []SignedKey `json:"prekeys,omitempty"`
 	PQPreKeys       []SignedKey `json:"pq_prekeys,omitempty"`
+	// ReplacePQPreKeys makes the relay delete the device's unclaimed
+	// one-time PQ prekeys before adding PQPreKeys.
+	ReplacePQPreKeys bool `json:"replace_pq_prekeys,omitempty"`
 }
 
 // UploadKeys publishes new prekeys.

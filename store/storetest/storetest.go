@@ -434,6 +434,18 @@ func testStoreKeys(t *testing.T, db *store.DB) {
 	if b.Devices[0].SignedPreKey != newSPK {
 		t.Error("signed prekey not replaced")
 	}
+	// Replacing the KEM pool leaves only the new keys, EC keys untouched.
+	before, _ := db.CountPreKeys(ctx, id, 1)
+	if err := db.StoreKeys(ctx, id, 1, keys.Upload{ReplaceKEMPreKeys: true, KEMPreKeys: kemPreKeys(50, 2)}); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := db.CountPreKeys(ctx, id, 1); c != (prekeys.Counts{EC: before.EC, KEM: 2}) {
+		t.Errorf("after replacing the KEM pool (had %+v): %+v", before, c)
+	}
+	b, _ = db.ClaimBundle(ctx, id, 1)
+	if got := b.Devices[0].KEMPreKey.ID; got != 50 && got != 51 {
+		t.Errorf("claimed KEM key %d after the pool was replaced by 50 and 51", got)
+	}
 	if err := db.StoreKeys(ctx, id, 9, keys.Upload{PreKeys: preKeys(1, 1)}); !errors.Is(err, keys.ErrNoDevice) {
 		t.Errorf("upload for missing device: err = %v", err)
 	}
