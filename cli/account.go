@@ -79,8 +79,11 @@ type Options struct {
 	// writer that receives every byte moved (total in all) and is closed
 	// when the transfer ends.
 	Progress func(label string, total int64) io.WriteCloser
-	Log      *slog.Logger
-	Now      func() time.Time
+	// Notice, if set, is told things the user should read once (such as an
+	// upgrade of the account's store).
+	Notice func(string)
+	Log    *slog.Logger
+	Now    func() time.Time
 }
 
 // Account is an open account directory.
@@ -92,6 +95,8 @@ type Account struct {
 	log   *slog.Logger
 	now   func() time.Time
 	trust TrustMode
+	// notice tells the user something once (nil: nobody).
+	notice func(string)
 	// progress reports attachment transfers (nil: silently).
 	progress func(label string, total int64) io.WriteCloser
 
@@ -212,7 +217,7 @@ func open(ctx context.Context, o Options, create bool) (*Account, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Account{dir: dir, db: db, key: key, log: o.Log, now: o.Now, trust: o.Trust, progress: o.Progress, Number: number}
+	a := &Account{dir: dir, db: db, key: key, log: o.Log, now: o.Now, trust: o.Trust, progress: o.Progress, notice: o.Notice, Number: number}
 	if err := a.load(ctx, o.Server); err != nil {
 		return nil, errors.Join(err, db.Close())
 	}
@@ -238,7 +243,8 @@ const (
 )
 
 func (a *Account) load(ctx context.Context, server string) error {
-	return a.db.Update(ctx, func(tx *clientdb.Tx) error {
+	var pending string // a notice, told once the transaction committed
+	err := a.db.Update(ctx, func(tx *clientdb.Tx) error {
 		stored, err := tx.Value(ctx, metaServer)
 		if err != nil && !errors.Is(err, clientdb.ErrNotFound) {
 			return err
@@ -254,11 +260,17 @@ func (a *Account) load(ctx context.Context, server string) error {
 			return fmt.Errorf("%w: %w", ErrUsage, err)
 		}
 		id, err := tx.Value(ctx, metaAccountID)
-		if errors.Is(err, clientdb.ErrNotFound) {
-			return nil // not registered yet
-		}
-		if err != nil {
+		registered := err == nil
+		if err != nil && !errors.Is(err, clientdb.ErrNotFound) {
 			return err
+		}
+		notice, err := upgradeStore(ctx, tx, registered)
+		if err != nil {
+			return fmt.Errorf("upgrade the account's store: %w", err)
+		}
+		pending = notice
+		if !registered {
+			return nil // not registered yet
 		}
 		dev, err1 := tx.Value(ctx, metaDeviceID)
 		reg, err2 := tx.Value(ctx, metaRegistrationID)
@@ -279,6 +291,10 @@ func (a *Account) load(ctx context.Context, server string) error {
 		a.relay.User, a.relay.Password = deviceName(a.ID, a.DeviceID), string(cred)
 		return nil
 	})
+	if err == nil && pending != "" && a.notice != nil {
+		a.notice(pending)
+	}
+	return err
 }
 
 // Registered reports whether the account has finished registering.

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/parleyhq/parley/cli/relayclient"
@@ -45,7 +46,26 @@ func (a *Account) Maintain(ctx context.Context) {
 				return err
 			}
 		}
-		if count.PQ < count.LowWater {
+		_, err = tx.Value(ctx, metaKEMReplace)
+		switch {
+		case err == nil:
+			// The relay holds Kyber prekeys from before PQXDH that no peer
+			// can use: a new last-resort key and pool in their place.
+			lr, err := newKEMPreKeys(ctx, tx, *a.identity, 1, true)
+			if err != nil {
+				return err
+			}
+			up.PQLastResortKey = &lr[0]
+			if up.PQPreKeys, err = newKEMPreKeys(ctx, tx, *a.identity, PreKeyBatch, false); err != nil {
+				return err
+			}
+			up.ReplacePQPreKeys = true
+			if err := tx.DeleteValue(ctx, metaKEMReplace); err != nil {
+				return err
+			}
+		case !errors.Is(err, clientdb.ErrNotFound):
+			return err
+		case count.PQ < count.LowWater:
 			if up.PQPreKeys, err = newKEMPreKeys(ctx, tx, *a.identity, PreKeyBatch, false); err != nil {
 				return err
 			}
@@ -75,7 +95,8 @@ func (a *Account) Maintain(ctx context.Context) {
 		if up.PreKeys == nil && up.PQPreKeys == nil && up.SignedPreKey == nil {
 			return nil
 		}
-		a.log.InfoContext(ctx, "uploading prekeys", "ec", len(up.PreKeys), "pq", len(up.PQPreKeys), "signed", up.SignedPreKey != nil)
+		a.log.InfoContext(ctx, "uploading prekeys", "ec", len(up.PreKeys), "pq", len(up.PQPreKeys), "signed", up.SignedPreKey != nil,
+			"pq_replaced", up.ReplacePQPreKeys)
 		return a.relay.UploadKeys(ctx, up)
 	})
 	if err != nil {

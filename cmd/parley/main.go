@@ -102,6 +102,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		Passphrase: passphraseSource(passFile, "PARLEY_PASSPHRASE"),
 		Log:        slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
 		Progress:   progressFor(stderr),
+		Notice:     func(s string) { fmt.Fprintln(stderr, "parley:", s) },
 	}}
 	name, rest := g.Arg(0), g.Args()[1:]
 	cmd, ok := commands[name]
