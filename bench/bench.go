@@ -131,9 +131,11 @@ func (c *Client) Register(ctx context.Context, i int, code string) (Device, erro
 		return Device{}, err
 	}
 	spkSig := xeddsaSign(id.Private, spk.Public.Bytes())
-	pq := make([]byte, 1569)
-	rand.Read(pq)
-	pq[0] = 0x08
+	kem, err := protocol.GenerateKEMKeyPair(rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	pq := kem.Public.Bytes()
 	pqSig := xeddsaSign(id.Private, pq)
 	secret := make([]byte, 32)
 	rand.Read(secret)

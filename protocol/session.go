@@ -98,9 +98,15 @@ func deriveHandshake(secrets []byte) (handshakeKeys, error) {
 func discontinuity() []byte { return bytes.Repeat([]byte{0xFF}, 32) }
 
 // sameAccount says whether a session is with another device of our own
-// account (a "note to self" session), which lifts the forward-jump limit.
+// account (a "note to self" session), which lifts the forward-jump limit:
+// the same identity key and the same service id, as libsignal decides it.
 func sameAccount(local, remote Address, ourIdentity, theirIdentity PublicKey) bool {
-	return local.Name == remote.Name && ourIdentity.Equal(theirIdentity)
+	if !ourIdentity.Equal(theirIdentity) {
+		return false
+	}
+	a, ok1 := serviceIDBinary(local.Name)
+	b, ok2 := serviceIDBinary(remote.Name)
+	return ok1 && ok2 && bytes.Equal(a, b)
 }
 
 func pqrParams(authKey []byte, dir spqr.Direction, self bool) spqr.Params {

@@ -148,16 +148,17 @@ func (w *walk) register(name, number, code string) (user, secret string) {
 var b64 = base64.StdEncoding.EncodeToString
 
 // registration builds a registration body as a client would: an identity
-// key pair, a signed prekey, a Kyber last-resort key (random bytes of the
-// right shape, signed: the relay stores Kyber keys opaquely) and 5 one-time
-// prekeys, plus a random device credential.
+// key pair, a signed prekey, a signed Kyber1024 last-resort key and 5
+// one-time prekeys, plus a random device credential.
 func registration(session string) (map[string]any, string) {
 	id := must(protocol.GenerateKeyPair(rand.Reader))
 	spk := must(protocol.GenerateKeyPair(rand.Reader))
 	sig := xeddsaSign(id.Private, spk.Public.Bytes())
-	pq := make([]byte, 1569)
-	rand.Read(pq)
-	pq[0] = 0x08
+	kem, err := protocol.GenerateKEMKeyPair(rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	pq := kem.Public.Bytes()
 	pqsig := xeddsaSign(id.Private, pq)
 	var pre []any
 	for i := 1; i <= 5; i++ {
