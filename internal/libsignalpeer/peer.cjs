@@ -313,6 +313,16 @@ const ops = {
     return { identityKey: b64(c.identity.publicKey.serialize()) };
   },
 
+  // An app learns its account id (its own address name) only once it has
+  // registered with the keys it generated: the name changes, the identity
+  // and the stores stay.
+  async setAddressName(req) {
+    const c = getClient(req);
+    c.addressName = str(req.name, 'name');
+    c.local = S.ProtocolAddress.new(c.addressName, c.deviceId);
+    return {};
+  },
+
   async setTrust(req) {
     const c = getClient(req);
     c.trust = trustMode(req.trust);

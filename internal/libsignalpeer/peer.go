@@ -26,6 +26,7 @@
 //	newClient {client, registrationId, deviceId, name?, trust?}
 //	                                              -> {identityKey}
 //	reinstall {client, registrationId?}           -> {identityKey}
+//	setAddressName {client, name}                 -> {}
 //	setTrust {client, trust}                      -> {}
 //	generateKeys {client, count}                  -> {identityKey, registrationId, deviceId,
 //	                                                  signedPreKey:{id,publicKey,signature},
@@ -647,6 +648,19 @@ func (p *Peer) Reinstall(client string) (identityKey []byte, err error) {
 	}
 	err = p.Call("reinstall", clientArgs{client}, &r)
 	return r.IdentityKey, err
+}
+
+// SetAddressName renames client's own address (libsignal's local
+// ProtocolAddress) to name, keeping its identity key and all its stores: an
+// app generates its keys before registering and learns its account id, the
+// name others address it by, only from the registration's answer. Sessions
+// and pre-keys made before stay valid; the messages it encrypts afterwards
+// bind name as their sender.
+func (p *Peer) SetAddressName(client, name string) error {
+	return p.Call("setAddressName", struct {
+		Client string `json:"client"`
+		Name   string `json:"name"`
+	}{client, name}, nil)
 }
 
 // SetTrust sets client's trust policy, [TrustAlways] or [TrustTOFU].

@@ -583,6 +583,14 @@ func TestTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
+	// Wait until node runs the script: on a loaded machine its start alone
+	// can take longer than the short timeout below.
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(p.Stderr(), "mute peer here"); {
+		if time.Now().After(deadline) {
+			t.Fatal("the mute peer never started")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	p.timeout = 300 * time.Millisecond
 	_, err = p.Ping()
 	if err == nil || !strings.Contains(err.Error(), "no answer within") || !strings.Contains(err.Error(), "mute peer here") {
@@ -606,5 +614,69 @@ func TestAddressName(t *testing.T) {
 	send(t, p, "bob", "dave", bobAddr, dev, "hi dave", TypeWhisper)
 	if info, _ := p.SessionInfo("bob", dev); info.RemoteRegistrationID != 4444 {
 		t.Fatalf("bob's session with dave: %+v", info)
+	}
+}
+
+// TestSetAddressName: a client that generated its keys under a temporary
+// name and then takes its account id as its address name keeps its
+// identity and keys, and the messages it sends afterwards bind the new name
+// as their sender (libsignal refuses them from another address).
+func TestSetAddressName(t *testing.T) {
+	p := Start(t)
+	erin := Address{Name: "4a0d8f53-8f3e-4b8e-9d43-1b0a2c6f7e11", DeviceID: 1}
+	frank := Address{Name: "c3e4f5a6-1b2c-4d3e-8f4a-5b6c7d8e9f00", DeviceID: 1}
+	other := Address{Name: "0f1e2d3c-4b5a-4968-8776-655443322110", DeviceID: 1}
+	ik, err := p.NewClient("erin", 5555, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ke, err := p.GenerateKeys("erin", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.SetAddressName("erin", erin.Name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.NewClientWith("frank", ClientOptions{AddressName: frank.Name, RegistrationID: 6666, DeviceID: 1}); err != nil {
+		t.Fatal(err)
+	}
+	kf, err := p.GenerateKeys("frank", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(ke.IdentityKey, ik) {
+		t.Fatal("generateKeys reported another identity key than newClient")
+	}
+	// Keys generated before the rename still open sessions.
+	if err := p.ProcessBundle("frank", erin, ke.Bundle(0, 0)); err != nil {
+		t.Fatal(err)
+	}
+	send(t, p, "frank", "erin", frank, erin, "to the renamed erin", TypePreKey)
+	send(t, p, "erin", "frank", erin, frank, "erin answers", TypeWhisper)
+	if id, _ := p.Identity("frank", erin); !bytes.Equal(id.IdentityKey, ik) {
+		t.Fatalf("frank holds %x for erin, want %x", id.IdentityKey, ik)
+	}
+
+	// erin's first message to a new contact names her new address: taken
+	// as coming from another address, libsignal refuses it.
+	if err := p.ProcessBundle("erin", frank, kf.Bundle(0, 0)); err != nil {
+		t.Fatal(err)
+	}
+	typ, body, err := p.Encrypt("erin", frank, []byte("bound to my account id"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Decrypt("frank", other, typ, body); err == nil {
+		t.Fatal("frank accepted erin's message as coming from another address")
+	}
+	if got, err := p.Decrypt("frank", erin, typ, body); err != nil || string(got) != "bound to my account id" {
+		t.Fatalf("frank's decrypt from erin: %q, %v", got, err)
+	}
+
+	if err := p.SetAddressName("erin", ""); !HasCode(err, "BadRequest") {
+		t.Fatalf("empty name: %v", err)
+	}
+	if err := p.SetAddressName("nobody", erin.Name); !HasCode(err, "BadRequest") {
+		t.Fatalf("unknown client: %v", err)
 	}
 }
