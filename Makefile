@@ -48,6 +48,15 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzEnvelope -fuzztime=$(FUZZTIME) ./cli
 	$(GO) test -run='^$$' -fuzz=FuzzDecrypt -fuzztime=$(FUZZTIME) ./cli/attachment
 	$(GO) test -run='^$$' -fuzz=FuzzObjectURL -fuzztime=$(FUZZTIME) ./attachments
+	$(GO) test -run='^$$' -fuzz='^FuzzParseSignalMessage$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s ./protocol
+	$(GO) test -run='^$$' -fuzz='^FuzzParsePreKeySignalMessage$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s ./protocol
+	$(GO) test -run='^$$' -fuzz='^FuzzParseSenderKeyMessage$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s ./protocol
+	$(GO) test -run='^$$' -fuzz='^FuzzParseSenderKeyDistributionMessage$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s ./protocol
+	$(GO) test -run='^$$' -fuzz='^FuzzParseSessionRecord$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s ./protocol
+	$(GO) test -run='^$$' -fuzz='^FuzzParseSenderKeyRecord$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s ./protocol
+	$(GO) test -run='^$$' -fuzz='^FuzzDecrypt$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s ./protocol
+	$(GO) test -run='^$$' -fuzz='^FuzzRecv$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s ./protocol/spqr
+	$(GO) test -run='^$$' -fuzz='^FuzzState$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s ./protocol/spqr
 
 clean:
 	rm -rf $(BIN)

@@ -228,7 +228,9 @@ func (r *SenderKeyRecord) addState(s *senderKeyState) {
 
 // HasChain reports whether the record holds the chain a group message
 // names: how a receiver that keeps records per group finds the group.
-func (r *SenderKeyRecord) HasChain(chainID uint32) bool { return r != nil && r.stateFor(chainID) != nil }
+func (r *SenderKeyRecord) HasChain(chainID uint32) bool {
+	return r != nil && r.stateFor(chainID) != nil
+}
 
 func (r *SenderKeyRecord) stateFor(chainID uint32) *senderKeyState {
 	for _, s := range r.states {

@@ -268,7 +268,9 @@ func unmarshalSessionState(b []byte) (*sessionState, error) {
 					id, err = u32(v, "prekey id")
 					p.preKeyID = &id
 				case n == 2 && isBytes:
-					p.baseKey, err = ParsePublicKey(bs)
+					if p.baseKey, err = ParsePublicKey(bs); err != nil {
+						err = fmt.Errorf("%w: pending base key: %v", ErrInvalidState, err)
+					}
 				case n == 3 && !isBytes:
 					p.signedPreKeyID, err = u32(v, "signed prekey id")
 				case n == 4 && !isBytes:
