@@ -40,7 +40,7 @@ func identityFromPrivate(priv []byte) (protocol.IdentityKeyPair, error) {
 }
 
 // newRegistrationID returns a random id in 1..16380, the range the relay
-// accepts (keyhelper's generator ignores it: LIBSIGNAL-NOTES pitfall 8).
+// accepts.
 func newRegistrationID() uint32 {
 	var b [4]byte
 	rand.Read(b[:])
