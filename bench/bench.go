@@ -133,7 +133,7 @@ func (c *Client) Register(ctx context.Context, i int, code string) (Device, erro
 	spkSig := xeddsaSign(id.Private, spk.Public.Bytes())
 	kem, err := protocol.GenerateKEMKeyPair(rand.Reader)
 	if err != nil {
-		panic(err)
+		return Device{}, err
 	}
 	pq := kem.Public.Bytes()
 	pqSig := xeddsaSign(id.Private, pq)

@@ -89,12 +89,11 @@ func newPreKeys(ctx context.Context, tx *clientdb.Tx, n int) ([]relayclient.Sign
 // newKEMPreKeys generates and stores n Kyber1024 prekeys signed by the
 // identity key (n = 1 and lastResort for the last-resort key): round-3
 // Kyber with type byte 0x08, what official libsignal expects.
-func newKEMPreKeys(ctx context.Context, tx *clientdb.Tx, ik protocol.IdentityKeyPair, n int, lastResort bool) ([]relayclient.SignedKey, error) {
+func newKEMPreKeys(ctx context.Context, tx *clientdb.Tx, ik protocol.IdentityKeyPair, n int, lastResort bool, now time.Time) ([]relayclient.SignedKey, error) {
 	last, err := tx.MaxKeyID(ctx, "kem_prekeys")
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
 	out := make([]relayclient.SignedKey, 0, n)
 	for range n {
 		last = nextID(last)
@@ -130,11 +129,11 @@ func newDeviceKeys(ctx context.Context, tx *clientdb.Tx, ik protocol.IdentityKey
 	if k.PreKeys, err = newPreKeys(ctx, tx, PreKeyBatch); err != nil {
 		return k, err
 	}
-	lr, err := newKEMPreKeys(ctx, tx, ik, 1, true)
+	lr, err := newKEMPreKeys(ctx, tx, ik, 1, true, now)
 	if err != nil {
 		return k, err
 	}
 	k.LastResort = lr[0]
-	k.PQPreKeys, err = newKEMPreKeys(ctx, tx, ik, PreKeyBatch, false)
+	k.PQPreKeys, err = newKEMPreKeys(ctx, tx, ik, PreKeyBatch, false, now)
 	return k, err
 }

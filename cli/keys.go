@@ -30,6 +30,9 @@ func (a *Account) Maintain(ctx context.Context) {
 		return
 	}
 	a.maintained = now
+	if err := a.replaceKEMPreKeys(ctx); err != nil {
+		a.log.WarnContext(ctx, "cannot replace the Kyber prekeys of before PQXDH", "err", err)
+	}
 	count, err := a.relay.CountKeys(ctx)
 	if err != nil {
 		a.log.WarnContext(ctx, "cannot count prekeys", "err", err)
@@ -46,27 +49,8 @@ func (a *Account) Maintain(ctx context.Context) {
 				return err
 			}
 		}
-		_, err = tx.Value(ctx, metaKEMReplace)
-		switch {
-		case err == nil:
-			// The relay holds Kyber prekeys from before PQXDH that no peer
-			// can use: a new last-resort key and pool in their place.
-			lr, err := newKEMPreKeys(ctx, tx, *a.identity, 1, true)
-			if err != nil {
-				return err
-			}
-			up.PQLastResortKey = &lr[0]
-			if up.PQPreKeys, err = newKEMPreKeys(ctx, tx, *a.identity, PreKeyBatch, false); err != nil {
-				return err
-			}
-			up.ReplacePQPreKeys = true
-			if err := tx.DeleteValue(ctx, metaKEMReplace); err != nil {
-				return err
-			}
-		case !errors.Is(err, clientdb.ErrNotFound):
-			return err
-		case count.PQ < count.LowWater:
-			if up.PQPreKeys, err = newKEMPreKeys(ctx, tx, *a.identity, PreKeyBatch, false); err != nil {
+		if count.PQ < count.LowWater {
+			if up.PQPreKeys, err = newKEMPreKeys(ctx, tx, *a.identity, PreKeyBatch, false, now); err != nil {
 				return err
 			}
 		}
@@ -95,11 +79,46 @@ func (a *Account) Maintain(ctx context.Context) {
 		if up.PreKeys == nil && up.PQPreKeys == nil && up.SignedPreKey == nil {
 			return nil
 		}
-		a.log.InfoContext(ctx, "uploading prekeys", "ec", len(up.PreKeys), "pq", len(up.PQPreKeys), "signed", up.SignedPreKey != nil,
-			"pq_replaced", up.ReplacePQPreKeys)
+		a.log.InfoContext(ctx, "uploading prekeys", "ec", len(up.PreKeys), "pq", len(up.PQPreKeys), "signed", up.SignedPreKey != nil)
 		return a.relay.UploadKeys(ctx, up)
 	})
 	if err != nil {
 		a.log.WarnContext(ctx, "prekey maintenance failed", "err", err)
 	}
+}
+
+// replaceKEMPreKeys publishes, after a store upgrade, a new last-resort
+// Kyber prekey and pool in place of the ML-KEM keys parley published
+// before PQXDH, which no peer can use; until it succeeds, peers that fetch
+// our bundle encrypt to keys we cannot open. It runs in its own request,
+// so a relay from before replace_pq_prekeys (which refuses the member)
+// blocks nothing else; the caller holds a.mu.
+func (a *Account) replaceKEMPreKeys(ctx context.Context) error {
+	return a.db.Update(ctx, func(tx *clientdb.Tx) error {
+		_, err := tx.Value(ctx, metaKEMReplace)
+		if errors.Is(err, clientdb.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		old, err := tx.MaxKeyID(ctx, "kem_prekeys")
+		if err != nil {
+			return err
+		}
+		now := a.now()
+		lr, err := newKEMPreKeys(ctx, tx, *a.identity, 1, true, now)
+		if err != nil {
+			return err
+		}
+		up := relayclient.KeyUpload{PQLastResortKey: &lr[0], ReplacePQPreKeys: true}
+		if up.PQPreKeys, err = newKEMPreKeys(ctx, tx, *a.identity, PreKeyBatch, false, now); err != nil {
+			return err
+		}
+		if err := errors.Join(tx.DeleteKEMPreKeysUpTo(ctx, old), tx.DeleteValue(ctx, metaKEMReplace)); err != nil {
+			return err
+		}
+		a.log.InfoContext(ctx, "replacing the Kyber prekeys of before PQXDH", "pq", len(up.PQPreKeys))
+		return a.relay.UploadKeys(ctx, up)
+	})
 }

@@ -67,10 +67,12 @@ func address(account string, device int) protocol.Address {
 	return protocol.Address{Name: account, DeviceID: uint32(device)}
 }
 
+// IdentityKeyPair implements protocol.IdentityStore.
 func (s *signalStore) IdentityKeyPair(context.Context) (protocol.IdentityKeyPair, error) {
 	return s.identity, nil
 }
 
+// LocalRegistrationID implements protocol.IdentityStore.
 func (s *signalStore) LocalRegistrationID(context.Context) (uint32, error) { return s.regID, nil }
 
 // SaveIdentity records a contact's identity key; a new or changed key gets
@@ -114,6 +116,11 @@ func (s *signalStore) saveIdentity(ctx context.Context, account string, key []by
 // with any trust but Untrusted, or a new key the mode trusts. Receiving is
 // always allowed (the change is recorded and shown instead).
 func (s *signalStore) IsTrustedIdentity(ctx context.Context, addr protocol.Address, key protocol.PublicKey, dir protocol.Direction) (bool, error) {
+	if addr.Name == s.self {
+		// Our own devices hold our identity key, whichever way the message
+		// goes: anyone else claiming our account is refused.
+		return key.Equal(s.identity.Public), nil
+	}
 	if dir == protocol.Receiving {
 		return true, nil
 	}
@@ -123,8 +130,6 @@ func (s *signalStore) IsTrustedIdentity(ctx context.Context, addr protocol.Addre
 		return false, err
 	}
 	switch {
-	case addr.Name == s.self:
-		return key.Equal(s.identity.Public), nil
 	case r.IdentityKey == nil:
 		return s.mode != TrustNever, nil
 	case bytes.Equal(r.IdentityKey, key.Bytes()):
@@ -134,10 +139,9 @@ func (s *signalStore) IsTrustedIdentity(ctx context.Context, addr protocol.Addre
 	}
 }
 
-// LoadSession returns the stored record, or nil. A record that does not
-// parse (one of the X3DH sessions parley kept before PQXDH) counts as
-// none: upgrade drops them, this covers a record written by an older
-// parley on another process in the meantime.
+// LoadSession returns the stored record, or nil. Records of the X3DH era
+// were dropped when the store was upgraded; a record that does not parse
+// now is damaged, and reported.
 func (s *signalStore) LoadSession(ctx context.Context, addr protocol.Address) (*protocol.SessionRecord, error) {
 	b, err := s.tx.Session(ctx, addr.Name, int(addr.DeviceID))
 	if errors.Is(err, clientdb.ErrNotFound) {
@@ -148,11 +152,12 @@ func (s *signalStore) LoadSession(ctx context.Context, addr protocol.Address) (*
 	}
 	r, err := protocol.ParseSessionRecord(b)
 	if err != nil {
-		return nil, nil
+		return nil, fmt.Errorf("stored session with %s: %w", addr, err)
 	}
 	return r, nil
 }
 
+// StoreSession implements protocol.SessionStore.
 func (s *signalStore) StoreSession(ctx context.Context, addr protocol.Address, r *protocol.SessionRecord) error {
 	return local(s.tx.PutSession(ctx, addr.Name, int(addr.DeviceID), r.Bytes()))
 }
@@ -161,6 +166,7 @@ func (s *signalStore) StoreSession(ctx context.Context, addr protocol.Address, r
 // signed prekey its private key and the identity's 64-byte signature; a
 // Kyber prekey its serialized private key (which holds the public key).
 
+// LoadPreKey implements protocol.PreKeyStore.
 func (s *signalStore) LoadPreKey(ctx context.Context, id uint32) (protocol.PreKeyRecord, error) {
 	b, err := s.tx.PreKey(ctx, id)
 	if errors.Is(err, clientdb.ErrNotFound) {
@@ -176,10 +182,12 @@ func (s *signalStore) LoadPreKey(ctx context.Context, id uint32) (protocol.PreKe
 	return protocol.PreKeyRecord{ID: id, KeyPair: kp}, nil
 }
 
+// RemovePreKey implements protocol.PreKeyStore.
 func (s *signalStore) RemovePreKey(ctx context.Context, id uint32) error {
 	return local(s.tx.DeletePreKey(ctx, id))
 }
 
+// LoadSignedPreKey implements protocol.SignedPreKeyStore.
 func (s *signalStore) LoadSignedPreKey(ctx context.Context, id uint32) (protocol.SignedPreKeyRecord, error) {
 	b, err := s.tx.SignedPreKey(ctx, id)
 	if errors.Is(err, clientdb.ErrNotFound) {
@@ -198,6 +206,7 @@ func (s *signalStore) LoadSignedPreKey(ctx context.Context, id uint32) (protocol
 	return protocol.SignedPreKeyRecord{ID: id, KeyPair: kp, Signature: b[protocol.PrivateKeySize:]}, nil
 }
 
+// LoadKyberPreKey implements protocol.KyberPreKeyStore.
 func (s *signalStore) LoadKyberPreKey(ctx context.Context, id uint32) (protocol.KyberPreKeyRecord, error) {
 	b, _, err := s.tx.KEMPreKey(ctx, id)
 	if errors.Is(err, clientdb.ErrNotFound) {
@@ -214,11 +223,27 @@ func (s *signalStore) LoadKyberPreKey(ctx context.Context, id uint32) (protocol.
 }
 
 // MarkKyberPreKeyUsed deletes a one-time Kyber prekey; the last-resort key
-// stays.
-func (s *signalStore) MarkKyberPreKeyUsed(ctx context.Context, id, _ uint32, _ protocol.PublicKey) error {
-	return local(s.tx.DeleteOneTimeKEMPreKey(ctx, id))
+// stays, and a second use of it with the same signed prekey and base key
+// (a replayed PreKey message) is refused.
+func (s *signalStore) MarkKyberPreKeyUsed(ctx context.Context, id, signedID uint32, base protocol.PublicKey) error {
+	_, lastResort, err := s.tx.KEMPreKey(ctx, id)
+	if err != nil {
+		return local(err)
+	}
+	if !lastResort {
+		return local(s.tx.DeleteOneTimeKEMPreKey(ctx, id))
+	}
+	fresh, err := s.tx.RecordKyberUse(ctx, id, signedID, base.Bytes())
+	if err != nil {
+		return local(err)
+	}
+	if !fresh {
+		return fmt.Errorf("%w: Kyber prekey %d", protocol.ErrPreKeyReused, id)
+	}
+	return nil
 }
 
+// LoadSenderKey implements protocol.SenderKeyStore for s.group.
 func (s *signalStore) LoadSenderKey(ctx context.Context, sender protocol.Address, _ uuid.UUID) (*protocol.SenderKeyRecord, error) {
 	if s.group == "" {
 		return nil, errors.New("sender keys used outside a group")
@@ -232,11 +257,12 @@ func (s *signalStore) LoadSenderKey(ctx context.Context, sender protocol.Address
 	}
 	r, err := protocol.ParseSenderKeyRecord(b)
 	if err != nil {
-		return nil, nil // a record of the sender-key format before PQXDH: none
+		return nil, fmt.Errorf("stored sender key of %s: %w", sender, err)
 	}
 	return r, nil
 }
 
+// StoreSenderKey implements protocol.SenderKeyStore for s.group.
 func (s *signalStore) StoreSenderKey(ctx context.Context, sender protocol.Address, _ uuid.UUID, r *protocol.SenderKeyRecord) error {
 	if s.group == "" {
 		return errors.New("sender keys used outside a group")
@@ -257,7 +283,10 @@ func deviceName(account string, device int) string { return account + "." + strc
 // is not acknowledged, so the relay delivers it again.
 type localError struct{ err error }
 
+// Error says the failure was local.
 func (e localError) Error() string { return "local database: " + e.err.Error() }
+
+// Unwrap is the database's error.
 func (e localError) Unwrap() error { return e.err }
 
 // local wraps database errors other than "not found" (which the library

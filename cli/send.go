@@ -199,6 +199,11 @@ type sendOpts struct {
 // sendPlaintext encrypts plaintext for every device of r and submits it,
 // repairing sessions when the relay reports missing, extra or stale devices.
 func (a *Account) sendPlaintext(ctx context.Context, r clientdb.Recipient, plaintext []byte, o sendOpts) error {
+	a.mu.Lock()
+	if err := a.replaceKEMPreKeys(ctx); err != nil {
+		a.log.WarnContext(ctx, "cannot replace the Kyber prekeys of before PQXDH", "err", err)
+	}
+	a.mu.Unlock()
 	var lastErr error
 	for range maxSendAttempts {
 		msgs, err := a.encrypt(ctx, r, plaintext, !o.Online)
@@ -264,22 +269,43 @@ func (a *Account) retryWithKey(ctx context.Context, send func(key string) error)
 	return err
 }
 
-// encrypt encrypts plaintext once per device we have a session with,
-// fetching bundles first when there is none (unless !fetch).
+// encrypt encrypts plaintext once per device we have a session with. When
+// fetch is set, it first starts sessions where there are none to send on
+// (no session yet, or one we started that went unanswered too long): their
+// bundles are fetched and the old state, if any, is archived, so late
+// answers on it still decrypt. Without fetch, such devices are skipped.
 func (a *Account) encrypt(ctx context.Context, r clientdb.Recipient, plaintext []byte, fetch bool) ([]relayclient.Outgoing, error) {
-	var devices []int
+	var devices, stale []int
 	if err := a.db.Update(ctx, func(tx *clientdb.Tx) (err error) {
-		devices, err = tx.SessionDevices(ctx, r.Account)
-		return err
+		st := a.store(tx)
+		if devices, err = tx.SessionDevices(ctx, r.Account); err != nil {
+			return err
+		}
+		for _, d := range devices {
+			rec, err := st.LoadSession(ctx, address(r.Account, d))
+			if err != nil {
+				return err
+			}
+			if !rec.HasCurrentSession(st.now) {
+				stale = append(stale, d)
+			}
+		}
+		return nil
 	}); err != nil {
 		return nil, err
 	}
-	if len(devices) == 0 {
-		if !fetch {
-			return nil, nil
-		}
-		if err := a.startSessions(ctx, r, 0); err != nil {
-			return nil, err
+	if fetch {
+		switch {
+		case len(devices) == 0:
+			if err := a.startSessions(ctx, r, 0); err != nil {
+				return nil, err
+			}
+		default:
+			for _, d := range stale {
+				if err := a.startSessions(ctx, r, d); err != nil {
+					return nil, err
+				}
+			}
 		}
 	}
 	a.mu.Lock()
@@ -298,12 +324,7 @@ func (a *Account) encrypt(ctx context.Context, r clientdb.Recipient, plaintext [
 				return err
 			}
 			if !rec.HasCurrentSession(st.now) {
-				// Stale, archived or from before PQXDH: the relay's device
-				// check makes us fetch a new bundle for it.
-				if err := tx.DeleteSession(ctx, r.Account, d); err != nil {
-					return local(err)
-				}
-				continue
+				continue // online-only sends start no sessions
 			}
 			msg, err := protocol.Encrypt(ctx, rand.Reader, st, address(a.ID, a.DeviceID), addr, plaintext, st.now)
 			if errors.As(err, new(*protocol.UntrustedIdentityError)) {

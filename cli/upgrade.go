@@ -29,7 +29,9 @@ const (
 // continue: they are dropped, and new ones are built on the next send.
 // One-time and signed EC prekeys keep working (their private keys are
 // converted); the Kyber prekeys were ML-KEM keys no peer can use, so they
-// are replaced at the next Maintain; sender keys are redistributed. Nothing
+// are replaced on the relay (replaceKEMPreKeys) before the next send or
+// receive, under ids that continue after theirs; sender keys are
+// redistributed. Nothing
 // else (contacts, trust, history, groups, buckets) changes. It returns a
 // notice for the user, or "" when there was nothing to upgrade.
 func upgradeStore(ctx context.Context, tx *clientdb.Tx, registered bool) (string, error) {
@@ -51,9 +53,6 @@ func upgradeStore(ctx context.Context, tx *clientdb.Tx, registered bool) (string
 		return "", err
 	}
 	if err := convertLegacyPreKeys(ctx, tx); err != nil {
-		return "", err
-	}
-	if err := tx.DeleteKEMPreKeys(ctx); err != nil {
 		return "", err
 	}
 	if err := tx.DeleteAllSenderKeys(ctx); err != nil {

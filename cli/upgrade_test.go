@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/parleyhq/parley/bench"
 	"github.com/parleyhq/parley/protocol"
@@ -150,7 +151,28 @@ func TestUpgradeFromX3DH(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	err = bob.db.Update(ctx, func(tx *clientdb.Tx) error {
+		if _, err := tx.Value(ctx, metaKEMReplace); err != nil {
+			t.Errorf("no replacement of the ML-KEM keys pending after the upgrade: %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	bob.Maintain(ctx)
+	err = bob.db.Update(ctx, func(tx *clientdb.Tx) error {
+		if _, err := tx.Value(ctx, metaKEMReplace); err == nil {
+			t.Error("the replacement is still pending after Maintain")
+		}
+		if _, _, err := tx.KEMPreKey(ctx, 1); err == nil {
+			t.Error("an ML-KEM key of before the upgrade is still stored")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	count, err := bob.relay.CountKeys(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -171,5 +193,26 @@ func TestUpgradeFromX3DH(t *testing.T) {
 	}
 	if got := texts(receiveAll(t, bob)); !strings.Contains(strings.Join(got, ","), "welcome back") {
 		t.Fatalf("bob after the upgrade: %v", got)
+	}
+}
+
+// TestUnansweredSessionRestarts: a session we started that went
+// unanswered longer than protocol.MaxUnacknowledgedSessionAge is not sent
+// on again; the next send fetches a new bundle and starts a new session
+// (the old one archived), and the message is delivered, not dropped.
+func TestUnansweredSessionRestarts(t *testing.T) {
+	ctx := context.Background()
+	server := startRelay(t)
+	alice, bob := newAccount(t, server, 0), newAccount(t, server, 1)
+	if _, res, err := alice.SendText(ctx, "one", bob.Number); err != nil || res[0].Err != nil {
+		t.Fatal(err, res)
+	}
+	later := time.Now().Add(protocol.MaxUnacknowledgedSessionAge + 24*time.Hour)
+	alice.now = func() time.Time { return later }
+	if _, res, err := alice.SendText(ctx, "two", bob.Number); err != nil || res[0].Err != nil {
+		t.Fatal(err, res)
+	}
+	if got := strings.Join(texts(receiveAll(t, bob)), ","); got != "one,two" {
+		t.Fatalf("bob received %q, want one,two", got)
 	}
 }

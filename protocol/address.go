@@ -25,6 +25,9 @@ func serviceIDBinary(name string) ([]byte, bool) {
 	if rest, ok := strings.CutPrefix(name, "PNI:"); ok {
 		kind, name = 1, rest
 	}
+	if len(name) != 36 { // only the hyphenated form, as libsignal parses it
+		return nil, false
+	}
 	id, err := uuid.Parse(name)
 	if err != nil {
 		return nil, false

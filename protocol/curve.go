@@ -208,6 +208,9 @@ func (k PrivateKey) Bytes() []byte { return append([]byte(nil), k.k[:]...) }
 // String never shows the key.
 func (PrivateKey) String() string { return "PrivateKey(redacted)" }
 
+// GoString never shows the key (%#v).
+func (PrivateKey) GoString() string { return "protocol.PrivateKey(redacted)" }
+
 // Public derives the public key.
 func (k PrivateKey) Public() PublicKey {
 	u, err := curve25519.X25519(k.k[:], curve25519.Basepoint)

@@ -3,6 +3,7 @@ package protocol_test
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"testing"
 	"time"
 
@@ -142,5 +143,30 @@ func TestGoConversation(t *testing.T) {
 				t.Fatalf("turn %d: got %q, want %q", turn, pt, text)
 			}
 		}
+	}
+}
+
+// TestLastResortReplay: a PreKey message built on the last-resort Kyber key
+// (which is not deleted after use) is refused the second time, even after
+// the session it created is gone: the store remembers the signed prekey and
+// base key it was used with.
+func TestLastResortReplay(t *testing.T) {
+	ctx := context.Background()
+	alice, bob := newDevice(t, 1), newDevice(t, 2)
+	if err := protocol.ProcessPreKeyBundle(ctx, rand.Reader, alice.store, alice.addr, bob.addr, bob.bundle(-1, -1), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	m := alice.encrypt(t, bob.addr, "once")
+	if _, err := bob.decrypt(alice.addr, m); err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.store.StoreSession(ctx, alice.addr, protocol.NewSessionRecord()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.decrypt(alice.addr, m); !errors.Is(err, protocol.ErrPreKeyReused) {
+		t.Fatalf("replayed PreKey message: err = %v, want ErrPreKeyReused", err)
+	}
+	if rec, _ := bob.store.LoadSession(ctx, alice.addr); rec.HasCurrentSession(time.Now()) {
+		t.Fatal("the refused replay left a session behind")
 	}
 }

@@ -8,10 +8,11 @@ import (
 // Errors the package returns; test for them with errors.Is.
 var (
 	// ErrInvalidMessage reports a message that cannot be parsed or fails its
-	// MAC, signature or decryption.
+	// MAC or decryption (a bad signature is ErrInvalidSignature).
 	ErrInvalidMessage = errors.New("invalid message")
-	// ErrLegacyMessage reports a message of a protocol version this package
-	// no longer speaks (version 3, X3DH), as official libsignal refuses it.
+	// ErrLegacyMessage reports a message or stored session of a protocol
+	// version this package no longer speaks (version 3, X3DH, or older), as
+	// official libsignal refuses them.
 	ErrLegacyMessage = errors.New("legacy message version")
 	// ErrDuplicateMessage reports a message whose key was already used: a
 	// redelivery. Callers usually drop it silently.
@@ -27,6 +28,10 @@ var (
 	// ErrNoSenderKey reports a group message from a sender whose key for
 	// that distribution (and chain) we do not have.
 	ErrNoSenderKey = errors.New("no sender key")
+	// ErrPreKeyReused reports a PreKey message that uses the last-resort
+	// Kyber prekey with a signed prekey and base key seen before: a replay.
+	// KyberPreKeyStore.MarkKyberPreKeyUsed returns it.
+	ErrPreKeyReused = errors.New("last-resort prekey used again with the same base key")
 	// ErrInvalidState reports a stored session or sender-key record that
 	// cannot be used.
 	ErrInvalidState = errors.New("invalid stored state")
@@ -39,6 +44,7 @@ type UntrustedIdentityError struct {
 	Key     PublicKey
 }
 
+// Error names the address (identity keys are public, but not needed here).
 func (e *UntrustedIdentityError) Error() string {
 	return fmt.Sprintf("untrusted identity for %s", e.Address)
 }

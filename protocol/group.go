@@ -71,6 +71,13 @@ type SenderKeyRecord struct {
 	states []*senderKeyState
 }
 
+// String never shows the record: it holds chain keys and, for our own
+// chains, the signing key.
+func (r *SenderKeyRecord) String() string { return "SenderKeyRecord(redacted)" }
+
+// GoString never shows the record (%#v).
+func (r *SenderKeyRecord) GoString() string { return "protocol.SenderKeyRecord(redacted)" }
+
 // ParseSenderKeyRecord reads a record made by Bytes
 // (SenderKeyRecordStructure's layout).
 func ParseSenderKeyRecord(b []byte) (*SenderKeyRecord, error) {
@@ -175,18 +182,18 @@ func (s *senderKeyState) marshal() []byte {
 	var c []byte
 	c = appendNonZero(c, 1, uint64(s.chain.iteration))
 	c = appendNonEmpty(c, 2, s.chain.seed)
-	b = appendMessage(b, 2, c)
+	b = appendBytesField(b, 2, c)
 	var k []byte
 	k = appendNonEmpty(k, 1, s.signingPub.Bytes())
 	if s.signingPriv != nil {
 		k = appendNonEmpty(k, 2, s.signingPriv.Bytes())
 	}
-	b = appendMessage(b, 3, k)
+	b = appendBytesField(b, 3, k)
 	for _, m := range s.skipped {
 		var e []byte
 		e = appendNonZero(e, 1, uint64(m.iteration))
 		e = appendNonEmpty(e, 2, m.seed)
-		b = appendMessage(b, 4, e)
+		b = appendBytesField(b, 4, e)
 	}
 	return appendNonZero(b, 5, uint64(s.version))
 }
@@ -195,7 +202,7 @@ func (s *senderKeyState) marshal() []byte {
 func (r *SenderKeyRecord) Bytes() []byte {
 	var b []byte
 	for _, s := range r.states {
-		b = appendMessage(b, 1, s.marshal())
+		b = appendBytesField(b, 1, s.marshal())
 	}
 	return b
 }

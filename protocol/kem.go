@@ -123,6 +123,9 @@ func (k KEMKeyPair) PrivateBytes() []byte { return append([]byte(nil), k.priv...
 // String never shows the private key.
 func (KEMKeyPair) String() string { return "KEMKeyPair(redacted)" }
 
+// GoString never shows the private key (%#v).
+func (KEMKeyPair) GoString() string { return "protocol.KEMKeyPair(redacted)" }
+
 // Decapsulate recovers the shared secret from a serialized ciphertext.
 func (k KEMKeyPair) Decapsulate(ciphertext []byte) ([]byte, error) {
 	if len(k.priv) != kemPrivateKeySize {

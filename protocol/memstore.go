@@ -22,6 +22,7 @@ type MemoryStore struct {
 	signed     map[uint32]SignedPreKeyRecord
 	kyber      map[uint32]KyberPreKeyRecord
 	lastResort map[uint32]bool
+	kyberUses  map[string]bool
 	senderKeys map[string][]byte
 }
 
@@ -32,7 +33,7 @@ func NewMemoryStore(identity IdentityKeyPair, registrationID uint32) *MemoryStor
 		identities: map[Address]PublicKey{}, sessions: map[Address][]byte{},
 		preKeys: map[uint32]PreKeyRecord{}, signed: map[uint32]SignedPreKeyRecord{},
 		kyber: map[uint32]KyberPreKeyRecord{}, lastResort: map[uint32]bool{},
-		senderKeys: map[string][]byte{},
+		kyberUses: map[string]bool{}, senderKeys: map[string][]byte{},
 	}
 }
 
@@ -152,14 +153,21 @@ func (s *MemoryStore) LoadKyberPreKey(_ context.Context, id uint32) (KyberPreKey
 }
 
 // MarkKyberPreKeyUsed implements KyberPreKeyStore: one-time keys are
-// deleted, last-resort keys kept.
-func (s *MemoryStore) MarkKyberPreKeyUsed(_ context.Context, id, _ uint32, _ PublicKey) error {
+// deleted, last-resort keys kept and a second use with the same signed
+// prekey and base key refused.
+func (s *MemoryStore) MarkKyberPreKeyUsed(_ context.Context, id, signedID uint32, base PublicKey) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.lastResort[id] {
 		delete(s.kyber, id)
 		delete(s.lastResort, id)
+		return nil
 	}
+	use := fmt.Sprintf("%d/%d/%x", id, signedID, base.Raw())
+	if s.kyberUses[use] {
+		return fmt.Errorf("%w: Kyber prekey %d", ErrPreKeyReused, id)
+	}
+	s.kyberUses[use] = true
 	return nil
 }
 

@@ -7,8 +7,9 @@ import (
 )
 
 // Stored records (sessions, sender keys) use the field layout of
-// libsignal's storage.proto, so a record is readable by anyone who knows
-// that format. These helpers walk one protobuf message at a time.
+// libsignal's storage.proto (the SPQR state inside a session keeps its
+// decapsulation key in seed form, which libsignal does not read). These
+// helpers walk one protobuf message at a time.
 
 // walk calls fn for every field of a message, with its varint value or
 // its bytes. A malformed message is an error; fixed-width fields other than
@@ -57,11 +58,6 @@ func walk(b []byte, fn func(n protowire.Number, v uint64, bs []byte, isBytes boo
 		}
 	}
 	return nil
-}
-
-// appendMessage appends a nested message field.
-func appendMessage(b []byte, n protowire.Number, msg []byte) []byte {
-	return appendBytesField(b, n, msg)
 }
 
 // appendNonZero appends a proto3 varint field unless it is zero.

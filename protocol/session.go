@@ -56,8 +56,10 @@ type SignedPreKeyStore interface {
 
 // KyberPreKeyStore keeps Kyber prekeys (ErrNoPreKey for an unknown id).
 // MarkKyberPreKeyUsed is called after a session was built with one: a
-// one-time key is deleted, a last-resort key kept (the store may remember
-// the signed prekey id and base key to refuse a replay).
+// one-time key must be deleted; a last-resort key is kept, and the store
+// must remember the signed prekey id and base key it was used with and
+// return an error wrapping ErrPreKeyReused when they come again (a
+// replayed PreKey message), as Signal's clients do.
 type KyberPreKeyStore interface {
 	LoadKyberPreKey(ctx context.Context, id uint32) (KyberPreKeyRecord, error)
 	MarkKyberPreKeyUsed(ctx context.Context, id, signedPreKeyID uint32, baseKey PublicKey) error
@@ -95,7 +97,38 @@ func deriveHandshake(secrets []byte) (handshakeKeys, error) {
 	return k, nil
 }
 
-func discontinuity() []byte { return bytes.Repeat([]byte{0xFF}, 32) }
+// localIdentity loads our identity and registration id.
+func localIdentity(ctx context.Context, store IdentityStore) (IdentityKeyPair, uint32, error) {
+	ours, err := store.IdentityKeyPair(ctx)
+	if err != nil {
+		return IdentityKeyPair{}, 0, fmt.Errorf("load identity: %w", err)
+	}
+	regID, err := store.LocalRegistrationID(ctx)
+	if err != nil {
+		return IdentityKeyPair{}, 0, fmt.Errorf("load registration id: %w", err)
+	}
+	return ours, regID, nil
+}
+
+// agreement is one of PQXDH's Diffie-Hellman computations.
+type agreement struct {
+	priv PrivateKey
+	pub  PublicKey
+}
+
+// agreeAll is PQXDH's input before the KEM secret: 32 bytes of 0xFF (the
+// discontinuity bytes) and each agreement's shared secret in order.
+func agreeAll(dhs []agreement) ([]byte, error) {
+	secrets := bytes.Repeat([]byte{0xFF}, 32)
+	for _, dh := range dhs {
+		s, err := dh.priv.Agree(dh.pub)
+		if err != nil {
+			return nil, err
+		}
+		secrets = append(secrets, s...)
+	}
+	return secrets, nil
+}
 
 // sameAccount says whether a session is with another device of our own
 // account (a "note to self" session), which lifts the forward-jump limit:
@@ -134,13 +167,9 @@ func ProcessPreKeyBundle(ctx context.Context, rand io.Reader, store interface {
 	if err := bundle.Verify(); err != nil {
 		return err
 	}
-	ours, err := store.IdentityKeyPair(ctx)
+	ours, regID, err := localIdentity(ctx, store)
 	if err != nil {
-		return fmt.Errorf("load identity: %w", err)
-	}
-	regID, err := store.LocalRegistrationID(ctx)
-	if err != nil {
-		return fmt.Errorf("load registration id: %w", err)
+		return err
 	}
 	record, err := store.LoadSession(ctx, remote)
 	if err != nil {
@@ -154,27 +183,17 @@ func ProcessPreKeyBundle(ctx context.Context, rand io.Reader, store interface {
 	if err != nil {
 		return err
 	}
-	secrets := discontinuity()
-	for _, dh := range []struct {
-		priv PrivateKey
-		pub  PublicKey
-	}{
+	dhs := []agreement{
 		{ours.Private, bundle.SignedPreKey},
 		{base.Private, bundle.IdentityKey},
 		{base.Private, bundle.SignedPreKey},
-	} {
-		s, err := dh.priv.Agree(dh.pub)
-		if err != nil {
-			return err
-		}
-		secrets = append(secrets, s...)
 	}
 	if bundle.PreKey != nil {
-		s, err := base.Private.Agree(*bundle.PreKey)
-		if err != nil {
-			return err
-		}
-		secrets = append(secrets, s...)
+		dhs = append(dhs, agreement{base.Private, *bundle.PreKey})
+	}
+	secrets, err := agreeAll(dhs)
+	if err != nil {
+		return err
 	}
 	ss, kyberCT, err := bundle.KyberPreKey.Encapsulate(rand)
 	if err != nil {
@@ -306,10 +325,18 @@ func Encrypt(ctx context.Context, rand io.Reader, store interface {
 
 // Decrypt decrypts a message of type TypePreKey or TypeSignal from a
 // remote device. Errors: ErrInvalidMessage (malformed, wrong MAC, no
-// session that decrypts it), ErrLegacyMessage (version 3),
+// session that decrypts it), ErrLegacyMessage (version 3 or older),
 // ErrDuplicateMessage (already decrypted), ErrNoSession, ErrNoPreKey (the
-// prekey it names is gone), *UntrustedIdentityError. On any error nothing
-// in the store changes.
+// prekey it names is gone), ErrPreKeyReused (a replay on the last-resort
+// key), ErrInvalidKey (a key that cannot be used), ErrInvalidState (a
+// damaged stored record), *UntrustedIdentityError, and the store's own.
+//
+// On any error nothing in the store changes, given the two things every
+// store must do: LoadSession returns a record the caller owns (a fresh
+// decoding, never a shared pointer), and the calls of one Decrypt commit
+// together (one database transaction, as parley's client does). Without
+// the second, a failure of the store itself can leave a prekey removed
+// while its session was not stored.
 func Decrypt(ctx context.Context, rand io.Reader, store Store, local, remote Address, typ MessageType, body []byte) ([]byte, error) {
 	switch typ {
 	case TypePreKey:
@@ -358,10 +385,8 @@ func decryptPreKey(ctx context.Context, rand io.Reader, store Store, local, remo
 	if err != nil {
 		return nil, err
 	}
-	if err := store.SaveIdentity(ctx, remote, m.IdentityKey); err != nil {
-		return nil, fmt.Errorf("save identity: %w", err)
-	}
 	if usedPreKey {
+		// First: a refused replay of the last-resort key changes nothing.
 		if err := store.MarkKyberPreKeyUsed(ctx, m.KyberPreKeyID, m.SignedPreKeyID, m.BaseKey); err != nil {
 			return nil, fmt.Errorf("mark Kyber prekey used: %w", err)
 		}
@@ -370,6 +395,9 @@ func decryptPreKey(ctx context.Context, rand io.Reader, store Store, local, remo
 				return nil, fmt.Errorf("remove prekey: %w", err)
 			}
 		}
+	}
+	if err := store.SaveIdentity(ctx, remote, m.IdentityKey); err != nil {
+		return nil, fmt.Errorf("save identity: %w", err)
 	}
 	if err := store.StoreSession(ctx, remote, record); err != nil {
 		return nil, fmt.Errorf("store session: %w", err)
@@ -399,36 +427,22 @@ func acceptPreKey(ctx context.Context, store Store, local, remote Address, recor
 		}
 		otk = &k
 	}
-	ours, err := store.IdentityKeyPair(ctx)
+	ours, regID, err := localIdentity(ctx, store)
 	if err != nil {
-		return fmt.Errorf("load identity: %w", err)
-	}
-	regID, err := store.LocalRegistrationID(ctx)
-	if err != nil {
-		return fmt.Errorf("load registration id: %w", err)
+		return err
 	}
 
-	secrets := discontinuity()
-	for _, dh := range []struct {
-		priv PrivateKey
-		pub  PublicKey
-	}{
+	dhs := []agreement{
 		{spk.KeyPair.Private, m.IdentityKey},
 		{ours.Private, m.BaseKey},
 		{spk.KeyPair.Private, m.BaseKey},
-	} {
-		s, err := dh.priv.Agree(dh.pub)
-		if err != nil {
-			return fmt.Errorf("%w: %v", ErrInvalidMessage, err)
-		}
-		secrets = append(secrets, s...)
 	}
 	if otk != nil {
-		s, err := otk.KeyPair.Private.Agree(m.BaseKey)
-		if err != nil {
-			return fmt.Errorf("%w: %v", ErrInvalidMessage, err)
-		}
-		secrets = append(secrets, s...)
+		dhs = append(dhs, agreement{otk.KeyPair.Private, m.BaseKey})
+	}
+	secrets, err := agreeAll(dhs)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidMessage, err)
 	}
 	ss, err := kyber.KeyPair.Decapsulate(m.KyberCiphertext)
 	if err != nil {
@@ -558,7 +572,7 @@ func decryptWithState(rand io.Reader, s *sessionState, local, remote Address, m 
 	if !m.verifyMAC(s.remoteIdentity, s.localIdentity, mk.macKey) {
 		return nil, fmt.Errorf("%w: bad MAC", ErrInvalidMessage)
 	}
-	if len(m.Addresses) > 0 {
+	if m.Addresses != nil {
 		want := addressesBinding(remote, local)
 		if want == nil || !bytes.Equal(want, m.Addresses) {
 			return nil, fmt.Errorf("%w: the message is addressed to another device", ErrInvalidMessage)

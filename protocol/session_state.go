@@ -98,20 +98,20 @@ func (s *sessionState) marshal() []byte {
 		var c []byte
 		c = appendNonEmpty(c, 1, s.sender.ratchet.Public.Bytes())
 		c = appendNonEmpty(c, 2, s.sender.ratchet.Private.Bytes())
-		c = appendMessage(c, 3, marshalChainKey(s.sender.chain))
-		b = appendMessage(b, 6, c)
+		c = appendBytesField(c, 3, marshalChainKey(s.sender.chain))
+		b = appendBytesField(b, 6, c)
 	}
 	for _, r := range s.receivers {
 		var c []byte
 		c = appendNonEmpty(c, 1, r.ratchetKey.Bytes())
-		c = appendMessage(c, 3, marshalChainKey(r.chain))
+		c = appendBytesField(c, 3, marshalChainKey(r.chain))
 		for _, k := range r.skipped {
 			var m []byte
 			m = appendNonZero(m, 1, uint64(k.index))
 			m = appendNonEmpty(m, 5, k.seed)
-			c = appendMessage(c, 4, m)
+			c = appendBytesField(c, 4, m)
 		}
-		b = appendMessage(b, 7, c)
+		b = appendBytesField(b, 7, c)
 	}
 	if p := s.pending; p != nil {
 		var m []byte
@@ -122,7 +122,7 @@ func (s *sessionState) marshal() []byte {
 		m = appendNonEmpty(m, 2, p.baseKey.Bytes())
 		m = appendNonZero(m, 3, uint64(p.signedPreKeyID))
 		m = appendNonZero(m, 4, p.timestamp)
-		b = appendMessage(b, 9, m)
+		b = appendBytesField(b, 9, m)
 	}
 	b = appendNonZero(b, 10, uint64(s.remoteRegID))
 	b = appendNonZero(b, 11, uint64(s.localRegID))
@@ -131,7 +131,7 @@ func (s *sessionState) marshal() []byte {
 		var m []byte
 		m = appendNonZero(m, 1, uint64(k.id))
 		m = appendNonEmpty(m, 2, k.ciphertext)
-		b = appendMessage(b, 14, m)
+		b = appendBytesField(b, 14, m)
 	}
 	b = appendNonEmpty(b, 15, s.pqRatchetState)
 	return b
@@ -329,6 +329,12 @@ type SessionRecord struct {
 	previous [][]byte // encoded states, newest first
 }
 
+// String never shows the record: it holds root, chain and private keys.
+func (r *SessionRecord) String() string { return "SessionRecord(redacted)" }
+
+// GoString never shows the record (%#v).
+func (r *SessionRecord) GoString() string { return "protocol.SessionRecord(redacted)" }
+
 // NewSessionRecord is an empty record.
 func NewSessionRecord() *SessionRecord { return &SessionRecord{} }
 
@@ -370,10 +376,10 @@ func ParseSessionRecord(b []byte) (*SessionRecord, error) {
 func (r *SessionRecord) Bytes() []byte {
 	var b []byte
 	if r.current != nil {
-		b = appendMessage(b, 1, r.current.marshal())
+		b = appendBytesField(b, 1, r.current.marshal())
 	}
 	for _, p := range r.previous {
-		b = appendMessage(b, 2, p)
+		b = appendBytesField(b, 2, p)
 	}
 	return b
 }

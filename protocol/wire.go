@@ -150,7 +150,7 @@ type SignalMessage struct {
 	PreviousCounter uint32
 	Ciphertext      []byte
 	PQRatchet       []byte
-	Addresses       []byte
+	Addresses       []byte // nil when the sender bound no addresses
 	serialized      []byte
 }
 
@@ -180,7 +180,10 @@ func ParseSignalMessage(b []byte) (*SignalMessage, error) {
 	}
 	prev, _ := f.num(3)
 	pq, _ := f.byt(5)
-	addrs, _ := f.byt(6)
+	addrs, ok := f.byt(6)
+	if ok && addrs == nil {
+		addrs = []byte{} // present but empty: checked (and refused) like any binding
+	}
 	return &SignalMessage{
 		Version: v, RatchetKey: key, Counter: counter, PreviousCounter: prev,
 		Ciphertext: ct, PQRatchet: pq, Addresses: addrs,
@@ -363,6 +366,14 @@ type SenderKeyDistributionMessage struct {
 	SigningKey     PublicKey
 	serialized     []byte
 }
+
+// String shows the message without its chain key.
+func (m *SenderKeyDistributionMessage) String() string {
+	return fmt.Sprintf("SenderKeyDistributionMessage{distribution %s, chain %d, iteration %d}", m.DistributionID, m.ChainID, m.Iteration)
+}
+
+// GoString is String (%#v never shows the chain key).
+func (m *SenderKeyDistributionMessage) GoString() string { return m.String() }
 
 // ParseSenderKeyDistributionMessage reads a serialized distribution message.
 func ParseSenderKeyDistributionMessage(b []byte) (*SenderKeyDistributionMessage, error) {

@@ -571,6 +571,7 @@ type tailBuffer struct {
 	buf []byte
 }
 
+// Write keeps the last max bytes written.
 func (b *tailBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -581,6 +582,7 @@ func (b *tailBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// String is what the buffer holds.
 func (b *tailBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -39,7 +39,7 @@ func main() {
 	w.call("GET", "/v1/keys/"+alice+"/*", bobUser, bobSecret, nil)
 	fmt.Println("\n## Alice counts her remaining one-time prekeys")
 	w.call("GET", "/v1/keys/count", aliceUser, aliceSecret, nil)
-	fmt.Println("\n## Alice fetches Bob's bundle and sends him an envelope (a real client would encrypt with X3DH first)")
+	fmt.Println("\n## Alice fetches Bob's bundle and sends him an envelope (a real client would encrypt with PQXDH and the Double Ratchet first)")
 	bundle := w.call("GET", "/v1/keys/"+bob+"/*", aliceUser, aliceSecret, nil)
 	dev := bundle["devices"].([]any)[0].(map[string]any)
 	w.call("PUT", "/v1/messages/"+bob, aliceUser, aliceSecret, map[string]any{

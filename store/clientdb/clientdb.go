@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"io/fs"
 	"net/url"
 	"os"
@@ -336,9 +337,13 @@ func (tx *Tx) SignedPreKeyIDs(ctx context.Context) (ids []uint32, createdMS []in
 	return ids, createdMS, rows.Err()
 }
 
-// DeleteSignedPreKey removes a signed prekey.
+// DeleteSignedPreKey removes a signed prekey and the records of the
+// last-resort Kyber key's uses with it.
 func (tx *Tx) DeleteSignedPreKey(ctx context.Context, id uint32) error {
 	_, err := tx.tx.ExecContext(ctx, `DELETE FROM signed_prekeys WHERE id = ?`, id)
+	if err == nil {
+		_, err = tx.tx.ExecContext(ctx, `DELETE FROM kyber_prekey_uses WHERE signed_prekey_id = ?`, id)
+	}
 	return err
 }
 
@@ -372,9 +377,25 @@ func (tx *Tx) DeleteOneTimeKEMPreKey(ctx context.Context, id uint32) error {
 	return err
 }
 
+// RecordKyberUse records that the last-resort Kyber prekey kyberID was
+// used with a signed prekey and base key; it reports false if that use was
+// recorded before (a replayed PreKey message).
+func (tx *Tx) RecordKyberUse(ctx context.Context, kyberID, signedID uint32, baseKey []byte) (bool, error) {
+	res, err := tx.tx.ExecContext(ctx, `INSERT INTO kyber_prekey_uses (kyber_id, signed_prekey_id, base_key) VALUES (?, ?, ?)
+		ON CONFLICT DO NOTHING`, kyberID, signedID, baseKey)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
 // DeleteKEMPreKeys removes every Kyber prekey, the last-resort one too.
-func (tx *Tx) DeleteKEMPreKeys(ctx context.Context) error {
-	_, err := tx.tx.ExecContext(ctx, `DELETE FROM kem_prekeys`)
+func (tx *Tx) DeleteKEMPreKeys(ctx context.Context) error { return tx.DeleteKEMPreKeysUpTo(ctx, math.MaxUint32) }
+
+// DeleteKEMPreKeysUpTo removes the Kyber prekeys with ids up to id.
+func (tx *Tx) DeleteKEMPreKeysUpTo(ctx context.Context, id uint32) error {
+	_, err := tx.tx.ExecContext(ctx, `DELETE FROM kem_prekeys WHERE id <= ?`, id)
 	return err
 }
 
