@@ -98,13 +98,7 @@ func (s *MemoryStore) AddPreKey(k PreKeyRecord) {
 
 // LoadPreKey implements PreKeyStore.
 func (s *MemoryStore) LoadPreKey(_ context.Context, id uint32) (PreKeyRecord, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	k, ok := s.preKeys[id]
-	if !ok {
-		return PreKeyRecord{}, fmt.Errorf("%w: one-time prekey %d", ErrNoPreKey, id)
-	}
-	return k, nil
+	return loadKey(s, s.preKeys, id, "one-time prekey")
 }
 
 // RemovePreKey implements PreKeyStore.
@@ -124,13 +118,7 @@ func (s *MemoryStore) AddSignedPreKey(k SignedPreKeyRecord) {
 
 // LoadSignedPreKey implements SignedPreKeyStore.
 func (s *MemoryStore) LoadSignedPreKey(_ context.Context, id uint32) (SignedPreKeyRecord, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	k, ok := s.signed[id]
-	if !ok {
-		return SignedPreKeyRecord{}, fmt.Errorf("%w: signed prekey %d", ErrNoPreKey, id)
-	}
-	return k, nil
+	return loadKey(s, s.signed, id, "signed prekey")
 }
 
 // AddKyberPreKey keeps a Kyber prekey; a last-resort key survives use.
@@ -143,13 +131,7 @@ func (s *MemoryStore) AddKyberPreKey(k KyberPreKeyRecord, lastResort bool) {
 
 // LoadKyberPreKey implements KyberPreKeyStore.
 func (s *MemoryStore) LoadKyberPreKey(_ context.Context, id uint32) (KyberPreKeyRecord, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	k, ok := s.kyber[id]
-	if !ok {
-		return KyberPreKeyRecord{}, fmt.Errorf("%w: Kyber prekey %d", ErrNoPreKey, id)
-	}
-	return k, nil
+	return loadKey(s, s.kyber, id, "Kyber prekey")
 }
 
 // MarkKyberPreKeyUsed implements KyberPreKeyStore: one-time keys are
@@ -169,6 +151,17 @@ func (s *MemoryStore) MarkKyberPreKeyUsed(_ context.Context, id, signedID uint32
 	}
 	s.kyberUses[use] = true
 	return nil
+}
+
+// loadKey finds a prekey of any kind, or ErrNoPreKey.
+func loadKey[K any](s *MemoryStore, keys map[uint32]K, id uint32, what string) (K, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k, ok := keys[id]
+	if !ok {
+		return k, fmt.Errorf("%w: %s %d", ErrNoPreKey, what, id)
+	}
+	return k, nil
 }
 
 func senderKeyIndex(sender Address, distribution uuid.UUID) string {
