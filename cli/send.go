@@ -417,7 +417,7 @@ func bundle(d relayclient.DeviceBundle, ik protocol.PublicKey) (*protocol.PreKey
 	}
 	kyber, err := protocol.ParseKEMPublicKey(d.PQPreKey.PublicKey)
 	if err != nil {
-		return nil, fmt.Errorf("Kyber prekey: %w", err)
+		return nil, fmt.Errorf("kyber prekey: %w", err)
 	}
 	pb := &protocol.PreKeyBundle{
 		RegistrationID: d.RegistrationID, DeviceID: uint32(d.DeviceID), IdentityKey: ik,
