@@ -219,14 +219,13 @@ func unmarshalChain(b []byte, sending bool) (*senderChain, *receiverChain, error
 		return nil, nil, err
 	}
 	if sending {
-		kp, err := KeyPairFromPrivate(priv)
+		// The public key is taken as stored, not derived again: records are
+		// read on every operation and the derivation would dominate.
+		p, err := NewPrivateKey(priv)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%w: sender chain private key: %v", ErrInvalidState, err)
 		}
-		if !kp.Public.Equal(key) {
-			return nil, nil, fmt.Errorf("%w: sender chain keys do not match", ErrInvalidState)
-		}
-		return &senderChain{ratchet: kp, chain: c}, nil, nil
+		return &senderChain{ratchet: KeyPair{Public: key, Private: p}, chain: c}, nil, nil
 	}
 	return nil, &receiverChain{ratchetKey: key, chain: c, skipped: skipped}, nil
 }
