@@ -291,7 +291,7 @@ func (s *Server) lookupNumber(w http.ResponseWriter, r *http.Request, p accounts
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
-	id, err := s.Directory.Lookup(r.Context(), p, req.Number)
+	id, err := s.Directory.Lookup(r.Context(), p, s.clientIP(r), req.Number)
 	if err != nil {
 		return err
 	}

@@ -81,8 +81,10 @@ type envConfig struct {
 	verify    verify.Config
 	relay     relay.Config
 	directory ratelimit.Rule
-	attach    attachments.Config
-	now       func() time.Time
+	// directoryAddress is the per-client-address directory budget.
+	directoryAddress ratelimit.Rule
+	attach           attachments.Config
+	now              func() time.Time
 }
 
 type envOption func(*envConfig)
@@ -101,7 +103,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	rand.Read(key)
 	hasher, _ := phone.NewHasher(key)
 	cfg := envConfig{verify: verify.DefaultConfig(), relay: relay.DefaultConfig(), directory: directory.DefaultRule,
-		attach: attachments.DefaultConfig(), now: time.Now}
+		directoryAddress: directory.DefaultAddressRule, attach: attachments.DefaultConfig(), now: time.Now}
 	cfg.verify.TestNumbers = map[string]string{aliceNumber: testCode, bobNumber: testCode, carolNumber: testCode}
 	for _, o := range opts {
 		o(&cfg)
@@ -119,7 +121,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	accts.OnDevicesRemoved = rel.Disconnect
 	runCtx, stop := context.WithCancel(ctx)
 	go rel.Run(runCtx)
-	dir := directory.New(db, hasher, ratelimit.New(cfg.directory, nil))
+	dir := directory.New(db, hasher, ratelimit.New(cfg.directory, nil), ratelimit.New(cfg.directoryAddress, nil))
 	diskDir := filepath.Join(t.TempDir(), "attachments")
 	disk, err := attachments.NewDisk(diskDir, key)
 	if err != nil {

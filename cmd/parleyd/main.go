@@ -234,7 +234,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	dir := directory.New(db, hasher, ratelimit.New(directory.DefaultRule, nil))
+	dir := directory.New(db, hasher, ratelimit.New(directory.DefaultRule, nil), ratelimit.New(directory.DefaultAddressRule, nil))
 	att, err := newAttachments(ctx, cfg, db, root, log)
 	if err != nil {
 		return err
