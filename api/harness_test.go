@@ -81,6 +81,8 @@ type envConfig struct {
 	verify    verify.Config
 	relay     relay.Config
 	directory ratelimit.Rule
+	// bundles are the bundle-fetch rules.
+	bundles struct{ requester, pair, target ratelimit.Rule }
 	// directoryAddress is the per-client-address directory budget.
 	directoryAddress ratelimit.Rule
 	attach           attachments.Config
@@ -105,6 +107,9 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	cfg := envConfig{verify: verify.DefaultConfig(), relay: relay.DefaultConfig(), directory: directory.DefaultRule,
 		directoryAddress: directory.DefaultAddressRule, attach: attachments.DefaultConfig(), now: time.Now}
 	cfg.verify.TestNumbers = map[string]string{aliceNumber: testCode, bobNumber: testCode, carolNumber: testCode}
+	cfg.bundles.requester = ratelimit.Rule{Burst: 50, Every: time.Second}
+	cfg.bundles.pair = prekeys.DefaultPairRule
+	cfg.bundles.target = ratelimit.Rule{Burst: 30, Every: time.Second}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -116,7 +121,11 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pre := prekeys.NewService(db, ratelimit.New(ratelimit.Rule{Burst: 50, Every: time.Second}, nil), ratelimit.New(ratelimit.Rule{Burst: 30, Every: time.Second}, nil))
+	pre := prekeys.NewService(db, prekeys.Limits{
+		PerRequester: ratelimit.New(cfg.bundles.requester, nil),
+		PerPair:      ratelimit.New(cfg.bundles.pair, nil),
+		PerTarget:    ratelimit.New(cfg.bundles.target, nil),
+	})
 	rel := relay.New(cfg.relay, db, relay.LocalBus{}, log, cfg.now)
 	accts.OnDevicesRemoved = rel.Disconnect
 	runCtx, stop := context.WithCancel(ctx)

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -58,6 +59,9 @@ type Store interface {
 	// so concurrent callers never receive the same one-time key. It returns
 	// ErrNotFound if the account (or the named device) does not exist.
 	ClaimBundle(ctx context.Context, account uuid.UUID, device int) (Bundle, error)
+	// LastResortBundle is ClaimBundle without one-time prekeys: signed and
+	// last-resort keys only, claiming nothing.
+	LastResortBundle(ctx context.Context, account uuid.UUID, device int) (Bundle, error)
 	// CountPreKeys returns the device's pool sizes.
 	CountPreKeys(ctx context.Context, account uuid.UUID, device int) (Counts, error)
 }
@@ -66,26 +70,55 @@ type Store interface {
 type Service struct {
 	store       Store
 	byRequester *ratelimit.Limiter
+	byPair      *ratelimit.Limiter
 	byTarget    *ratelimit.Limiter
 }
 
-// NewService returns a Service limiting fetches per requesting account and
-// per target account (so one requester, or many colluding ones, cannot drain
-// a victim's pools and force every new session onto the last-resort key).
-func NewService(s Store, perRequester, perTarget *ratelimit.Limiter) *Service {
-	return &Service{store: s, byRequester: perRequester, byTarget: perTarget}
+// Limits are the bundle-fetch limits of a Service (nil: no limit).
+type Limits struct {
+	// PerRequester bounds all fetches of one requesting account.
+	PerRequester *ratelimit.Limiter
+	// PerPair bounds one requester's fetches of one target account, so no
+	// requester can use up a target's budget for others.
+	PerPair *ratelimit.Limiter
+	// PerTarget bounds how many fetches of one target account claim
+	// one-time prekeys. Past it a fetch is still answered, with the signed
+	// and last-resort keys only: colluding requesters can make new
+	// sessions with the target use the last-resort key, but cannot make
+	// the target unreachable.
+	PerTarget *ratelimit.Limiter
+}
+
+// Default bundle-fetch rules: a requester may fetch 100 bundles at once
+// then 1/s overall, and 10 of one target then 1 a minute; a target hands
+// out one-time prekeys to 50 fetches at once, then 1 per 2 s.
+var (
+	DefaultRequesterRule = ratelimit.Rule{Burst: 100, Every: time.Second}
+	DefaultPairRule      = ratelimit.Rule{Burst: 10, Every: time.Minute}
+	DefaultTargetRule    = ratelimit.Rule{Burst: 50, Every: 2 * time.Second}
+)
+
+// NewService returns a Service applying l around s.
+func NewService(s Store, l Limits) *Service {
+	return &Service{store: s, byRequester: l.PerRequester, byPair: l.PerPair, byTarget: l.PerTarget}
 }
 
 // Claim fetches a bundle for requester, subject to the limits; it returns a
-// *ratelimit.Error when refused.
+// *ratelimit.Error when the requester's own budgets are used up. When the
+// target's one-time prekey budget is used up, the bundle has no one-time
+// prekeys (LastResort is set) instead of being refused.
 func (s *Service) Claim(ctx context.Context, requester, target uuid.UUID, device int) (Bundle, error) {
 	if ok, wait := s.byRequester.Allow(requester.String()); !ok {
 		return Bundle{}, &ratelimit.Error{RetryAfter: wait}
 	}
-	if ok, wait := s.byTarget.Allow(target.String()); !ok {
+	if ok, wait := s.byPair.Allow(requester.String() + "/" + target.String()); !ok {
 		return Bundle{}, &ratelimit.Error{RetryAfter: wait}
 	}
-	b, err := s.store.ClaimBundle(ctx, target, device)
+	claim := s.store.ClaimBundle
+	if ok, _ := s.byTarget.Allow(target.String()); !ok {
+		claim = s.store.LastResortBundle
+	}
+	b, err := claim(ctx, target, device)
 	if err != nil {
 		return Bundle{}, fmt.Errorf("claim prekeys: %w", err)
 	}

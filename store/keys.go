@@ -122,6 +122,16 @@ func (db *DB) CountPreKeys(ctx context.Context, account uuid.UUID, device int) (
 
 // ClaimBundle implements prekeys.Store.
 func (db *DB) ClaimBundle(ctx context.Context, account uuid.UUID, device int) (prekeys.Bundle, error) {
+	return db.bundle(ctx, account, device, true)
+}
+
+// LastResortBundle implements prekeys.Store.
+func (db *DB) LastResortBundle(ctx context.Context, account uuid.UUID, device int) (prekeys.Bundle, error) {
+	return db.bundle(ctx, account, device, false)
+}
+
+// bundle assembles a bundle, claiming one-time prekeys if claim is set.
+func (db *DB) bundle(ctx context.Context, account uuid.UUID, device int, claim bool) (prekeys.Bundle, error) {
 	var b prekeys.Bundle
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		b = prekeys.Bundle{}
@@ -165,6 +175,9 @@ func (db *DB) ClaimBundle(ctx context.Context, account uuid.UUID, device int) (p
 		}
 		if len(b.Devices) == 0 {
 			return prekeys.ErrNotFound
+		}
+		if !claim {
+			return nil
 		}
 		for i := range b.Devices {
 			d := &b.Devices[i]

@@ -215,9 +215,11 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	pre := prekeys.NewService(db,
-		ratelimit.New(ratelimit.Rule{Burst: 100, Every: time.Second}, nil),
-		ratelimit.New(ratelimit.Rule{Burst: 50, Every: 2 * time.Second}, nil))
+	pre := prekeys.NewService(db, prekeys.Limits{
+		PerRequester: ratelimit.New(prekeys.DefaultRequesterRule, nil),
+		PerPair:      ratelimit.New(prekeys.DefaultPairRule, nil),
+		PerTarget:    ratelimit.New(prekeys.DefaultTargetRule, nil),
+	})
 
 	rcfg := relay.DefaultConfig()
 	rcfg.Retention, rcfg.QueueMaxEnvelopes, rcfg.QueueMaxBytes = cfg.Retention, cfg.QueueMaxEnvelopes, cfg.QueueMaxBytes

@@ -434,8 +434,23 @@ func testStoreKeys(t *testing.T, db *store.DB) {
 	if b.Devices[0].SignedPreKey != newSPK {
 		t.Error("signed prekey not replaced")
 	}
-	// Replacing the KEM pool leaves only the new keys, EC keys untouched.
+	// A last-resort bundle claims nothing.
 	before, _ := db.CountPreKeys(ctx, id, 1)
+	lr, err := db.LastResortBundle(ctx, id, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := lr.Devices[0]; d.PreKey != nil || !d.LastResort || d.SignedPreKey != newSPK {
+		t.Errorf("last-resort bundle: %+v", d)
+	}
+	if c, _ := db.CountPreKeys(ctx, id, 1); c != before {
+		t.Errorf("a last-resort bundle claimed keys: %+v then %+v", before, c)
+	}
+	if _, err := db.LastResortBundle(ctx, uuid.New(), prekeys.AllDevices); !errors.Is(err, prekeys.ErrNotFound) {
+		t.Errorf("last-resort bundle of an unknown account: err = %v", err)
+	}
+	// Replacing the KEM pool leaves only the new keys, EC keys untouched.
+	before, _ = db.CountPreKeys(ctx, id, 1)
 	if err := db.StoreKeys(ctx, id, 1, keys.Upload{ReplaceKEMPreKeys: true, KEMPreKeys: kemPreKeys(50, 2)}); err != nil {
 		t.Fatal(err)
 	}
