@@ -146,6 +146,8 @@ func classify(err error) *Error {
 		{accounts.ErrBadLinkCode, 403, "invalid_link_code", false},
 		{accounts.ErrTooManyDevices, 409, "too_many_devices", false},
 		{provisioning.ErrNoMailbox, 404, "provisioning_address_not_found", false},
+		{provisioning.ErrBusy, 503, "provisioning_busy", false},
+		{provisioning.ErrTooManySockets, 429, "too_many_sockets", false},
 		{provisioning.ErrInvalid, 422, "invalid_provisioning_message", true},
 		{attachments.ErrNotFound, 404, "attachment_not_found", false},
 		{attachments.ErrForbidden, 403, "bucket_forbidden", false},

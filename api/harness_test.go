@@ -128,6 +128,8 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	})
 	rel := relay.New(cfg.relay, db, relay.LocalBus{}, log, cfg.now)
 	accts.OnDevicesRemoved = rel.Disconnect
+	prov := provisioning.New(db, log, provisioning.DefaultLimits(), rel)
+	rel.OnProvisioning(prov.Wake)
 	runCtx, stop := context.WithCancel(ctx)
 	go rel.Run(runCtx)
 	dir := directory.New(db, hasher, ratelimit.New(cfg.directory, nil), ratelimit.New(cfg.directoryAddress, nil))
@@ -143,7 +145,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		t.Fatal(err)
 	}
 	s := &api.Server{Accounts: accts, Verify: v, PreKeys: pre, Keys: db, DB: db, Relay: rel, Directory: dir, Attachments: att,
-		Provisioning: provisioning.New(db, log), Log: log}
+		Provisioning: prov, Log: log}
 
 	doc, err := openapi3.NewLoader().LoadFromData(api.OpenAPI)
 	if err != nil {

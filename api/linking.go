@@ -67,6 +67,11 @@ func (s *Server) provisioningSocket(w http.ResponseWriter, r *http.Request) erro
 	if err := requireUpgrade(w, r); err != nil {
 		return err
 	}
+	release, err := s.Provisioning.Admit(s.clientIP(r))
+	if err != nil {
+		return err
+	}
+	defer release()
 	s.Provisioning.Accept(w, r, func(status int, reason error) {
 		writeError(w, r, s.Log, &Error{Status: status, Code: "websocket_handshake_failed", Message: reason.Error()})
 	})

@@ -17,9 +17,14 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
+
+	"github.com/parleyhq/parley/ratelimit"
 )
 
 // Limits.
@@ -59,20 +64,141 @@ type Frame struct {
 	Body    []byte `json:"body,omitempty"`
 }
 
-// Service runs provisioning sockets and accepts deliveries.
-type Service struct {
-	store Store
-	log   *slog.Logger
-	now   func() time.Time
-	// Poll is how often a waiting socket checks its mailbox.
-	Poll     time.Duration
-	upgrader websocket.Upgrader
+// Limits bound the provisioning sockets of one node: they are opened
+// without authentication, so every one of them is an outsider's.
+type Limits struct {
+	// Total is how many sockets may be open at once (0: no limit).
+	Total int
+	// PerAddress is how many sockets one client address may hold open at
+	// once (0: no limit).
+	PerAddress int
+	// Opens limits how often one client address may open a socket (nil:
+	// no limit).
+	Opens *ratelimit.Limiter
 }
 
-// New returns a Service.
-func New(s Store, log *slog.Logger) *Service {
-	return &Service{store: s, log: log, now: time.Now, Poll: 250 * time.Millisecond,
-		upgrader: websocket.Upgrader{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 1024, WriteBufferSize: 4096}}
+// DefaultLimits allow 1,000 waiting devices per node, 5 at once from one
+// address, and 10 opens from one address then one every 30 seconds.
+func DefaultLimits() Limits {
+	return Limits{Total: 1000, PerAddress: 5, Opens: ratelimit.New(ratelimit.Rule{Burst: 10, Every: 30 * time.Second}, nil)}
+}
+
+// ErrBusy reports that the node holds as many provisioning sockets as it
+// allows.
+var ErrBusy = errors.New("too many devices are waiting to be linked; try again later")
+
+// ErrTooManySockets reports a client address holding as many provisioning
+// sockets as it may.
+var ErrTooManySockets = errors.New("too many provisioning sockets open from this address")
+
+// Notifier tells the other relay nodes that a mailbox has a message, so the
+// node holding its socket sends it at once (the relay's bus).
+type Notifier interface {
+	NotifyProvisioning(key uuid.UUID)
+}
+
+// Service runs provisioning sockets and accepts deliveries. A waiting
+// socket reads its mailbox only when told that a message was delivered (by
+// Deliver on this node, or Wake from another node through the bus), and at
+// a slow safety interval: idle sockets cost the database nothing.
+type Service struct {
+	store  Store
+	log    *slog.Logger
+	now    func() time.Time
+	limits Limits
+	notify Notifier
+	// Poll is the safety interval between reads of a waiting socket's
+	// mailbox when nothing told it of a delivery.
+	Poll     time.Duration
+	upgrader websocket.Upgrader
+
+	mu        sync.Mutex
+	open      int
+	byAddress map[string]int
+	waiters   map[uuid.UUID]chan struct{}
+	reads     atomic.Int64
+}
+
+// New returns a Service that tells other nodes of deliveries through n
+// (nil for a single node).
+func New(s Store, log *slog.Logger, l Limits, n Notifier) *Service {
+	return &Service{store: s, log: log, now: time.Now, limits: l, notify: n, Poll: 30 * time.Second,
+		upgrader:  websocket.Upgrader{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 1024, WriteBufferSize: 4096},
+		byAddress: map[string]int{}, waiters: map[uuid.UUID]chan struct{}{}}
+}
+
+// Admit reserves a socket for a client address before the upgrade; the
+// caller calls release when the socket is done. It returns ErrBusy,
+// ErrTooManySockets or a *ratelimit.Error.
+func (s *Service) Admit(address string) (release func(), err error) {
+	if ok, wait := s.limits.Opens.Allow(address); !ok {
+		return nil, &ratelimit.Error{RetryAfter: wait}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.limits.Total > 0 && s.open >= s.limits.Total {
+		return nil, ErrBusy
+	}
+	if s.limits.PerAddress > 0 && s.byAddress[address] >= s.limits.PerAddress {
+		return nil, ErrTooManySockets
+	}
+	s.open++
+	s.byAddress[address]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			s.open--
+			if s.byAddress[address]--; s.byAddress[address] <= 0 {
+				delete(s.byAddress, address)
+			}
+		})
+	}, nil
+}
+
+// Sockets is how many provisioning sockets are open on this node.
+func (s *Service) Sockets() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.open
+}
+
+// MailboxReads is how many times waiting sockets have read their
+// mailboxes since the node started (a measure of the load they put on
+// the database).
+func (s *Service) MailboxReads() int64 { return s.reads.Load() }
+
+// Wake tells the socket waiting at the mailbox with key (uuid.Nil: every
+// socket) to read its mailbox: another node delivered, or the bus may have
+// lost a notice.
+func (s *Service) Wake(key uuid.UUID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if key == uuid.Nil {
+		for _, c := range s.waiters {
+			signal(c)
+		}
+		return
+	}
+	if c, ok := s.waiters[key]; ok {
+		signal(c)
+	}
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// mailboxKey is the bus's name for a mailbox: the first 16 bytes of the
+// SHA-256 of its address (never the address itself).
+func mailboxKey(hash []byte) uuid.UUID {
+	var k uuid.UUID
+	copy(k[:], hash)
+	return k
 }
 
 func addressHash(address string) []byte {
@@ -94,7 +220,16 @@ func (s *Service) Deliver(ctx context.Context, address string, body []byte) erro
 	if len(body) == 0 || len(body) > MaxBody {
 		return errors.Join(ErrInvalid, errors.New("the message must be 1 byte to 16 KiB"))
 	}
-	return s.store.DeliverToMailbox(ctx, addressHash(address), body, s.now())
+	hash := addressHash(address)
+	if err := s.store.DeliverToMailbox(ctx, hash, body, s.now()); err != nil {
+		return err
+	}
+	key := mailboxKey(hash)
+	s.Wake(key)
+	if s.notify != nil {
+		s.notify.NotifyProvisioning(key)
+	}
+	return nil
 }
 
 // Accept upgrades r to the provisioning socket, opens a mailbox, sends its
@@ -119,6 +254,16 @@ func (s *Service) Accept(w http.ResponseWriter, r *http.Request, fail func(statu
 		return
 	}
 	defer s.store.CloseMailbox(ctx, hash)
+	key := mailboxKey(hash)
+	woken := make(chan struct{}, 1)
+	s.mu.Lock()
+	s.waiters[key] = woken
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.waiters, key)
+		s.mu.Unlock()
+	}()
 	if err := s.write(conn, Frame{Type: "address", Address: address}); err != nil {
 		return
 	}
@@ -144,20 +289,22 @@ func (s *Service) Accept(w http.ResponseWriter, r *http.Request, fail func(statu
 		case <-deadline.C:
 			conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(CloseExpired, "provisioning timed out"), time.Now().Add(time.Second))
 			return
+		case <-woken:
 		case <-tick.C:
-			body, err := s.store.MailboxBody(ctx, hash)
-			if err != nil {
-				s.log.WarnContext(ctx, "read provisioning mailbox", "err", err)
-				return
-			}
-			if body == nil {
-				continue
-			}
-			if s.write(conn, Frame{Type: "message", Body: body}) == nil {
-				conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "delivered"), time.Now().Add(time.Second))
-			}
+		}
+		s.reads.Add(1)
+		body, err := s.store.MailboxBody(ctx, hash)
+		if err != nil {
+			s.log.WarnContext(ctx, "read provisioning mailbox", "err", err)
 			return
 		}
+		if body == nil {
+			continue
+		}
+		if s.write(conn, Frame{Type: "message", Body: body}) == nil {
+			conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "delivered"), time.Now().Add(time.Second))
+		}
+		return
 	}
 }
 

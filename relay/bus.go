@@ -29,6 +29,9 @@ const (
 	EventOnline EventKind = 'o'
 	// EventResync: events may have been lost; recheck every queue.
 	EventResync EventKind = 'r'
+	// EventProvision: the provisioning mailbox whose key is in Account has
+	// a message (Device is 0); the node holding its socket sends it.
+	EventProvision EventKind = 'p'
 )
 
 // Event is a message between relay nodes.
@@ -124,7 +127,7 @@ func ParseEvent(line string) (Event, error) {
 	switch ev.Kind {
 	case EventResync:
 		want = 1
-	case EventWake:
+	case EventWake, EventProvision:
 		want = 3
 	case EventDisconnect, EventConnected, EventOnline:
 		want = 4

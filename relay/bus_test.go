@@ -18,6 +18,7 @@ func TestEventRoundTrip(t *testing.T) {
 		{Kind: EventConnected, Account: acct, Device: 127, At: 1},
 		{Kind: EventOnline, Account: acct, Device: 2, Envelope: env},
 		{Kind: EventResync},
+		{Kind: EventProvision, Account: acct},
 	} {
 		got, err := ParseEvent(ev.Encode())
 		if err != nil {

@@ -230,6 +230,8 @@ type Service struct {
 	acks  *acker
 	// writeBuffers is shared by every connection's writes.
 	writeBuffers *sync.Pool
+	// provisioning is told of other nodes' provisioning deliveries.
+	provisioning func(key uuid.UUID)
 
 	mu       sync.Mutex
 	shutdown bool
@@ -408,9 +410,24 @@ func (s *Service) wake(account uuid.UUID, device int) {
 	}
 }
 
+// OnProvisioning sets what to call when another node reports a message in
+// a provisioning mailbox (with the mailbox's key), and with uuid.Nil after
+// the bus may have lost events. Set it before Run.
+func (s *Service) OnProvisioning(fn func(key uuid.UUID)) { s.provisioning = fn }
+
+// NotifyProvisioning tells the other nodes that the provisioning mailbox
+// with key has a message.
+func (s *Service) NotifyProvisioning(key uuid.UUID) {
+	s.bus.Publish(Event{Kind: EventProvision, Account: key})
+}
+
 func (s *Service) handleEvents(evs []Event) {
 	for _, ev := range evs {
 		switch ev.Kind {
+		case EventProvision:
+			if s.provisioning != nil {
+				s.provisioning(ev.Account)
+			}
 		case EventWake:
 			s.hub.wake(ev.Account, ev.Device)
 		case EventDisconnect, EventConnected:
@@ -425,8 +442,14 @@ func (s *Service) handleEvents(evs []Event) {
 	}
 }
 
-// resync wakes every local connection after the bus may have lost events.
-func (s *Service) resync() { s.hub.wakeAll() }
+// resync wakes every local connection, and every provisioning socket,
+// after the bus may have lost events.
+func (s *Service) resync() {
+	s.hub.wakeAll()
+	if s.provisioning != nil {
+		s.provisioning(uuid.Nil)
+	}
+}
 
 func validate(req Send) error {
 	bad := func(format string, args ...any) error {

@@ -12,6 +12,7 @@ import (
 	"github.com/parleyhq/parley/attachments"
 	"github.com/parleyhq/parley/audit"
 	"github.com/parleyhq/parley/phone"
+	"github.com/parleyhq/parley/provisioning"
 	"github.com/parleyhq/parley/relay"
 )
 
@@ -49,6 +50,9 @@ type config struct {
 	Pprof             bool
 	SweepInterval     time.Duration
 	AuditRetention    time.Duration
+
+	ProvisioningSockets           int
+	ProvisioningSocketsPerAddress int
 
 	TLSCert, TLSKey string
 	ACMEDomains     []string
@@ -101,6 +105,9 @@ func serveFlags(fs *flag.FlagSet) func() (*config, error) {
 	fs.Int64Var(&c.QueueMaxBytes, "queue-max-bytes", def.QueueMaxBytes, "most ciphertext `bytes` queued for one device (env PARLEY_QUEUE_MAX_BYTES)")
 	fs.Float64Var(&c.SendRate, "send-rate", def.SendRate, "send requests per second each device may make, sustained (env PARLEY_SEND_RATE)")
 	fs.IntVar(&c.SendBurst, "send-burst", def.SendBurst, "send requests a device may make in a burst (env PARLEY_SEND_BURST)")
+	pdef := provisioning.DefaultLimits()
+	fs.IntVar(&c.ProvisioningSockets, "provisioning-sockets", pdef.Total, "most provisioning sockets (devices waiting to be linked, unauthenticated) open on this node; more get 503 provisioning_busy (env PARLEY_PROVISIONING_SOCKETS)")
+	fs.IntVar(&c.ProvisioningSocketsPerAddress, "provisioning-sockets-per-address", pdef.PerAddress, "most provisioning sockets one client address may hold open; more get 429 too_many_sockets (env PARLEY_PROVISIONING_SOCKETS_PER_ADDRESS)")
 	str(&c.TLSCert, "tls-cert", "", "serve HTTPS with this PEM certificate (chain) `file`; reloaded when it changes")
 	str(&c.TLSKey, "tls-key", "", "PEM private key `file` for --tls-cert")
 	str(&c.ACMECacheDir, "acme-cache-dir", "", "`directory` for ACME account keys and certificates (default DATA-DIR/acme)")
@@ -249,6 +256,9 @@ func (c *config) validate() []error {
 	}
 	if c.SendRate <= 0 || c.SendBurst < 1 {
 		errs = append(errs, errors.New("--send-rate must be positive and --send-burst at least 1"))
+	}
+	if c.ProvisioningSockets < 1 || c.ProvisioningSocketsPerAddress < 1 {
+		errs = append(errs, errors.New("--provisioning-sockets and --provisioning-sockets-per-address must be at least 1"))
 	}
 	switch c.Attachments {
 	case "disk":

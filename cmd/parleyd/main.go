@@ -229,6 +229,11 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		bus = postgres.NewBus(cfg.DatabaseURL, log)
 	}
 	rel := relay.New(rcfg, db, bus, log, nil)
+	// Provisioning sockets wait on the relay's bus: wired before it runs.
+	plim := provisioning.DefaultLimits()
+	plim.Total, plim.PerAddress = cfg.ProvisioningSockets, cfg.ProvisioningSocketsPerAddress
+	prov := provisioning.New(db, log, plim, rel)
+	rel.OnProvisioning(prov.Wake)
 	accts.OnDevicesRemoved = rel.Disconnect
 	runCtx, stopRelay := context.WithCancel(context.Background())
 	defer stopRelay()
@@ -245,8 +250,13 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_provisioning_sockets", Help: "Provisioning sockets open on this node."},
+			func() float64 { return float64(prov.Sockets()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "parley_provisioning_mailbox_reads_total", Help: "Reads of provisioning mailboxes by waiting sockets."},
+			func() float64 { return float64(prov.MailboxReads()) }))
 	srv := &api.Server{Accounts: accts, Verify: verifier, PreKeys: pre, Keys: db, Relay: rel, Directory: dir, Attachments: att,
-		Provisioning: provisioning.New(db, log), Audit: auditLog, DB: db, Log: log, ClientIPHeader: cfg.ClientIPHeader, Metrics: reg}
+		Provisioning: prov, Audit: auditLog, DB: db, Log: log, ClientIPHeader: cfg.ClientIPHeader, Metrics: reg}
 
 	tlsCfg, acmeMgr, err := serverTLS(cfg, log)
 	if err != nil {
