@@ -70,6 +70,10 @@ type Config struct {
 	MaxRetention time.Duration
 	// URLTTL is how long an upload or download URL stays valid.
 	URLTTL time.Duration
+	// ReconcileEvery is how often Sweep compares the object store with the
+	// database and deletes stored objects that have no row (uploads made
+	// with a URL whose object was already swept).
+	ReconcileEvery time.Duration
 }
 
 // MinRetention is the shortest retention a bucket may set.
@@ -83,6 +87,7 @@ func DefaultConfig() Config {
 		DefaultRetention: 30 * 24 * time.Hour,
 		MaxRetention:     30 * 24 * time.Hour,
 		URLTTL:           5 * time.Minute,
+		ReconcileEvery:   time.Hour,
 	}
 }
 
@@ -97,6 +102,9 @@ func (c Config) Validate() error {
 	}
 	if c.URLTTL < time.Second || c.URLTTL > 7*24*time.Hour {
 		errs = append(errs, errors.New("attachments: URL lifetime must be between 1s and 7 days"))
+	}
+	if c.ReconcileEvery < 0 {
+		errs = append(errs, errors.New("attachments: the reconcile interval cannot be negative"))
 	}
 	return errors.Join(errs...)
 }
@@ -152,6 +160,9 @@ type Store interface {
 	ExpiredObjects(ctx context.Context, now time.Time, limit int) ([]Object, error)
 	// DeleteObjects forgets objects by (bucket, key).
 	DeleteObjects(ctx context.Context, objs []Object) error
+	// ObjectKeys lists the keys of every object row of a bucket, expired
+	// or not (what the object store may hold for it).
+	ObjectKeys(ctx context.Context, bucket string) ([]string, error)
 	// DeletedBuckets lists up to limit buckets marked deleted.
 	DeletedBuckets(ctx context.Context, limit int) ([]Bucket, error)
 	// ForgetBucket removes a deleted bucket's row.
@@ -180,6 +191,9 @@ type Backend interface {
 	Delete(ctx context.Context, objs []Object) error
 	// DeleteBucket removes every object of a bucket.
 	DeleteBucket(ctx context.Context, bucket string) error
+	// List calls visit for every object stored, with its bucket, key and
+	// last modification (uploads still in progress excluded).
+	List(ctx context.Context, visit func(bucket, key string, modified time.Time) error) error
 }
 
 // Service answers bucket requests.
@@ -192,6 +206,9 @@ type Service struct {
 	limit   *ratelimit.Limiter
 	create  *ratelimit.Limiter
 	now     func() time.Time
+	// reconciled is when Sweep last compared the object store with the
+	// database (Sweep runs from one goroutine).
+	reconciled time.Time
 }
 
 // Options are a Service's collaborators.
@@ -492,6 +509,14 @@ func (s *Service) Sweep(ctx context.Context) (objects, buckets int, err error) {
 			break
 		}
 	}
+	if now.Sub(s.reconciled) >= s.cfg.ReconcileEvery {
+		n, err := s.reconcile(ctx)
+		if err != nil {
+			return objects, buckets, err
+		}
+		objects += n
+		s.reconciled = now
+	}
 	deleted, err := s.store.DeletedBuckets(ctx, batch)
 	if err != nil {
 		return objects, buckets, fmt.Errorf("list deleted buckets: %w", err)
@@ -510,4 +535,43 @@ func (s *Service) Sweep(ctx context.Context) (objects, buckets int, err error) {
 		}
 	}
 	return objects, buckets, nil
+}
+
+// reconcile deletes every stored object that has no row: nothing in the
+// object store outlives its row, even an upload made with a URL issued
+// before the object expired (S3 cannot revoke a presigned URL). It returns
+// how many it deleted.
+func (s *Service) reconcile(ctx context.Context) (int, error) {
+	stored := map[string][]string{} // bucket → keys
+	err := s.backend.List(ctx, func(bucket, key string, _ time.Time) error {
+		stored[bucket] = append(stored[bucket], key)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("list stored objects: %w", err)
+	}
+	var orphans []Object
+	for bucket, keys := range stored {
+		rows, err := s.store.ObjectKeys(ctx, bucket)
+		if err != nil {
+			return 0, err
+		}
+		known := make(map[string]bool, len(rows))
+		for _, k := range rows {
+			known[k] = true
+		}
+		for _, k := range keys {
+			if !known[k] {
+				orphans = append(orphans, Object{Bucket: bucket, Key: k})
+			}
+		}
+	}
+	if len(orphans) == 0 {
+		return 0, nil
+	}
+	if err := s.backend.Delete(ctx, orphans); err != nil {
+		return 0, fmt.Errorf("delete stored objects without a row: %w", err)
+	}
+	s.log.InfoContext(ctx, "attachment objects without a row deleted", "objects", len(orphans))
+	return len(orphans), nil
 }

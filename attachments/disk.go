@@ -101,6 +101,37 @@ func (d *Disk) DeleteBucket(_ context.Context, bucket string) error {
 	return d.root.RemoveAll(bucket)
 }
 
+// List implements Backend: every object file under each bucket directory
+// (uploads in progress, which are hidden temporary files, are skipped).
+func (d *Disk) List(_ context.Context, visit func(bucket, key string, modified time.Time) error) error {
+	buckets, err := fs.ReadDir(d.root.FS(), ".")
+	if err != nil {
+		return fmt.Errorf("list buckets: %w", err)
+	}
+	for _, b := range buckets {
+		if !b.IsDir() || !ValidID(b.Name()) {
+			continue
+		}
+		objs, err := fs.ReadDir(d.root.FS(), b.Name())
+		if err != nil {
+			return fmt.Errorf("list bucket: %w", err)
+		}
+		for _, o := range objs {
+			if o.IsDir() || !ValidID(o.Name()) {
+				continue
+			}
+			info, err := o.Info()
+			if err != nil {
+				continue // removed meanwhile
+			}
+			if err := visit(b.Name(), o.Name(), info.ModTime()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // signedURL is a parsed, authenticated object URL.
 type signedURL struct {
 	obj  Object
@@ -157,6 +188,12 @@ func (s *Service) ServeObject(w http.ResponseWriter, r *http.Request, bucket, ke
 	}
 	rc := http.NewResponseController(w)
 	if r.Method == http.MethodPut {
+		// A URL is good only while its object's reservation lives: once the
+		// sweeper has removed the row (the object expired), the URL cannot
+		// store a file that no row accounts for.
+		if _, err := s.store.Object(r.Context(), bucket, key, s.now()); err != nil {
+			return err
+		}
 		// Large files on slow links outlast the server's default timeouts.
 		_ = rc.SetReadDeadline(time.Now().Add(s.cfg.URLTTL + 10*time.Minute))
 		return d.put(w, r, u)

@@ -169,6 +169,28 @@ func (b *S3) deleteKeys(ctx context.Context, keys []string) error {
 	return nil
 }
 
+// List implements Backend: every object under the prefix whose key is
+// BUCKET/KEY.
+func (b *S3) List(ctx context.Context, visit func(bucket, key string, modified time.Time) error) error {
+	pages := s3.NewListObjectsV2Paginator(b.client, &s3.ListObjectsV2Input{Bucket: &b.bucket, Prefix: aws.String(b.prefix)})
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return fmt.Errorf("list objects: %w", err)
+		}
+		for _, o := range page.Contents {
+			bucket, key, ok := strings.Cut(strings.TrimPrefix(aws.ToString(o.Key), b.prefix), "/")
+			if !ok || !ValidID(bucket) || !ValidID(key) {
+				continue
+			}
+			if err := visit(bucket, key, aws.ToTime(o.LastModified)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // DeleteBucket implements Backend: it lists the bucket's prefix and deletes
 // everything under it.
 func (b *S3) DeleteBucket(ctx context.Context, bucket string) error {

@@ -161,6 +161,24 @@ func (db *DB) DeleteObjects(ctx context.Context, objs []attachments.Object) erro
 	})
 }
 
+// ObjectKeys implements attachments.Store.
+func (db *DB) ObjectKeys(ctx context.Context, bucket string) ([]string, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT object_key FROM attachment_objects WHERE bucket_id = $1`, bucket)
+	if err != nil {
+		return nil, fmt.Errorf("list object keys: %w", err)
+	}
+	defer rows.Close()
+	var keys []string
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			return nil, fmt.Errorf("list object keys: %w", err)
+		}
+		keys = append(keys, k)
+	}
+	return keys, rows.Err()
+}
+
 // DeletedBuckets implements attachments.Store.
 func (db *DB) DeletedBuckets(ctx context.Context, limit int) ([]attachments.Bucket, error) {
 	rows, err := db.r.QueryContext(ctx, `SELECT id, deleted_at FROM attachment_buckets WHERE deleted_at > 0 ORDER BY deleted_at LIMIT $1`, limit)

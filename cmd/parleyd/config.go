@@ -127,6 +127,7 @@ func serveFlags(fs *flag.FlagSet) func() (*config, error) {
 	fs.DurationVar(&c.Attach.DefaultRetention, "attachment-retention", ad.DefaultRetention, "how long a bucket keeps objects unless its admin sets less (env PARLEY_ATTACHMENT_RETENTION)")
 	fs.DurationVar(&c.Attach.MaxRetention, "attachment-max-retention", ad.MaxRetention, "longest retention any bucket may set (env PARLEY_ATTACHMENT_MAX_RETENTION)")
 	fs.DurationVar(&c.Attach.URLTTL, "attachment-url-ttl", ad.URLTTL, "how long upload and download URLs stay valid (env PARLEY_ATTACHMENT_URL_TTL)")
+	fs.DurationVar(&c.Attach.ReconcileEvery, "attachment-reconcile-interval", ad.ReconcileEvery, "how often the sweeper lists the object store and deletes objects that have no row, such as uploads made with a URL whose object had expired (env PARLEY_ATTACHMENT_RECONCILE_INTERVAL)")
 	fs.DurationVar(&c.AuditRetention, "audit-retention", audit.DefaultRetention, "how long audit log entries are kept (env PARLEY_AUDIT_RETENTION)")
 	fs.DurationVar(&c.SweepInterval, "sweep-interval", time.Minute, "how often expired sessions, envelopes and attachments are deleted (env PARLEY_SWEEP_INTERVAL)")
 	str(&c.TestNumbersF, "test-numbers-file", "", "`file` of test numbers, one +E164=CODE per line (# comments), for QA and load tests with many numbers")

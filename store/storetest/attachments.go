@@ -156,6 +156,9 @@ func testAttachmentExpiry(t *testing.T, db *store.DB) {
 	if exp, err := db.ExpiredObjects(ctx, now, 10); err != nil || len(exp) != 0 {
 		t.Fatalf("expired before retention: %+v, %v", exp, err)
 	}
+	if keys, err := db.ObjectKeys(ctx, b.ID); err != nil || len(keys) != 2 {
+		t.Fatalf("ObjectKeys = %v, %v", keys, err)
+	}
 	// Shortening retention expires what is older than the new period.
 	if err := db.SetRetention(ctx, b.ID, 30*time.Minute); err != nil {
 		t.Fatal(err)
@@ -172,6 +175,9 @@ func testAttachmentExpiry(t *testing.T, db *store.DB) {
 	}
 	if exp, _ := db.ExpiredObjects(ctx, now, 10); len(exp) != 0 {
 		t.Fatalf("deleted objects still listed: %+v", exp)
+	}
+	if keys, err := db.ObjectKeys(ctx, b.ID); err != nil || len(keys) != 1 || keys[0] != fresh.Key {
+		t.Fatalf("ObjectKeys after the expired one went = %v, %v", keys, err)
 	}
 	if _, err := db.Object(ctx, b.ID, fresh.Key, now); err != nil {
 		t.Fatalf("fresh object gone: %v", err)
