@@ -13,6 +13,7 @@ import (
 	"github.com/parleyhq/parley/audit"
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/relay"
+	"github.com/parleyhq/parley/store/sqlite"
 )
 
 // config is every setting of `parleyd serve`, from flags, each also readable
@@ -23,6 +24,7 @@ type config struct {
 	MetricsListen  string
 	DataDir        string
 	DatabaseURL    string
+	SQLiteSync     string
 	SecretFile     string
 	LogFormat      string
 	LogLevel       string
@@ -85,6 +87,7 @@ func serveFlags(fs *flag.FlagSet) func() (*config, error) {
 	str(&c.MetricsListen, "metrics-listen", "127.0.0.1:9090", "`address` for Prometheus /metrics; empty disables it")
 	str(&c.DataDir, "data-dir", "data", "`directory` for the embedded database and the generated root secret")
 	str(&c.DatabaseURL, "database-url", "", "PostgreSQL `URL` (postgres://…); empty uses embedded SQLite in --data-dir")
+	str(&c.SQLiteSync, "sqlite-synchronous", string(sqlite.Full), "durability of the embedded database: full syncs every commit to disk before a send is acknowledged, so acknowledged envelopes survive a power cut or OS crash; normal syncs only at checkpoints (faster, but a power cut or OS crash can lose the last acknowledged envelopes)")
 	str(&c.SecretFile, "secret-file", "", "`file` holding the 32-byte root secret that keys number hashes and stored codes; default DATA-DIR/root.key (generated on first start with SQLite; must exist with PostgreSQL so all replicas share it: create it with `parleyd init-secret FILE`)")
 	str(&c.LogFormat, "log-format", "json", "log format: json or text")
 	str(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -220,6 +223,9 @@ func (c *config) validate() []error {
 	}
 	if c.DatabaseURL != "" && !strings.HasPrefix(c.DatabaseURL, "postgres://") && !strings.HasPrefix(c.DatabaseURL, "postgresql://") {
 		errs = append(errs, errors.New("--database-url must be a postgres:// URL"))
+	}
+	if _, err := sqlite.ParseSynchronous(c.SQLiteSync); err != nil {
+		errs = append(errs, fmt.Errorf("--sqlite-synchronous %q: want full or normal", c.SQLiteSync))
 	}
 	switch c.LogFormat {
 	case "json", "text":

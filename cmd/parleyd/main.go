@@ -142,7 +142,7 @@ func openStore(ctx context.Context, cfg *config) (*store.DB, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	return sqlite.Open(ctx, cfg.DataDir+"/parley.db")
+	return sqlite.OpenWith(ctx, cfg.DataDir+"/parley.db", sqlite.Options{Synchronous: sqlite.Synchronous(cfg.SQLiteSync)})
 }
 
 func migrate(ctx context.Context, cfg *config, log *slog.Logger) error {
