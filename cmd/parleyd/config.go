@@ -51,6 +51,7 @@ type config struct {
 	Pprof             bool
 	SweepInterval     time.Duration
 	AuditRetention    time.Duration
+	AuditCheckpoint   time.Duration
 
 	TLSCert, TLSKey string
 	ACMEDomains     []string
@@ -124,6 +125,7 @@ func serveFlags(fs *flag.FlagSet) func() (*config, error) {
 	fs.DurationVar(&c.Attach.MaxRetention, "attachment-max-retention", ad.MaxRetention, "longest retention any bucket may set (env PARLEY_ATTACHMENT_MAX_RETENTION)")
 	fs.DurationVar(&c.Attach.URLTTL, "attachment-url-ttl", ad.URLTTL, "how long upload and download URLs stay valid (env PARLEY_ATTACHMENT_URL_TTL)")
 	fs.DurationVar(&c.AuditRetention, "audit-retention", audit.DefaultRetention, "how long audit log entries are kept (env PARLEY_AUDIT_RETENTION)")
+	fs.DurationVar(&c.AuditCheckpoint, "audit-checkpoint-interval", 15*time.Minute, "how often the audit log's head (SEQ:MAC, no secret) is written to the server log as an \"audit checkpoint\" line, also at start and shutdown; keep those lines outside the database's reach and check with parleyd admin audit verify --expect-head (env PARLEY_AUDIT_CHECKPOINT_INTERVAL)")
 	fs.DurationVar(&c.SweepInterval, "sweep-interval", time.Minute, "how often expired sessions, envelopes and attachments are deleted (env PARLEY_SWEEP_INTERVAL)")
 	str(&c.TestNumbersF, "test-numbers-file", "", "`file` of test numbers, one +E164=CODE per line (# comments), for QA and load tests with many numbers")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go's /debug/pprof profiles on the metrics listener (env PARLEY_PPROF)")
@@ -276,6 +278,9 @@ func (c *config) validate() []error {
 	}
 	if c.AuditRetention < 24*time.Hour {
 		errs = append(errs, errors.New("--audit-retention must be at least 24h"))
+	}
+	if c.AuditCheckpoint < time.Second {
+		errs = append(errs, errors.New("--audit-checkpoint-interval must be at least 1s"))
 	}
 	if c.SweepInterval < time.Second {
 		errs = append(errs, errors.New("--sweep-interval must be at least 1s"))

@@ -243,6 +243,11 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// Refuse a root secret the audit log was not written with: appending
+	// under it would break the chain for good.
+	if err := auditLog.CheckKey(ctx); err != nil {
+		return err
+	}
 	srv := &api.Server{Accounts: accts, Verify: verifier, PreKeys: pre, Keys: db, Relay: rel, Directory: dir, Attachments: att,
 		Provisioning: provisioning.New(db, log), Audit: auditLog, DB: db, Log: log, ClientIPHeader: cfg.ClientIPHeader, Metrics: reg}
 
@@ -290,6 +295,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		log.Info("metrics listening", "addr", mln.Addr().String())
 	}
 	go purger{db: db, att: att, audit: auditLog, log: log}.sweep(ctx, cfg.SweepInterval)
+	go checkpoints(ctx, auditLog, cfg.AuditCheckpoint)
 	log.Info("parleyd listening", "addr", ln.Addr().String(), "tls", tlsCfg != nil, "database", db.Dialect(), "sms_sender", cfg.SMSSender,
 		"attachments", att.Backend().Name(), "test_numbers", len(cfg.TestNumbers))
 
@@ -311,8 +317,26 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if metricsSrv != nil {
 		err = errors.Join(err, metricsSrv.Shutdown(shutCtx))
 	}
+	_ = auditLog.Checkpoint(shutCtx) // the head after the last requests; a failure is logged
 	log.Info("stopped")
 	return err
+}
+
+// checkpoints writes the audit log's head to the server log now and every
+// interval until ctx ends, so a later cut at the end of the log shows
+// against a line the database cannot change.
+func checkpoints(ctx context.Context, l *audit.Log, every time.Duration) {
+	_ = l.Checkpoint(ctx) // failures are logged
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			_ = l.Checkpoint(ctx)
+		}
+	}
 }
 
 func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
