@@ -18,10 +18,11 @@ build:
 run: build
 	$(BIN)/parleyd serve --listen $(LISTEN) --data-dir $(DATA_DIR) $(RUN_FLAGS)
 
-# Every test, both storage backends: PostgreSQL is started by scripts/with-postgres.
+# Every test, both storage backends: PostgreSQL is started by scripts/with-postgres;
+# scripts/with-strace installs strace for the test that counts parleyd's fsyncs.
 test:
 	$(GO) vet ./...
-	scripts/with-postgres scripts/with-s3 scripts/with-libsignal $(GO) test -race -count=1 ./...
+	scripts/with-postgres scripts/with-s3 scripts/with-libsignal scripts/with-strace $(GO) test -race -count=1 ./...
 	cd deploy/validate && $(GO) test -count=1 ./...
 
 # Without PostgreSQL (its tests skip).
@@ -29,7 +30,8 @@ test-short:
 	$(GO) test -count=1 ./...
 
 # Figures, not pass/fail: storage benchmarks, the load generator on SQLite
-# and on PostgreSQL with fsync on, memory per idle connection (scripts/bench).
+# (synchronous=full, the default, and the normal opt-in) and on PostgreSQL
+# with fsync on, memory per idle connection (scripts/bench).
 bench:
 	GO=$(GO) scripts/bench
 

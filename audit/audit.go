@@ -11,6 +11,17 @@
 // key the chain cannot be recomputed. Entries older than the retention are
 // purged from the front; each purge is itself an entry recording where the
 // log now starts, so a cut at the front is told apart from a purge.
+//
+// A cut at the end cannot be seen from inside the database: a shorter log
+// is still a valid chain. So the log's head (the last entry's sequence
+// number and MAC, see Head) is anchored outside it: the relay writes it to
+// its server log as a checkpoint (Checkpoint), and VerifyAgainst fails when
+// the log ends before a checkpoint's head or holds a different entry there.
+//
+// A key check value (an HMAC of a fixed label under the log's key) is stored
+// with the log, so a verifier holding the wrong key gets ErrWrongKey, not
+// ErrTampered, and the relay refuses to append under a key the log was not
+// written with.
 package audit
 
 import (
@@ -18,11 +29,15 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -71,6 +86,14 @@ type Store interface {
 	// PurgeAudit deletes entries older than before (never the last one)
 	// and returns the last one deleted (Seq 0 when none was).
 	PurgeAudit(ctx context.Context, before time.Time) (Entry, error)
+	// LastAudit returns the entry with the highest Seq (Seq 0 when the log
+	// is empty).
+	LastAudit(ctx context.Context) (Entry, error)
+	// AuditKeyCheck returns the stored key check value, nil when none is.
+	AuditKeyCheck(ctx context.Context) ([]byte, error)
+	// SetAuditKeyCheck stores kc unless a value is already stored, and
+	// returns the stored value (kc, or the earlier one), atomically.
+	SetAuditKeyCheck(ctx context.Context, kc []byte) ([]byte, error)
 }
 
 // Log records entries.
@@ -80,6 +103,7 @@ type Log struct {
 	log       *slog.Logger
 	now       func() time.Time
 	retention time.Duration
+	keyOK     atomic.Bool // CheckKey succeeded: appends may go on
 }
 
 // DefaultRetention is six years, the retention HIPAA asks for documentation.
@@ -134,9 +158,60 @@ func (l *Log) mac(e *Entry, prev []byte) []byte {
 	return m.Sum(nil)
 }
 
+// keyCheck is the log's key check value: HMAC-SHA256(key, label). It
+// reveals nothing of the key and identifies it.
+func (l *Log) keyCheck() []byte {
+	m := hmac.New(sha256.New, l.key)
+	m.Write([]byte("parley audit key check v1"))
+	return m.Sum(nil)
+}
+
+// ErrWrongKey reports that the log was written under another key than the
+// one given (another root secret), as opposed to ErrTampered.
+var ErrWrongKey = errors.New("the audit key does not match this log: wrong root secret?")
+
+// CheckKey makes sure the log is written under l's key: it compares the
+// stored key check value, or, for a log that has none yet, checks the last
+// entry's MAC and then stores the value. It returns an error wrapping
+// ErrWrongKey when the key is not the log's. Record calls it before its
+// first append; the relay calls it at start, to refuse the wrong secret.
+func (l *Log) CheckKey(ctx context.Context) error {
+	if l.keyOK.Load() {
+		return nil
+	}
+	want := l.keyCheck()
+	stored, err := l.store.AuditKeyCheck(ctx)
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	if stored == nil {
+		last, err := l.store.LastAudit(ctx)
+		if err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
+		if last.Seq != 0 && !hmac.Equal(last.MAC, l.mac(&last, last.Prev)) {
+			return fmt.Errorf("audit: %w (the last entry, %d, does not verify under this key; or it was altered: run parleyd admin audit verify)", ErrWrongKey, last.Seq)
+		}
+		if stored, err = l.store.SetAuditKeyCheck(ctx, want); err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
+	}
+	if !hmac.Equal(stored, want) {
+		return fmt.Errorf("audit: %w", ErrWrongKey)
+	}
+	l.keyOK.Store(true)
+	return nil
+}
+
 // Record appends an entry. A failure is logged at error level and
 // returned; callers that must not fail the user's request log and go on.
+// Nothing is appended under a key the log was not written with
+// (ErrWrongKey).
 func (l *Log) Record(ctx context.Context, kind, account string, device int, details map[string]string) error {
+	if err := l.CheckKey(ctx); err != nil {
+		l.log.ErrorContext(ctx, "audit entry not written", "kind", kind, "err", err)
+		return err
+	}
 	e := Entry{At: l.now().Truncate(time.Millisecond), Kind: kind, Account: account, Device: device, Details: details}
 	_, err := l.store.AppendAudit(ctx, e, func(e *Entry, prev []byte) {
 		e.Prev = prev
@@ -182,29 +257,112 @@ func (l *Log) Export(ctx context.Context, after int64, w func(Entry) error) erro
 // ErrTampered reports a chain that does not verify.
 var ErrTampered = errors.New("the audit log has been altered")
 
+// Head identifies the end of the log at some moment: the last entry's
+// sequence number (how many entries had been written, purged ones
+// included) and its MAC. A head kept outside the database (the relay's
+// checkpoint lines in its server log) shows a later cut at the end.
+// Its text form is "SEQ:MAC" with the MAC in hex; the empty log is "0:".
+type Head struct {
+	Seq int64
+	MAC []byte
+}
+
+// String returns "SEQ:MAC".
+func (h Head) String() string { return fmt.Sprintf("%d:%x", h.Seq, h.MAC) }
+
+// ParseHead parses the "SEQ:MAC" form of a Head.
+func ParseHead(s string) (Head, error) {
+	seq, mac, ok := strings.Cut(s, ":")
+	n, err := strconv.ParseInt(seq, 10, 64)
+	if !ok || err != nil || n < 0 || seq != strconv.FormatInt(n, 10) {
+		return Head{}, fmt.Errorf("audit head %q: want SEQ:MAC", s)
+	}
+	b, err := hex.DecodeString(mac)
+	if err != nil || (n == 0) != (len(b) == 0) || (n > 0 && len(b) != sha256.Size) || mac != strings.ToLower(mac) {
+		return Head{}, fmt.Errorf("audit head %q: want SEQ:MAC with a 64-digit lowercase hex MAC (empty only for 0)", s)
+	}
+	if len(b) == 0 {
+		b = nil
+	}
+	return Head{Seq: n, MAC: b}, nil
+}
+
+// Head returns the log's current head.
+func (l *Log) Head(ctx context.Context) (Head, error) {
+	last, err := l.store.LastAudit(ctx)
+	if err != nil {
+		return Head{}, fmt.Errorf("audit head: %w", err)
+	}
+	return Head{Seq: last.Seq, MAC: last.MAC}, nil
+}
+
+// Checkpoint writes the log's head to the server log at info level
+// ("audit checkpoint", head=SEQ:MAC), to be kept where whoever can write
+// the database cannot rewrite it (a log collector, a SIEM). The head holds
+// no secret.
+func (l *Log) Checkpoint(ctx context.Context) error {
+	h, err := l.Head(ctx)
+	if err != nil {
+		l.log.WarnContext(ctx, "audit checkpoint failed", "err", err)
+		return err
+	}
+	l.log.InfoContext(ctx, "audit checkpoint", "head", h.String(), "entries_written", h.Seq)
+	return nil
+}
+
 // Verify checks the whole chain and returns how many entries it checked
 // and the first and last sequence numbers. A log that does not start at 1
-// must start right after a purge that an entry records.
+// must start right after a purge that an entry records. A broken chain is
+// ErrTampered; a key that is not the log's is ErrWrongKey. Verify cannot
+// see entries cut from the end: use VerifyAgainst with a checkpoint.
 func (l *Log) Verify(ctx context.Context) (n int, first, last int64, err error) {
-	var prev []byte
-	var startPrev []byte
+	return l.verify(ctx, nil)
+}
+
+// VerifyAgainst is Verify that also fails (ErrTampered) unless the log
+// still holds the entry at head.Seq with head.MAC, as a checkpoint saw it:
+// a log cut at the end, or emptied, or cut and appended to again, fails.
+// Entries after the head (written since) are fine.
+func (l *Log) VerifyAgainst(ctx context.Context, head Head) (n int, first, last int64, err error) {
+	return l.verify(ctx, &head)
+}
+
+func (l *Log) verify(ctx context.Context, head *Head) (n int, first, last int64, err error) {
+	stored, err := l.store.AuditKeyCheck(ctx)
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("audit: %w", err)
+	}
+	keyMatches := stored != nil && hmac.Equal(stored, l.keyCheck())
+	var prev, startPrev, atHead []byte
+	var broken error             // the first break in the chain
+	macsOK := 0                  // entries whose own MAC verifies under the key
 	purges := map[int64]string{} // through_seq → through_mac
 	err = l.Export(ctx, 0, func(e Entry) error {
-		if n == 0 {
-			first, startPrev = e.Seq, e.Prev
-			if e.Seq == 1 && e.Prev != nil {
-				return fmt.Errorf("%w: the first entry claims a predecessor", ErrTampered)
+		own := hmac.Equal(e.MAC, l.mac(&e, e.Prev))
+		if own {
+			macsOK++
+		}
+		if broken == nil {
+			switch {
+			case n == 0:
+				first, startPrev = e.Seq, e.Prev
+				if e.Seq == 1 && e.Prev != nil {
+					broken = fmt.Errorf("%w: the first entry claims a predecessor", ErrTampered)
+				}
+			case e.Seq != last+1:
+				broken = fmt.Errorf("%w: entries %d to %d are missing", ErrTampered, last+1, e.Seq-1)
+			case !hmac.Equal(e.Prev, prev):
+				broken = fmt.Errorf("%w: entry %d does not follow entry %d", ErrTampered, e.Seq, last)
 			}
-		} else if e.Seq != last+1 {
-			return fmt.Errorf("%w: entries %d to %d are missing", ErrTampered, last+1, e.Seq-1)
-		} else if !hmac.Equal(e.Prev, prev) {
-			return fmt.Errorf("%w: entry %d does not follow entry %d", ErrTampered, e.Seq, last)
+			if broken == nil && !own {
+				broken = fmt.Errorf("%w: entry %d was changed", ErrTampered, e.Seq)
+			}
 		}
-		if !hmac.Equal(e.MAC, l.mac(&e, e.Prev)) {
-			return fmt.Errorf("%w: entry %d was changed", ErrTampered, e.Seq)
-		}
-		if e.Kind == AuditPurged {
+		if e.Kind == AuditPurged && own {
 			purges[parseSeq(e.Details["through_seq"])] = e.Details["through_mac"]
+		}
+		if head != nil && e.Seq == head.Seq {
+			atHead = e.MAC
 		}
 		prev, last = e.MAC, e.Seq
 		n++
@@ -213,10 +371,39 @@ func (l *Log) Verify(ctx context.Context) (n int, first, last int64, err error) 
 	if err != nil {
 		return n, first, last, err
 	}
+	// With the wrong key no entry verifies; tampering leaves the others
+	// intact. A stored key check value that differs while entries verify
+	// was itself replaced.
+	if !keyMatches && macsOK == 0 && (stored != nil || n > 0) {
+		return n, first, last, fmt.Errorf("%w (no entry of %d verifies under this key)", ErrWrongKey, n)
+	}
+	if broken != nil {
+		return n, first, last, broken
+	}
+	if stored != nil && !keyMatches {
+		return n, first, last, fmt.Errorf("%w: the stored key check value was replaced (the entries verify under this key)", ErrTampered)
+	}
 	if n > 0 && first != 1 {
 		if mac, ok := purges[first-1]; !ok || mac != fmt.Sprintf("%x", startPrev) {
 			return n, first, last, fmt.Errorf("%w: entries before %d were removed without a recorded purge", ErrTampered, first)
 		}
+	}
+	if head == nil || head.Seq == 0 {
+		return n, first, last, nil
+	}
+	switch {
+	case n == 0:
+		return n, first, last, fmt.Errorf("%w: the log is empty, but checkpoint %s saw %d entries written: they were removed", ErrTampered, head, head.Seq)
+	case last < head.Seq:
+		return n, first, last, fmt.Errorf("%w: the log ends at entry %d, but checkpoint %s saw entry %d: entries %d to %d were removed from the end",
+			ErrTampered, last, head, head.Seq, last+1, head.Seq)
+	case atHead != nil && !hmac.Equal(atHead, head.MAC):
+		return n, first, last, fmt.Errorf("%w: entry %d is not the one checkpoint %s saw: the log was cut and written again", ErrTampered, head.Seq, head)
+	case atHead == nil:
+		if mac, ok := purges[head.Seq]; ok && mac == hex.EncodeToString(head.MAC) {
+			return n, first, last, nil
+		}
+		return n, first, last, fmt.Errorf("entry %d of checkpoint %s has been purged by retention; verify against a later checkpoint", head.Seq, head)
 	}
 	return n, first, last, nil
 }

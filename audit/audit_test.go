@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,9 +46,56 @@ func TestPurgeKeepsTheChainVerifiable(t *testing.T) {
 	if through, err := l.Purge(ctx); err != nil || through != 0 {
 		t.Fatalf("second Purge = %d, %v", through, err)
 	}
-	// A verifier with another key rejects the chain.
+	// A verifier with another key is told that the key is wrong.
 	other, _ := audit.New(db, bytes.Repeat([]byte{2}, 32), time.Hour, nil)
-	if _, _, _, err := other.Verify(ctx); !errors.Is(err, audit.ErrTampered) {
+	if _, _, _, err := other.Verify(ctx); !errors.Is(err, audit.ErrWrongKey) {
 		t.Fatalf("verify with another key: %v", err)
+	}
+}
+
+// TestCheckpointSurvivesPurge: a checkpoint whose entry was later purged by
+// retention still verifies when the purge recorded that very entry, and is
+// otherwise refused with a clear reason rather than accepted.
+func TestCheckpointSurvivesPurge(t *testing.T) {
+	ctx := context.Background()
+	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "parley.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	l, _ := audit.New(db, bytes.Repeat([]byte{1}, 32), time.Hour, nil)
+	clock := time.UnixMilli(1_800_000_000_000)
+	l.SetClock(func() time.Time { return clock })
+	l.Record(ctx, audit.AccountRegistered, "a", 1, nil)
+	first, _ := l.Head(ctx)
+	l.Record(ctx, audit.AccountRegistered, "a", 1, nil)
+	second, _ := l.Head(ctx)
+	clock = clock.Add(2 * time.Hour)
+	l.Record(ctx, audit.DeviceLinked, "a", 2, nil)
+	if through, err := l.Purge(ctx); err != nil || through != 2 {
+		t.Fatalf("Purge = %d, %v", through, err)
+	}
+	if _, _, _, err := l.VerifyAgainst(ctx, second); err != nil {
+		t.Fatalf("checkpoint at the purge's last entry: %v", err)
+	}
+	if _, _, _, err := l.VerifyAgainst(ctx, first); err == nil || !strings.Contains(err.Error(), "purged") {
+		t.Fatalf("checkpoint older than the retained log: %v", err)
+	}
+}
+
+func TestParseHead(t *testing.T) {
+	mac := strings.Repeat("ab", 32)
+	for _, tc := range []struct {
+		in string
+		ok bool
+	}{
+		{"0:", true}, {"7:" + mac, true},
+		{"", false}, {"7", false}, {"7:", false}, {"0:" + mac, false}, {"-1:" + mac, false}, {"07:" + mac, false},
+		{"7:" + mac[2:], false}, {"7:" + strings.ToUpper(mac), false}, {"x:" + mac, false},
+	} {
+		h, err := audit.ParseHead(tc.in)
+		if (err == nil) != tc.ok || (tc.ok && h.String() != tc.in) {
+			t.Errorf("ParseHead(%q) = %v, %v", tc.in, h, err)
+		}
 	}
 }

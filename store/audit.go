@@ -37,8 +37,50 @@ func (db *DB) AppendAudit(ctx context.Context, e audit.Entry, seal func(*audit.E
 
 // AuditEntries implements audit.Store.
 func (db *DB) AuditEntries(ctx context.Context, after int64, limit int) ([]audit.Entry, error) {
-	rows, err := db.r.QueryContext(ctx, `SELECT seq, at, kind, account_id, device_id, details, prev_mac, mac
+	return db.auditEntries(ctx, `SELECT seq, at, kind, account_id, device_id, details, prev_mac, mac
 		FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2`, after, limit)
+}
+
+// LastAudit implements audit.Store.
+func (db *DB) LastAudit(ctx context.Context) (audit.Entry, error) {
+	es, err := db.auditEntries(ctx, `SELECT seq, at, kind, account_id, device_id, details, prev_mac, mac
+		FROM audit_log ORDER BY seq DESC LIMIT 1`)
+	if err != nil || len(es) == 0 {
+		return audit.Entry{}, err
+	}
+	return es[0], nil
+}
+
+// AuditKeyCheck implements audit.Store.
+func (db *DB) AuditKeyCheck(ctx context.Context) ([]byte, error) {
+	var kc []byte
+	err := db.r.QueryRowContext(ctx, `SELECT key_check FROM audit_key_check WHERE id = 1`).Scan(&kc)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read audit key check: %w", err)
+	}
+	return kc, nil
+}
+
+// SetAuditKeyCheck implements audit.Store.
+func (db *DB) SetAuditKeyCheck(ctx context.Context, kc []byte) ([]byte, error) {
+	var stored []byte
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO audit_key_check (id, key_check) VALUES (1, $1) ON CONFLICT (id) DO NOTHING`, kc); err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, `SELECT key_check FROM audit_key_check WHERE id = 1`).Scan(&stored)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store audit key check: %w", err)
+	}
+	return stored, nil
+}
+
+func (db *DB) auditEntries(ctx context.Context, query string, args ...any) ([]audit.Entry, error) {
+	rows, err := db.r.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -23,7 +23,12 @@ const adminUsage = `Usage: parleyd admin COMMAND [ARGS] [flags: the same databas
 
 Commands:
   audit export [--after SEQ]     the audit log as JSON lines
-  audit verify                   check the audit log's chain; exit 1 if it was altered
+  audit verify [--expect-head SEQ:MAC]
+                                 check the audit log's chain; exit 1 if it was altered,
+                                 3 if the root secret is not the one it was written with.
+                                 --expect-head: a head from an "audit checkpoint" line of
+                                 the server log; fails if the log now ends before it or
+                                 holds a different entry there (entries cut from the end)
   revoke-device ACCOUNT DEVICE   remove a linked device (its credential stops working)
   delete-account ACCOUNT         delete an account with its devices, keys and queued messages
   config                         the effective configuration, secrets redacted
@@ -49,6 +54,7 @@ func admin(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	load := serveFlags(fs)
 	after := fs.Int64("after", 0, "audit export: only entries after this sequence number")
+	expectHead := fs.String("expect-head", "", "audit verify: fail unless the log still holds this head (SEQ:MAC) of an \"audit checkpoint\" line")
 	if err := fs.Parse(pos); err != nil {
 		return 2
 	}
@@ -60,6 +66,15 @@ func admin(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	log := newLogger(cfg, stderr)
 	if cmd[0] == "config" {
 		return printConfig(fs, stdout)
+	}
+	var head *audit.Head
+	if *expectHead != "" {
+		h, err := audit.ParseHead(*expectHead)
+		if err != nil {
+			fmt.Fprintf(stderr, "parleyd admin: --expect-head: %v\n", err)
+			return 2
+		}
+		head = &h
 	}
 	root, err := secrets.Load(cfg.SecretFile)
 	if err != nil {
@@ -85,11 +100,14 @@ func admin(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	p := purger{db: db, att: att, audit: auditLog, log: log}
-	if err := runAdmin(ctx, cmd, *after, p, stdout); err != nil {
+	if err := runAdmin(ctx, cmd, adminOptions{after: *after, head: head}, p, stdout); err != nil {
 		fmt.Fprintf(stderr, "parleyd admin: %v\n", err)
-		if errors.Is(err, errUsage) {
+		switch {
+		case errors.Is(err, errUsage):
 			fmt.Fprint(stderr, adminUsage)
 			return 2
+		case errors.Is(err, audit.ErrWrongKey):
+			return 3
 		}
 		return 1
 	}
@@ -98,18 +116,37 @@ func admin(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 var errUsage = errors.New("wrong arguments")
 
-func runAdmin(ctx context.Context, cmd []string, after int64, p purger, stdout io.Writer) error {
+// adminOptions are the admin commands' own flags.
+type adminOptions struct {
+	after int64       // audit export --after
+	head  *audit.Head // audit verify --expect-head
+}
+
+func runAdmin(ctx context.Context, cmd []string, o adminOptions, p purger, stdout io.Writer) error {
 	db, l := p.db, p.audit
+	if len(cmd) == 0 || cmd[0] != "audit" {
+		// Every other command changes something and records it: refuse a
+		// root secret the audit log was not written with, before acting.
+		if err := l.CheckKey(ctx); err != nil {
+			return err
+		}
+	}
 	switch {
 	case len(cmd) == 2 && cmd[0] == "audit" && cmd[1] == "export":
 		enc := json.NewEncoder(stdout)
-		return l.Export(ctx, after, func(e audit.Entry) error { return enc.Encode(e) })
+		return l.Export(ctx, o.after, func(e audit.Entry) error { return enc.Encode(e) })
 	case len(cmd) == 2 && cmd[0] == "audit" && cmd[1] == "verify":
 		n, first, last, err := l.Verify(ctx)
+		if o.head != nil {
+			n, first, last, err = l.VerifyAgainst(ctx, *o.head)
+		}
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "audit log verified: %d entries, %d to %d\n", n, first, last)
+		if o.head != nil {
+			fmt.Fprintf(stdout, "it still holds checkpoint %s\n", o.head)
+		}
 		return nil
 	case len(cmd) == 3 && cmd[0] == "revoke-device":
 		account, err := uuid.Parse(cmd[1])
@@ -151,7 +188,7 @@ func runAdmin(ctx context.Context, cmd []string, after int64, p purger, stdout i
 func printConfig(fs *flag.FlagSet, w io.Writer) int {
 	out := map[string]string{}
 	fs.VisitAll(func(f *flag.Flag) {
-		if f.Name == "after" {
+		if f.Name == "after" || f.Name == "expect-head" {
 			return
 		}
 		v := f.Value.String()

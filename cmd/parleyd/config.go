@@ -14,6 +14,7 @@ import (
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/provisioning"
 	"github.com/parleyhq/parley/relay"
+	"github.com/parleyhq/parley/store/sqlite"
 )
 
 // config is every setting of `parleyd serve`, from flags, each also readable
@@ -24,6 +25,7 @@ type config struct {
 	MetricsListen  string
 	DataDir        string
 	DatabaseURL    string
+	SQLiteSync     string
 	SecretFile     string
 	LogFormat      string
 	LogLevel       string
@@ -50,6 +52,7 @@ type config struct {
 	Pprof             bool
 	SweepInterval     time.Duration
 	AuditRetention    time.Duration
+	AuditCheckpoint   time.Duration
 
 	ProvisioningSockets           int
 	ProvisioningSocketsPerAddress int
@@ -89,6 +92,7 @@ func serveFlags(fs *flag.FlagSet) func() (*config, error) {
 	str(&c.MetricsListen, "metrics-listen", "127.0.0.1:9090", "`address` for Prometheus /metrics; empty disables it")
 	str(&c.DataDir, "data-dir", "data", "`directory` for the embedded database and the generated root secret")
 	str(&c.DatabaseURL, "database-url", "", "PostgreSQL `URL` (postgres://…); empty uses embedded SQLite in --data-dir")
+	str(&c.SQLiteSync, "sqlite-synchronous", string(sqlite.Full), "durability of the embedded database: full syncs every commit to disk before a send is acknowledged, so acknowledged envelopes survive a power cut or OS crash; normal syncs only at checkpoints (faster, but a power cut or OS crash can lose the last acknowledged envelopes)")
 	str(&c.SecretFile, "secret-file", "", "`file` holding the 32-byte root secret that keys number hashes and stored codes; default DATA-DIR/root.key (generated on first start with SQLite; must exist with PostgreSQL so all replicas share it: create it with `parleyd init-secret FILE`)")
 	str(&c.LogFormat, "log-format", "json", "log format: json or text")
 	str(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -129,6 +133,7 @@ func serveFlags(fs *flag.FlagSet) func() (*config, error) {
 	fs.DurationVar(&c.Attach.URLTTL, "attachment-url-ttl", ad.URLTTL, "how long upload and download URLs stay valid (env PARLEY_ATTACHMENT_URL_TTL)")
 	fs.DurationVar(&c.Attach.ReconcileEvery, "attachment-reconcile-interval", ad.ReconcileEvery, "how often the sweeper lists the object store and deletes objects that have no row, such as uploads made with a URL whose object had expired (env PARLEY_ATTACHMENT_RECONCILE_INTERVAL)")
 	fs.DurationVar(&c.AuditRetention, "audit-retention", audit.DefaultRetention, "how long audit log entries are kept (env PARLEY_AUDIT_RETENTION)")
+	fs.DurationVar(&c.AuditCheckpoint, "audit-checkpoint-interval", 15*time.Minute, "how often the audit log's head (SEQ:MAC, no secret) is written to the server log as an \"audit checkpoint\" line, also at start and shutdown; keep those lines outside the database's reach and check with parleyd admin audit verify --expect-head (env PARLEY_AUDIT_CHECKPOINT_INTERVAL)")
 	fs.DurationVar(&c.SweepInterval, "sweep-interval", time.Minute, "how often expired sessions, envelopes and attachments are deleted (env PARLEY_SWEEP_INTERVAL)")
 	str(&c.TestNumbersF, "test-numbers-file", "", "`file` of test numbers, one +E164=CODE per line (# comments), for QA and load tests with many numbers")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go's /debug/pprof profiles on the metrics listener (env PARLEY_PPROF)")
@@ -229,6 +234,9 @@ func (c *config) validate() []error {
 	if c.DatabaseURL != "" && !strings.HasPrefix(c.DatabaseURL, "postgres://") && !strings.HasPrefix(c.DatabaseURL, "postgresql://") {
 		errs = append(errs, errors.New("--database-url must be a postgres:// URL"))
 	}
+	if _, err := sqlite.ParseSynchronous(c.SQLiteSync); err != nil {
+		errs = append(errs, fmt.Errorf("--sqlite-synchronous %q: want full or normal", c.SQLiteSync))
+	}
 	switch c.LogFormat {
 	case "json", "text":
 	default:
@@ -281,6 +289,9 @@ func (c *config) validate() []error {
 	}
 	if c.AuditRetention < 24*time.Hour {
 		errs = append(errs, errors.New("--audit-retention must be at least 24h"))
+	}
+	if c.AuditCheckpoint < time.Second {
+		errs = append(errs, errors.New("--audit-checkpoint-interval must be at least 1s"))
 	}
 	if c.SweepInterval < time.Second {
 		errs = append(errs, errors.New("--sweep-interval must be at least 1s"))

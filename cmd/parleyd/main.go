@@ -142,7 +142,7 @@ func openStore(ctx context.Context, cfg *config) (*store.DB, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	return sqlite.Open(ctx, cfg.DataDir+"/parley.db")
+	return sqlite.OpenWith(ctx, cfg.DataDir+"/parley.db", sqlite.Options{Synchronous: sqlite.Synchronous(cfg.SQLiteSync)})
 }
 
 func migrate(ctx context.Context, cfg *config, log *slog.Logger) error {
@@ -255,6 +255,11 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 			func() float64 { return float64(prov.Sockets()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "parley_provisioning_mailbox_reads_total", Help: "Reads of provisioning mailboxes by waiting sockets."},
 			func() float64 { return float64(prov.MailboxReads()) }))
+	// Refuse a root secret the audit log was not written with: appending
+	// under it would break the chain for good.
+	if err := auditLog.CheckKey(ctx); err != nil {
+		return err
+	}
 	srv := &api.Server{Accounts: accts, Verify: verifier, PreKeys: pre, Keys: db, Relay: rel, Directory: dir, Attachments: att,
 		Provisioning: prov, Audit: auditLog, DB: db, Log: log, ClientIPHeader: cfg.ClientIPHeader, Metrics: reg}
 
@@ -302,6 +307,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		log.Info("metrics listening", "addr", mln.Addr().String())
 	}
 	go purger{db: db, att: att, audit: auditLog, log: log}.sweep(ctx, cfg.SweepInterval)
+	go checkpoints(ctx, auditLog, cfg.AuditCheckpoint)
 	log.Info("parleyd listening", "addr", ln.Addr().String(), "tls", tlsCfg != nil, "database", db.Dialect(), "sms_sender", cfg.SMSSender,
 		"attachments", att.Backend().Name(), "test_numbers", len(cfg.TestNumbers))
 
@@ -323,8 +329,26 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if metricsSrv != nil {
 		err = errors.Join(err, metricsSrv.Shutdown(shutCtx))
 	}
+	_ = auditLog.Checkpoint(shutCtx) // the head after the last requests; a failure is logged
 	log.Info("stopped")
 	return err
+}
+
+// checkpoints writes the audit log's head to the server log now and every
+// interval until ctx ends, so a later cut at the end of the log shows
+// against a line the database cannot change.
+func checkpoints(ctx context.Context, l *audit.Log, every time.Duration) {
+	_ = l.Checkpoint(ctx) // failures are logged
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			_ = l.Checkpoint(ctx)
+		}
+	}
 }
 
 func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {

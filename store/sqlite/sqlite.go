@@ -1,6 +1,7 @@
 // Package sqlite opens the relay's embedded database: pure-Go SQLite
 // (modernc.org/sqlite, no cgo) in WAL mode, with one writer connection and a
-// pool of readers.
+// pool of readers. By default every commit is synced to disk before it
+// returns (synchronous=FULL), so an acknowledged send survives a power cut.
 package sqlite
 
 import (
@@ -12,6 +13,7 @@ import (
 	"io/fs"
 	"net/url"
 	"runtime"
+	"strings"
 
 	msqlite "modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -47,12 +49,55 @@ func Dialect() *store.Dialect {
 	}
 }
 
-// Open opens (creating if needed) the database file at path and applies
-// pending migrations.
+// Synchronous is how hard SQLite works to make a commit durable (its
+// synchronous pragma, in WAL mode).
+type Synchronous string
+
+const (
+	// Full syncs the write-ahead log to disk at every commit: a committed
+	// transaction survives a crash of parleyd, of the operating system and
+	// a power cut. The default.
+	Full Synchronous = "full"
+	// Normal syncs only at checkpoints: a commit survives a crash of
+	// parleyd, but an operating-system crash or power cut can undo the
+	// last commits, including envelopes whose send was acknowledged.
+	// Faster; an explicit opt-in.
+	Normal Synchronous = "normal"
+)
+
+// ParseSynchronous parses "full" or "normal".
+func ParseSynchronous(s string) (Synchronous, error) {
+	switch v := Synchronous(s); v {
+	case Full, Normal:
+		return v, nil
+	}
+	return "", fmt.Errorf("sqlite synchronous %q: want full or normal", s)
+}
+
+// Options tunes Open. The zero value is the durable default.
+type Options struct {
+	// Synchronous is the durability of commits; empty means Full.
+	Synchronous Synchronous
+}
+
+// Open opens (creating if needed) the database file at path with the
+// default Options (every commit synced) and applies pending migrations.
 func Open(ctx context.Context, path string) (*store.DB, error) {
+	return OpenWith(ctx, path, Options{})
+}
+
+// OpenWith is Open with options.
+func OpenWith(ctx context.Context, path string, o Options) (*store.DB, error) {
+	syncMode := o.Synchronous
+	if syncMode == "" {
+		syncMode = Full
+	}
+	if _, err := ParseSynchronous(string(syncMode)); err != nil {
+		return nil, err
+	}
 	dsn := func(extra string) string {
 		return "file:" + (&url.URL{Path: path}).EscapedPath() + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)" +
-			"&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(ON)" + extra
+			"&_pragma=synchronous(" + strings.ToUpper(string(syncMode)) + ")&_pragma=foreign_keys(ON)" + extra
 	}
 	w, err := sql.Open("sqlite", dsn("&_txlock=immediate"))
 	if err != nil {
