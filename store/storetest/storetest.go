@@ -34,6 +34,7 @@ func Run(t *testing.T, open Opener) {
 		{"MigrateIsIdempotent", testMigrate},
 		{"VerificationSessions", testSessions},
 		{"AttemptsAreAtomic", testAttemptsAtomic},
+		{"SendsAreAtomic", testSendsAreAtomic},
 		{"Register", testRegister},
 		{"ReRegisterReplacesDevices", testReRegister},
 		{"RegistrationLock", testLock},
@@ -164,8 +165,18 @@ func testSessions(t *testing.T, db *store.DB) {
 		t.Fatal(err)
 	}
 	code := random(32)
-	if err := db.RecordSend(ctx, id, code, "", now.Add(10*time.Minute), now.Add(30*time.Second)); err != nil {
+	if err := db.ReserveSend(ctx, id, 0, now, now.Add(30*time.Second)); err != nil {
 		t.Fatal(err)
+	}
+	if err := db.SetCode(ctx, id, code, "", now.Add(10*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	// A send is refused before the next is due, or when another was counted.
+	if err := db.ReserveSend(ctx, id, 1, now.Add(29*time.Second), now.Add(time.Minute)); !errors.Is(err, verify.ErrNotFound) {
+		t.Errorf("send before it is due: err = %v", err)
+	}
+	if err := db.ReserveSend(ctx, id, 0, now.Add(31*time.Second), now.Add(time.Minute)); !errors.Is(err, verify.ErrNotFound) {
+		t.Errorf("send on a stale count: err = %v", err)
 	}
 	s, err := db.Session(ctx, id, now)
 	if err != nil {
@@ -189,8 +200,39 @@ func testSessions(t *testing.T, db *store.DB) {
 	if err != nil || n != 1 {
 		t.Errorf("DeleteExpiredSessions = %d, %v; want 1", n, err)
 	}
-	if err := db.RecordSend(ctx, id, code, "", now, now); !errors.Is(err, verify.ErrNotFound) {
-		t.Errorf("RecordSend on deleted session: err = %v", err)
+	if err := db.SetCode(ctx, id, code, "", now); !errors.Is(err, verify.ErrNotFound) {
+		t.Errorf("SetCode on deleted session: err = %v", err)
+	}
+}
+
+// testSendsAreAtomic: parallel resends that read the same session state
+// get exactly one code sent between them.
+func testSendsAreAtomic(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	var id [32]byte
+	copy(id[:], random(32))
+	if err := db.CreateSession(ctx, verify.Session{IDHash: id, Number: numberHash(), Expires: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	granted := 0
+	for range 20 {
+		wg.Go(func() {
+			err := db.ReserveSend(ctx, id, 0, now, now.Add(time.Minute))
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				granted++
+			case !errors.Is(err, verify.ErrNotFound):
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if s, _ := db.Session(ctx, id, now); granted != 1 || s.Sends != 1 {
+		t.Errorf("20 parallel sends on one session: %d granted, %d counted", granted, s.Sends)
 	}
 }
 
