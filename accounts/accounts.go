@@ -183,6 +183,10 @@ type Service struct {
 	// re-registration), so live connections can be closed at once.
 	// device is 0 when every device of the account is affected.
 	OnDevicesRemoved func(account uuid.UUID, device int)
+	// OnSignatureChecks, if set, is told how many key signatures a
+	// registration is about to verify: the costly part of an
+	// unauthenticated request, counted for the metrics.
+	OnSignatureChecks func(n int)
 }
 
 // New returns a Service. credKey and lockKey (≥ 32 bytes each) key the
@@ -230,6 +234,9 @@ func (s *Service) Register(ctx context.Context, r Registration) (uuid.UUID, erro
 		return uuid.Nil, err
 	}
 	up := keys.Upload{SignedPreKey: &r.SignedPreKey, LastResort: &r.LastResort, PreKeys: r.PreKeys, KEMPreKeys: r.KEMPreKeys}
+	if s.OnSignatureChecks != nil {
+		s.OnSignatureChecks(up.Signatures())
+	}
 	if err := up.Validate(r.IdentityKey); err != nil {
 		return uuid.Nil, err
 	}
