@@ -49,13 +49,13 @@ type config struct {
 	SendRate          float64
 	SendBurst         int
 	// Caps on unauthenticated requests, per client address and in total.
-	PublicIPRate  float64
-	PublicIPBurst int
-	PublicRate    float64
-	PublicBurst   int
-	Pprof             bool
-	SweepInterval     time.Duration
-	AuditRetention    time.Duration
+	PublicIPRate   float64
+	PublicIPBurst  int
+	PublicRate     float64
+	PublicBurst    int
+	Pprof          bool
+	SweepInterval  time.Duration
+	AuditRetention time.Duration
 
 	TLSCert, TLSKey string
 	ACMEDomains     []string
