@@ -52,6 +52,9 @@ type LockedError struct {
 }
 
 func (e *LockedError) Error() string {
+	if e.Guessed {
+		return fmt.Sprintf("number is registration locked and the token is wrong (%d attempts left today); verify the number again to retry", e.AttemptsLeft)
+	}
 	return fmt.Sprintf("number is registration locked (%d attempts left today)", e.AttemptsLeft)
 }
 
@@ -67,8 +70,8 @@ type Account struct {
 	Number         phone.Hash
 	IdentityKey    keys.ECPublicKey
 	LockHash       []byte // nil when no registration lock is set
-	LockFailures   int
-	LockFailureDay int // day (since the Unix epoch) of LockFailures
+	LockFailures   int    // wrong lock tokens evaluated on LockFailureDay
+	LockFailureDay int    // day (since the Unix epoch) of LockFailures
 	LastSeenDay    int
 }
 
@@ -96,11 +99,28 @@ type StoredRegistration struct {
 	Session     [32]byte // verification session id hash, consumed
 	Number      phone.Hash
 	IdentityKey keys.ECPublicKey
-	// KeepLock keeps an existing registration lock (its token was presented);
-	// otherwise any lock is cleared.
-	KeepLock bool
-	Device   NewDevice
-	Day      int
+	// Lock decides whether an existing account's registration lock lets
+	// this registration replace it. nil replaces any account and clears its
+	// lock.
+	Lock   func(existing Account) LockDecision
+	Device NewDevice
+	Day    int
+}
+
+// LockDecision is what a registration-lock check decided about one
+// registration, from the account as stored while the registration's
+// transaction holds it.
+type LockDecision struct {
+	// Keep keeps the lock (its token was presented); otherwise the
+	// registration clears it.
+	Keep bool
+	// Err, if set, refuses the registration: Register returns it and
+	// changes nothing, unless Guessed.
+	Err error
+	// Guessed says a wrong token was evaluated: Register then counts one
+	// more wrong token for Day and uses up the verification session (each
+	// guess costs a fresh SMS verification), commits that, and returns Err.
+	Guessed bool
 }
 
 // Store persists accounts and devices.
@@ -114,10 +134,13 @@ type Store interface {
 	// account for r.Number or, if one exists, keeps its id and replaces its
 	// identity key and all its devices (their keys and queued data go too),
 	// and stores the primary device with its keys. It returns the account id.
+	//
+	// When an account exists, Register calls r.Lock (if set) with it as
+	// stored at that moment, holding it until the transaction ends, so
+	// concurrent registrations of one number are decided one after another
+	// on fresh state: that is what makes the daily limit on wrong lock
+	// tokens exact. See LockDecision for what each outcome stores.
 	Register(ctx context.Context, r StoredRegistration, now time.Time) (uuid.UUID, error)
-	// RecordLockFailure counts a wrong registration-lock attempt on day and
-	// returns the failures so far that day.
-	RecordLockFailure(ctx context.Context, account uuid.UUID, day int) (int, error)
 	// SetRegistrationLock stores a lock hash, or clears the lock when nil.
 	SetRegistrationLock(ctx context.Context, account uuid.UUID, hash []byte) error
 	// DeviceCredential returns a device's hashed credential and the day it
@@ -160,6 +183,10 @@ type Service struct {
 	// re-registration), so live connections can be closed at once.
 	// device is 0 when every device of the account is affected.
 	OnDevicesRemoved func(account uuid.UUID, device int)
+	// OnSignatureChecks, if set, is told how many key signatures a
+	// registration is about to verify: the costly part of an
+	// unauthenticated request, counted for the metrics.
+	OnSignatureChecks func(n int)
 }
 
 // New returns a Service. credKey and lockKey (≥ 32 bytes each) key the
@@ -193,7 +220,8 @@ var ErrBadRegistrationID = errors.New("registration id must be between 1 and 163
 // Register creates (or re-creates) the account on the session's verified
 // number and returns its id; the registering device is PrimaryDevice.
 // It returns *LockedError when the number's lock applies and r.LockToken
-// does not match.
+// does not match. Cheap checks come first: the session is looked up before
+// any signature is verified, so a bogus session costs no signature checks.
 func (s *Service) Register(ctx context.Context, r Registration) (uuid.UUID, error) {
 	if err := CheckCredentialFormat(r.Credential); err != nil {
 		return uuid.Nil, err
@@ -201,80 +229,78 @@ func (s *Service) Register(ctx context.Context, r Registration) (uuid.UUID, erro
 	if r.RegistrationID < 1 || r.RegistrationID > 16380 {
 		return uuid.Nil, ErrBadRegistrationID
 	}
-	up := keys.Upload{SignedPreKey: &r.SignedPreKey, LastResort: &r.LastResort, PreKeys: r.PreKeys, KEMPreKeys: r.KEMPreKeys}
-	if err := up.Validate(r.IdentityKey); err != nil {
-		return uuid.Nil, err
-	}
 	number, session, err := s.verifier.VerifiedNumber(ctx, r.SessionID)
 	if err != nil {
 		return uuid.Nil, err
 	}
-	now := s.now()
-	today := day(now)
-	keepLock := false
-	existing, err := s.store.AccountByNumber(ctx, number)
-	switch {
-	case errors.Is(err, ErrNotFound):
-	case err != nil:
-		return uuid.Nil, fmt.Errorf("look up account: %w", err)
-	default:
-		keepLock, err = s.checkLock(ctx, existing, r.LockToken, now)
-		if err != nil {
-			return uuid.Nil, err
-		}
+	up := keys.Upload{SignedPreKey: &r.SignedPreKey, LastResort: &r.LastResort, PreKeys: r.PreKeys, KEMPreKeys: r.KEMPreKeys}
+	if s.OnSignatureChecks != nil {
+		s.OnSignatureChecks(up.Signatures())
+	}
+	if err := up.Validate(r.IdentityKey); err != nil {
+		return uuid.Nil, err
 	}
 	cred, err := s.creds.hash([]byte(r.Credential))
 	if err != nil {
 		return uuid.Nil, err
 	}
+	now := s.now()
+	replaced := false
 	id, err := s.store.Register(ctx, StoredRegistration{
-		Session: session, Number: number, IdentityKey: r.IdentityKey, KeepLock: keepLock, Day: today,
+		Session: session, Number: number, IdentityKey: r.IdentityKey, Day: day(now),
+		Lock: func(existing Account) LockDecision {
+			replaced = true
+			return s.checkLock(existing, r.LockToken, now)
+		},
 		Device: NewDevice{
 			RegistrationID: r.RegistrationID, Credential: cred, SignedPreKey: r.SignedPreKey,
 			LastResort: r.LastResort, PreKeys: r.PreKeys, KEMPreKeys: r.KEMPreKeys,
 		},
 	}, now)
+	var locked *LockedError
+	if errors.As(err, &locked) {
+		if locked.Guessed {
+			s.log.WarnContext(ctx, "registration lock failure", "account", locked.Account, "attempts_left", locked.AttemptsLeft)
+		}
+		return uuid.Nil, err
+	}
 	if err != nil {
 		return uuid.Nil, fmt.Errorf("register: %w", err)
 	}
-	s.log.InfoContext(ctx, "account registered", "account", id, "reregistration", existing.ID != uuid.Nil)
-	if existing.ID != uuid.Nil {
+	s.log.InfoContext(ctx, "account registered", "account", id, "reregistration", replaced)
+	if replaced {
 		s.removed(id, 0) // the old devices' credentials no longer exist
 	}
 	return id, nil
 }
 
-// checkLock decides whether a re-registration may replace existing, and
-// whether the lock stays.
-func (s *Service) checkLock(ctx context.Context, a Account, token []byte, now time.Time) (keep bool, err error) {
+// checkLock decides whether a re-registration may replace a, and whether
+// the lock stays. It runs inside Store.Register's transaction on a as it is
+// stored then, so the daily count it checks cannot be stale: at most
+// LockAttemptsPerDay wrong tokens are ever evaluated per account per day,
+// however many requests race.
+func (s *Service) checkLock(a Account, token []byte, now time.Time) LockDecision {
 	if a.LockHash == nil {
-		return false, nil
+		return LockDecision{}
 	}
 	lapses := time.Unix(int64(a.LastSeenDay+1)*86400, 0).Add(LockLapse)
 	if !now.Before(lapses) {
-		return false, nil // unseen for a week: the lock lapsed
+		return LockDecision{} // unseen for a week: the lock lapsed
 	}
-	today := day(now)
 	failures := 0
-	if a.LockFailureDay == today {
+	if a.LockFailureDay == day(now) {
 		failures = a.LockFailures
 	}
-	locked := &LockedError{TimeRemaining: lapses.Sub(now), Account: a.ID}
-	if failures >= LockAttemptsPerDay {
-		return false, locked
+	locked := &LockedError{TimeRemaining: lapses.Sub(now), Account: a.ID, AttemptsLeft: max(0, LockAttemptsPerDay-failures)}
+	if failures >= LockAttemptsPerDay || len(token) == 0 { // presenting no token is not a guess
+		return LockDecision{Err: locked}
 	}
 	if len(token) == LockTokenSize && s.locks.check(a.LockHash, token) {
-		return true, nil
+		return LockDecision{Keep: true}
 	}
-	if len(token) > 0 { // presenting no token is not a guess
-		if failures, err = s.store.RecordLockFailure(ctx, a.ID, today); err != nil {
-			return false, fmt.Errorf("record lock failure: %w", err)
-		}
-		s.log.WarnContext(ctx, "registration lock failure", "account", a.ID, "failures_today", failures)
-		locked.Guessed = true
-	}
-	locked.AttemptsLeft = max(0, LockAttemptsPerDay-failures)
-	return false, locked
+	locked.Guessed = true
+	locked.AttemptsLeft--
+	return LockDecision{Err: locked, Guessed: true}
 }
 
 // SetRegistrationLock sets the account's lock to token (LockTokenSize bytes,

@@ -181,19 +181,24 @@ func TestRegistrationLock(t *testing.T) {
 	if r.Status != 423 || r.detail("attempts_left") != 10.0 || r.detail("time_remaining_seconds") == nil {
 		t.Fatalf("re-register without token: %d %s", r.Status, r.Raw)
 	}
-	// A wrong token uses one attempt.
+	// A wrong token uses one attempt, and uses up the session: each guess
+	// costs a fresh SMS verification.
 	req := thief.registration(t, session, 0)
 	req["registration_lock"] = b64(make([]byte, 32))
 	if r = e.call("POST", "/v1/accounts", nil, req, true); r.Status != 423 || r.detail("attempts_left") != 9.0 {
 		t.Fatalf("wrong token: %d %s", r.Status, r.Raw)
 	}
+	req["registration_lock"] = b64(token)
+	if r = e.call("POST", "/v1/accounts", nil, req, true); r.Status != 404 || r.errCode() != "session_not_found" {
+		t.Fatalf("session after a wrong token: %d %s", r.Status, r.Raw)
+	}
 	// Alice's device still works: nothing was replaced.
 	if r = e.call("GET", "/v1/accounts/me", alice, nil, true); r.Status != 200 {
 		t.Fatalf("locked-out thief disturbed the account: %d", r.Status)
 	}
-	// The owner, with the token, re-registers (same session still usable).
+	// The owner, with the token, re-registers.
 	owner := newDevice(t)
-	req = owner.registration(t, session, 0)
+	req = owner.registration(t, e.verified(aliceNumber), 0)
 	req["registration_lock"] = b64(token)
 	r = e.call("POST", "/v1/accounts", nil, req, true)
 	if r.Status != 200 || r.Body["account_id"] != alice.Account {

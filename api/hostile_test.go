@@ -18,7 +18,10 @@ func TestHostileInput(t *testing.T) {
 	dev, alice := e.register(aliceNumber, 1)
 	_, bob := e.register(bobNumber, 0)
 
-	goodReg := func() map[string]any { return newDevice(t).registration(t, "x", 0) }
+	// A verified session, so that the key checks are reached: a bogus
+	// session is refused before any signature is checked.
+	sid := e.verified(carolNumber)
+	goodReg := func() map[string]any { return newDevice(t).registration(t, sid, 0) }
 	mutate := func(f func(m map[string]any)) string {
 		m := goodReg()
 		f(m)
@@ -102,7 +105,7 @@ func TestHostileInput(t *testing.T) {
 			pk := dev.preKeys(t, 7, 1)
 			m["prekeys"] = append(pk, pk...)
 		}), 422, "duplicate_key_id"},
-		{"register: unverified session", "POST", "/v1/accounts", nil, mutate(func(m map[string]any) {}), 404, "session_not_found"},
+		{"register: unknown session", "POST", "/v1/accounts", nil, mutate(func(m map[string]any) { m["session_id"] = "x" }), 404, "session_not_found"},
 
 		{"upload: bad signature", "PUT", "/v1/keys", alice, `{"signed_prekey":` + mustJSON(badSig) + `}`, 422, "bad_signature"},
 		{"upload: unknown member", "PUT", "/v1/keys", alice, `{"prekeys":[],"extra":1}`, 400, "invalid_json"},

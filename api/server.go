@@ -54,6 +54,9 @@ type Server struct {
 	ClientIPHeader string
 	// Metrics, if set, receives request counters and latencies.
 	Metrics prometheus.Registerer
+	// Public caps unauthenticated requests (verification, registration)
+	// per client address and in total, before any body is read.
+	Public PublicLimits
 }
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
@@ -69,6 +72,14 @@ func (s *Server) Handler() http.Handler {
 				writeError(w, r, s.Log, err)
 			}
 		}))
+	}
+	public := func(pattern string, h handlerFunc) {
+		handle(pattern, func(w http.ResponseWriter, r *http.Request) error {
+			if err := s.allowPublic(r); err != nil {
+				return err
+			}
+			return h(w, r)
+		})
 	}
 	authed := func(pattern string, h authedFunc) {
 		handle(pattern, func(w http.ResponseWriter, r *http.Request) error {
@@ -86,12 +97,12 @@ func (s *Server) Handler() http.Handler {
 	})
 	handle("GET /readyz", s.ready)
 
-	handle("POST /v1/verification/sessions", s.startVerification)
-	handle("POST /v1/verification/sessions/status", s.verificationStatus)
-	handle("POST /v1/verification/sessions/code", s.resendCode)
-	handle("PUT /v1/verification/sessions/code", s.checkCode)
+	public("POST /v1/verification/sessions", s.startVerification)
+	public("POST /v1/verification/sessions/status", s.verificationStatus)
+	public("POST /v1/verification/sessions/code", s.resendCode)
+	public("PUT /v1/verification/sessions/code", s.checkCode)
 
-	handle("POST /v1/accounts", s.register)
+	public("POST /v1/accounts", s.register)
 	authed("GET /v1/accounts/me", s.whoami)
 	authed("DELETE /v1/accounts/me", s.deleteAccount)
 	authed("PUT /v1/accounts/me/registration-lock", s.setLock)

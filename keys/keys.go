@@ -167,6 +167,21 @@ type Upload struct {
 	ReplaceKEMPreKeys bool
 }
 
+// Signatures returns how many signatures Validate verifies at most.
+func (u Upload) Signatures() int {
+	n := len(u.KEMPreKeys)
+	if n > MaxPreKeysPerUpload || len(u.PreKeys) > MaxPreKeysPerUpload {
+		n = 0 // refused before the one-time keys' signatures
+	}
+	if u.SignedPreKey != nil {
+		n++
+	}
+	if u.LastResort != nil {
+		n++
+	}
+	return n
+}
+
 // Validate checks counts, ids (unique within each kind) and every signature
 // against identity. It returns the first problem found.
 func (u Upload) Validate(identity ECPublicKey) error {

@@ -48,9 +48,13 @@ func (db *DB) Account(ctx context.Context, id uuid.UUID) (accounts.Account, erro
 	return scanAccount(db.r.QueryRowContext(ctx, `SELECT `+accountColumns+` FROM accounts WHERE id = $1`, id.String()))
 }
 
-// Register implements accounts.Store.
+// Register implements accounts.Store. The existing account is read with
+// the dialect's row lock inside the transaction (SQLite's one writer
+// serialises the whole transaction), so the lock decision and the count of
+// wrong tokens it relies on are never stale.
 func (db *DB) Register(ctx context.Context, r accounts.StoredRegistration, now time.Time) (uuid.UUID, error) {
 	var id uuid.UUID
+	var refused error // a refusal whose wrong guess is committed
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		var number []byte
 		err := tx.QueryRowContext(ctx, `DELETE FROM verification_sessions
@@ -61,6 +65,32 @@ func (db *DB) Register(ctx context.Context, r accounts.StoredRegistration, now t
 		if err != nil {
 			return fmt.Errorf("consume session: %w", err)
 		}
+		keep := false
+		if r.Lock != nil {
+			existing, err := scanAccount(tx.QueryRowContext(ctx, `SELECT `+accountColumns+` FROM accounts WHERE number_hash = $1`+db.d.LockRows, r.Number[:]))
+			switch {
+			case errors.Is(err, accounts.ErrNotFound):
+			case err != nil:
+				return err
+			default:
+				d := r.Lock(existing)
+				if d.Err != nil && !d.Guessed {
+					return d.Err // nothing changes, the session included
+				}
+				if d.Err != nil {
+					// The session stays used up; one more wrong token today.
+					if _, err := tx.ExecContext(ctx, `UPDATE accounts SET
+							reglock_failures = CASE WHEN reglock_failure_day = $2 THEN reglock_failures + 1 ELSE 1 END,
+							reglock_failure_day = $2
+						WHERE id = $1`, existing.ID.String(), r.Day); err != nil {
+						return fmt.Errorf("record lock failure: %w", err)
+					}
+					refused = d.Err
+					return nil
+				}
+				keep = d.Keep
+			}
+		}
 		var got string
 		err = tx.QueryRowContext(ctx, `INSERT INTO accounts (id, number_hash, identity_key, last_seen_day)
 			VALUES ($1, $2, $3, $4)
@@ -69,7 +99,7 @@ func (db *DB) Register(ctx context.Context, r accounts.StoredRegistration, now t
 				reglock_hash = CASE WHEN $5 = 1 THEN accounts.reglock_hash ELSE NULL END,
 				reglock_failures = 0, reglock_failure_day = 0,
 				last_seen_day = excluded.last_seen_day
-			RETURNING id`, uuid.New().String(), r.Number[:], r.IdentityKey[:], r.Day, boolInt(r.KeepLock)).Scan(&got)
+			RETURNING id`, uuid.New().String(), r.Number[:], r.IdentityKey[:], r.Day, boolInt(keep)).Scan(&got)
 		if err != nil {
 			return fmt.Errorf("upsert account: %w", err)
 		}
@@ -89,20 +119,10 @@ func (db *DB) Register(ctx context.Context, r accounts.StoredRegistration, now t
 			SignedPreKey: &d.SignedPreKey, LastResort: &d.LastResort, PreKeys: d.PreKeys, KEMPreKeys: d.KEMPreKeys,
 		})
 	})
-	return id, err
-}
-
-// RecordLockFailure implements accounts.Store.
-func (db *DB) RecordLockFailure(ctx context.Context, account uuid.UUID, day int) (int, error) {
-	var n int
-	err := db.w.QueryRowContext(ctx, `UPDATE accounts SET
-			reglock_failures = CASE WHEN reglock_failure_day = $2 THEN reglock_failures + 1 ELSE 1 END,
-			reglock_failure_day = $2
-		WHERE id = $1 RETURNING reglock_failures`, account.String(), day).Scan(&n)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, accounts.ErrNotFound
+	if err == nil && refused != nil {
+		return uuid.Nil, refused
 	}
-	return n, err
+	return id, err
 }
 
 // SetRegistrationLock implements accounts.Store.

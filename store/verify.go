@@ -41,11 +41,19 @@ func (db *DB) Session(ctx context.Context, idHash [32]byte, now time.Time) (veri
 	return s, nil
 }
 
-// RecordSend implements verify.Store.
-func (db *DB) RecordSend(ctx context.Context, idHash [32]byte, codeHash []byte, providerRef string, codeExpires, nextSend time.Time) error {
-	return db.updateSession(ctx, "record send", `UPDATE verification_sessions
-		SET code_hash = $2, provider_ref = $3, code_expires_at = $4, next_send_at = $5, sends = sends + 1
-		WHERE id_hash = $1`, idHash[:], codeHash, providerRef, ms(codeExpires), ms(nextSend))
+// ReserveSend implements verify.Store: one conditional UPDATE, so the
+// check and the count cannot be separated by another request's send.
+func (db *DB) ReserveSend(ctx context.Context, idHash [32]byte, sends int, now, nextSend time.Time) error {
+	return db.updateSession(ctx, "reserve send", `UPDATE verification_sessions
+		SET sends = sends + 1, next_send_at = $4
+		WHERE id_hash = $1 AND sends = $2 AND next_send_at <= $3 AND verified_at = 0 AND expires_at > $3`,
+		idHash[:], sends, ms(now), ms(nextSend))
+}
+
+// SetCode implements verify.Store.
+func (db *DB) SetCode(ctx context.Context, idHash [32]byte, codeHash []byte, providerRef string, codeExpires time.Time) error {
+	return db.updateSession(ctx, "store code", `UPDATE verification_sessions
+		SET code_hash = $2, provider_ref = $3, code_expires_at = $4 WHERE id_hash = $1`, idHash[:], codeHash, providerRef, ms(codeExpires))
 }
 
 // ReserveAttempt implements verify.Store.

@@ -78,8 +78,14 @@ type Store interface {
 	CreateSession(ctx context.Context, s Session) error
 	// Session returns the unexpired session with this id hash, or ErrNotFound.
 	Session(ctx context.Context, idHash [32]byte, now time.Time) (Session, error)
-	// RecordSend replaces the session's code and counts a send.
-	RecordSend(ctx context.Context, idHash [32]byte, codeHash []byte, providerRef string, codeExpires, nextSend time.Time) error
+	// ReserveSend atomically counts one more send, and sets when the next
+	// may be made, if the session is unverified, unexpired at now, still has
+	// exactly sends sends and its next send is due at now; otherwise it
+	// returns ErrNotFound and changes nothing. Parallel requests that all
+	// read the same state therefore get one send between them.
+	ReserveSend(ctx context.Context, idHash [32]byte, sends int, now, nextSend time.Time) error
+	// SetCode replaces the session's code (after a reserved send).
+	SetCode(ctx context.Context, idHash [32]byte, codeHash []byte, providerRef string, codeExpires time.Time) error
 	// ReserveAttempt atomically counts one check if fewer than max were made
 	// and returns ErrNoAttemptsLeft otherwise, so parallel guesses cannot
 	// exceed max.
@@ -278,9 +284,25 @@ func (s *Service) Resend(ctx context.Context, id, number, clientIP string) (Stat
 	return s.state(ss), nil
 }
 
-// send generates (or has the provider generate) a code, delivers it and
-// records the send.
+// send reserves a send in the database (so racing requests that read the
+// same session cannot each send a code), generates (or has the provider
+// generate) a code, delivers it and stores it. A send that fails after its
+// reservation still counts.
 func (s *Service) send(ctx context.Context, ss Session, n phone.Number, now time.Time) (Session, error) {
+	delay := time.Duration(0)
+	if ss.Sends < len(s.cfg.ResendDelays) {
+		delay = s.cfg.ResendDelays[ss.Sends]
+	}
+	err := s.store.ReserveSend(ctx, ss.IDHash, ss.Sends, now, now.Add(delay))
+	if errors.Is(err, ErrNotFound) {
+		// Another request sent a code in this session since we read it.
+		return ss, &ratelimit.Error{RetryAfter: max(delay, time.Second)}
+	}
+	if err != nil {
+		return ss, fmt.Errorf("reserve verification send: %w", err)
+	}
+	ss.Sends++
+	ss.NextSend = now.Add(delay)
 	var codeHash []byte
 	var ref string
 	if code, ok := s.cfg.TestNumbers[n.String()]; ok {
@@ -301,15 +323,9 @@ func (s *Service) send(ctx context.Context, ss Session, n phone.Number, now time
 		}
 		codeHash = s.hashCode(ss.IDHash, code)
 	}
-	delay := time.Duration(0)
-	if ss.Sends < len(s.cfg.ResendDelays) {
-		delay = s.cfg.ResendDelays[ss.Sends]
-	}
-	ss.CodeHash, ss.ProviderRef = codeHash, ref
-	ss.CodeExpires, ss.NextSend = now.Add(s.cfg.CodeTTL), now.Add(delay)
-	ss.Sends++
-	if err := s.store.RecordSend(ctx, ss.IDHash, codeHash, ref, ss.CodeExpires, ss.NextSend); err != nil {
-		return ss, fmt.Errorf("record verification send: %w", err)
+	ss.CodeHash, ss.ProviderRef, ss.CodeExpires = codeHash, ref, now.Add(s.cfg.CodeTTL)
+	if err := s.store.SetCode(ctx, ss.IDHash, codeHash, ref, ss.CodeExpires); err != nil {
+		return ss, fmt.Errorf("store verification code: %w", err)
 	}
 	s.log.InfoContext(ctx, "verification code sent", "number", n.Masked(), "send", ss.Sends)
 	return ss, nil
@@ -330,8 +346,8 @@ func (s *Service) Check(ctx context.Context, id, code string) (State, error) {
 	if !ss.Verified.IsZero() {
 		return s.state(ss), nil
 	}
-	if ss.Sends == 0 {
-		return s.state(ss), ErrCodeExpired
+	if ss.Sends == 0 || ss.CodeHash == nil && ss.ProviderRef == "" {
+		return s.state(ss), ErrCodeExpired // no code stored (yet)
 	}
 	if err := s.store.ReserveAttempt(ctx, h, s.cfg.MaxAttempts); err != nil {
 		return s.state(ss), err

@@ -9,10 +9,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/parleyhq/parley/api"
 	"github.com/parleyhq/parley/attachments"
 	"github.com/parleyhq/parley/audit"
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/provisioning"
+	"github.com/parleyhq/parley/ratelimit"
 	"github.com/parleyhq/parley/relay"
 	"github.com/parleyhq/parley/store/sqlite"
 )
@@ -49,10 +51,15 @@ type config struct {
 	QueueMaxBytes     int64
 	SendRate          float64
 	SendBurst         int
-	Pprof             bool
-	SweepInterval     time.Duration
-	AuditRetention    time.Duration
-	AuditCheckpoint   time.Duration
+	// Caps on unauthenticated requests, per client address and in total.
+	PublicIPRate    float64
+	PublicIPBurst   int
+	PublicRate      float64
+	PublicBurst     int
+	Pprof           bool
+	SweepInterval   time.Duration
+	AuditRetention  time.Duration
+	AuditCheckpoint time.Duration
 
 	ProvisioningSockets           int
 	ProvisioningSocketsPerAddress int
@@ -112,6 +119,10 @@ func serveFlags(fs *flag.FlagSet) func() (*config, error) {
 	pdef := provisioning.DefaultLimits()
 	fs.IntVar(&c.ProvisioningSockets, "provisioning-sockets", pdef.Total, "most provisioning sockets (devices waiting to be linked, unauthenticated) open on this node; more get 503 provisioning_busy (env PARLEY_PROVISIONING_SOCKETS)")
 	fs.IntVar(&c.ProvisioningSocketsPerAddress, "provisioning-sockets-per-address", pdef.PerAddress, "most provisioning sockets one client address may hold open; more get 429 too_many_sockets (env PARLEY_PROVISIONING_SOCKETS_PER_ADDRESS)")
+	fs.Float64Var(&c.PublicIPRate, "public-ip-rate", perSecond(api.DefaultPublicPerIP), "unauthenticated requests (verification, registration) per second from one client address (IPv4 address or IPv6 /64), sustained (env PARLEY_PUBLIC_IP_RATE)")
+	fs.IntVar(&c.PublicIPBurst, "public-ip-burst", api.DefaultPublicPerIP.Burst, "unauthenticated requests one client address may make in a burst (env PARLEY_PUBLIC_IP_BURST)")
+	fs.Float64Var(&c.PublicRate, "public-rate", perSecond(api.DefaultPublicGlobal), "unauthenticated requests per second from all clients together, sustained, per relay node (env PARLEY_PUBLIC_RATE)")
+	fs.IntVar(&c.PublicBurst, "public-burst", api.DefaultPublicGlobal.Burst, "unauthenticated requests from all clients together in a burst, per relay node (env PARLEY_PUBLIC_BURST)")
 	str(&c.TLSCert, "tls-cert", "", "serve HTTPS with this PEM certificate (chain) `file`; reloaded when it changes")
 	str(&c.TLSKey, "tls-key", "", "PEM private key `file` for --tls-cert")
 	str(&c.ACMECacheDir, "acme-cache-dir", "", "`directory` for ACME account keys and certificates (default DATA-DIR/acme)")
@@ -222,6 +233,14 @@ func callingCodes(name string, vals []string, errs []error) (map[string]bool, []
 	return m, errs
 }
 
+// perSecond is a rule's sustained rate.
+func perSecond(r ratelimit.Rule) float64 { return float64(time.Second) / float64(r.Every) }
+
+// rule is a token bucket refilling rate tokens a second.
+func rule(rate float64, burst int) ratelimit.Rule {
+	return ratelimit.Rule{Burst: burst, Every: max(time.Nanosecond, time.Duration(float64(time.Second)/rate))}
+}
+
 // validate reports every problem at once.
 func (c *config) validate() []error {
 	var errs []error
@@ -268,6 +287,9 @@ func (c *config) validate() []error {
 	}
 	if c.ProvisioningSockets < 1 || c.ProvisioningSocketsPerAddress < 1 {
 		errs = append(errs, errors.New("--provisioning-sockets and --provisioning-sockets-per-address must be at least 1"))
+	}
+	if c.PublicIPRate <= 0 || c.PublicIPBurst < 1 || c.PublicRate <= 0 || c.PublicBurst < 1 {
+		errs = append(errs, errors.New("--public-ip-rate and --public-rate must be positive, --public-ip-burst and --public-burst at least 1"))
 	}
 	switch c.Attachments {
 	case "disk":

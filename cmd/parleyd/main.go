@@ -241,6 +241,12 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	sigChecks := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "parley_registration_signature_checks_total",
+		Help: "Key signatures verified for registrations (work done for unauthenticated requests).",
+	})
+	reg.MustRegister(sigChecks)
+	accts.OnSignatureChecks = func(n int) { sigChecks.Add(float64(n)) }
 	dir := directory.New(db, hasher, ratelimit.New(directory.DefaultRule, nil), ratelimit.New(directory.DefaultAddressRule, nil))
 	att, err := newAttachments(ctx, cfg, db, root, log)
 	if err != nil {
@@ -261,7 +267,11 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		return err
 	}
 	srv := &api.Server{Accounts: accts, Verify: verifier, PreKeys: pre, Keys: db, Relay: rel, Directory: dir, Attachments: att,
-		Provisioning: prov, Audit: auditLog, DB: db, Log: log, ClientIPHeader: cfg.ClientIPHeader, Metrics: reg}
+		Provisioning: prov, Audit: auditLog, DB: db, Log: log, ClientIPHeader: cfg.ClientIPHeader, Metrics: reg,
+		Public: api.PublicLimits{
+			PerIP:  ratelimit.New(rule(cfg.PublicIPRate, cfg.PublicIPBurst), nil),
+			Global: ratelimit.New(rule(cfg.PublicRate, cfg.PublicBurst), nil),
+		}}
 
 	tlsCfg, acmeMgr, err := serverTLS(cfg, log)
 	if err != nil {

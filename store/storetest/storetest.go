@@ -34,9 +34,11 @@ func Run(t *testing.T, open Opener) {
 		{"MigrateIsIdempotent", testMigrate},
 		{"VerificationSessions", testSessions},
 		{"AttemptsAreAtomic", testAttemptsAtomic},
+		{"SendsAreAtomic", testSendsAreAtomic},
 		{"Register", testRegister},
 		{"ReRegisterReplacesDevices", testReRegister},
 		{"RegistrationLock", testLock},
+		{"LockGuessesAreAtomic", testLockGuessesAreAtomic},
 		{"Devices", testDevices},
 		{"DeleteAccountRemovesEverything", testDeleteAccount},
 		{"StoreKeysAllOrNothing", testStoreKeys},
@@ -163,8 +165,18 @@ func testSessions(t *testing.T, db *store.DB) {
 		t.Fatal(err)
 	}
 	code := random(32)
-	if err := db.RecordSend(ctx, id, code, "", now.Add(10*time.Minute), now.Add(30*time.Second)); err != nil {
+	if err := db.ReserveSend(ctx, id, 0, now, now.Add(30*time.Second)); err != nil {
 		t.Fatal(err)
+	}
+	if err := db.SetCode(ctx, id, code, "", now.Add(10*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	// A send is refused before the next is due, or when another was counted.
+	if err := db.ReserveSend(ctx, id, 1, now.Add(29*time.Second), now.Add(time.Minute)); !errors.Is(err, verify.ErrNotFound) {
+		t.Errorf("send before it is due: err = %v", err)
+	}
+	if err := db.ReserveSend(ctx, id, 0, now.Add(31*time.Second), now.Add(time.Minute)); !errors.Is(err, verify.ErrNotFound) {
+		t.Errorf("send on a stale count: err = %v", err)
 	}
 	s, err := db.Session(ctx, id, now)
 	if err != nil {
@@ -188,8 +200,39 @@ func testSessions(t *testing.T, db *store.DB) {
 	if err != nil || n != 1 {
 		t.Errorf("DeleteExpiredSessions = %d, %v; want 1", n, err)
 	}
-	if err := db.RecordSend(ctx, id, code, "", now, now); !errors.Is(err, verify.ErrNotFound) {
-		t.Errorf("RecordSend on deleted session: err = %v", err)
+	if err := db.SetCode(ctx, id, code, "", now); !errors.Is(err, verify.ErrNotFound) {
+		t.Errorf("SetCode on deleted session: err = %v", err)
+	}
+}
+
+// testSendsAreAtomic: parallel resends that read the same session state
+// get exactly one code sent between them.
+func testSendsAreAtomic(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	var id [32]byte
+	copy(id[:], random(32))
+	if err := db.CreateSession(ctx, verify.Session{IDHash: id, Number: numberHash(), Expires: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	granted := 0
+	for range 20 {
+		wg.Go(func() {
+			err := db.ReserveSend(ctx, id, 0, now, now.Add(time.Minute))
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				granted++
+			case !errors.Is(err, verify.ErrNotFound):
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if s, _ := db.Session(ctx, id, now); granted != 1 || s.Sends != 1 {
+		t.Errorf("20 parallel sends on one session: %d granted, %d counted", granted, s.Sends)
 	}
 }
 
@@ -286,7 +329,7 @@ func testReRegister(t *testing.T, db *store.DB) {
 		t.Fatal(err)
 	}
 	r2 := registration(t, db, r.Number, 2)
-	r2.KeepLock = true
+	r2.Lock = func(accounts.Account) accounts.LockDecision { return accounts.LockDecision{Keep: true} }
 	id2, err := db.Register(ctx, r2, now)
 	if err != nil {
 		t.Fatal(err)
@@ -316,23 +359,60 @@ func testReRegister(t *testing.T, db *store.DB) {
 
 func testLock(t *testing.T, db *store.DB) {
 	ctx := context.Background()
-	id, _ := register(t, db, 0)
+	id, r := register(t, db, 0)
 	lock := random(accounts.HashedSize)
 	if err := db.SetRegistrationLock(ctx, id, lock); err != nil {
 		t.Fatal(err)
 	}
+	refuse := errors.New("refused")
+	attempt := func(d accounts.LockDecision, day int) (accounts.StoredRegistration, accounts.Account, error) {
+		t.Helper()
+		rr := registration(t, db, r.Number, 0)
+		rr.Day = day
+		var seen accounts.Account
+		rr.Lock = func(a accounts.Account) accounts.LockDecision { seen = a; return d }
+		_, err := db.Register(ctx, rr, now)
+		return rr, seen, err
+	}
+	// A refusal without a guess changes nothing, not even the session.
+	rr, seen, err := attempt(accounts.LockDecision{Err: refuse}, today())
+	if !errors.Is(err, refuse) || seen.ID != id || !bytes.Equal(seen.LockHash, lock) {
+		t.Fatalf("refusal: err = %v, lock callback saw %+v", err, seen)
+	}
+	rr.Lock = nil
+	if _, err := db.Register(ctx, rr, now); err != nil { // the session is still usable
+		t.Fatalf("session after a refusal without a guess: %v", err)
+	}
+	if err := db.SetRegistrationLock(ctx, id, lock); err != nil {
+		t.Fatal(err)
+	}
+	// Each wrong guess is counted for its day and uses up its session.
 	for want := 1; want <= 3; want++ {
-		n, err := db.RecordLockFailure(ctx, id, today())
-		if err != nil || n != want {
-			t.Fatalf("RecordLockFailure = %d, %v; want %d", n, err, want)
+		rr, seen, err = attempt(accounts.LockDecision{Err: refuse, Guessed: true}, today())
+		if !errors.Is(err, refuse) || seen.LockFailures != want-1 {
+			t.Fatalf("guess %d: err = %v, callback saw %d failures", want, err, seen.LockFailures)
+		}
+		rr.Lock = nil
+		if _, err := db.Register(ctx, rr, now); !errors.Is(err, accounts.ErrSessionUsed) {
+			t.Fatalf("session after a wrong guess: err = %v", err)
 		}
 	}
-	if n, _ := db.RecordLockFailure(ctx, id, today()+1); n != 1 {
-		t.Errorf("failures did not reset on a new day: %d", n)
+	if a, _ := db.Account(ctx, id); a.LockFailures != 3 || a.LockFailureDay != today() {
+		t.Errorf("after 3 guesses: %d failures on day %d", a.LockFailures, a.LockFailureDay)
+	}
+	if _, _, err := attempt(accounts.LockDecision{Err: refuse, Guessed: true}, today()+1); !errors.Is(err, refuse) {
+		t.Fatal(err)
 	}
 	a, _ := db.Account(ctx, id)
 	if !bytes.Equal(a.LockHash, lock) || a.LockFailures != 1 || a.LockFailureDay != today()+1 {
 		t.Errorf("account lock state = %x %d %d", a.LockHash, a.LockFailures, a.LockFailureDay)
+	}
+	// The right token keeps the lock and resets the count.
+	if _, _, err := attempt(accounts.LockDecision{Keep: true}, today()+1); err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := db.Account(ctx, id); !bytes.Equal(a.LockHash, lock) || a.LockFailures != 0 {
+		t.Errorf("after the right token: lock %x, %d failures", a.LockHash, a.LockFailures)
 	}
 	if err := db.SetRegistrationLock(ctx, id, nil); err != nil {
 		t.Fatal(err)
@@ -342,6 +422,49 @@ func testLock(t *testing.T, db *store.DB) {
 	}
 	if err := db.SetRegistrationLock(ctx, uuid.New(), lock); !errors.Is(err, accounts.ErrNotFound) {
 		t.Errorf("lock on unknown account: err = %v", err)
+	}
+}
+
+// testLockGuessesAreAtomic races wrong registration-lock guesses, each on
+// its own verified session, against a limit checked by the lock callback:
+// Register must hand each callback the count as it is after the previous
+// guesses commit, so exactly the limit is evaluated.
+func testLockGuessesAreAtomic(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	id, r := register(t, db, 0)
+	if err := db.SetRegistrationLock(ctx, id, random(accounts.HashedSize)); err != nil {
+		t.Fatal(err)
+	}
+	const limit, guesses = 5, 20
+	refuse := errors.New("refused")
+	regs := make([]accounts.StoredRegistration, guesses)
+	for i := range regs {
+		regs[i] = registration(t, db, r.Number, 0)
+	}
+	var mu sync.Mutex
+	evaluated := 0
+	var wg sync.WaitGroup
+	for i := range regs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			regs[i].Lock = func(a accounts.Account) accounts.LockDecision {
+				if a.LockFailureDay == today() && a.LockFailures >= limit {
+					return accounts.LockDecision{Err: refuse}
+				}
+				mu.Lock()
+				evaluated++
+				mu.Unlock()
+				return accounts.LockDecision{Err: refuse, Guessed: true}
+			}
+			if _, err := db.Register(ctx, regs[i], now); !errors.Is(err, refuse) {
+				t.Errorf("guess: err = %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if a, _ := db.Account(ctx, id); evaluated != limit || a.LockFailures != limit {
+		t.Errorf("%d parallel guesses with a limit of %d: %d evaluated, %d counted", guesses, limit, evaluated, a.LockFailures)
 	}
 }
 
