@@ -88,7 +88,7 @@ func TestMultiRecipientSend(t *testing.T) {
 // TestMultiSendChargedPerDevice: a multi-recipient send costs its
 // ciphertext once per addressed device against the sender's byte budget.
 func TestMultiSendChargedPerDevice(t *testing.T) {
-	e := newEnv(t, func(c *envConfig) { c.relay.StoreBytesBurst, c.relay.StoreBytesPerHour = 300 << 10, 1 })
+	e := newEnv(t, func(c *envConfig) { c.relay.StoreBytesBurst, c.relay.StoreBytesPerHour = 300<<10, 1 })
 	_, alice := e.register(aliceNumber, 0)
 	_, bob := e.register(bobNumber, 0)
 	_, carol := e.register(carolNumber, 0)
@@ -105,7 +105,7 @@ func TestMultiSendChargedPerDevice(t *testing.T) {
 		t.Errorf("%d envelopes stored, want 2", n)
 	}
 	// A request larger than the whole budget can never pass: 422.
-	e2 := newEnv(t, func(c *envConfig) { c.relay.StoreBytesBurst, c.relay.StoreBytesPerHour = 100 << 10, 1 << 20 })
+	e2 := newEnv(t, func(c *envConfig) { c.relay.StoreBytesBurst, c.relay.StoreBytesPerHour = 100<<10, 1<<20 })
 	_, alice = e2.register(aliceNumber, 0)
 	_, bob = e2.register(bobNumber, 0)
 	_, carol = e2.register(carolNumber, 0)
