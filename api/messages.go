@@ -111,7 +111,8 @@ func (s *Server) sendMulti(w http.ResponseWriter, r *http.Request, p accounts.Pr
 	return answerSent(w, rc, err)
 }
 
-// answerSent answers an accepted send, marking a replayed one.
+// answerSent answers an accepted send, marking a replayed one and naming
+// the devices it skipped.
 func answerSent(w http.ResponseWriter, rc relay.Receipt, err error) error {
 	if err != nil {
 		return err
@@ -119,7 +120,11 @@ func answerSent(w http.ResponseWriter, rc relay.Receipt, err error) error {
 	if rc.Replayed {
 		w.Header().Set("Idempotent-Replayed", "true")
 	}
-	writeJSON(w, http.StatusOK, sendResponse{ServerTimestamp: rc.ServerTimestamp.UnixMilli()})
+	out := sendResponse{ServerTimestamp: rc.ServerTimestamp.UnixMilli()}
+	for _, sk := range rc.Skipped {
+		out.SkippedDevices = append(out.SkippedDevices, skippedJSON{AccountID: sk.Account.String(), DeviceID: sk.Device, Reason: string(sk.Reason)})
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 

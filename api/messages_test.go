@@ -352,6 +352,54 @@ func TestQueueFull(t *testing.T) {
 	}
 }
 
+// TestFullDeviceIsSkipped: a device without room is skipped and named in
+// the 200 answer; the recipient's other devices, and other senders, still
+// get their messages.
+func TestFullDeviceIsSkipped(t *testing.T) {
+	e := newEnv(t, func(c *envConfig) { c.relay.QueueMaxEnvelopes, c.relay.QueueSenderMaxEnvelopes = 3, 2 })
+	_, alice := e.register(aliceNumber, 0)
+	bobDev, bob := e.register(bobNumber, 1)
+	_, carol := e.register(carolNumber, 0)
+	body, _ := linkBody(t, bobDev, bob.Account, e.linkCode(bob).Body["code"].(string))
+	if r := e.call("POST", "/v1/devices/link", nil, body, true); r.Status != 200 {
+		t.Fatalf("link: %d %s", r.Status, r.Raw)
+	}
+	both := func(s string) []msg {
+		return []msg{text(s), {Device: 2, RegID: 4321, Type: 3, Content: []byte(s)}}
+	}
+	for i := range 2 {
+		if r := e.send(alice, bob.Account, nil, "", both(fmt.Sprint("alice ", i))...); r.Status != 200 || r.Body["skipped_devices"] != nil {
+			t.Fatalf("alice's send %d: %d %s", i, r.Status, r.Raw)
+		}
+	}
+	ws := e.connect(bob) // device 1 comes online; device 2 stays offline
+	ws.ack(ws.drain()...)
+	waitFor(t, func() bool { return rowCount(t, e, "envelopes") == 2 }) // device 2's
+	skipped := func(r response) string {
+		t.Helper()
+		if r.Status != 200 {
+			t.Fatalf("send: %d %s", r.Status, r.Raw)
+		}
+		return fmt.Sprint(r.Body["skipped_devices"])
+	}
+	want := fmt.Sprintf("[map[account_id:%s device_id:2 reason:sender_share_full]]", bob.Account)
+	if got := skipped(e.send(alice, bob.Account, nil, "", both("alice 2")...)); got != want {
+		t.Errorf("past alice's share: skipped %s, want %s", got, want)
+	}
+	if got := skipped(e.send(carol, bob.Account, nil, "", both("carol 0")...)); got != "<nil>" {
+		t.Errorf("carol, within her share: skipped %s", got)
+	}
+	want = fmt.Sprintf("[map[account_id:%s device_id:2 reason:queue_full]]", bob.Account)
+	if got := skipped(e.send(carol, bob.Account, nil, "", both("carol 1")...)); got != want {
+		t.Errorf("device 2 full: skipped %s, want %s", got, want)
+	}
+	for _, want := range []string{"alice 2", "carol 0", "carol 1"} {
+		if got := ws.envelope(); string(got.Content) != want {
+			t.Errorf("device 1 got %q, want %q: a full sibling must not block it", got.Content, want)
+		}
+	}
+}
+
 func TestSendRateLimited(t *testing.T) {
 	e := newEnv(t, func(c *envConfig) { c.relay.SendBurst, c.relay.SendRate = 3, 0.01 })
 	_, alice := e.register(aliceNumber, 0)

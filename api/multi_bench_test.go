@@ -26,6 +26,7 @@ func BenchmarkGroupSend100(b *testing.B) {
 		}
 		c.relay.SendRate, c.relay.SendBurst = 1e9, 1e9
 		c.relay.QueueMaxEnvelopes, c.relay.QueueMaxBytes = 1e9, 1<<40
+		c.relay.QueueSenderMaxEnvelopes, c.relay.StoreBytesBurst, c.relay.StoreEnvelopesBurst = 0, 0, 0
 	})
 	_, sender := e.register(aliceNumber, 0)
 	group := make([]*creds, members)

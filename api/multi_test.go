@@ -84,3 +84,32 @@ func TestMultiRecipientSend(t *testing.T) {
 		t.Errorf("idempotent multi send stored %d envelopes, want 2", n)
 	}
 }
+
+// TestMultiSendChargedPerDevice: a multi-recipient send costs its
+// ciphertext once per addressed device against the sender's byte budget.
+func TestMultiSendChargedPerDevice(t *testing.T) {
+	e := newEnv(t, func(c *envConfig) { c.relay.StoreBytesBurst, c.relay.StoreBytesPerHour = 300<<10, 1 })
+	_, alice := e.register(aliceNumber, 0)
+	_, bob := e.register(bobNumber, 0)
+	_, carol := e.register(carolNumber, 0)
+	dev := [2]int{1, 1234}
+	big := string(make([]byte, 96<<10))
+	if r := e.call("PUT", "/v1/messages", alice, multiBody(big, to(bob, dev), to(carol, dev)), true); r.Status != 200 {
+		t.Fatalf("first 192 KiB: %d %s", r.Status, r.Raw)
+	}
+	r := e.call("PUT", "/v1/messages", alice, multiBody(big, to(bob, dev), to(carol, dev)), true)
+	if r.Status != 429 || r.errCode() != "rate_limited" || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("second 192 KiB of a 300 KiB budget: %d %s", r.Status, r.Raw)
+	}
+	if n := rowCount(t, e, "envelopes"); n != 2 {
+		t.Errorf("%d envelopes stored, want 2", n)
+	}
+	// A request larger than the whole budget can never pass: 422.
+	e2 := newEnv(t, func(c *envConfig) { c.relay.StoreBytesBurst, c.relay.StoreBytesPerHour = 100<<10, 1<<20 })
+	_, alice = e2.register(aliceNumber, 0)
+	_, bob = e2.register(bobNumber, 0)
+	_, carol = e2.register(carolNumber, 0)
+	if r := e2.call("PUT", "/v1/messages", alice, multiBody(big, to(bob, dev), to(carol, dev)), true); r.Status != 422 || r.errCode() != "invalid_message" {
+		t.Errorf("192 KiB against a 100 KiB burst: %d %s", r.Status, r.Raw)
+	}
+}

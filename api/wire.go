@@ -197,5 +197,14 @@ type outgoingJSON struct {
 }
 
 type sendResponse struct {
-	ServerTimestamp int64 `json:"server_timestamp"`
+	ServerTimestamp int64         `json:"server_timestamp"`
+	SkippedDevices  []skippedJSON `json:"skipped_devices,omitempty"`
+}
+
+// skippedJSON is a device a send did not reach because its queue had no
+// room (reason "queue_full" or "sender_share_full").
+type skippedJSON struct {
+	AccountID string `json:"account_id"`
+	DeviceID  int    `json:"device_id"`
+	Reason    string `json:"reason"`
 }

@@ -141,7 +141,7 @@ func TestHostileEnvelopes(t *testing.T) {
 	emptyBaseKey = protowire.AppendBytes(protowire.AppendTag(emptyBaseKey, 4, protowire.BytesType), good.Content)
 	raw := func(typ int, c []byte) {
 		t.Helper()
-		err := alice.relay.SendMessages(ctx, bob.ID, relayclient.Send{Timestamp: time.Now().UnixMilli(),
+		_, err := alice.relay.SendMessages(ctx, bob.ID, relayclient.Send{Timestamp: time.Now().UnixMilli(),
 			Messages: []relayclient.Outgoing{{DeviceID: 1, RegistrationID: good.RegistrationID, Type: typ, Content: c}}}, "")
 		if err != nil {
 			t.Fatal(err)

@@ -602,7 +602,13 @@ func (a *Account) submitGroup(ctx context.Context, group string, targets []clien
 // submitMulti sends one multi-recipient request, retried like single
 // sends.
 func (a *Account) submitMulti(ctx context.Context, req relayclient.MultiSend) error {
-	return a.retryWithKey(ctx, func(key string) error { return a.relay.SendMulti(ctx, req, key) })
+	return a.retryWithKey(ctx, func(key string) error {
+		sent, err := a.relay.SendMulti(ctx, req, key)
+		if err == nil {
+			a.reportSkipped(ctx, sent)
+		}
+		return err
+	})
 }
 
 // parseGroupFrame validates a group envelope and parses its

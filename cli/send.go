@@ -245,7 +245,30 @@ func (a *Account) sendPlaintext(ctx context.Context, r clientdb.Recipient, plain
 // submit sends one request, retrying transport failures with the same
 // idempotency key so a retry never delivers twice.
 func (a *Account) submit(ctx context.Context, account string, req relayclient.Send) error {
-	return a.retryWithKey(ctx, func(key string) error { return a.relay.SendMessages(ctx, account, req, key) })
+	return a.retryWithKey(ctx, func(key string) error {
+		sent, err := a.relay.SendMessages(ctx, account, req, key)
+		if err == nil {
+			a.reportSkipped(ctx, sent)
+		}
+		return err
+	})
+}
+
+// reportSkipped tells the user about devices the relay kept a send from
+// because their queue had no room. The send succeeded: the recipient's
+// other devices have it.
+func (a *Account) reportSkipped(ctx context.Context, sent relayclient.Sent) {
+	for _, sk := range sent.SkippedDevices {
+		a.log.WarnContext(ctx, "the relay skipped a device", "account", sk.AccountID, "device", sk.DeviceID, "reason", sk.Reason)
+		if a.notice == nil {
+			continue
+		}
+		why := "its queue on the relay is full (it has been offline a long time)"
+		if sk.Reason == "sender_share_full" {
+			why = "it has too many of our messages waiting already"
+		}
+		a.notice(fmt.Sprintf("device %d of %s did not get this message: %s; its other devices did", sk.DeviceID, sk.AccountID, why))
+	}
 }
 
 // retryWithKey calls send with one fresh idempotency key, again with the

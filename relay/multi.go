@@ -71,15 +71,18 @@ type MultiBatch struct {
 	Now         time.Time
 	// Parts are ordered by destination, the order in which their device
 	// rows are locked, so concurrent sends cannot deadlock.
-	Parts             []Part
-	QueueMaxEnvelopes int
-	QueueMaxBytes     int64
+	Parts                   []Part
+	QueueMaxEnvelopes       int
+	QueueMaxBytes           int64
+	QueueSenderMaxEnvelopes int
+	QueueSenderMaxBytes     int64
 }
 
 // SendMulti stores one ciphertext for every addressed device of every
 // recipient in one transaction, after checking each recipient's device
 // list as Send does (all mismatches are reported together), and wakes the
-// devices.
+// devices. Its cost against the sender's budgets is the ciphertext's size
+// times the addressed devices: what it stores, not the request's size.
 func (s *Service) SendMulti(ctx context.Context, req MultiSend) (Receipt, error) {
 	if err := validateMulti(req); err != nil {
 		return Receipt{}, err
@@ -89,7 +92,8 @@ func (s *Service) SendMulti(ctx context.Context, req MultiSend) (Receipt, error)
 	}
 	now := s.now()
 	expires := s.expiry(now, req.ExpiresIn)
-	b := MultiBatch{Sender: req.Sender, Now: now, QueueMaxEnvelopes: s.cfg.QueueMaxEnvelopes, QueueMaxBytes: s.cfg.QueueMaxBytes}
+	b := MultiBatch{Sender: req.Sender, Now: now, QueueMaxEnvelopes: s.cfg.QueueMaxEnvelopes, QueueMaxBytes: s.cfg.QueueMaxBytes,
+		QueueSenderMaxEnvelopes: s.cfg.QueueSenderMaxEnvelopes, QueueSenderMaxBytes: s.cfg.QueueSenderMaxBytes}
 	if req.IdempotencyKey != "" {
 		k := sha256.Sum256([]byte(req.IdempotencyKey))
 		h := multiRequestHash(req)
@@ -136,15 +140,32 @@ func (s *Service) SendMulti(ctx context.Context, req MultiSend) (Receipt, error)
 		}
 		return nil
 	}
-	rc, err := s.store.EnqueueMulti(ctx, b, check)
+	var devices int64
+	for _, p := range b.Parts {
+		devices += int64(len(p.Envelopes))
+	}
+	size := int64(len(req.Content))
+	c, err := s.charge(req.Sender, devices, devices*size)
 	if err != nil {
 		return Receipt{}, err
 	}
-	if !rc.Replayed {
-		for _, p := range b.Parts {
-			for _, e := range p.Envelopes {
-				s.wake(p.Destination, e.DestDevice)
+	rc, err := s.store.EnqueueMulti(ctx, b, check)
+	if err != nil {
+		c.refund(devices, devices*size)
+		return Receipt{}, err
+	}
+	if rc.Replayed {
+		c.refund(devices, devices*size)
+		return rc, nil
+	}
+	skip := skippedSet(rc)
+	for _, p := range b.Parts {
+		for _, e := range p.Envelopes {
+			if skip[deviceKey{p.Destination, e.DestDevice}] {
+				c.refund(1, size)
+				continue
 			}
+			s.wake(p.Destination, e.DestDevice)
 		}
 	}
 	return rc, nil

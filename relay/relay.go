@@ -50,10 +50,31 @@ const (
 type Config struct {
 	// Retention is the longest an undelivered envelope is kept.
 	Retention time.Duration
-	// QueueMaxEnvelopes and QueueMaxBytes cap one device's queue; a send
-	// that would exceed them is refused with *QueueFullError.
+	// QueueMaxEnvelopes and QueueMaxBytes cap one device's queue. A send
+	// skips a device whose queue is full (the answer names it) and still
+	// reaches the recipient's other devices; only a send that would reach
+	// no device at all is refused with *QueueFullError.
 	QueueMaxEnvelopes int
 	QueueMaxBytes     int64
+	// QueueSenderMaxEnvelopes and QueueSenderMaxBytes are one sending
+	// account's share of each device's queue: beyond it that sender's
+	// envelopes skip the device, so no single sender can fill a queue for
+	// everyone else (it takes QueueMaxEnvelopes/QueueSenderMaxEnvelopes
+	// accounts). An account sending to its own devices is not held to it.
+	// 0: no share limit.
+	QueueSenderMaxEnvelopes int
+	QueueSenderMaxBytes     int64
+	// StoreBytesBurst and StoreBytesPerHour budget, per sending account,
+	// the ciphertext bytes its sends store: each stored envelope is
+	// charged its size, so a multi-recipient send costs its ciphertext
+	// once per recipient device. StoreEnvelopesBurst and
+	// StoreEnvelopesPerHour budget the envelopes (recipient devices) the
+	// same way. A send over budget is refused with *ratelimit.Error; one
+	// larger than a burst is invalid. 0 burst: no budget.
+	StoreBytesBurst       int64
+	StoreBytesPerHour     int64
+	StoreEnvelopesBurst   int
+	StoreEnvelopesPerHour int
 	// SendRate is each sending device's sustained rate (envelope requests
 	// per second) and SendBurst its burst.
 	SendRate  float64
@@ -79,11 +100,22 @@ func DefaultConfig() Config {
 		Retention:         30 * 24 * time.Hour,
 		QueueMaxEnvelopes: 10_000,
 		QueueMaxBytes:     100 << 20,
-		SendRate:          100,
-		SendBurst:         500,
-		Window:            128,
-		PingInterval:      30 * time.Second,
-		WriteTimeout:      10 * time.Second,
+		// A tenth of each cap: ten accounts are needed to fill a queue.
+		QueueSenderMaxEnvelopes: 1_000,
+		QueueSenderMaxBytes:     10 << 20,
+		// 128 MiB at once and 64 MiB an hour (1.5 GiB a day) of stored
+		// ciphertext per account, counted per recipient device; 10,000
+		// envelopes at once (a 1000-member group of two devices each is
+		// 2,000) and 36,000 an hour (10 a second).
+		StoreBytesBurst:       128 << 20,
+		StoreBytesPerHour:     64 << 20,
+		StoreEnvelopesBurst:   10_000,
+		StoreEnvelopesPerHour: 36_000,
+		SendRate:              100,
+		SendBurst:             500,
+		Window:                128,
+		PingInterval:          30 * time.Second,
+		WriteTimeout:          10 * time.Second,
 
 		DeviceCheckInterval: 2 * time.Minute,
 	}
@@ -134,7 +166,31 @@ type Receipt struct {
 	// Replayed reports that the idempotency key had been used and nothing
 	// new was stored.
 	Replayed bool
+	// Skipped lists the addressed devices the send did not reach because
+	// their queue had no room (in the order addressed); a replay repeats
+	// the first answer's list.
+	Skipped []Skipped
 }
+
+// Skipped is a device a send did not reach, and why.
+type Skipped struct {
+	Account uuid.UUID
+	Device  int
+	Reason  SkipReason
+}
+
+// SkipReason says why a device was skipped.
+type SkipReason string
+
+// The reasons a device is skipped.
+const (
+	// SkipQueueFull: the device's queue is at its cap (it has been
+	// offline a long time); it gets messages again once it drains.
+	SkipQueueFull SkipReason = "queue_full"
+	// SkipSenderShare: this sender's share of the device's queue is used
+	// up; other senders still reach it.
+	SkipSenderShare SkipReason = "sender_share_full"
+)
 
 // Errors returned by Send.
 var (
@@ -164,7 +220,9 @@ func (e *StaleDevicesError) Error() string {
 	return fmt.Sprintf("stale registration ids for devices %v", e.Stale)
 }
 
-// QueueFullError reports recipient devices whose queue is at its cap.
+// QueueFullError reports that a send reached no device: every addressed
+// device's queue (or the sender's share of it) is full. Devices lists those
+// of Account (the first recipient, for a multi-recipient send).
 type QueueFullError struct {
 	Account uuid.UUID
 	Devices []int
@@ -185,20 +243,30 @@ type Batch struct {
 	KeyExpires  time.Time
 	Envelopes   []Envelope
 	Now         time.Time
-	// QueueMaxEnvelopes and QueueMaxBytes cap each destination device's queue.
-	QueueMaxEnvelopes int
-	QueueMaxBytes     int64
+	// QueueMaxEnvelopes and QueueMaxBytes cap each destination device's
+	// queue, QueueSenderMaxEnvelopes and QueueSenderMaxBytes the Sender
+	// account's share of it (0: no cap).
+	QueueMaxEnvelopes       int
+	QueueMaxBytes           int64
+	QueueSenderMaxEnvelopes int
+	QueueSenderMaxBytes     int64
 }
 
 // Store is the durable queue storage.
 type Store interface {
-	// Enqueue stores every envelope of b in one transaction after check
+	// Enqueue stores the envelopes of b in one transaction after check
 	// accepts the destination's current devices (read and locked in that
 	// transaction; only ID and RegistrationID are filled in), or stores
-	// nothing. A Key seen before (with the same
-	// RequestHash) stores nothing and returns the first Receipt, Replayed.
+	// nothing. An envelope for a device whose queue would exceed the
+	// batch's caps, or the sender's share of them, is not stored and its
+	// device is listed in Receipt.Skipped (SkipQueueFull taking precedence);
+	// the sender's share applies only to other accounts' devices. If every
+	// envelope is skipped nothing is stored and *QueueFullError is returned.
+	// A Key seen before (with the same RequestHash) stores nothing and
+	// returns the first Receipt (with its Skipped list), Replayed.
 	// It returns ErrNoAccount, ErrIdempotencyKeyUsed, *QueueFullError or
-	// check's error.
+	// check's error. Measuring the caps must not cost more than reading
+	// the destination's device rows and an index range per device.
 	Enqueue(ctx context.Context, b Batch, check func([]accounts.Device) error) (Receipt, error)
 	// EnqueueMulti is Enqueue for several destinations at once: check sees
 	// every destination's devices (locked in the parts' order) before
@@ -226,8 +294,11 @@ type Service struct {
 	log   *slog.Logger
 	now   func() time.Time
 	limit *ratelimit.Limiter
-	hub   *hub
-	acks  *acker
+	// storedBytes and storedEnvelopes are the per-account budgets of what
+	// sends store.
+	storedBytes, storedEnvelopes *ratelimit.Budget
+	hub                          *hub
+	acks                         *acker
 	// writeBuffers is shared by every connection's writes.
 	writeBuffers *sync.Pool
 	// provisioning is told of other nodes' provisioning deliveries.
@@ -247,11 +318,22 @@ func New(cfg Config, store Store, bus Bus, log *slog.Logger, now func() time.Tim
 	}
 	return &Service{
 		cfg: cfg, store: store, bus: bus, log: log, now: now,
-		limit:        ratelimit.New(ratelimit.Rule{Burst: cfg.SendBurst, Every: time.Duration(float64(time.Second) / max(cfg.SendRate, 1e-9))}, now),
-		hub:          newHub(),
-		acks:         newAcker(store, log),
-		writeBuffers: &sync.Pool{},
+		limit:           ratelimit.New(ratelimit.Rule{Burst: cfg.SendBurst, Every: time.Duration(float64(time.Second) / max(cfg.SendRate, 1e-9))}, now),
+		storedBytes:     ratelimit.NewBudget(perHour(cfg.StoreBytesBurst, cfg.StoreBytesPerHour), now),
+		storedEnvelopes: ratelimit.NewBudget(perHour(int64(cfg.StoreEnvelopesBurst), int64(cfg.StoreEnvelopesPerHour)), now),
+		hub:             newHub(),
+		acks:            newAcker(store, log),
+		writeBuffers:    &sync.Pool{},
 	}
+}
+
+// perHour is a budget of burst units refilled at perHour units an hour (a
+// zero Rule, no budget, when either is not positive).
+func perHour(burst, perHour int64) ratelimit.Rule {
+	if burst <= 0 || perHour <= 0 {
+		return ratelimit.Rule{}
+	}
+	return ratelimit.Rule{Burst: int(burst), Every: max(time.Hour/time.Duration(perHour), 1)}
 }
 
 // Run delivers other nodes' events to local connections until ctx ends.
@@ -277,27 +359,91 @@ func (s *Service) Send(ctx context.Context, req Send) (Receipt, error) {
 	b := Batch{
 		Sender: req.Sender, Destination: req.Destination, Now: now,
 		QueueMaxEnvelopes: s.cfg.QueueMaxEnvelopes, QueueMaxBytes: s.cfg.QueueMaxBytes,
+		QueueSenderMaxEnvelopes: s.cfg.QueueSenderMaxEnvelopes, QueueSenderMaxBytes: s.cfg.QueueSenderMaxBytes,
 	}
 	if req.IdempotencyKey != "" {
 		k := sha256.Sum256([]byte(req.IdempotencyKey))
 		h := requestHash(req)
 		b.Key, b.RequestHash, b.KeyExpires = k[:], h[:], now.Add(IdempotencyWindow)
 	}
+	var size int64
 	for _, o := range req.Envelopes {
 		e := envelope(req, o, now)
 		e.ExpiresAt = expires
 		b.Envelopes = append(b.Envelopes, e)
+		size += int64(len(o.Content))
 	}
-	rc, err := s.store.Enqueue(ctx, b, check)
+	c, err := s.charge(req.Sender, int64(len(b.Envelopes)), size)
 	if err != nil {
 		return Receipt{}, err
 	}
-	if !rc.Replayed {
-		for _, e := range b.Envelopes {
-			s.wake(req.Destination, e.DestDevice)
+	rc, err := s.store.Enqueue(ctx, b, check)
+	if err != nil {
+		c.refund(int64(len(b.Envelopes)), size)
+		return Receipt{}, err
+	}
+	if rc.Replayed {
+		c.refund(int64(len(b.Envelopes)), size)
+		return rc, nil
+	}
+	skip := skippedSet(rc)
+	for _, e := range b.Envelopes {
+		if skip[deviceKey{req.Destination, e.DestDevice}] {
+			c.refund(1, int64(len(e.Content)))
+			continue
 		}
+		s.wake(req.Destination, e.DestDevice)
 	}
 	return rc, nil
+}
+
+// deviceKey names one device of one account.
+type deviceKey struct {
+	account uuid.UUID
+	device  int
+}
+
+// skippedSet is the devices rc skipped.
+func skippedSet(rc Receipt) map[deviceKey]bool {
+	m := make(map[deviceKey]bool, len(rc.Skipped))
+	for _, sk := range rc.Skipped {
+		m[deviceKey{sk.Account, sk.Device}] = true
+	}
+	return m
+}
+
+// charge is what a send was charged against its account's budgets.
+type charge struct {
+	s   *Service
+	key string
+}
+
+// charge takes envelopes and bytes from the sending account's budgets of
+// stored envelopes and bytes, or refuses the send: *ratelimit.Error when
+// the budget will have room later, ErrInvalid when one request asks for
+// more than a whole budget.
+func (s *Service) charge(sender accounts.Principal, envelopes, bytes int64) (charge, error) {
+	key := sender.Account.String()
+	if burst := s.storedEnvelopes.Burst(); burst > 0 && envelopes > burst {
+		return charge{}, fmt.Errorf("%w: a request may store at most %d envelopes (one per recipient device); this one stores %d", ErrInvalid, burst, envelopes)
+	}
+	if burst := s.storedBytes.Burst(); burst > 0 && bytes > burst {
+		return charge{}, fmt.Errorf("%w: a request may store at most %d bytes (ciphertext size times recipient devices); this one stores %d", ErrInvalid, burst, bytes)
+	}
+	if ok, wait := s.storedEnvelopes.Take(key, envelopes); !ok {
+		return charge{}, &ratelimit.Error{RetryAfter: wait}
+	}
+	if ok, wait := s.storedBytes.Take(key, bytes); !ok {
+		s.storedEnvelopes.Refund(key, envelopes)
+		return charge{}, &ratelimit.Error{RetryAfter: wait}
+	}
+	return charge{s: s, key: key}, nil
+}
+
+// refund gives back the charge for envelopes that were not stored.
+func (c charge) refund(envelopes, bytes int64) {
+	c.s.storedEnvelopes.Refund(c.key, envelopes)
+	c.s.storedBytes.Refund(c.key, bytes)
 }
 
 // admit applies the sender's rate limit and refuses sends while shutting

@@ -269,15 +269,34 @@ type Send struct {
 	Messages  []Outgoing `json:"messages"`
 }
 
+// Sent is the relay's answer to an accepted send.
+type Sent struct {
+	ServerTimestamp int64 `json:"server_timestamp"`
+	// SkippedDevices are addressed devices the relay did not store the
+	// send for because their queue had no room; every other device has
+	// it, so the send has not failed.
+	SkippedDevices []SkippedDevice `json:"skipped_devices"`
+}
+
+// SkippedDevice is a device a send did not reach. Reason is "queue_full"
+// (the device's queue is full: it has been offline long) or
+// "sender_share_full" (our share of its queue is used up).
+type SkippedDevice struct {
+	AccountID string `json:"account_id"`
+	DeviceID  int    `json:"device_id"`
+	Reason    string `json:"reason"`
+}
+
 // SendMessages submits envelopes for every device of account. A non-empty
 // idempotencyKey makes a retry of the same body safe.
-func (c *Client) SendMessages(ctx context.Context, account string, s Send, idempotencyKey string) error {
+func (c *Client) SendMessages(ctx context.Context, account string, s Send, idempotencyKey string) (Sent, error) {
 	h := http.Header{}
 	if idempotencyKey != "" {
 		h.Set("Idempotency-Key", idempotencyKey)
 	}
-	_, err := c.do(ctx, "PUT", "/v1/messages/"+url.PathEscape(account), h, s, nil)
-	return err
+	var out Sent
+	_, err := c.do(ctx, "PUT", "/v1/messages/"+url.PathEscape(account), h, s, &out)
+	return out, err
 }
 
 // Device is one device of the caller's account.
@@ -390,11 +409,12 @@ type MultiSend struct {
 }
 
 // SendMulti submits a multi-recipient send (PUT /v1/messages).
-func (c *Client) SendMulti(ctx context.Context, s MultiSend, idempotencyKey string) error {
+func (c *Client) SendMulti(ctx context.Context, s MultiSend, idempotencyKey string) (Sent, error) {
 	var h http.Header
 	if idempotencyKey != "" {
 		h = http.Header{"Idempotency-Key": {idempotencyKey}}
 	}
-	_, err := c.do(ctx, "PUT", "/v1/messages", h, s, nil)
-	return err
+	var out Sent
+	_, err := c.do(ctx, "PUT", "/v1/messages", h, s, &out)
+	return out, err
 }

@@ -270,7 +270,7 @@ func (m *mobile) encrypt(account string, c *content.Content) []relayclient.Outgo
 // submit hands one send to the relay.
 func (m *mobile) submit(account string, ts int64, out []relayclient.Outgoing) {
 	m.t.Helper()
-	if err := m.rc.SendMessages(m.ctx(), account, relayclient.Send{Timestamp: ts, Urgent: true, Messages: out}, ""); err != nil {
+	if _, err := m.rc.SendMessages(m.ctx(), account, relayclient.Send{Timestamp: ts, Urgent: true, Messages: out}, ""); err != nil {
 		m.fatalf("send to %s: %v", account, err)
 	}
 }
@@ -487,7 +487,7 @@ func (m *mobile) sendGroup(group, text string) {
 		}
 		req.Recipients = append(req.Recipients, rc)
 	}
-	if err := m.rc.SendMulti(m.ctx(), req, ""); err != nil {
+	if _, err := m.rc.SendMulti(m.ctx(), req, ""); err != nil {
 		m.fatalf("multi-recipient send: %v", err)
 	}
 }

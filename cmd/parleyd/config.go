@@ -49,6 +49,12 @@ type config struct {
 	Retention         time.Duration
 	QueueMaxEnvelopes int
 	QueueMaxBytes     int64
+	QueueSenderMax    int
+	QueueSenderBytes  int64
+	StoreBytesBurst   int64
+	StoreBytesPerHour int64
+	StoreEnvBurst     int
+	StoreEnvPerHour   int
 	SendRate          float64
 	SendBurst         int
 	// Caps on unauthenticated requests, per client address and in total.
@@ -112,8 +118,14 @@ func serveFlags(fs *flag.FlagSet) func() (*config, error) {
 	str(&c.TwilioMsgSvc, "twilio-messaging-service-sid", "", "Twilio Messaging Service `SID` (MG…), instead of --twilio-from")
 	def := relay.DefaultConfig()
 	fs.DurationVar(&c.Retention, "message-retention", def.Retention, "longest an undelivered envelope is kept; no sender can ask for more (env PARLEY_MESSAGE_RETENTION)")
-	fs.IntVar(&c.QueueMaxEnvelopes, "queue-max-envelopes", def.QueueMaxEnvelopes, "most envelopes queued for one device; further sends get 429 queue_full (env PARLEY_QUEUE_MAX_ENVELOPES)")
+	fs.IntVar(&c.QueueMaxEnvelopes, "queue-max-envelopes", def.QueueMaxEnvelopes, "most envelopes queued for one device; a device at its cap is skipped (named in the send's answer) and the recipient's other devices still get the send; a send that reaches no device gets 429 queue_full (env PARLEY_QUEUE_MAX_ENVELOPES)")
 	fs.Int64Var(&c.QueueMaxBytes, "queue-max-bytes", def.QueueMaxBytes, "most ciphertext `bytes` queued for one device (env PARLEY_QUEUE_MAX_BYTES)")
+	fs.IntVar(&c.QueueSenderMax, "queue-sender-max-envelopes", def.QueueSenderMaxEnvelopes, "most envelopes one sending account may have queued for another account's device; past it that device is skipped for this sender (named in the answer) while others still reach it; 0: no share (env PARLEY_QUEUE_SENDER_MAX_ENVELOPES)")
+	fs.Int64Var(&c.QueueSenderBytes, "queue-sender-max-bytes", def.QueueSenderMaxBytes, "most ciphertext `bytes` one sending account may have queued for another account's device; 0: no share (env PARLEY_QUEUE_SENDER_MAX_BYTES)")
+	fs.Int64Var(&c.StoreBytesBurst, "store-bytes-burst", def.StoreBytesBurst, "ciphertext `bytes` one account's sends may store at once, counted once per recipient device (multi-recipient sends included); further sends get 429 rate_limited; 0: no budget (env PARLEY_STORE_BYTES_BURST)")
+	fs.Int64Var(&c.StoreBytesPerHour, "store-bytes-per-hour", def.StoreBytesPerHour, "`bytes` an hour by which an account's stored-bytes budget refills (env PARLEY_STORE_BYTES_PER_HOUR)")
+	fs.IntVar(&c.StoreEnvBurst, "store-envelopes-burst", def.StoreEnvelopesBurst, "envelopes (recipient devices) one account's sends may store at once; 0: no budget (env PARLEY_STORE_ENVELOPES_BURST)")
+	fs.IntVar(&c.StoreEnvPerHour, "store-envelopes-per-hour", def.StoreEnvelopesPerHour, "envelopes an hour by which an account's stored-envelopes budget refills (env PARLEY_STORE_ENVELOPES_PER_HOUR)")
 	fs.Float64Var(&c.SendRate, "send-rate", def.SendRate, "send requests per second each device may make, sustained (env PARLEY_SEND_RATE)")
 	fs.IntVar(&c.SendBurst, "send-burst", def.SendBurst, "send requests a device may make in a burst (env PARLEY_SEND_BURST)")
 	pdef := provisioning.DefaultLimits()
@@ -281,6 +293,21 @@ func (c *config) validate() []error {
 	}
 	if c.QueueMaxEnvelopes < 1 || c.QueueMaxBytes < relay.MaxContentBytes {
 		errs = append(errs, fmt.Errorf("--queue-max-envelopes must be at least 1 and --queue-max-bytes at least %d", relay.MaxContentBytes))
+	}
+	if c.QueueSenderMax < 0 || c.QueueSenderBytes < 0 {
+		errs = append(errs, errors.New("--queue-sender-max-envelopes and --queue-sender-max-bytes must not be negative"))
+	}
+	if c.QueueSenderBytes > 0 && c.QueueSenderBytes < relay.MaxContentBytes {
+		errs = append(errs, fmt.Errorf("--queue-sender-max-bytes must be 0 or at least %d", relay.MaxContentBytes))
+	}
+	if c.StoreBytesBurst < 0 || c.StoreEnvBurst < 0 {
+		errs = append(errs, errors.New("--store-bytes-burst and --store-envelopes-burst must not be negative"))
+	}
+	if c.StoreBytesBurst > 0 && c.StoreBytesBurst < relay.MaxContentBytes {
+		errs = append(errs, fmt.Errorf("--store-bytes-burst must be 0 or at least %d (one envelope)", relay.MaxContentBytes))
+	}
+	if (c.StoreBytesBurst > 0 && c.StoreBytesPerHour < 1) || (c.StoreEnvBurst > 0 && c.StoreEnvPerHour < 1) {
+		errs = append(errs, errors.New("--store-bytes-per-hour and --store-envelopes-per-hour must be at least 1 when their burst is set"))
 	}
 	if c.SendRate <= 0 || c.SendBurst < 1 {
 		errs = append(errs, errors.New("--send-rate must be positive and --send-burst at least 1"))

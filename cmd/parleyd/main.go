@@ -224,6 +224,9 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	rcfg := relay.DefaultConfig()
 	rcfg.Retention, rcfg.QueueMaxEnvelopes, rcfg.QueueMaxBytes = cfg.Retention, cfg.QueueMaxEnvelopes, cfg.QueueMaxBytes
 	rcfg.SendRate, rcfg.SendBurst = cfg.SendRate, cfg.SendBurst
+	rcfg.QueueSenderMaxEnvelopes, rcfg.QueueSenderMaxBytes = cfg.QueueSenderMax, cfg.QueueSenderBytes
+	rcfg.StoreBytesBurst, rcfg.StoreBytesPerHour = cfg.StoreBytesBurst, cfg.StoreBytesPerHour
+	rcfg.StoreEnvelopesBurst, rcfg.StoreEnvelopesPerHour = cfg.StoreEnvBurst, cfg.StoreEnvPerHour
 	var bus relay.Bus = relay.LocalBus{}
 	if cfg.DatabaseURL != "" {
 		bus = postgres.NewBus(cfg.DatabaseURL, log)

@@ -9,12 +9,16 @@ import (
 	"github.com/parleyhq/parley/accounts"
 	"github.com/parleyhq/parley/keys"
 	"github.com/parleyhq/parley/phone"
+	"github.com/parleyhq/parley/relay"
 	"github.com/parleyhq/parley/store"
 )
 
 // Bench measures the relay's hot storage paths on one backend: device
 // authentication lookups and bundle claims (each claim deletes one EC and
-// one KEM one-time prekey in a transaction), run from parallel goroutines.
+// one KEM one-time prekey in a transaction), run from parallel goroutines,
+// and one send to a device whose queue is deep (9,000 envelopes from other
+// senders and 1,000, a full default share, from this one), which measures
+// the queue and the sender's share of it.
 func Bench(b *testing.B, db *store.DB) {
 	ctx := context.Background()
 	reg := func() uuid.UUID {
@@ -67,5 +71,28 @@ func Bench(b *testing.B, db *store.DB) {
 				}
 			}
 		})
+	})
+	b.Run("EnqueueAtDepth10000", func(b *testing.B) {
+		to, from, other := reg(), reg(), reg()
+		fill := func(sender uuid.UUID, n int) {
+			for range n / 100 {
+				bt := batch(sender, to)
+				for range 100 {
+					bt.Envelopes = append(bt.Envelopes, batch(sender, to, 1).Envelopes[0])
+				}
+				mb := relay.MultiBatch{Sender: bt.Sender, Now: now, Parts: []relay.Part{{Destination: to, Envelopes: bt.Envelopes}}}
+				if _, err := db.EnqueueMulti(ctx, mb, func(map[uuid.UUID][]accounts.Device) error { return nil }); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		fill(other, 9_000)
+		fill(from, 1_000)
+		b.ResetTimer()
+		for range b.N {
+			if _, err := db.Enqueue(ctx, batch(from, to, 1), func([]accounts.Device) error { return nil }); err != nil {
+				b.Fatal(err)
+			}
+		}
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -26,6 +27,7 @@ var relayTests = []struct {
 	{"Idempotency", testIdempotency},
 	{"ConcurrentIdempotentRetries", testConcurrentIdempotency},
 	{"QueueCaps", testQueueCaps},
+	{"SenderShares", testSenderShares},
 	{"ExpiryAndPurge", testExpiry},
 	{"ConcurrentSendersNeverSkipped", testCursorUnderConcurrency},
 	{"QueuesCascade", testQueueCascade},
@@ -224,6 +226,8 @@ func testConcurrentIdempotency(t *testing.T, db *store.DB) {
 	}
 }
 
+// testQueueCaps: a full device is skipped and named, the other devices
+// still get the send; only a send that would reach no device is refused.
 func testQueueCaps(t *testing.T, db *store.DB) {
 	ctx := context.Background()
 	a, _ := register(t, db, 0)
@@ -238,12 +242,20 @@ func testQueueCaps(t *testing.T, db *store.DB) {
 			t.Fatal(err)
 		}
 	}
-	var full *relay.QueueFullError
-	if _, err := db.Enqueue(ctx, capped(batch(a, b, 1, 2)), accept); !errors.As(err, &full) || len(full.Devices) != 1 || full.Devices[0] != 1 {
-		t.Fatalf("fourth envelope: err = %v, want queue full for device 1", err)
+	rc, err := db.Enqueue(ctx, capped(batch(a, b, 1, 2)), accept)
+	want := []relay.Skipped{{Account: b, Device: 1, Reason: relay.SkipQueueFull}}
+	if err != nil || !slices.Equal(rc.Skipped, want) {
+		t.Fatalf("fourth envelope: %+v, %v; want device 1 skipped as full", rc, err)
 	}
-	if got := pending(t, db, b, 2); len(got) != 0 {
-		t.Errorf("refused send stored device 2's envelope")
+	if got := pending(t, db, b, 2); len(got) != 1 {
+		t.Errorf("device 2 has %d envelopes, want the one its full sibling did not block", len(got))
+	}
+	if got := pending(t, db, b, 1); len(got) != 3 {
+		t.Errorf("full device 1 has %d envelopes, want 3", len(got))
+	}
+	var full *relay.QueueFullError
+	if _, err := db.Enqueue(ctx, capped(batch(a, b, 1)), accept); !errors.As(err, &full) || full.Account != b || !slices.Equal(full.Devices, []int{1}) {
+		t.Fatalf("send to the full device alone: err = %v, want queue full for device 1", err)
 	}
 	big := batch(a, b, 2)
 	big.Envelopes[0].Content = make([]byte, 60<<10)
@@ -253,6 +265,85 @@ func testQueueCaps(t *testing.T, db *store.DB) {
 	}
 	if _, err := db.Enqueue(ctx, big, accept); !errors.As(err, &full) {
 		t.Errorf("byte cap: err = %v", err)
+	}
+}
+
+// testSenderShares: one sender fills at most its share of a device's queue;
+// other senders, and the account's own devices, still reach it, and a
+// replayed answer names the same skipped devices.
+func testSenderShares(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	a, _ := register(t, db, 0)
+	b, _ := register(t, db, 0)
+	c, _ := register(t, db, 0)
+	addDevice(t, db, b, 7)
+	shared := func(bt relay.Batch) relay.Batch {
+		bt.QueueMaxEnvelopes, bt.QueueMaxBytes = 10, 1<<20
+		bt.QueueSenderMaxEnvelopes, bt.QueueSenderMaxBytes = 2, 1<<20
+		return bt
+	}
+	for range 2 {
+		if _, err := db.Enqueue(ctx, shared(batch(a, b, 1)), accept); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var full *relay.QueueFullError
+	if _, err := db.Enqueue(ctx, shared(batch(a, b, 1)), accept); !errors.As(err, &full) || !slices.Equal(full.Devices, []int{1}) {
+		t.Fatalf("past the sender's share: err = %v, want queue full for device 1", err)
+	}
+	// Its share of device 1 is used up, device 2 still takes its sends.
+	first := keyed(shared(batch(a, b, 1, 2)), "s", "r")
+	rc, err := db.Enqueue(ctx, first, accept)
+	want := []relay.Skipped{{Account: b, Device: 1, Reason: relay.SkipSenderShare}}
+	if err != nil || !slices.Equal(rc.Skipped, want) {
+		t.Fatalf("share used on device 1: %+v, %v; want device 1 skipped", rc, err)
+	}
+	rc, err = db.Enqueue(ctx, keyed(shared(batch(a, b, 1, 2)), "s", "r"), accept)
+	if err != nil || !rc.Replayed || !slices.Equal(rc.Skipped, want) {
+		t.Errorf("replay: %+v, %v; want the skipped device again", rc, err)
+	}
+	// Another sender is not affected, nor is the account itself.
+	if rc, err := db.Enqueue(ctx, shared(batch(c, b, 1)), accept); err != nil || len(rc.Skipped) != 0 {
+		t.Errorf("another sender: %+v, %v", rc, err)
+	}
+	own := shared(batch(b, b, 1))
+	own.Sender.Device = 2
+	for range 3 {
+		if rc, err := db.Enqueue(ctx, own, accept); err != nil || len(rc.Skipped) != 0 {
+			t.Errorf("the account's own device: %+v, %v", rc, err)
+		}
+		own.Envelopes[0].ID = uuid.New()
+	}
+	if got := pending(t, db, b, 1); len(got) != 2+1+3 {
+		t.Errorf("device 1 has %d envelopes, want 6", len(got))
+	}
+	// Acknowledging frees the share.
+	var seqs []int64
+	for _, e := range pending(t, db, b, 1) {
+		if e.SourceAccount == a {
+			seqs = append(seqs, e.Seq)
+		}
+	}
+	if err := db.Delete(ctx, seqs[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if rc, err := db.Enqueue(ctx, shared(batch(a, b, 1)), accept); err != nil || len(rc.Skipped) != 0 {
+		t.Errorf("after an acknowledgement: %+v, %v", rc, err)
+	}
+	// A multi-recipient send skips per device and stores the rest.
+	d, _ := register(t, db, 0)
+	mb := relay.MultiBatch{Sender: accounts.Principal{Account: a, Device: 1}, Now: now,
+		QueueMaxEnvelopes: 10, QueueMaxBytes: 1 << 20, QueueSenderMaxEnvelopes: 2, QueueSenderMaxBytes: 1 << 20}
+	for _, to := range []uuid.UUID{b, d} {
+		mb.Parts = append(mb.Parts, relay.Part{Destination: to, Envelopes: batch(a, to, 1).Envelopes})
+	}
+	slices.SortFunc(mb.Parts, func(x, y relay.Part) int { return bytes.Compare(x.Destination[:], y.Destination[:]) })
+	rc, err = db.EnqueueMulti(ctx, mb, func(map[uuid.UUID][]accounts.Device) error { return nil })
+	if err != nil || !slices.Equal(rc.Skipped, want) {
+		t.Errorf("multi-recipient: %+v, %v; want b's device 1 skipped", rc, err)
+	}
+	if got := pending(t, db, d, 1); len(got) != 1 {
+		t.Errorf("the other recipient has %d envelopes, want 1", len(got))
 	}
 }
 
