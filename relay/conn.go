@@ -5,14 +5,17 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/go-json-experiment/json"
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
 
 	"github.com/parleyhq/parley/accounts"
+	"github.com/parleyhq/parley/ratelimit"
 )
 
 // maxOnlinePending bounds online-only envelopes waiting for a connection's
@@ -21,6 +24,18 @@ const maxOnlinePending = 32
 
 // fetchBatch is how many envelopes one queue read returns at most.
 const fetchBatch = 64
+
+// AdmitConnection takes one connection from device p's reconnect budget
+// on this node (Config.ReconnectBurst, ReconnectInterval). It returns a
+// *ratelimit.Error, to be answered with 429 before any upgrade, when the
+// device has reconnected too often.
+func (s *Service) AdmitConnection(p accounts.Principal) error {
+	if ok, wait := s.reconnects.Allow(p.Account.String() + "." + strconv.Itoa(p.Device)); !ok {
+		s.log.Debug("websocket reconnects refused", "account", p.Account, "device", p.Device)
+		return &ratelimit.Error{RetryAfter: wait}
+	}
+	return nil
+}
 
 // Accept upgrades r to the WebSocket of device p and serves it in its own
 // goroutines; it returns once the connection is set up. Errors before the
@@ -52,6 +67,9 @@ func (s *Service) Accept(w http.ResponseWriter, r *http.Request, p accounts.Prin
 		return
 	}
 	c := &conn{s: s, ws: ws, account: p.Account, device: p.Device, since: s.now().UnixMilli()}
+	if s.cfg.FrameRate > 0 && s.cfg.FrameBurst > 0 {
+		c.frames = rate.NewLimiter(rate.Limit(s.cfg.FrameRate), s.cfg.FrameBurst)
+	}
 	ws.SetReadLimit(MaxClientFrame)
 	old, ok := s.hub.add(c)
 	if !ok { // shutdown began during the handshake
@@ -77,6 +95,9 @@ type conn struct {
 	account uuid.UUID
 	device  int
 	since   int64 // Unix ms when the connection was accepted
+	// frames limits the frames the device sends (nil: unlimited); only
+	// the read loop uses it.
+	frames *rate.Limiter
 
 	mu        sync.Mutex
 	inflight  map[uuid.UUID]int64 // delivered, unacknowledged: id → seq
@@ -214,10 +235,25 @@ func (c *conn) readLoop() {
 		}
 		return nil
 	})
+	// Pings count against the frame rate too; the answer is gorilla's
+	// default pong.
+	c.ws.SetPingHandler(func(data string) error {
+		if !c.allowFrame() {
+			return nil
+		}
+		err := c.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		if errors.Is(err, websocket.ErrCloseSent) {
+			return nil
+		}
+		return err
+	})
 	for {
 		typ, data, err := c.ws.ReadMessage()
 		if err != nil {
 			return
+		}
+		if !c.allowFrame() {
+			continue // closing: drain until the peer answers or the deadline passes
 		}
 		if typ != websocket.TextMessage {
 			c.close(websocket.CloseUnsupportedData, "frames must be JSON text")
@@ -234,6 +270,24 @@ func (c *conn) readLoop() {
 		}
 		c.ack(f.IDs)
 	}
+}
+
+// allowFrame takes one frame from the connection's frame budget. A
+// connection over it is closed with CloseFrameRate and allowFrame returns
+// false, as it does for every frame read while the connection is closing.
+func (c *conn) allowFrame() bool {
+	c.mu.Lock()
+	closing := c.closing
+	c.mu.Unlock()
+	if closing {
+		return false
+	}
+	if c.frames == nil || c.frames.Allow() {
+		return true
+	}
+	c.s.log.Warn("websocket frame rate exceeded; closing", "account", c.account, "device", c.device)
+	c.close(CloseFrameRate, "frame rate limit exceeded")
+	return false
 }
 
 // ack forgets acknowledged envelopes and queues their deletion; ids this
