@@ -43,8 +43,10 @@ var (
 // LockedError reports that the number has an active registration lock and
 // the request did not present its token.
 type LockedError struct {
-	AttemptsLeft  int
-	TimeRemaining time.Duration // until the lock lapses if the account stays unseen
+	// AttemptsLeft is how many wrong tokens may still be tried today. The
+	// error says nothing about when the lock lapses: that would tell
+	// whoever holds the number when the account was last seen.
+	AttemptsLeft int
 	// Account is the locked account; Guessed says a wrong token was
 	// presented (rather than none).
 	Account uuid.UUID
@@ -259,7 +261,7 @@ func (s *Service) checkLock(ctx context.Context, a Account, token []byte, now ti
 	if a.LockFailureDay == today {
 		failures = a.LockFailures
 	}
-	locked := &LockedError{TimeRemaining: lapses.Sub(now), Account: a.ID}
+	locked := &LockedError{Account: a.ID}
 	if failures >= LockAttemptsPerDay {
 		return false, locked
 	}
