@@ -95,9 +95,10 @@ type conn struct {
 	account uuid.UUID
 	device  int
 	since   int64 // Unix ms when the connection was accepted
-	// frames limits the frames the device sends (nil: unlimited); only
-	// the read loop uses it.
-	frames *rate.Limiter
+	// frames limits the frames the device sends (nil: unlimited) and
+	// overRate records that it was exceeded; only the read loop uses them.
+	frames   *rate.Limiter
+	overRate bool
 
 	mu        sync.Mutex
 	inflight  map[uuid.UUID]int64 // delivered, unacknowledged: id → seq
@@ -253,7 +254,7 @@ func (c *conn) readLoop() {
 			return
 		}
 		if !c.allowFrame() {
-			continue // closing: drain until the peer answers or the deadline passes
+			continue // over the rate: dropped while the close completes
 		}
 		if typ != websocket.TextMessage {
 			c.close(websocket.CloseUnsupportedData, "frames must be JSON text")
@@ -272,21 +273,20 @@ func (c *conn) readLoop() {
 	}
 }
 
-// allowFrame takes one frame from the connection's frame budget. A
-// connection over it is closed with CloseFrameRate and allowFrame returns
-// false, as it does for every frame read while the connection is closing.
+// allowFrame takes one frame from the connection's frame budget. The
+// first frame over it closes the connection with CloseFrameRate; frames
+// over it are dropped. Frames within it are handled even while the
+// connection closes, so acks sent during a graceful drain still count.
+// Only the read loop calls it (gorilla runs control handlers there too).
 func (c *conn) allowFrame() bool {
-	c.mu.Lock()
-	closing := c.closing
-	c.mu.Unlock()
-	if closing {
-		return false
-	}
 	if c.frames == nil || c.frames.Allow() {
 		return true
 	}
-	c.s.log.Warn("websocket frame rate exceeded; closing", "account", c.account, "device", c.device)
-	c.close(CloseFrameRate, "frame rate limit exceeded")
+	if !c.overRate {
+		c.overRate = true
+		c.s.log.Warn("websocket frame rate exceeded; closing", "account", c.account, "device", c.device)
+		c.close(CloseFrameRate, "frame rate limit exceeded")
+	}
 	return false
 }
 
