@@ -178,6 +178,8 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 	defer db.Close()
 
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	hasher, err := phone.NewHasher(root.Derive("phone number hash"))
 	if err != nil {
 		return err
@@ -186,6 +188,9 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	tw := twilio.Config{
 		AccountSID: cfg.TwilioSID, AuthToken: cfg.TwilioToken, VerifyServiceSID: cfg.TwilioVerify,
 		From: cfg.TwilioFrom, MessagingServiceSID: cfg.TwilioMsgSvc, BaseURL: cfg.TwilioBaseURL,
+	}
+	if tw.BaseURL != "" {
+		log.Warn("Twilio API requests, with the auth token, go to --twilio-base-url instead of Twilio: for tests only", "base_url", tw.BaseURL)
 	}
 	if cfg.TwilioTokenF != "" {
 		b, err := os.ReadFile(cfg.TwilioTokenF)
@@ -207,6 +212,8 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 	vcfg := verify.DefaultConfig()
 	vcfg.TestNumbers, vcfg.AllowCallingCodes, vcfg.DenyCallingCodes = cfg.TestNumbers, cfg.AllowCodes, cfg.DenyCodes
+	vcfg.HourlyBudget, vcfg.CountryHourlyBudget = cfg.SMSHourlyBudget, cfg.SMSCountryHourlyBudget
+	vopts.Metrics = reg
 	verifier, err := verify.New(vcfg, vopts)
 	if err != nil {
 		return err
@@ -222,6 +229,8 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	rcfg := relay.DefaultConfig()
 	rcfg.Retention, rcfg.QueueMaxEnvelopes, rcfg.QueueMaxBytes = cfg.Retention, cfg.QueueMaxEnvelopes, cfg.QueueMaxBytes
 	rcfg.SendRate, rcfg.SendBurst = cfg.SendRate, cfg.SendBurst
+	rcfg.FrameRate, rcfg.FrameBurst = cfg.WSFrameRate, cfg.WSFrameBurst
+	rcfg.ReconnectBurst, rcfg.ReconnectInterval = cfg.WSReconnectBurst, cfg.WSReconnectInterval
 	var bus relay.Bus = relay.LocalBus{}
 	if cfg.DatabaseURL != "" {
 		bus = postgres.NewBus(cfg.DatabaseURL, log)
@@ -232,8 +241,6 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	defer stopRelay()
 	go func() { _ = rel.Run(runCtx) }()
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	dir := directory.New(db, hasher, ratelimit.New(directory.DefaultRule, nil))
 	att, err := newAttachments(ctx, cfg, db, root, log)
 	if err != nil {
@@ -243,6 +250,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	auditLog.SetCoalesceWindow(cfg.AuditCoalesceWindow)
 	srv := &api.Server{Accounts: accts, Verify: verifier, PreKeys: pre, Keys: db, Relay: rel, Directory: dir, Attachments: att,
 		Provisioning: provisioning.New(db, log), Audit: auditLog, DB: db, Log: log, ClientIPHeader: cfg.ClientIPHeader, Metrics: reg}
 
@@ -290,6 +298,9 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		log.Info("metrics listening", "addr", mln.Addr().String())
 	}
 	go purger{db: db, att: att, audit: auditLog, log: log}.sweep(ctx, cfg.SweepInterval)
+	if cfg.SMSSender == "log" && !loopback(cfg.Listen) {
+		log.Warn("verification codes are written to this log and the API listens beyond loopback (--allow-insecure-listen): for development only", "addr", cfg.Listen)
+	}
 	log.Info("parleyd listening", "addr", ln.Addr().String(), "tls", tlsCfg != nil, "database", db.Dialect(), "sms_sender", cfg.SMSSender,
 		"attachments", att.Backend().Name(), "test_numbers", len(cfg.TestNumbers))
 
@@ -307,7 +318,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- httpSrv.Shutdown(shutCtx) }()
 	err = rel.Shutdown(shutCtx)
-	err = errors.Join(err, <-httpDone)
+	err = errors.Join(err, <-httpDone, auditLog.Flush(shutCtx, true))
 	if metricsSrv != nil {
 		err = errors.Join(err, metricsSrv.Shutdown(shutCtx))
 	}
