@@ -43,8 +43,10 @@ var (
 // LockedError reports that the number has an active registration lock and
 // the request did not present its token.
 type LockedError struct {
-	AttemptsLeft  int
-	TimeRemaining time.Duration // until the lock lapses if the account stays unseen
+	// AttemptsLeft is how many wrong tokens may still be tried today. The
+	// error says nothing about when the lock lapses: that would tell
+	// whoever holds the number when the account was last seen.
+	AttemptsLeft int
 	// Account is the locked account; Guessed says a wrong token was
 	// presented (rather than none).
 	Account uuid.UUID
@@ -291,7 +293,7 @@ func (s *Service) checkLock(a Account, token []byte, now time.Time) LockDecision
 	if a.LockFailureDay == day(now) {
 		failures = a.LockFailures
 	}
-	locked := &LockedError{TimeRemaining: lapses.Sub(now), Account: a.ID, AttemptsLeft: max(0, LockAttemptsPerDay-failures)}
+	locked := &LockedError{Account: a.ID, AttemptsLeft: max(0, LockAttemptsPerDay-failures)}
 	if failures >= LockAttemptsPerDay || len(token) == 0 { // presenting no token is not a guess
 		return LockDecision{Err: locked}
 	}

@@ -178,7 +178,7 @@ func TestRegistrationLock(t *testing.T) {
 	thief := newDevice(t)
 	session := e.verified(aliceNumber)
 	r := e.call("POST", "/v1/accounts", nil, thief.registration(t, session, 0), true)
-	if r.Status != 423 || r.detail("attempts_left") != 10.0 || r.detail("time_remaining_seconds") == nil {
+	if r.Status != 423 || r.detail("attempts_left") != 10.0 || r.detail("time_remaining_seconds") != nil {
 		t.Fatalf("re-register without token: %d %s", r.Status, r.Raw)
 	}
 	// A wrong token uses one attempt, and uses up the session: each guess

@@ -68,9 +68,17 @@ func classify(err error) *Error {
 	}
 	var locked *accounts.LockedError
 	if errors.As(err, &locked) {
+		// Nothing here may depend on when the account was last seen: the
+		// caller is whoever has the number, not the account's owner.
 		return &Error{Status: http.StatusLocked, Code: "registration_locked", Message: locked.Error(), Extra: map[string]any{
-			"attempts_left": locked.AttemptsLeft, "time_remaining_seconds": int64(locked.TimeRemaining.Seconds()),
+			"attempts_left": locked.AttemptsLeft,
 		}}
+	}
+	var budget *verify.BudgetError
+	if errors.As(err, &budget) {
+		secs := int(math.Ceil(budget.RetryAfter.Seconds()))
+		return &Error{Status: http.StatusTooManyRequests, Code: "sms_budget_exhausted", Message: "verification codes cannot be sent right now; retry later",
+			Extra: map[string]any{"retry_after_seconds": max(1, secs)}, Err: err}
 	}
 	var mismatch *relay.MismatchedDevicesError
 	if errors.As(err, &mismatch) {

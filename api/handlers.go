@@ -12,6 +12,7 @@ import (
 	"github.com/parleyhq/parley/audit"
 	"github.com/parleyhq/parley/keys"
 	"github.com/parleyhq/parley/prekeys"
+	"github.com/parleyhq/parley/ratelimit"
 	"github.com/parleyhq/parley/verify"
 )
 
@@ -150,7 +151,19 @@ func (s *Server) deleteAccount(w http.ResponseWriter, r *http.Request, p account
 	return nil
 }
 
+// allowLockChange takes one registration-lock change from the account's
+// budget.
+func (s *Server) allowLockChange(p accounts.Principal) error {
+	if ok, wait := s.LockChanges.Allow(p.Account.String()); !ok {
+		return &ratelimit.Error{RetryAfter: wait}
+	}
+	return nil
+}
+
 func (s *Server) setLock(w http.ResponseWriter, r *http.Request, p accounts.Principal) error {
+	if err := s.allowLockChange(p); err != nil {
+		return err
+	}
 	var req lockRequest
 	if err := decode(w, r, &req); err != nil {
 		return err
@@ -167,6 +180,9 @@ func (s *Server) setLock(w http.ResponseWriter, r *http.Request, p accounts.Prin
 }
 
 func (s *Server) removeLock(w http.ResponseWriter, r *http.Request, p accounts.Principal) error {
+	if err := s.allowLockChange(p); err != nil {
+		return err
+	}
 	if err := s.Accounts.SetRegistrationLock(r.Context(), p, nil); err != nil {
 		return err
 	}

@@ -50,6 +50,9 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request, p accounts.Pr
 	if err := requireUpgrade(w, r); err != nil {
 		return err
 	}
+	if err := s.Relay.AdmitConnection(p); err != nil {
+		return err
+	}
 	s.Relay.Accept(w, r, p, func(status int, reason error) {
 		if errors.Is(reason, relay.ErrShuttingDown) {
 			writeError(w, r, s.Log, reason)

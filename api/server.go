@@ -24,6 +24,7 @@ import (
 	"github.com/parleyhq/parley/keys"
 	"github.com/parleyhq/parley/prekeys"
 	"github.com/parleyhq/parley/provisioning"
+	"github.com/parleyhq/parley/ratelimit"
 	"github.com/parleyhq/parley/relay"
 	"github.com/parleyhq/parley/verify"
 )
@@ -57,7 +58,15 @@ type Server struct {
 	// Public caps unauthenticated requests (verification, registration)
 	// per client address and in total, before any body is read.
 	Public PublicLimits
+	// LockChanges limits registration-lock changes (PUT and DELETE) per
+	// account; nil uses DefaultLockChangeRule. Every change is audited, so
+	// this also bounds what one account can write to the audit log.
+	LockChanges *ratelimit.Limiter
 }
+
+// DefaultLockChangeRule allows an account 10 registration-lock changes at
+// once, then one a minute; more answer 429.
+var DefaultLockChangeRule = ratelimit.Rule{Burst: 10, Every: time.Minute}
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 type authedFunc func(w http.ResponseWriter, r *http.Request, p accounts.Principal) error
@@ -66,6 +75,9 @@ type authedFunc func(w http.ResponseWriter, r *http.Request, p accounts.Principa
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	m := newMetrics(s.Metrics)
+	if s.LockChanges == nil {
+		s.LockChanges = ratelimit.New(DefaultLockChangeRule, nil)
+	}
 	handle := func(pattern string, h handlerFunc) {
 		mux.Handle(pattern, m.wrap(pattern, func(w http.ResponseWriter, r *http.Request) {
 			if err := h(w, r); err != nil {

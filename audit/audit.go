@@ -22,6 +22,14 @@
 // with the log, so a verifier holding the wrong key gets ErrWrongKey, not
 // ErrTampered, and the relay refuses to append under a key the log was not
 // written with.
+// Repeated identical events are coalesced so that a client repeating one
+// request cannot flood a log kept for years: the first event of a kind,
+// account, device and details is written at once; identical events in the
+// following coalescing window (a minute by default) are only counted, and
+// when the window has passed (at the next sweep, the next identical event,
+// or shutdown) one entry with the same fields plus details "repeated" (how
+// many further events it stands for) and "window_start" is written. Each
+// replica coalesces its own events.
 package audit
 
 import (
@@ -34,9 +42,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -104,7 +114,25 @@ type Log struct {
 	now       func() time.Time
 	retention time.Duration
 	keyOK     atomic.Bool // CheckKey succeeded: appends may go on
+
+	mu     sync.Mutex
+	window time.Duration          // coalescing window; 0 writes every event
+	recent map[string]*coalescing // by coalescingKey
 }
+
+// coalescing is an event written at start whose identical repeats until
+// end are being counted.
+type coalescing struct {
+	kind, account string
+	device        int
+	details       map[string]string
+	start, end    time.Time
+	repeated      int
+}
+
+// DefaultCoalesceWindow is how long identical events are counted before
+// their count is written.
+const DefaultCoalesceWindow = time.Minute
 
 // DefaultRetention is six years, the retention HIPAA asks for documentation.
 const DefaultRetention = 6 * 365 * 24 * time.Hour
@@ -118,7 +146,16 @@ func New(s Store, key []byte, retention time.Duration, log *slog.Logger) (*Log, 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Log{store: s, key: key, log: log, now: time.Now, retention: retention}, nil
+	return &Log{store: s, key: key, log: log, now: time.Now, retention: retention,
+		window: DefaultCoalesceWindow, recent: map[string]*coalescing{}}, nil
+}
+
+// SetCoalesceWindow sets how long identical events are counted before
+// their count is written (0: every event is written).
+func (l *Log) SetCoalesceWindow(d time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.window = d
 }
 
 // SetClock replaces the time source (tests and simulations).
@@ -203,11 +240,89 @@ func (l *Log) CheckKey(ctx context.Context) error {
 	return nil
 }
 
-// Record appends an entry. A failure is logged at error level and
-// returned; callers that must not fail the user's request log and go on.
-// Nothing is appended under a key the log was not written with
-// (ErrWrongKey).
+// Record appends an entry, or counts it when an identical one was written
+// within the coalescing window (see the package documentation). A failure
+// is logged at error level and returned; callers that must not fail the
+// user's request log and go on.
 func (l *Log) Record(ctx context.Context, kind, account string, device int, details map[string]string) error {
+	if kind == AuditPurged { // the chain's proof of a purge: always written
+		return l.write(ctx, kind, account, device, details)
+	}
+	now := l.now()
+	key := coalescingKey(kind, account, device, details)
+	l.mu.Lock()
+	if l.window <= 0 {
+		l.mu.Unlock()
+		return l.write(ctx, kind, account, device, details)
+	}
+	c := l.recent[key]
+	if c != nil && now.Before(c.end) {
+		c.repeated++
+		l.mu.Unlock()
+		return nil
+	}
+	l.recent[key] = &coalescing{kind: kind, account: account, device: device, details: maps.Clone(details), start: now, end: now.Add(l.window)}
+	l.mu.Unlock()
+	var err error
+	if c != nil && c.repeated > 0 {
+		err = l.writeRepeats(ctx, c)
+	}
+	return errors.Join(err, l.write(ctx, kind, account, device, details))
+}
+
+// Flush writes the counts of identical events whose coalescing window has
+// passed (every count, if all is set: at shutdown). The relay calls it at
+// every sweep.
+func (l *Log) Flush(ctx context.Context, all bool) error {
+	now := l.now()
+	var due []*coalescing
+	l.mu.Lock()
+	for k, c := range l.recent {
+		if all || !now.Before(c.end) {
+			delete(l.recent, k)
+			if c.repeated > 0 {
+				due = append(due, c)
+			}
+		}
+	}
+	l.mu.Unlock()
+	slices.SortFunc(due, func(a, b *coalescing) int { return a.start.Compare(b.start) })
+	var errs []error
+	for _, c := range due {
+		errs = append(errs, l.writeRepeats(ctx, c))
+	}
+	return errors.Join(errs...)
+}
+
+// writeRepeats writes the entry standing for c's counted repeats.
+func (l *Log) writeRepeats(ctx context.Context, c *coalescing) error {
+	d := maps.Clone(c.details)
+	if d == nil {
+		d = map[string]string{}
+	}
+	d["repeated"] = strconv.Itoa(c.repeated)
+	d["window_start"] = c.start.UTC().Format(time.RFC3339Nano)
+	return l.write(ctx, c.kind, c.account, c.device, d)
+}
+
+// coalescingKey encodes an event's fields unambiguously (length-prefixed,
+// details sorted).
+func coalescingKey(kind, account string, device int, details map[string]string) string {
+	var b strings.Builder
+	field := func(s string) { fmt.Fprintf(&b, "%d:%s", len(s), s) }
+	field(kind)
+	field(account)
+	field(strconv.Itoa(device))
+	for _, k := range slices.Sorted(maps.Keys(details)) {
+		field(k)
+		field(details[k])
+	}
+	return b.String()
+}
+
+// write appends one entry to the chain; nothing is appended under a key
+// the log was not written with (ErrWrongKey).
+func (l *Log) write(ctx context.Context, kind, account string, device int, details map[string]string) error {
 	if err := l.CheckKey(ctx); err != nil {
 		l.log.ErrorContext(ctx, "audit entry not written", "kind", kind, "err", err)
 		return err

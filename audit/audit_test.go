@@ -27,6 +27,7 @@ func TestPurgeKeepsTheChainVerifiable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	l.SetCoalesceWindow(0) // three identical entries, each written
 	clock := time.UnixMilli(1_800_000_000_000)
 	l.SetClock(func() time.Time { return clock })
 	for range 3 {
@@ -64,6 +65,7 @@ func TestCheckpointSurvivesPurge(t *testing.T) {
 	}
 	defer db.Close()
 	l, _ := audit.New(db, bytes.Repeat([]byte{1}, 32), time.Hour, nil)
+	l.SetCoalesceWindow(0) // identical entries, each written
 	clock := time.UnixMilli(1_800_000_000_000)
 	l.SetClock(func() time.Time { return clock })
 	l.Record(ctx, audit.AccountRegistered, "a", 1, nil)
@@ -97,5 +99,48 @@ func TestParseHead(t *testing.T) {
 		if (err == nil) != tc.ok || (tc.ok && h.String() != tc.in) {
 			t.Errorf("ParseHead(%q) = %v, %v", tc.in, h, err)
 		}
+	}
+}
+
+// Identical events within the window are written once, then as one entry
+// with their count; different events are not merged; the chain verifies.
+func TestCoalescing(t *testing.T) {
+	ctx := context.Background()
+	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "parley.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	l, err := audit.New(db, bytes.Repeat([]byte{1}, 32), time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := time.UnixMilli(1_800_000_000_000)
+	l.SetClock(func() time.Time { return clock })
+	for range 1000 {
+		l.Record(ctx, audit.LockSet, "a", 1, nil)
+	}
+	l.Record(ctx, audit.LockSet, "b", 1, nil)
+	l.Record(ctx, audit.LockFailed, "a", 0, map[string]string{"attempts_left": "9"})
+	l.Record(ctx, audit.LockFailed, "a", 0, map[string]string{"attempts_left": "8"})
+	if err := l.Flush(ctx, false); err != nil { // window not over: nothing yet
+		t.Fatal(err)
+	}
+	clock = clock.Add(audit.DefaultCoalesceWindow)
+	if err := l.Flush(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	l.Record(ctx, audit.LockSet, "a", 1, nil) // a new window: written
+	var got []audit.Entry
+	l.Export(ctx, 0, func(e audit.Entry) error { got = append(got, e); return nil })
+	if len(got) != 6 {
+		t.Fatalf("%d entries, want 6: %+v", len(got), got)
+	}
+	rep := got[4]
+	if rep.Kind != audit.LockSet || rep.Account != "a" || rep.Details["repeated"] != "999" || rep.Details["window_start"] == "" {
+		t.Errorf("coalesced entry: %+v", rep)
+	}
+	if n, _, _, err := l.Verify(ctx); err != nil || n != 6 {
+		t.Errorf("Verify = %d, %v", n, err)
 	}
 }

@@ -5,14 +5,17 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/go-json-experiment/json"
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
 
 	"github.com/parleyhq/parley/accounts"
+	"github.com/parleyhq/parley/ratelimit"
 )
 
 // maxOnlinePending bounds online-only envelopes waiting for a connection's
@@ -21,6 +24,18 @@ const maxOnlinePending = 32
 
 // fetchBatch is how many envelopes one queue read returns at most.
 const fetchBatch = 64
+
+// AdmitConnection takes one connection from device p's reconnect budget
+// on this node (Config.ReconnectBurst, ReconnectInterval). It returns a
+// *ratelimit.Error, to be answered with 429 before any upgrade, when the
+// device has reconnected too often.
+func (s *Service) AdmitConnection(p accounts.Principal) error {
+	if ok, wait := s.reconnects.Allow(p.Account.String() + "." + strconv.Itoa(p.Device)); !ok {
+		s.log.Debug("websocket reconnects refused", "account", p.Account, "device", p.Device)
+		return &ratelimit.Error{RetryAfter: wait}
+	}
+	return nil
+}
 
 // Accept upgrades r to the WebSocket of device p and serves it in its own
 // goroutines; it returns once the connection is set up. Errors before the
@@ -52,6 +67,9 @@ func (s *Service) Accept(w http.ResponseWriter, r *http.Request, p accounts.Prin
 		return
 	}
 	c := &conn{s: s, ws: ws, account: p.Account, device: p.Device, since: s.now().UnixMilli()}
+	if s.cfg.FrameRate > 0 && s.cfg.FrameBurst > 0 {
+		c.frames = rate.NewLimiter(rate.Limit(s.cfg.FrameRate), s.cfg.FrameBurst)
+	}
 	ws.SetReadLimit(MaxClientFrame)
 	old, ok := s.hub.add(c)
 	if !ok { // shutdown began during the handshake
@@ -77,6 +95,10 @@ type conn struct {
 	account uuid.UUID
 	device  int
 	since   int64 // Unix ms when the connection was accepted
+	// frames limits the frames the device sends (nil: unlimited) and
+	// overRate records that it was exceeded; only the read loop uses them.
+	frames   *rate.Limiter
+	overRate bool
 
 	mu        sync.Mutex
 	inflight  map[uuid.UUID]int64 // delivered, unacknowledged: id → seq
@@ -214,10 +236,25 @@ func (c *conn) readLoop() {
 		}
 		return nil
 	})
+	// Pings count against the frame rate too; the answer is gorilla's
+	// default pong.
+	c.ws.SetPingHandler(func(data string) error {
+		if !c.allowFrame() {
+			return nil
+		}
+		err := c.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		if errors.Is(err, websocket.ErrCloseSent) {
+			return nil
+		}
+		return err
+	})
 	for {
 		typ, data, err := c.ws.ReadMessage()
 		if err != nil {
 			return
+		}
+		if !c.allowFrame() {
+			continue // over the rate: dropped while the close completes
 		}
 		if typ != websocket.TextMessage {
 			c.close(websocket.CloseUnsupportedData, "frames must be JSON text")
@@ -234,6 +271,23 @@ func (c *conn) readLoop() {
 		}
 		c.ack(f.IDs)
 	}
+}
+
+// allowFrame takes one frame from the connection's frame budget. The
+// first frame over it closes the connection with CloseFrameRate; frames
+// over it are dropped. Frames within it are handled even while the
+// connection closes, so acks sent during a graceful drain still count.
+// Only the read loop calls it (gorilla runs control handlers there too).
+func (c *conn) allowFrame() bool {
+	if c.frames == nil || c.frames.Allow() {
+		return true
+	}
+	if !c.overRate {
+		c.overRate = true
+		c.s.log.Warn("websocket frame rate exceeded; closing", "account", c.account, "device", c.device)
+		c.close(CloseFrameRate, "frame rate limit exceeded")
+	}
+	return false
 }
 
 // ack forgets acknowledged envelopes and queues their deletion; ids this

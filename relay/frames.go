@@ -25,6 +25,9 @@ const (
 	// CloseDeviceRemoved: the device was removed, its account deleted or
 	// re-registered; its credential no longer works.
 	CloseDeviceRemoved = 4001
+	// CloseFrameRate: the device sent frames faster than the relay's frame
+	// rate limit (Config.FrameRate, FrameBurst).
+	CloseFrameRate = 4002
 )
 
 // MaxAckIDs bounds the ids of one ack frame; MaxClientFrame bounds any

@@ -92,6 +92,16 @@ type Config struct {
 	// its device still exists, so a device removed by another process
 	// (parleyd admin) loses its socket too (0: never).
 	DeviceCheckInterval time.Duration
+	// FrameRate is how many frames per second (data frames and pings) a
+	// connection may send, sustained, and FrameBurst how many at once; a
+	// connection over it is closed with CloseFrameRate.
+	FrameRate  float64
+	FrameBurst int
+	// ReconnectBurst is how many connections one device may open on this
+	// node at once, and ReconnectInterval how often it may open one more
+	// after that; AdmitConnection refuses the rest.
+	ReconnectBurst    int
+	ReconnectInterval time.Duration
 }
 
 // DefaultConfig returns the relay's default policy.
@@ -118,6 +128,14 @@ func DefaultConfig() Config {
 		WriteTimeout:          10 * time.Second,
 
 		DeviceCheckInterval: 2 * time.Minute,
+		// An ack carries up to 1000 ids and at most Window envelopes are
+		// outstanding, so a client needs a few frames a second at most.
+		FrameRate:  20,
+		FrameBurst: 100,
+		// Ten connections at once, then one every 6 s (10 a minute): enough
+		// for a phone changing networks, not for a reconnect loop.
+		ReconnectBurst:    10,
+		ReconnectInterval: 6 * time.Second,
 	}
 }
 
@@ -297,8 +315,10 @@ type Service struct {
 	// storedBytes and storedEnvelopes are the per-account budgets of what
 	// sends store.
 	storedBytes, storedEnvelopes *ratelimit.Budget
-	hub                          *hub
-	acks                         *acker
+	// reconnects limits how often each device opens a connection here.
+	reconnects *ratelimit.Limiter
+	hub        *hub
+	acks       *acker
 	// writeBuffers is shared by every connection's writes.
 	writeBuffers *sync.Pool
 	// provisioning is told of other nodes' provisioning deliveries.
@@ -321,6 +341,7 @@ func New(cfg Config, store Store, bus Bus, log *slog.Logger, now func() time.Tim
 		limit:           ratelimit.New(ratelimit.Rule{Burst: cfg.SendBurst, Every: time.Duration(float64(time.Second) / max(cfg.SendRate, 1e-9))}, now),
 		storedBytes:     ratelimit.NewBudget(perHour(cfg.StoreBytesBurst, cfg.StoreBytesPerHour), now),
 		storedEnvelopes: ratelimit.NewBudget(perHour(int64(cfg.StoreEnvelopesBurst), int64(cfg.StoreEnvelopesPerHour)), now),
+		reconnects:      ratelimit.New(ratelimit.Rule{Burst: cfg.ReconnectBurst, Every: cfg.ReconnectInterval}, now),
 		hub:             newHub(),
 		acks:            newAcker(store, log),
 		writeBuffers:    &sync.Pool{},

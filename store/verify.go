@@ -78,7 +78,47 @@ func (db *DB) DeleteExpiredSessions(ctx context.Context, now time.Time) (int64, 
 	if err != nil {
 		return 0, fmt.Errorf("delete expired sessions: %w", err)
 	}
+	if _, err := db.w.ExecContext(ctx, `DELETE FROM sms_budget WHERE hour < $1`, now.Unix()/3600-1); err != nil {
+		return 0, fmt.Errorf("delete old SMS budget counts: %w", err)
+	}
 	return res.RowsAffected()
+}
+
+// errBudgetSpent rolls back TakeSendBudget's transaction.
+type errBudgetSpent struct{ scope string }
+
+func (e errBudgetSpent) Error() string { return "budget " + e.scope + " spent" }
+
+// TakeSendBudget implements verify.Store. Each count is one upsert that
+// adds 1 only while the stored count is under the limit (the conflict
+// update's WHERE sees the row as locked by this statement, so concurrent
+// replicas cannot both take the last unit); one that adds nothing rolls the
+// whole transaction back. Budgets are taken in the caller's order, so
+// concurrent transactions lock rows in the same order.
+func (db *DB) TakeSendBudget(ctx context.Context, hour int64, budgets []verify.Budget) (string, error) {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		for _, b := range budgets {
+			var sent int
+			err := tx.QueryRowContext(ctx, `INSERT INTO sms_budget (scope, hour, sent) VALUES ($1, $2, 1)
+				ON CONFLICT (scope, hour) DO UPDATE SET sent = sms_budget.sent + 1 WHERE sms_budget.sent < $3
+				RETURNING sent`, b.Scope, hour, b.Limit).Scan(&sent)
+			if errors.Is(err, sql.ErrNoRows) || err == nil && sent > b.Limit {
+				return errBudgetSpent{b.Scope}
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	var spent errBudgetSpent
+	if errors.As(err, &spent) {
+		return spent.scope, nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("take SMS budget: %w", err)
+	}
+	return "", nil
 }
 
 func (db *DB) updateSession(ctx context.Context, what, q string, args ...any) error {

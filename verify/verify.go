@@ -16,7 +16,10 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
+	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/ratelimit"
@@ -92,8 +95,33 @@ type Store interface {
 	ReserveAttempt(ctx context.Context, idHash [32]byte, max int) error
 	// MarkVerified records success and forgets the code (codes are single use).
 	MarkVerified(ctx context.Context, idHash [32]byte, at time.Time) error
-	// DeleteExpiredSessions removes sessions that expired before now.
+	// DeleteExpiredSessions removes sessions that expired before now, and
+	// send-budget counts of hours before now's previous hour.
 	DeleteExpiredSessions(ctx context.Context, now time.Time) (int64, error)
+	// TakeSendBudget counts one code sent in hour (hours since the Unix
+	// epoch) against every budget, atomically and all or none, across every
+	// replica sharing the store (no read-then-write). If a budget's count for
+	// that hour has reached its Limit it counts nothing and returns that
+	// budget's Scope; otherwise it returns "".
+	TakeSendBudget(ctx context.Context, hour int64, budgets []Budget) (exhausted string, err error)
+}
+
+// Budget is a number of codes that may be sent per clock hour under one
+// scope ("global", or "country:" followed by a calling code).
+type Budget struct {
+	Scope string
+	Limit int
+}
+
+// BudgetError reports that an hourly send budget is spent; no code was
+// sent. The HTTP layer answers 429 sms_budget_exhausted with Retry-After.
+type BudgetError struct {
+	Scope      string // "global" or "country"
+	RetryAfter time.Duration
+}
+
+func (e *BudgetError) Error() string {
+	return fmt.Sprintf("the %s hourly SMS budget is spent; retry in %v", e.Scope, e.RetryAfter.Round(time.Second))
 }
 
 // Config tunes a Service. Zero fields take the defaults in DefaultConfig.
@@ -116,6 +144,12 @@ type Config struct {
 	// PrefixDigits is how many national digits after the calling code form
 	// the prefix that PerPrefix limits (4).
 	PrefixDigits int
+	// HourlyBudget caps the codes sent per clock hour by every replica
+	// together, and CountryHourlyBudget those sent to one country calling
+	// code; 0 disables each. They bound what SMS pumping from many
+	// addresses and prefixes can cost (the per-IP, per-number and
+	// per-prefix limits do not). Test numbers do not count.
+	HourlyBudget, CountryHourlyBudget int
 }
 
 // DefaultConfig returns the limits used when Config fields are zero.
@@ -129,6 +163,10 @@ func DefaultConfig() Config {
 		PerNumber:    ratelimit.Rule{Burst: 5, Every: 12 * time.Minute},
 		PerPrefix:    ratelimit.Rule{Burst: 30, Every: time.Minute},
 		PrefixDigits: 4,
+		// A deployment sending more than this is either very large (raise
+		// it) or being pumped.
+		HourlyBudget:        1000,
+		CountryHourlyBudget: 300,
 	}
 }
 
@@ -163,6 +201,10 @@ type Service struct {
 	now      func() time.Time
 
 	perIP, perNumber, perPrefix *ratelimit.Limiter
+
+	sent, exhausted *prometheus.CounterVec
+	alertMu         sync.Mutex
+	alerted         map[string]int64 // budget scope → last hour an alert was logged
 }
 
 // Options are the parts a Service is built from. Exactly one of Sender and
@@ -175,6 +217,9 @@ type Options struct {
 	CodeKey  []byte // HMAC key for stored code hashes, ≥ 32 bytes
 	Log      *slog.Logger
 	Now      func() time.Time // nil for time.Now
+	// Metrics, if set, receives the counters of codes sent and of sends
+	// refused by a spent budget, by calling code.
+	Metrics prometheus.Registerer
 }
 
 // New returns a Service.
@@ -194,13 +239,29 @@ func New(cfg Config, o Options) (*Service, error) {
 			return nil, fmt.Errorf("verify: test number %s: code must be %d digits", n, CodeLen)
 		}
 	}
-	return &Service{
+	s := &Service{
 		cfg: cfg, store: o.Store, sender: o.Sender, provider: o.Provider,
 		hasher: o.Hasher, codeKey: o.CodeKey, log: o.Log, now: o.Now,
 		perIP:     ratelimit.New(cfg.PerIP, o.Now),
 		perNumber: ratelimit.New(cfg.PerNumber, o.Now),
 		perPrefix: ratelimit.New(cfg.PerPrefix, o.Now),
-	}, nil
+		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_sms_codes_sent_total", Help: "Verification codes sent (or started with the provider) by country calling code.",
+		}, []string{"calling_code"}),
+		exhausted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_sms_budget_exhausted_total", Help: "Verification sends refused because an hourly SMS budget (global or country) was spent, by budget and calling code.",
+		}, []string{"budget", "calling_code"}),
+		alerted: map[string]int64{},
+	}
+	if o.Metrics != nil {
+		if err := o.Metrics.Register(s.sent); err != nil {
+			return nil, fmt.Errorf("verify: register metrics: %w", err)
+		}
+		if err := o.Metrics.Register(s.exhausted); err != nil {
+			return nil, fmt.Errorf("verify: register metrics: %w", err)
+		}
+	}
+	return s, nil
 }
 
 // State is what a client learns about its session.
@@ -230,7 +291,7 @@ func (s *Service) Start(ctx context.Context, number, clientIP string) (id string
 	if err := s.checkCallingCode(n); err != nil {
 		return "", State{}, err
 	}
-	if err := s.checkSendLimits(n, clientIP); err != nil {
+	if err := s.checkSendLimits(ctx, n, clientIP); err != nil {
 		return "", State{}, err
 	}
 	var raw [32]byte
@@ -274,7 +335,7 @@ func (s *Service) Resend(ctx context.Context, id, number, clientIP string) (Stat
 	if now.Before(ss.NextSend) {
 		return State{}, &ratelimit.Error{RetryAfter: ss.NextSend.Sub(now)}
 	}
-	if err := s.checkSendLimits(n, clientIP); err != nil {
+	if err := s.checkSendLimits(ctx, n, clientIP); err != nil {
 		return State{}, err
 	}
 	ss, err = s.send(ctx, ss, n, now)
@@ -326,6 +387,9 @@ func (s *Service) send(ctx context.Context, ss Session, n phone.Number, now time
 	ss.CodeHash, ss.ProviderRef, ss.CodeExpires = codeHash, ref, now.Add(s.cfg.CodeTTL)
 	if err := s.store.SetCode(ctx, ss.IDHash, codeHash, ref, ss.CodeExpires); err != nil {
 		return ss, fmt.Errorf("store verification code: %w", err)
+	}
+	if _, test := s.cfg.TestNumbers[n.String()]; !test {
+		s.sent.WithLabelValues(n.CallingCode()).Inc()
 	}
 	s.log.InfoContext(ctx, "verification code sent", "number", n.Masked(), "send", ss.Sends)
 	return ss, nil
@@ -411,7 +475,7 @@ func (s *Service) checkCallingCode(n phone.Number) error {
 	return nil
 }
 
-func (s *Service) checkSendLimits(n phone.Number, clientIP string) error {
+func (s *Service) checkSendLimits(ctx context.Context, n phone.Number, clientIP string) error {
 	if _, ok := s.cfg.TestNumbers[n.String()]; ok {
 		return nil // nothing is sent, nothing costs
 	}
@@ -424,7 +488,54 @@ func (s *Service) checkSendLimits(n phone.Number, clientIP string) error {
 			return &ratelimit.Error{RetryAfter: wait}
 		}
 	}
-	return nil
+	return s.takeBudget(ctx, n)
+}
+
+// takeBudget counts one send against the hourly country and global
+// budgets, in the store so that every replica shares them. The first
+// refusal of each budget in an hour is logged at error level on this node
+// (an operator alert: someone may be pumping SMS); every refusal is counted
+// in parley_sms_budget_exhausted_total.
+func (s *Service) takeBudget(ctx context.Context, n phone.Number) error {
+	cc := n.CallingCode()
+	var budgets []Budget
+	if s.cfg.CountryHourlyBudget > 0 {
+		budgets = append(budgets, Budget{Scope: "country:" + cc, Limit: s.cfg.CountryHourlyBudget})
+	}
+	if s.cfg.HourlyBudget > 0 {
+		budgets = append(budgets, Budget{Scope: "global", Limit: s.cfg.HourlyBudget})
+	}
+	if len(budgets) == 0 {
+		return nil
+	}
+	now := s.now()
+	hour := now.Unix() / 3600
+	scope, err := s.store.TakeSendBudget(ctx, hour, budgets)
+	if err != nil {
+		return fmt.Errorf("take SMS budget: %w", err)
+	}
+	if scope == "" {
+		return nil
+	}
+	kind, limit := "global", s.cfg.HourlyBudget
+	if scope != "global" {
+		kind, limit = "country", s.cfg.CountryHourlyBudget
+	}
+	s.exhausted.WithLabelValues(kind, cc).Inc()
+	s.alertMu.Lock()
+	first := s.alerted[scope] != hour
+	s.alerted[scope] = hour
+	for k, h := range s.alerted {
+		if h < hour {
+			delete(s.alerted, k)
+		}
+	}
+	s.alertMu.Unlock()
+	if first {
+		s.log.ErrorContext(ctx, "SMS budget exhausted: verification codes refused until the hour ends (possible SMS pumping)",
+			"budget", kind, "calling_code", cc, "limit_per_hour", limit)
+	}
+	return &BudgetError{Scope: kind, RetryAfter: time.Unix((hour+1)*3600, 0).Sub(now)}
 }
 
 func (s *Service) hashCode(idHash [32]byte, code string) []byte {

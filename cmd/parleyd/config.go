@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/parleyhq/parley/ratelimit"
 	"github.com/parleyhq/parley/relay"
 	"github.com/parleyhq/parley/store/sqlite"
+	"github.com/parleyhq/parley/verify"
 )
 
 // config is every setting of `parleyd serve`, from flags, each also readable
@@ -44,7 +46,19 @@ type config struct {
 	TwilioVerify  string
 	TwilioFrom    string
 	TwilioMsgSvc  string
-	TwilioBaseURL string // tests only: where Twilio's API is reached
+	TwilioBaseURL string // tests only, from the --twilio-base-url flag: where Twilio's API is reached
+	TwilioBaseEnv bool   // PARLEY_TWILIO_BASE_URL is set (refused: see validate)
+
+	AllowInsecureListen bool
+
+	WSFrameRate         float64
+	WSFrameBurst        int
+	WSReconnectBurst    int
+	WSReconnectInterval time.Duration
+
+	SMSHourlyBudget        int
+	SMSCountryHourlyBudget int
+	AuditCoalesceWindow    time.Duration
 
 	Retention         time.Duration
 	QueueMaxEnvelopes int
@@ -88,6 +102,10 @@ func envName(flagName string) string {
 	return "PARLEY_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
+// flagOnly lists the flags that no environment variable can set: settings
+// that would let whoever controls the environment redirect secrets.
+var flagOnly = map[string]bool{"twilio-base-url": true}
+
 // multiFlag collects a repeatable flag.
 type multiFlag []string
 
@@ -116,7 +134,17 @@ func serveFlags(fs *flag.FlagSet) func() (*config, error) {
 	str(&c.TwilioVerify, "twilio-verify-service-sid", "", "Twilio Verify service `SID` (VA…), for --sms-sender twilio-verify")
 	str(&c.TwilioFrom, "twilio-from", "", "sender `number` for --sms-sender twilio-sms")
 	str(&c.TwilioMsgSvc, "twilio-messaging-service-sid", "", "Twilio Messaging Service `SID` (MG…), instead of --twilio-from")
+	fs.StringVar(&c.TwilioBaseURL, "twilio-base-url", "", "tests only: send every Twilio API request, with the auth token, to this base `URL` (a local fake) instead of *.twilio.com; logged as a warning at start. A command-line flag only: no environment variable sets it, and PARLEY_TWILIO_BASE_URL is refused")
+	fs.BoolVar(&c.AllowInsecureListen, "allow-insecure-listen", false, "development only: serve plain HTTP with --sms-sender log on a --listen address that is not loopback (codes in the log, readable by anyone who reads it); refused without this flag (env PARLEY_ALLOW_INSECURE_LISTEN)")
 	def := relay.DefaultConfig()
+	fs.Float64Var(&c.WSFrameRate, "ws-frame-rate", def.FrameRate, "frames per second a device may send over its WebSocket, sustained; a device over it is closed with 4002 (env PARLEY_WS_FRAME_RATE)")
+	fs.IntVar(&c.WSFrameBurst, "ws-frame-burst", def.FrameBurst, "frames a device may send over its WebSocket in a burst (env PARLEY_WS_FRAME_BURST)")
+	fs.IntVar(&c.WSReconnectBurst, "ws-reconnect-burst", def.ReconnectBurst, "WebSocket connections a device may open in a burst on one node; more answer 429 (env PARLEY_WS_RECONNECT_BURST)")
+	fs.DurationVar(&c.WSReconnectInterval, "ws-reconnect-interval", def.ReconnectInterval, "after a burst, one more WebSocket connection per device per this `interval` (env PARLEY_WS_RECONNECT_INTERVAL)")
+	vdef := verify.DefaultConfig()
+	fs.IntVar(&c.SMSHourlyBudget, "sms-hourly-budget", vdef.HourlyBudget, "most verification codes sent per clock hour by all replicas together (counted in the database); more answer 429 sms_budget_exhausted; 0 disables (env PARLEY_SMS_HOURLY_BUDGET)")
+	fs.IntVar(&c.SMSCountryHourlyBudget, "sms-country-hourly-budget", vdef.CountryHourlyBudget, "most verification codes sent per clock hour to one country calling code, all replicas together; 0 disables (env PARLEY_SMS_COUNTRY_HOURLY_BUDGET)")
+	fs.DurationVar(&c.AuditCoalesceWindow, "audit-coalesce-window", audit.DefaultCoalesceWindow, "identical audit events within this `window` are written once, then as one entry with their count (env PARLEY_AUDIT_COALESCE_WINDOW)")
 	fs.DurationVar(&c.Retention, "message-retention", def.Retention, "longest an undelivered envelope is kept; no sender can ask for more (env PARLEY_MESSAGE_RETENTION)")
 	fs.IntVar(&c.QueueMaxEnvelopes, "queue-max-envelopes", def.QueueMaxEnvelopes, "most envelopes queued for one device; a device at its cap is skipped (named in the send's answer) and the recipient's other devices still get the send; a send that reaches no device gets 429 queue_full (env PARLEY_QUEUE_MAX_ENVELOPES)")
 	fs.Int64Var(&c.QueueMaxBytes, "queue-max-bytes", def.QueueMaxBytes, "most ciphertext `bytes` queued for one device (env PARLEY_QUEUE_MAX_BYTES)")
@@ -176,7 +204,7 @@ func serveFlags(fs *flag.FlagSet) func() (*config, error) {
 				env = "PARLEY_TEST_NUMBERS"
 			}
 			v, ok := os.LookupEnv(env)
-			if set[f.Name] || !ok {
+			if set[f.Name] || !ok || flagOnly[f.Name] {
 				return
 			}
 			if _, multi := f.Value.(*multiFlag); multi {
@@ -192,7 +220,7 @@ func serveFlags(fs *flag.FlagSet) func() (*config, error) {
 			}
 		})
 		c.TwilioToken = os.Getenv("PARLEY_TWILIO_AUTH_TOKEN")
-		c.TwilioBaseURL = os.Getenv("PARLEY_TWILIO_BASE_URL")
+		_, c.TwilioBaseEnv = os.LookupEnv("PARLEY_TWILIO_BASE_URL")
 		c.TestNumbers = map[string]string{}
 		if c.TestNumbersF != "" {
 			b, err := os.ReadFile(c.TestNumbersF)
@@ -353,6 +381,23 @@ func (c *config) validate() []error {
 			errs = append(errs, fmt.Errorf("--sms-sender %s needs PARLEY_TWILIO_AUTH_TOKEN or --twilio-auth-token-file", c.SMSSender))
 		}
 	}
+	if c.TwilioBaseEnv {
+		errs = append(errs, errors.New("PARLEY_TWILIO_BASE_URL is set: the Twilio API address (where the auth token goes) is not read from the environment; unset it, and in tests pass --twilio-base-url on the command line"))
+	}
+	if c.SMSSender == "log" && c.TLSCert == "" && len(c.ACMEDomains) == 0 && !c.AllowInsecureListen && !loopback(c.Listen) {
+		errs = append(errs, fmt.Errorf("--listen %s is not a loopback address, and this would serve plain HTTP with --sms-sender log "+
+			"(verification codes in the log: whoever reads it can register any number); listen on 127.0.0.1, or configure TLS "+
+			"(--tls-cert or --acme-domain) and a Twilio sender, or pass --allow-insecure-listen to accept this for development", c.Listen))
+	}
+	if c.WSFrameRate <= 0 || c.WSFrameBurst < 1 || c.WSReconnectBurst < 1 || c.WSReconnectInterval <= 0 {
+		errs = append(errs, errors.New("--ws-frame-rate and --ws-reconnect-interval must be positive, --ws-frame-burst and --ws-reconnect-burst at least 1"))
+	}
+	if c.SMSHourlyBudget < 0 || c.SMSCountryHourlyBudget < 0 {
+		errs = append(errs, errors.New("--sms-hourly-budget and --sms-country-hourly-budget must not be negative (0 disables)"))
+	}
+	if c.AuditCoalesceWindow < 0 {
+		errs = append(errs, errors.New("--audit-coalesce-window must not be negative (0 disables coalescing)"))
+	}
 	switch c.SMSSender {
 	case "log":
 	case "twilio-verify":
@@ -369,4 +414,19 @@ func (c *config) validate() []error {
 		errs = append(errs, fmt.Errorf("--sms-sender %q: want log, twilio-verify or twilio-sms", c.SMSSender))
 	}
 	return errs
+}
+
+// loopback reports whether the listen address only accepts connections
+// from this host: a loopback IP or "localhost". An empty host (":8080")
+// listens on every interface.
+func loopback(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -178,6 +178,8 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 	defer db.Close()
 
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	hasher, err := phone.NewHasher(root.Derive("phone number hash"))
 	if err != nil {
 		return err
@@ -186,6 +188,9 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	tw := twilio.Config{
 		AccountSID: cfg.TwilioSID, AuthToken: cfg.TwilioToken, VerifyServiceSID: cfg.TwilioVerify,
 		From: cfg.TwilioFrom, MessagingServiceSID: cfg.TwilioMsgSvc, BaseURL: cfg.TwilioBaseURL,
+	}
+	if tw.BaseURL != "" {
+		log.Warn("Twilio API requests, with the auth token, go to --twilio-base-url instead of Twilio: for tests only", "base_url", tw.BaseURL)
 	}
 	if cfg.TwilioTokenF != "" {
 		b, err := os.ReadFile(cfg.TwilioTokenF)
@@ -207,6 +212,8 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 	vcfg := verify.DefaultConfig()
 	vcfg.TestNumbers, vcfg.AllowCallingCodes, vcfg.DenyCallingCodes = cfg.TestNumbers, cfg.AllowCodes, cfg.DenyCodes
+	vcfg.HourlyBudget, vcfg.CountryHourlyBudget = cfg.SMSHourlyBudget, cfg.SMSCountryHourlyBudget
+	vopts.Metrics = reg
 	verifier, err := verify.New(vcfg, vopts)
 	if err != nil {
 		return err
@@ -227,6 +234,8 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	rcfg.QueueSenderMaxEnvelopes, rcfg.QueueSenderMaxBytes = cfg.QueueSenderMax, cfg.QueueSenderBytes
 	rcfg.StoreBytesBurst, rcfg.StoreBytesPerHour = cfg.StoreBytesBurst, cfg.StoreBytesPerHour
 	rcfg.StoreEnvelopesBurst, rcfg.StoreEnvelopesPerHour = cfg.StoreEnvBurst, cfg.StoreEnvPerHour
+	rcfg.FrameRate, rcfg.FrameBurst = cfg.WSFrameRate, cfg.WSFrameBurst
+	rcfg.ReconnectBurst, rcfg.ReconnectInterval = cfg.WSReconnectBurst, cfg.WSReconnectInterval
 	var bus relay.Bus = relay.LocalBus{}
 	if cfg.DatabaseURL != "" {
 		bus = postgres.NewBus(cfg.DatabaseURL, log)
@@ -242,8 +251,6 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	defer stopRelay()
 	go func() { _ = rel.Run(runCtx) }()
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	sigChecks := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "parley_registration_signature_checks_total",
 		Help: "Key signatures verified for registrations (work done for unauthenticated requests).",
@@ -269,6 +276,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if err := auditLog.CheckKey(ctx); err != nil {
 		return err
 	}
+	auditLog.SetCoalesceWindow(cfg.AuditCoalesceWindow)
 	srv := &api.Server{Accounts: accts, Verify: verifier, PreKeys: pre, Keys: db, Relay: rel, Directory: dir, Attachments: att,
 		Provisioning: prov, Audit: auditLog, DB: db, Log: log, ClientIPHeader: cfg.ClientIPHeader, Metrics: reg,
 		Public: api.PublicLimits{
@@ -321,6 +329,9 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 	go purger{db: db, att: att, audit: auditLog, log: log}.sweep(ctx, cfg.SweepInterval)
 	go checkpoints(ctx, auditLog, cfg.AuditCheckpoint)
+	if cfg.SMSSender == "log" && !loopback(cfg.Listen) {
+		log.Warn("verification codes are written to this log and the API listens beyond loopback (--allow-insecure-listen): for development only", "addr", cfg.Listen)
+	}
 	log.Info("parleyd listening", "addr", ln.Addr().String(), "tls", tlsCfg != nil, "database", db.Dialect(), "sms_sender", cfg.SMSSender,
 		"attachments", att.Backend().Name(), "test_numbers", len(cfg.TestNumbers))
 
@@ -338,7 +349,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- httpSrv.Shutdown(shutCtx) }()
 	err = rel.Shutdown(shutCtx)
-	err = errors.Join(err, <-httpDone)
+	err = errors.Join(err, <-httpDone, auditLog.Flush(shutCtx, true))
 	if metricsSrv != nil {
 		err = errors.Join(err, metricsSrv.Shutdown(shutCtx))
 	}

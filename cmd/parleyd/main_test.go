@@ -293,7 +293,7 @@ func TestServeTwilioVerify(t *testing.T) {
 	const sid, token = "AC00000000000000000000000000000002", "fedcba9876543210fedcba9876543210"
 	fake := twiliotest.New(sid, token)
 	defer fake.Close()
-	r := start(t, []string{"PARLEY_TWILIO_AUTH_TOKEN=" + token, "PARLEY_TWILIO_BASE_URL=" + fake.URL},
+	r := start(t, []string{"PARLEY_TWILIO_AUTH_TOKEN=" + token}, "--twilio-base-url", fake.URL,
 		"--data-dir", t.TempDir(), "--sms-sender", "twilio-verify",
 		"--twilio-account-sid", sid, "--twilio-verify-service-sid", "VA00000000000000000000000000000002")
 	const number = "+447700900123"

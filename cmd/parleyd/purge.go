@@ -69,6 +69,9 @@ func (p purger) sweep(ctx context.Context, every time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			if err := p.audit.Flush(ctx, false); err != nil {
+				p.log.Warn("write coalesced audit entries", "err", err)
+			}
 			counts, err := p.run(ctx)
 			if err != nil {
 				p.log.Warn("purge expired data", "err", err)

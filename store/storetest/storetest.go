@@ -49,6 +49,7 @@ func Run(t *testing.T, open Opener) {
 	tests = append(tests, attachmentTests...)
 	tests = append(tests, linkingTests...)
 	tests = append(tests, auditTests...)
+	tests = append(tests, budgetTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
