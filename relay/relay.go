@@ -128,14 +128,17 @@ func DefaultConfig() Config {
 		WriteTimeout:          10 * time.Second,
 
 		DeviceCheckInterval: 2 * time.Minute,
-		// An ack carries up to 1000 ids and at most Window envelopes are
-		// outstanding, so a client needs a few frames a second at most.
-		FrameRate:  20,
-		FrameBurst: 100,
-		// Ten connections at once, then one every 6 s (10 a minute): enough
-		// for a phone changing networks, not for a reconnect loop.
-		ReconnectBurst:    10,
-		ReconnectInterval: 6 * time.Second,
+		// Clients that ack every envelope on its own (parley does, as
+		// Signal's clients answer every request) send a frame per envelope
+		// while they drain a queue: a few hundred a second on a fast
+		// device. The limit stops floods, not draining.
+		FrameRate:  1000,
+		FrameBurst: 2000,
+		// Sixty connections at once, then one a second: enough for a phone
+		// changing networks or a script running `parley receive` in a
+		// loop, not for a loop reconnecting as fast as it can.
+		ReconnectBurst:    60,
+		ReconnectInterval: time.Second,
 	}
 }
 

@@ -160,7 +160,7 @@ const closeFrameRate = 4002
 
 // Row 14: a device could send WebSocket frames as fast as it liked.
 func TestWebSocketFrameFloodClosed(t *testing.T) {
-	p := start(t, []string{testNumbers}, "--data-dir", t.TempDir())
+	p := start(t, []string{testNumbers, "PARLEY_WS_FRAME_RATE=20", "PARLEY_WS_FRAME_BURST=100"}, "--data-dir", t.TempDir())
 	d := registerDevice(t, p, "+15555550100")
 	ws, err := dialSocket(p, d)
 	if err != nil {
@@ -177,7 +177,7 @@ func TestWebSocketFrameFloodClosed(t *testing.T) {
 		}
 	}()
 	frame, _ := json.Marshal(relay.Frame{Type: relay.FrameAck, IDs: []uuid.UUID{uuid.New()}})
-	// Well over the default burst (100) at far over the default rate (20/s).
+	// Well over the burst (100) at far over the rate (20/s).
 	for i := 0; i < 1000; i++ {
 		if err := ws.WriteMessage(websocket.TextMessage, frame); err != nil {
 			break // closed under us
@@ -200,7 +200,7 @@ func TestWebSocketFrameFloodClosed(t *testing.T) {
 
 // Row 14: a device could reconnect as fast as it liked.
 func TestWebSocketReconnectLoopThrottled(t *testing.T) {
-	p := start(t, []string{testNumbers}, "--data-dir", t.TempDir())
+	p := start(t, []string{testNumbers, "PARLEY_WS_RECONNECT_BURST=10", "PARLEY_WS_RECONNECT_INTERVAL=6s"}, "--data-dir", t.TempDir())
 	d := registerDevice(t, p, "+15555550100")
 	var refused *http.Response
 	for i := 0; i < 30 && refused == nil; i++ {
@@ -358,4 +358,3 @@ func TestSMSPumpingHitsBudgets(t *testing.T) {
 	}
 	p.stop()
 }
-

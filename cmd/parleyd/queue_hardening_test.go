@@ -142,7 +142,7 @@ func sendAll(t *testing.T, p *proc, from device, to []keyedDevice, text string) 
 // a parleyd that does not know the setting (and fails there).
 func TestOneSenderCannotMakeARecipientUnreachable(t *testing.T) {
 	numbers := "PARLEY_TEST_NUMBERS=+15555550100=123456,+15555550101=123456,+15555550102=123456,+15555550103=123456"
-	p := start(t, []string{numbers, "PARLEY_QUEUE_SENDER_MAX_ENVELOPES=20"},
+	p := start(t, append([]string{numbers, "PARLEY_QUEUE_SENDER_MAX_ENVELOPES=20"}, noPublicCaps...),
 		"--data-dir", t.TempDir(), "--queue-max-envelopes", "40", "--send-rate", "100000", "--send-burst", "100000")
 	victim := registerKeyed(t, p, "+15555550100")
 	linked := link(t, p, victim, 78)
@@ -237,7 +237,7 @@ func TestMultiRecipientSendsChargedPerStoredByte(t *testing.T) {
 		numbers = append(numbers, fmt.Sprintf("+155555502%02d=123456", i))
 	}
 	dir := t.TempDir()
-	p := start(t, []string{"PARLEY_TEST_NUMBERS=" + strings.Join(numbers, ","), "PARLEY_STORE_BYTES_BURST=8388608", "PARLEY_STORE_BYTES_PER_HOUR=1048576"},
+	p := start(t, append([]string{"PARLEY_TEST_NUMBERS=" + strings.Join(numbers, ","), "PARLEY_STORE_BYTES_BURST=8388608", "PARLEY_STORE_BYTES_PER_HOUR=1048576"}, noPublicCaps...),
 		"--data-dir", dir)
 	sender := registerKeyed(t, p, "+15555550200")
 	var to []any

@@ -17,8 +17,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"io/fs"
+	"math"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -391,7 +391,9 @@ func (tx *Tx) RecordKyberUse(ctx context.Context, kyberID, signedID uint32, base
 }
 
 // DeleteKEMPreKeys removes every Kyber prekey, the last-resort one too.
-func (tx *Tx) DeleteKEMPreKeys(ctx context.Context) error { return tx.DeleteKEMPreKeysUpTo(ctx, math.MaxUint32) }
+func (tx *Tx) DeleteKEMPreKeys(ctx context.Context) error {
+	return tx.DeleteKEMPreKeysUpTo(ctx, math.MaxUint32)
+}
 
 // DeleteKEMPreKeysUpTo removes the Kyber prekeys with ids up to id.
 func (tx *Tx) DeleteKEMPreKeysUpTo(ctx context.Context, id uint32) error {
