@@ -192,17 +192,30 @@ func TestStateAtRest(t *testing.T) {
 		t.Fatal(err, res)
 	}
 	receiveAll(t, bob)
+	if err := alice.SetTimer(ctx, bob.Number, 3600); err != nil {
+		t.Fatal(err)
+	}
+	receiveAll(t, bob)
 	for _, a := range []*Account{alice, bob} {
+		other := map[*Account]*Account{alice: bob, bob: alice}[a]
 		var cred, priv []byte
 		a.db.Update(ctx, func(tx *clientdb.Tx) error {
 			cred, _ = tx.Value(ctx, metaCredential)
 			priv, _ = tx.Value(ctx, metaIdentity)
+			if r, err := tx.RecipientByNumber(ctx, other.Number); err != nil || r.Account != other.ID || r.IdentityKey == nil {
+				t.Errorf("contact found by number: %+v %v", r, err)
+			}
 			return nil
 		})
+		if err := a.db.Close(); err != nil { // flush the WAL into the file
+			t.Fatal(err)
+		}
 		files, _ := filepath.Glob(filepath.Join(a.Dir(), "state.db*"))
 		for _, f := range files {
 			b, _ := os.ReadFile(f)
-			for name, s := range map[string][]byte{"message text": []byte(secret), "credential": cred, "identity private key": priv} {
+			for name, s := range map[string][]byte{"message text": []byte(secret), "credential": cred, "identity private key": priv,
+				"contact's number": []byte(other.Number), "contact's number digits": []byte(other.Number[1:]),
+				"contact's identity key": other.IdentityKey()} {
 				if len(s) > 0 && bytes.Contains(b, s) {
 					t.Errorf("%s: %s is stored in the clear", f, name)
 				}

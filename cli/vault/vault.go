@@ -11,7 +11,10 @@ package vault
 
 import (
 	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -42,8 +45,9 @@ var (
 
 // Key seals and opens values.
 type Key struct {
-	data []byte
-	aead cipher.AEAD
+	data  []byte
+	aead  cipher.AEAD
+	index []byte // HMAC key of Index, derived from data
 }
 
 func newKey(data []byte) (*Key, error) {
@@ -51,7 +55,11 @@ func newKey(data []byte) (*Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Key{data: data, aead: a}, nil
+	ik, err := hkdf.Key(sha256.New, data, nil, "parley at-rest index key", 32)
+	if err != nil {
+		return nil, err
+	}
+	return &Key{data: data, aead: a, index: ik}, nil
 }
 
 // Seal encrypts plaintext, binding it to aad.
@@ -59,6 +67,17 @@ func (k *Key) Seal(plaintext, aad []byte) []byte {
 	nonce := make([]byte, k.aead.NonceSize(), k.aead.NonceSize()+len(plaintext)+k.aead.Overhead())
 	rand.Read(nonce)
 	return k.aead.Seal(nonce, nonce, plaintext, aad)
+}
+
+// Index is a keyed hash of value for purpose: HMAC-SHA256 under a key
+// derived from the data key (never the data key itself), so equal values
+// can be found without storing them in the clear.
+func (k *Key) Index(purpose string, value []byte) []byte {
+	m := hmac.New(sha256.New, k.index)
+	m.Write([]byte(purpose))
+	m.Write([]byte{0})
+	m.Write(value)
+	return m.Sum(nil)
 }
 
 // Open decrypts what Seal produced with the same aad.

@@ -14,6 +14,7 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,10 +34,13 @@ import (
 var migrations embed.FS
 
 // Sealer encrypts values at rest. aad names the value's place (table and
-// row); Open fails if the ciphertext was altered or moved.
+// row); Open fails if the ciphertext was altered or moved. Index is a keyed
+// hash of value for purpose, under a key of the Sealer's own: the way to
+// find a row by a value that is stored only sealed.
 type Sealer interface {
 	Seal(plaintext, aad []byte) []byte
 	Open(ciphertext, aad []byte) ([]byte, error)
+	Index(purpose string, value []byte) []byte
 }
 
 // ErrNotFound reports a missing row.
@@ -104,6 +108,11 @@ func (db *DB) migrate(ctx context.Context) error {
 			}
 			if _, err := tx.tx.ExecContext(ctx, string(body)); err != nil {
 				return fmt.Errorf("migration %s: %w", name, err)
+			}
+			if step, ok := afterMigration[n]; ok {
+				if err := step(ctx, tx); err != nil {
+					return fmt.Errorf("migration %s: %w", name, err)
+				}
 			}
 			if _, err := tx.tx.ExecContext(ctx, `PRAGMA user_version = `+strconv.Itoa(n)); err != nil {
 				return err
@@ -195,59 +204,115 @@ type Recipient struct {
 	KeyAddedMS  int64
 }
 
-const recipientColumns = `account_id, coalesce(number, ''), identity_key, trust, key_added_ms`
+// A recipient's number and identity (key, trust, when the key was added)
+// are sealed, bound to the recipient's account id; the number is found by
+// its keyed index.
+const recipientColumns = `account_id, number_sealed, identity_sealed`
 
-func scanRecipient(row interface{ Scan(...any) error }) (Recipient, error) {
+func (tx *Tx) scanRecipient(row interface{ Scan(...any) error }) (Recipient, error) {
 	var r Recipient
-	err := row.Scan(&r.Account, &r.Number, &r.IdentityKey, &r.Trust, &r.KeyAddedMS)
+	var number, identity []byte
+	err := row.Scan(&r.Account, &number, &identity)
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, ErrNotFound
 	}
-	return r, err
+	if err != nil {
+		return r, err
+	}
+	if number != nil {
+		n, err := tx.open(number, "recipient number", r.Account)
+		if err != nil {
+			return r, err
+		}
+		r.Number = string(n)
+	}
+	if identity != nil {
+		b, err := tx.open(identity, "recipient identity", r.Account)
+		if err != nil {
+			return r, err
+		}
+		if len(b) < 9 {
+			return r, fmt.Errorf("recipient identity of %s: %d bytes", r.Account, len(b))
+		}
+		r.Trust, r.KeyAddedMS = int(b[0]), int64(binary.BigEndian.Uint64(b[1:9]))
+		if len(b) > 9 {
+			r.IdentityKey = b[9:]
+		}
+	}
+	return r, nil
+}
+
+// numberIndex is the keyed index of a number.
+func (tx *Tx) numberIndex(number string) []byte {
+	return tx.seal.Index("recipient number", []byte(number))
+}
+
+// sealedIdentity is a recipient's sealed trust, key date and identity key.
+func (tx *Tx) sealedIdentity(r Recipient) []byte {
+	b := make([]byte, 9, 9+len(r.IdentityKey))
+	b[0] = byte(r.Trust)
+	binary.BigEndian.PutUint64(b[1:9], uint64(r.KeyAddedMS))
+	return tx.sealed(append(b, r.IdentityKey...), "recipient identity", r.Account)
 }
 
 // Recipient returns the recipient with the account id, or ErrNotFound.
 func (tx *Tx) Recipient(ctx context.Context, account string) (Recipient, error) {
-	return scanRecipient(tx.tx.QueryRowContext(ctx, `SELECT `+recipientColumns+` FROM recipients WHERE account_id = ?`, account))
+	return tx.scanRecipient(tx.tx.QueryRowContext(ctx, `SELECT `+recipientColumns+` FROM recipients WHERE account_id = ?`, account))
 }
 
 // RecipientByNumber returns the recipient on number, or ErrNotFound.
 func (tx *Tx) RecipientByNumber(ctx context.Context, number string) (Recipient, error) {
-	return scanRecipient(tx.tx.QueryRowContext(ctx, `SELECT `+recipientColumns+` FROM recipients WHERE number = ?`, number))
+	return tx.scanRecipient(tx.tx.QueryRowContext(ctx, `SELECT `+recipientColumns+` FROM recipients WHERE number_index = ?`, tx.numberIndex(number)))
 }
 
-// Recipients lists every recipient, by number.
+// Recipients lists every recipient, by number (those without one last).
 func (tx *Tx) Recipients(ctx context.Context) ([]Recipient, error) {
-	rows, err := tx.tx.QueryContext(ctx, `SELECT `+recipientColumns+` FROM recipients ORDER BY number, account_id`)
+	rows, err := tx.tx.QueryContext(ctx, `SELECT `+recipientColumns+` FROM recipients ORDER BY account_id`)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	var out []Recipient
 	for rows.Next() {
-		r, err := scanRecipient(rows)
+		r, err := tx.scanRecipient(rows)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, r)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	slices.SortStableFunc(out, func(a, b Recipient) int {
+		switch {
+		case a.Number == b.Number:
+			return 0
+		case a.Number == "":
+			return 1
+		case b.Number == "":
+			return -1
+		}
+		return strings.Compare(a.Number, b.Number)
+	})
+	return out, nil
 }
 
 // PutRecipient inserts or replaces a recipient. A number moving to another
 // account (re-registration under a new id) is taken from the old row.
 func (tx *Tx) PutRecipient(ctx context.Context, r Recipient) error {
-	var number any
+	var index, number any
 	if r.Number != "" {
-		number = r.Number
-		if _, err := tx.tx.ExecContext(ctx, `UPDATE recipients SET number = NULL WHERE number = ? AND account_id <> ?`, r.Number, r.Account); err != nil {
+		idx := tx.numberIndex(r.Number)
+		index, number = idx, tx.sealed([]byte(r.Number), "recipient number", r.Account)
+		if _, err := tx.tx.ExecContext(ctx, `UPDATE recipients SET number_index = NULL, number_sealed = NULL
+			WHERE number_index = ? AND account_id <> ?`, idx, r.Account); err != nil {
 			return err
 		}
 	}
-	_, err := tx.tx.ExecContext(ctx, `INSERT INTO recipients (account_id, number, identity_key, trust, key_added_ms) VALUES (?, ?, ?, ?, ?)
-		ON CONFLICT (account_id) DO UPDATE SET number = coalesce(excluded.number, recipients.number),
-			identity_key = excluded.identity_key, trust = excluded.trust, key_added_ms = excluded.key_added_ms`,
-		r.Account, number, r.IdentityKey, r.Trust, r.KeyAddedMS)
+	_, err := tx.tx.ExecContext(ctx, `INSERT INTO recipients (account_id, number_index, number_sealed, identity_sealed) VALUES (?, ?, ?, ?)
+		ON CONFLICT (account_id) DO UPDATE SET number_index = coalesce(excluded.number_index, recipients.number_index),
+			number_sealed = coalesce(excluded.number_sealed, recipients.number_sealed), identity_sealed = excluded.identity_sealed`,
+		r.Account, index, number, tx.sealedIdentity(r))
 	return err
 }
 
@@ -607,12 +672,22 @@ func (tx *Tx) AdoptBucket(ctx context.Context, conversation string, b Bucket) (b
 // Timer returns a conversation's disappearing-message timer in seconds
 // (0: off).
 func (tx *Tx) Timer(ctx context.Context, conversation string) (int64, error) {
-	var s int64
-	err := tx.tx.QueryRowContext(ctx, `SELECT seconds FROM timers WHERE conversation = ?`, conversation).Scan(&s)
+	var v []byte
+	err := tx.tx.QueryRowContext(ctx, `SELECT sealed FROM conversation_timers WHERE conversation = ?`, conversation).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
 	}
-	return s, err
+	if err != nil {
+		return 0, err
+	}
+	b, err := tx.open(v, "timer", conversation)
+	if err != nil {
+		return 0, err
+	}
+	if len(b) != 8 {
+		return 0, fmt.Errorf("timer of %s: %d bytes", conversation, len(b))
+	}
+	return int64(binary.BigEndian.Uint64(b)), nil
 }
 
 // SetTimer sets a conversation's timer (0 turns it off) and reports
@@ -623,10 +698,10 @@ func (tx *Tx) SetTimer(ctx context.Context, conversation string, seconds int64) 
 		return false, err
 	}
 	if seconds <= 0 {
-		_, err = tx.tx.ExecContext(ctx, `DELETE FROM timers WHERE conversation = ?`, conversation)
+		_, err = tx.tx.ExecContext(ctx, `DELETE FROM conversation_timers WHERE conversation = ?`, conversation)
 	} else {
-		_, err = tx.tx.ExecContext(ctx, `INSERT INTO timers (conversation, seconds) VALUES (?, ?)
-			ON CONFLICT (conversation) DO UPDATE SET seconds = excluded.seconds`, conversation, seconds)
+		_, err = tx.tx.ExecContext(ctx, `INSERT INTO conversation_timers (conversation, sealed) VALUES (?, ?)
+			ON CONFLICT (conversation) DO UPDATE SET sealed = excluded.sealed`, conversation, tx.sealedTimer(conversation, seconds))
 	}
 	return err == nil, err
 }
@@ -814,4 +889,75 @@ func column[T any](ctx context.Context, tx *Tx, query string, args ...any) ([]T,
 		out = append(out, v)
 	}
 	return out, rows.Err()
+}
+
+func (tx *Tx) sealedTimer(conversation string, seconds int64) []byte {
+	return tx.sealed(binary.BigEndian.AppendUint64(nil, uint64(seconds)), "timer", conversation)
+}
+
+// afterMigration are Go steps that run right after the numbered SQL
+// migration, in the same transaction, for what SQL cannot do (sealing).
+var afterMigration = map[int]func(context.Context, *Tx) error{
+	6: sealMetadata,
+}
+
+// sealMetadata seals what migration 6 moved to sealed columns: recipients'
+// numbers and identities, and conversation timers; the clear columns are
+// emptied.
+func sealMetadata(ctx context.Context, tx *Tx) error {
+	rows, err := tx.tx.QueryContext(ctx, `SELECT account_id, coalesce(number, ''), identity_key, trust, key_added_ms FROM recipients`)
+	if err != nil {
+		return err
+	}
+	var rs []Recipient
+	for rows.Next() {
+		var r Recipient
+		if err := rows.Scan(&r.Account, &r.Number, &r.IdentityKey, &r.Trust, &r.KeyAddedMS); err != nil {
+			rows.Close()
+			return err
+		}
+		rs = append(rs, r)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return err
+	}
+	for _, r := range rs {
+		var index, number any
+		if r.Number != "" {
+			index, number = tx.numberIndex(r.Number), tx.sealed([]byte(r.Number), "recipient number", r.Account)
+		}
+		if _, err := tx.tx.ExecContext(ctx, `UPDATE recipients SET number = NULL, identity_key = NULL, trust = 0, key_added_ms = 0,
+			number_index = ?, number_sealed = ?, identity_sealed = ? WHERE account_id = ?`,
+			index, number, tx.sealedIdentity(r), r.Account); err != nil {
+			return err
+		}
+	}
+	trows, err := tx.tx.QueryContext(ctx, `SELECT conversation, seconds FROM timers`)
+	if err != nil {
+		return err
+	}
+	type timer struct {
+		conversation string
+		seconds      int64
+	}
+	var ts []timer
+	for trows.Next() {
+		var t timer
+		if err := trows.Scan(&t.conversation, &t.seconds); err != nil {
+			trows.Close()
+			return err
+		}
+		ts = append(ts, t)
+	}
+	if err := errors.Join(trows.Err(), trows.Close()); err != nil {
+		return err
+	}
+	for _, t := range ts {
+		if _, err := tx.tx.ExecContext(ctx, `INSERT INTO conversation_timers (conversation, sealed) VALUES (?, ?)`,
+			t.conversation, tx.sealedTimer(t.conversation, t.seconds)); err != nil {
+			return err
+		}
+	}
+	_, err = tx.tx.ExecContext(ctx, `DELETE FROM timers`)
+	return err
 }

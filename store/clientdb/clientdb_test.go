@@ -101,3 +101,69 @@ func TestAdoptBucket(t *testing.T) {
 		t.Fatal("bucket secrets stored in the clear")
 	}
 }
+
+// TestSealMetadataMigration: a store from before migration 6 keeps its
+// contacts and timers, now sealed: numbers, identity keys, trust and timer
+// values leave the clear columns, and lookups by number still work.
+func TestSealMetadataMigration(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	key, err := vault.Create(filepath.Join(dir, "key"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "state.db")
+	db, err := Open(ctx, path, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Put the store back to version 5 with clear rows, as before.
+	ik := bytes.Repeat([]byte{5}, 33)
+	err = db.Update(ctx, func(tx *Tx) error {
+		for _, q := range []string{
+			`DROP INDEX recipients_number_index`,
+			`ALTER TABLE recipients DROP COLUMN number_index`,
+			`ALTER TABLE recipients DROP COLUMN number_sealed`,
+			`ALTER TABLE recipients DROP COLUMN identity_sealed`,
+			`DROP TABLE conversation_timers`,
+			`PRAGMA user_version = 5`,
+		} {
+			if _, err := tx.tx.ExecContext(ctx, q); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.tx.ExecContext(ctx, `INSERT INTO recipients (account_id, number, identity_key, trust, key_added_ms) VALUES ('acct', '+15555550123', ?, 2, 77)`, ik); err != nil {
+			return err
+		}
+		_, err := tx.tx.ExecContext(ctx, `INSERT INTO timers (conversation, seconds) VALUES ('acct', 3600)`)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if db, err = Open(ctx, path, key); err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.Update(ctx, func(tx *Tx) error {
+		r, err := tx.RecipientByNumber(ctx, "+15555550123")
+		if err != nil || r.Account != "acct" || r.Trust != 2 || r.KeyAddedMS != 77 || !bytes.Equal(r.IdentityKey, ik) {
+			t.Errorf("recipient after the migration: %+v %v", r, err)
+		}
+		if s, err := tx.Timer(ctx, "acct"); err != nil || s != 3600 {
+			t.Errorf("timer after the migration: %d %v", s, err)
+		}
+		var clear int
+		tx.tx.QueryRowContext(ctx, `SELECT count(*) FROM recipients WHERE number IS NOT NULL OR identity_key IS NOT NULL OR trust <> 0 OR key_added_ms <> 0`).Scan(&clear)
+		var timers int
+		tx.tx.QueryRowContext(ctx, `SELECT count(*) FROM timers`).Scan(&timers)
+		if clear != 0 || timers != 0 {
+			t.Errorf("clear rows left: %d recipients, %d timers", clear, timers)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
