@@ -160,6 +160,10 @@ type Store interface {
 	DeleteAccount(ctx context.Context, account uuid.UUID) error
 	// CreateLinkCode stores the hash of a one-time link code for account.
 	CreateLinkCode(ctx context.Context, hash []byte, account uuid.UUID, expires time.Time) error
+	// LinkCodeValid reports, without consuming it, whether the link code
+	// exists for account and has not expired at now: the cheap check made
+	// before a link request's signatures are verified.
+	LinkCodeValid(ctx context.Context, codeHash []byte, account uuid.UUID, now time.Time) (bool, error)
 	// LinkDevice, in one transaction, consumes the link code (ErrBadLinkCode
 	// unless it exists for account and has not expired at now) and adds the
 	// device under the next free id (ErrTooManyDevices if the account has
@@ -186,8 +190,8 @@ type Service struct {
 	// device is 0 when every device of the account is affected.
 	OnDevicesRemoved func(account uuid.UUID, device int)
 	// OnSignatureChecks, if set, is told how many key signatures a
-	// registration is about to verify: the costly part of an
-	// unauthenticated request, counted for the metrics.
+	// registration or device link is about to verify: the costly part of
+	// an unauthenticated request, counted for the metrics.
 	OnSignatureChecks func(n int)
 }
 

@@ -84,7 +84,18 @@ func (s *Service) LinkDevice(ctx context.Context, l Link) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("look up account: %w", err)
 	}
+	// The code first, without consuming it: a bogus request costs one
+	// lookup, not a hundred signature checks. LinkDevice checks it again
+	// as it consumes it.
+	if ok, err := s.store.LinkCodeValid(ctx, linkCodeHash(l.Code), l.Account, s.now()); err != nil {
+		return 0, err
+	} else if !ok {
+		return 0, ErrBadLinkCode
+	}
 	up := keys.Upload{SignedPreKey: &l.SignedPreKey, LastResort: &l.LastResort, PreKeys: l.PreKeys, KEMPreKeys: l.KEMPreKeys}
+	if s.OnSignatureChecks != nil {
+		s.OnSignatureChecks(up.Signatures())
+	}
 	if err := up.Validate(acct.IdentityKey); err != nil {
 		return 0, err
 	}

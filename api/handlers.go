@@ -161,11 +161,14 @@ func (s *Server) allowLockChange(p accounts.Principal) error {
 }
 
 func (s *Server) setLock(w http.ResponseWriter, r *http.Request, p accounts.Principal) error {
-	if err := s.allowLockChange(p); err != nil {
-		return err
+	if p.Device != accounts.PrimaryDevice {
+		return accounts.ErrForbidden // before the budget: a linked device cannot spend the primary's
 	}
 	var req lockRequest
 	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	if err := s.allowLockChange(p); err != nil {
 		return err
 	}
 	if req.Token == nil { // nil would mean "clear the lock" to the service
@@ -180,6 +183,9 @@ func (s *Server) setLock(w http.ResponseWriter, r *http.Request, p accounts.Prin
 }
 
 func (s *Server) removeLock(w http.ResponseWriter, r *http.Request, p accounts.Principal) error {
+	if p.Device != accounts.PrimaryDevice {
+		return accounts.ErrForbidden
+	}
 	if err := s.allowLockChange(p); err != nil {
 		return err
 	}

@@ -123,7 +123,7 @@ func (s *Server) Handler() http.Handler {
 	authed("GET /v1/devices", s.listDevices)
 	authed("DELETE /v1/devices/{device}", s.removeDevice)
 	authed("POST /v1/devices/link-code", s.newLinkCode)
-	handle("POST /v1/devices/link", s.linkDevice)
+	public("POST /v1/devices/link", s.linkDevice)
 	if s.Provisioning != nil {
 		handle("GET /v1/provisioning", s.provisioningSocket)
 		authed("PUT /v1/provisioning/{address}", s.deliverProvisioning)
@@ -265,5 +265,9 @@ func (s *Server) audit(r *http.Request, kind string, account uuid.UUID, device i
 	if account != uuid.Nil {
 		id = account.String()
 	}
-	_ = s.Audit.Record(r.Context(), kind, id, device, details)
+	// The entry is written even if the client has gone: the change it
+	// records has happened.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Second)
+	defer cancel()
+	_ = s.Audit.Record(ctx, kind, id, device, details)
 }

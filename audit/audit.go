@@ -261,13 +261,31 @@ func (l *Log) Record(ctx context.Context, kind, account string, device int, deta
 		l.mu.Unlock()
 		return nil
 	}
+	// A different event for the account: the counts pending for it are
+	// written first and their windows closed, so the log keeps the order of
+	// what happened to the account (set, removed, set stays three entries).
+	var before []*coalescing
+	if account != "" {
+		for k, o := range l.recent {
+			if k != key && o.account == account {
+				delete(l.recent, k)
+				if o.repeated > 0 {
+					before = append(before, o)
+				}
+			}
+		}
+	}
+	if c != nil && c.repeated > 0 {
+		before = append(before, c)
+	}
 	l.recent[key] = &coalescing{kind: kind, account: account, device: device, details: maps.Clone(details), start: now, end: now.Add(l.window)}
 	l.mu.Unlock()
-	var err error
-	if c != nil && c.repeated > 0 {
-		err = l.writeRepeats(ctx, c)
+	slices.SortFunc(before, func(a, b *coalescing) int { return a.start.Compare(b.start) })
+	var errs []error
+	for _, o := range before {
+		errs = append(errs, l.writeRepeats(ctx, o))
 	}
-	return errors.Join(err, l.write(ctx, kind, account, device, details))
+	return errors.Join(append(errs, l.write(ctx, kind, account, device, details))...)
 }
 
 // Flush writes the counts of identical events whose coalescing window has
@@ -421,7 +439,9 @@ func (l *Log) Checkpoint(ctx context.Context) error {
 		l.log.WarnContext(ctx, "audit checkpoint failed", "err", err)
 		return err
 	}
-	l.log.InfoContext(ctx, "audit checkpoint", "head", h.String(), "entries_written", h.Seq)
+	// Warn, not Info: a checkpoint must reach the log at the levels
+	// production runs at, or truncation goes unseen.
+	l.log.WarnContext(ctx, "audit checkpoint", "head", h.String(), "entries_written", h.Seq)
 	return nil
 }
 

@@ -136,11 +136,39 @@ func TestCoalescing(t *testing.T) {
 	if len(got) != 6 {
 		t.Fatalf("%d entries, want 6: %+v", len(got), got)
 	}
-	rep := got[4]
+	// a's count is written when a's next, different, event comes (order kept).
+	rep := got[2]
 	if rep.Kind != audit.LockSet || rep.Account != "a" || rep.Details["repeated"] != "999" || rep.Details["window_start"] == "" {
 		t.Errorf("coalesced entry: %+v", rep)
 	}
 	if n, _, _, err := l.Verify(ctx); err != nil || n != 6 {
 		t.Errorf("Verify = %d, %v", n, err)
+	}
+}
+
+// Coalescing never reorders what happened to an account: counts pending
+// for it are written before a different event of the same account.
+func TestCoalescingKeepsOrder(t *testing.T) {
+	ctx := context.Background()
+	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "parley.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	l, err := audit.New(db, bytes.Repeat([]byte{1}, 32), time.Hour, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{audit.LockSet, audit.LockSet, audit.LockSet, audit.LockRemoved, audit.LockSet} {
+		l.Record(ctx, k, "a", 1, nil)
+	}
+	var got []string
+	l.Export(ctx, 0, func(e audit.Entry) error {
+		got = append(got, e.Kind+"/"+e.Details["repeated"])
+		return nil
+	})
+	want := []string{audit.LockSet + "/", audit.LockSet + "/2", audit.LockRemoved + "/", audit.LockSet + "/"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("entries %v, want %v", got, want)
 	}
 }

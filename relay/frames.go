@@ -27,7 +27,7 @@ const (
 	CloseDeviceRemoved = 4001
 	// CloseFrameRate: the device sent frames faster than the relay's frame
 	// rate limit (Config.FrameRate, FrameBurst).
-	CloseFrameRate = 4002
+	CloseFrameRate = 4003
 )
 
 // MaxAckIDs bounds the ids of one ack frame; MaxClientFrame bounds any

@@ -247,6 +247,20 @@ func (db *DB) CreateLinkCode(ctx context.Context, hash []byte, account uuid.UUID
 	return err
 }
 
+// LinkCodeValid implements accounts.Store.
+func (db *DB) LinkCodeValid(ctx context.Context, codeHash []byte, account uuid.UUID, now time.Time) (bool, error) {
+	var one int
+	err := db.r.QueryRowContext(ctx, `SELECT 1 FROM link_codes WHERE code_hash = $1 AND account_id = $2 AND expires_at > $3`,
+		codeHash, account.String(), ms(now)).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("check link code: %w", err)
+	}
+	return true, nil
+}
+
 // LinkDevice implements accounts.Store: the code is consumed and the
 // device added in one transaction.
 func (db *DB) LinkDevice(ctx context.Context, codeHash []byte, account uuid.UUID, d accounts.NewDevice, now time.Time, maxDevices int) (int, error) {

@@ -357,6 +357,13 @@ func (c *Client) Connect(ctx context.Context) (*Socket, error) {
 		if resp != nil && resp.StatusCode == http.StatusUnauthorized {
 			return nil, &Error{Status: 401, Code: "unauthorized", Message: "the relay does not know this device (unregistered or removed)"}
 		}
+		if resp != nil && resp.StatusCode == http.StatusTooManyRequests {
+			e := &Error{Status: 429, Code: "rate_limited", Message: "this device reconnected too often; wait and try again"}
+			if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
+				e.RetryAfter = time.Duration(s) * time.Second
+			}
+			return nil, e
+		}
 		return nil, fmt.Errorf("%w: websocket: %w", ErrUnavailable, err)
 	}
 	conn.SetReadLimit(1 << 20)

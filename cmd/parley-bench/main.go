@@ -92,7 +92,9 @@ func (r *relayUnderTest) start() error {
 	}
 	// Throughput runs lift the per-sender limits; they measure the relay, not its policy.
 	args := []string{"--send-rate", "1000000", "--send-burst", "1000000",
-		"--queue-sender-max-envelopes", "0", "--queue-sender-max-bytes", "0", "--store-bytes-burst", "0", "--store-envelopes-burst", "0"}
+		"--queue-sender-max-envelopes", "0", "--queue-sender-max-bytes", "0", "--store-bytes-burst", "0", "--store-envelopes-burst", "0",
+		// Registering the devices is many unauthenticated requests from one address.
+		"--public-ip-burst", "1000000", "--public-ip-rate", "1000000", "--public-burst", "1000000", "--public-rate", "1000000"}
 	if r.o.databaseURL != "" {
 		secret := filepath.Join(r.dir, "root.key")
 		if _, err := os.Stat(secret); err != nil {

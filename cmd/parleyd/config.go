@@ -135,7 +135,7 @@ func serveFlags(fs *flag.FlagSet) func() (*config, error) {
 	str(&c.TwilioFrom, "twilio-from", "", "sender `number` for --sms-sender twilio-sms")
 	str(&c.TwilioMsgSvc, "twilio-messaging-service-sid", "", "Twilio Messaging Service `SID` (MG…), instead of --twilio-from")
 	fs.StringVar(&c.TwilioBaseURL, "twilio-base-url", "", "tests only: send every Twilio API request, with the auth token, to this base `URL` (a local fake) instead of *.twilio.com; logged as a warning at start. A command-line flag only: no environment variable sets it, and PARLEY_TWILIO_BASE_URL is refused")
-	fs.BoolVar(&c.AllowInsecureListen, "allow-insecure-listen", false, "development only: serve plain HTTP with --sms-sender log on a --listen address that is not loopback (codes in the log, readable by anyone who reads it); refused without this flag (env PARLEY_ALLOW_INSECURE_LISTEN)")
+	fs.BoolVar(&c.AllowInsecureListen, "allow-insecure-listen", false, "development only: serve with --sms-sender log on a --listen address that is not loopback (verification codes in the log, usable by anyone who reads it); refused without this flag (env PARLEY_ALLOW_INSECURE_LISTEN)")
 	def := relay.DefaultConfig()
 	fs.Float64Var(&c.WSFrameRate, "ws-frame-rate", def.FrameRate, "frames per second a device may send over its WebSocket, sustained; a device over it is closed with 4002 (env PARLEY_WS_FRAME_RATE)")
 	fs.IntVar(&c.WSFrameBurst, "ws-frame-burst", def.FrameBurst, "frames a device may send over its WebSocket in a burst (env PARLEY_WS_FRAME_BURST)")
@@ -384,10 +384,10 @@ func (c *config) validate() []error {
 	if c.TwilioBaseEnv {
 		errs = append(errs, errors.New("PARLEY_TWILIO_BASE_URL is set: the Twilio API address (where the auth token goes) is not read from the environment; unset it, and in tests pass --twilio-base-url on the command line"))
 	}
-	if c.SMSSender == "log" && c.TLSCert == "" && len(c.ACMEDomains) == 0 && !c.AllowInsecureListen && !loopback(c.Listen) {
-		errs = append(errs, fmt.Errorf("--listen %s is not a loopback address, and this would serve plain HTTP with --sms-sender log "+
-			"(verification codes in the log: whoever reads it can register any number); listen on 127.0.0.1, or configure TLS "+
-			"(--tls-cert or --acme-domain) and a Twilio sender, or pass --allow-insecure-listen to accept this for development", c.Listen))
+	if c.SMSSender == "log" && !c.AllowInsecureListen && !loopback(c.Listen) {
+		errs = append(errs, fmt.Errorf("--listen %s is not a loopback address, and --sms-sender log writes every verification code "+
+			"to the server log, so anyone who reads the log can register any number (TLS does not change that): "+
+			"configure a Twilio sender, or pass --allow-insecure-listen to accept this for development", c.Listen))
 	}
 	if c.WSFrameRate <= 0 || c.WSFrameBurst < 1 || c.WSReconnectBurst < 1 || c.WSReconnectInterval <= 0 {
 		errs = append(errs, errors.New("--ws-frame-rate and --ws-reconnect-interval must be positive, --ws-frame-burst and --ws-reconnect-burst at least 1"))

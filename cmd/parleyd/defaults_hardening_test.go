@@ -156,7 +156,7 @@ func TestRegistrationLocked423HasNoLastSeen(t *testing.T) {
 // closeFrameRate is the close code api/websocket.md documents for a device
 // over the frame rate (relay.CloseFrameRate), spelled out so this test also
 // builds against a relay without it.
-const closeFrameRate = 4002
+const closeFrameRate = 4003
 
 // Row 14: a device could send WebSocket frames as fast as it liked.
 func TestWebSocketFrameFloodClosed(t *testing.T) {

@@ -271,3 +271,27 @@ func TestBogusRegistrationsAreCheap(t *testing.T) {
 		t.Errorf("verification after the cap: %d %v", st, body)
 	}
 }
+
+// Issue 14 row 11, device linking: a link request with a bogus code for a
+// real account is refused before any of its 102 signatures is checked.
+func TestBogusLinksAreCheap(t *testing.T) {
+	p := start(t, append([]string{"PARLEY_TEST_NUMBERS=+15555550100=123456"}, noPublicCaps...), "--data-dir", t.TempDir())
+	c := &http.Client{Timeout: 10 * time.Second}
+	user, _ := registerFlow(t, p, "+15555550100", "123456")
+	before := signatureChecks(t, p)
+	link := registrationWithKEMKeys(t, 100)
+	delete(link, "identity_key")
+	delete(link, "session_id")
+	link["account_id"] = strings.TrimSuffix(user, ".1")
+	link["code"] = "not-a-code-the-account-made"
+	body, _ := json.Marshal(link)
+	for range 5 {
+		st, _, ans := post(t, c, p.base+"/v1/devices/link", body)
+		if st != 403 || ans["error"].(map[string]any)["code"] != "invalid_link_code" {
+			t.Fatalf("bogus link: %d %v, want 403 invalid_link_code", st, ans)
+		}
+	}
+	if n := signatureChecks(t, p); n != before {
+		t.Errorf("5 bogus links cost %v signature checks, want 0", n-before)
+	}
+}

@@ -330,7 +330,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	go purger{db: db, att: att, audit: auditLog, log: log}.sweep(ctx, cfg.SweepInterval)
 	go checkpoints(ctx, auditLog, cfg.AuditCheckpoint)
 	if cfg.SMSSender == "log" && !loopback(cfg.Listen) {
-		log.Warn("verification codes are written to this log and the API listens beyond loopback (--allow-insecure-listen): for development only", "addr", cfg.Listen)
+		log.Warn("verification codes are written to this log while the API listens beyond loopback (allowed by --allow-insecure-listen): for development only", "addr", cfg.Listen)
 	}
 	log.Info("parleyd listening", "addr", ln.Addr().String(), "tls", tlsCfg != nil, "database", db.Dialect(), "sms_sender", cfg.SMSSender,
 		"attachments", att.Backend().Name(), "test_numbers", len(cfg.TestNumbers))

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/parleyhq/parley/accounts"
 	"github.com/parleyhq/parley/provisioning"
 	"github.com/parleyhq/parley/store"
@@ -27,6 +29,15 @@ func testLinkCodes(t *testing.T, db *store.DB) {
 	code := random(32)
 	if err := db.CreateLinkCode(ctx, code, alice, now.Add(time.Minute)); err != nil {
 		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		account uuid.UUID
+		at      time.Time
+		want    bool
+	}{{alice, now, true}, {bob, now, false}, {alice, now.Add(time.Minute), false}} {
+		if ok, err := db.LinkCodeValid(ctx, code, c.account, c.at); err != nil || ok != c.want {
+			t.Errorf("LinkCodeValid(%v, %v) = %v, %v; want %v", c.account, c.at, ok, err, c.want)
+		}
 	}
 	dev := reg.Device
 	if _, err := db.LinkDevice(ctx, code, bob, dev, now, 6); !errors.Is(err, accounts.ErrBadLinkCode) {
