@@ -113,3 +113,31 @@ func TestMultiSendChargedPerDevice(t *testing.T) {
 		t.Errorf("192 KiB against a 100 KiB burst: %d %s", r.Status, r.Raw)
 	}
 }
+
+// TestRetryOverBudgetReplays: a retry (same idempotency key and body) of a
+// send that was stored gets its first answer even when the sender's budget
+// is used up meanwhile, instead of a 429 that would make the client send
+// the message again as a new one.
+func TestRetryOverBudgetReplays(t *testing.T) {
+	e := newEnv(t, func(c *envConfig) { c.relay.StoreBytesBurst, c.relay.StoreBytesPerHour = 300<<10, 1 })
+	_, alice := e.register(aliceNumber, 0)
+	_, bob := e.register(bobNumber, 0)
+	_, carol := e.register(carolNumber, 0)
+	dev := [2]int{1, 1234}
+	big := string(make([]byte, 96<<10))
+	h := http.Header{"Idempotency-Key": {"retry-me"}}
+	first := e.callHeader("PUT", "/v1/messages", alice, multiBody(big, to(bob, dev), to(carol, dev)), h, true)
+	if first.Status != 200 {
+		t.Fatalf("first send: %d %s", first.Status, first.Raw)
+	}
+	if r := e.call("PUT", "/v1/messages", alice, multiBody(big, to(bob, dev), to(carol, dev)), true); r.Status != 429 {
+		t.Fatalf("a new send over the budget: %d %s", r.Status, r.Raw)
+	}
+	again := e.callHeader("PUT", "/v1/messages", alice, multiBody(big, to(bob, dev), to(carol, dev)), h, true)
+	if again.Status != 200 || string(again.Raw) != string(first.Raw) {
+		t.Fatalf("retry over the budget: %d %s, want the first answer %s", again.Status, again.Raw, first.Raw)
+	}
+	if n := rowCount(t, e, "envelopes"); n != 2 {
+		t.Errorf("%d envelopes stored, want 2", n)
+	}
+}

@@ -509,14 +509,6 @@ func (s *Service) Sweep(ctx context.Context) (objects, buckets int, err error) {
 			break
 		}
 	}
-	if now.Sub(s.reconciled) >= s.cfg.ReconcileEvery {
-		n, err := s.reconcile(ctx)
-		if err != nil {
-			return objects, buckets, err
-		}
-		objects += n
-		s.reconciled = now
-	}
 	deleted, err := s.store.DeletedBuckets(ctx, batch)
 	if err != nil {
 		return objects, buckets, fmt.Errorf("list deleted buckets: %w", err)
@@ -533,6 +525,16 @@ func (s *Service) Sweep(ctx context.Context) (objects, buckets int, err error) {
 			}
 			buckets++
 		}
+	}
+	// Last, and never in the way of the rest: a failing object store is
+	// tried again at the next interval, not at every sweep.
+	if now.Sub(s.reconciled) >= s.cfg.ReconcileEvery {
+		s.reconciled = now
+		n, err := s.reconcile(ctx)
+		if err != nil {
+			s.log.WarnContext(ctx, "reconciling the object store with the database failed; retried at the next interval", "err", err)
+		}
+		objects += n
 	}
 	return objects, buckets, nil
 }

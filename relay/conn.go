@@ -228,6 +228,9 @@ func (c *conn) readLoop() {
 	wait := 2 * c.s.cfg.PingInterval
 	_ = c.ws.SetReadDeadline(time.Now().Add(wait))
 	c.ws.SetPongHandler(func(string) error {
+		if !c.allowFrame() { // pongs, even unsolicited ones, are frames too
+			return nil
+		}
 		c.mu.Lock()
 		closing := c.closing
 		c.mu.Unlock()

@@ -147,6 +147,14 @@ func (s *Service) SendMulti(ctx context.Context, req MultiSend) (Receipt, error)
 	size := int64(len(req.Content))
 	c, err := s.charge(req.Sender, devices, devices*size)
 	if err != nil {
+		if b.Key == nil {
+			return Receipt{}, err
+		}
+		// A retry of a send already stored gets its first answer (see Send).
+		rc, rerr := s.store.EnqueueMulti(ctx, b, func(map[uuid.UUID][]accounts.Device) error { return err })
+		if rerr == nil && rc.Replayed {
+			return rc, nil
+		}
 		return Receipt{}, err
 	}
 	rc, err := s.store.EnqueueMulti(ctx, b, check)
