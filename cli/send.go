@@ -245,6 +245,13 @@ func (a *Account) sendPlaintext(ctx context.Context, r clientdb.Recipient, plain
 // submit sends one request, retrying transport failures with the same
 // idempotency key so a retry never delivers twice.
 func (a *Account) submit(ctx context.Context, account string, req relayclient.Send) error {
+	if req.Online {
+		// Online-only sends (typing indicators) are never stored, so the
+		// relay takes no idempotency key for them, and a lost one is not
+		// worth a retry.
+		_, err := a.relay.SendMessages(ctx, account, req, "")
+		return err
+	}
 	return a.retryWithKey(ctx, func(key string) error {
 		sent, err := a.relay.SendMessages(ctx, account, req, key)
 		if err == nil {
