@@ -48,19 +48,13 @@ func credential() string {
 // registration id 77.
 func registerKeyed(t *testing.T, p *proc, number string) keyedDevice {
 	t.Helper()
-	st, body := p.do("POST", "/v1/verification/sessions", "", "", map[string]any{"number": number})
-	if st != 200 {
-		t.Fatalf("start verification: %d %v", st, body)
-	}
-	sid := body["session_id"].(string)
-	if st, body = p.do("PUT", "/v1/verification/sessions/code", "", "", map[string]any{"session_id": sid, "code": "123456"}); st != 200 {
-		t.Fatalf("check code: %d %v", st, body)
-	}
+	sid := verifiedSession(t, p, number)
 	id, _ := protocol.GenerateKeyPair(rand.Reader)
 	reg := deviceKeys(id.Private)
 	secret := credential()
 	reg["session_id"], reg["credential"], reg["registration_id"], reg["identity_key"] = sid, secret, 77, b64(id.Public.Bytes())
-	if st, body = p.do("POST", "/v1/accounts", "", "", reg); st != 200 {
+	st, body := p.do("POST", "/v1/accounts", "", "", reg)
+	if st != 200 {
 		t.Fatalf("register: %d %v", st, body)
 	}
 	account := body["account_id"].(string)
