@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -46,6 +47,12 @@ func init() {
 	}
 }
 
+// helpRequested is a command's -h or --help: run prints the command's
+// usage and flags on stdout and exits 0.
+type helpRequested struct{ fs *flag.FlagSet }
+
+func (h helpRequested) Error() string { return h.fs.Name() + ": help requested" }
+
 // parse parses a command's flags wherever they appear among its
 // positional arguments (`trust +1555… --trust-all-known-keys`), and checks
 // the number of positional arguments.
@@ -54,6 +61,9 @@ func parse(fs *flag.FlagSet, args []string, minPos, maxPos int) ([]string, error
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, helpRequested{fs}
+			}
 			return nil, fmt.Errorf("%w: %s: %v", cli.ErrUsage, fs.Name(), err)
 		}
 		if fs.NArg() == 0 {

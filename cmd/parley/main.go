@@ -19,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/parleyhq/parley/cli"
+	"github.com/parleyhq/parley/version"
 )
 
 const usage = `usage: parley [-a ACCOUNT] [--server URL] [--config DIR] [--trust-new-identities MODE] COMMAND [ARGS…]
@@ -48,6 +49,13 @@ Commands:
   unregister [--delete-local-account-data]
   setPassphrase                         protect the key file (passphrase from $PARLEY_NEW_PASSPHRASE or --new-passphrase-file)
   daemon [--socket PATH] [--no-stdio]   JSON-RPC 2.0 on stdin/stdout and a unix socket
+  updateGroup [-g ID] [-n NAME] [-m MEMBER]… [-r MEMBER]… [-e SECONDS]
+                                        create a group (without -g) or change one
+  quitGroup -g ID                       leave a group
+  listGroups [--json]
+  send -g ID [-m TEXT] [-a FILE]…       send to a group
+  version                               this build of parley
+  help                                  this text; COMMAND --help shows a command's flags
 
 Exit codes: 0 success, 1 user error, 2 unexpected error, 3 server or network
 error, 4 untrusted identity, 5 rate limited.
@@ -82,11 +90,14 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	g.BoolVar(&verbose, "v", false, "")
 	g.BoolVar(&verbose, "verbose", false, "")
 	if err := g.Parse(args); err != nil || g.NArg() == 0 {
-		fmt.Fprintf(stderr, usage, cli.DefaultServer, cli.DefaultDir())
-		if err == nil || errors.Is(err, flag.ErrHelp) {
-			return cli.ExitUser
+		if errors.Is(err, flag.ErrHelp) { // parley --help: what was asked for
+			fmt.Fprintf(stdout, usage, cli.DefaultServer, cli.DefaultDir())
+			return cli.ExitOK
 		}
-		fmt.Fprintln(stderr, "parley:", err)
+		fmt.Fprintf(stderr, usage, cli.DefaultServer, cli.DefaultDir())
+		if err != nil {
+			fmt.Fprintln(stderr, "parley:", err)
+		}
 		return cli.ExitUser
 	}
 	mode, err := cli.ParseTrustMode(trust)
@@ -107,14 +118,30 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	name, rest := g.Arg(0), g.Args()[1:]
 	cmd, ok := commands[name]
 	if !ok {
-		if name == "help" || name == "-h" || name == "--help" {
+		switch name {
+		case "help":
 			fmt.Fprintf(stdout, usage, cli.DefaultServer, cli.DefaultDir())
+			return cli.ExitOK
+		case "version":
+			fmt.Fprintln(stdout, version.String("parley"))
 			return cli.ExitOK
 		}
 		fmt.Fprintf(stderr, "parley: unknown command %q (parley help lists them)\n", name)
 		return cli.ExitUser
 	}
-	return report(stderr, cmd(ctx, e, rest))
+	err = cmd(ctx, e, rest)
+	var help helpRequested
+	if errors.As(err, &help) {
+		for _, l := range strings.Split(usage, "\n") {
+			if strings.HasPrefix(l, "  "+name+" ") || l == "  "+name {
+				fmt.Fprintln(stdout, "usage: parley [global options]"+strings.TrimPrefix(l, " "))
+			}
+		}
+		help.fs.SetOutput(stdout)
+		help.fs.PrintDefaults()
+		return cli.ExitOK
+	}
+	return report(stderr, err)
 }
 
 // passphraseSource reads a passphrase from a file, else from an

@@ -43,6 +43,7 @@ import (
 	"github.com/parleyhq/parley/store/sqlite"
 	"github.com/parleyhq/parley/verify"
 	"github.com/parleyhq/parley/verify/twilio"
+	"github.com/parleyhq/parley/version"
 )
 
 const usage = `parleyd is the Parley end-to-end encrypted messenger relay.
@@ -55,6 +56,7 @@ Usage:
   parleyd check URL           exit 0 if URL answers 200 (container health checks)
   parleyd admin COMMAND       operator commands: audit export|verify, revoke-device,
                               delete-account, config, purge (parleyd admin for help)
+  parleyd version             this build of parleyd
 `
 
 func main() {
@@ -72,12 +74,16 @@ func run(args []string, stderr io.Writer) int {
 	switch args[0] {
 	case "serve", "migrate":
 		fs := flag.NewFlagSet("parleyd "+args[0], flag.ContinueOnError)
-		fs.SetOutput(stderr)
+		fs.SetOutput(io.Discard)
 		load := serveFlags(fs)
 		if err := fs.Parse(args[1:]); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
+				fs.SetOutput(stderr)
+				fmt.Fprintf(stderr, "Usage of parleyd %s:\n", args[0])
+				fs.PrintDefaults()
 				return 0
 			}
+			fmt.Fprintf(stderr, "parleyd %s: %v (parleyd %s --help lists the flags)\n", args[0], err, args[0])
 			return 2
 		}
 		if fs.NArg() > 0 {
@@ -113,6 +119,9 @@ func run(args []string, stderr io.Writer) int {
 		}
 	case "-h", "--help", "help":
 		fmt.Fprint(stderr, usage)
+		return 0
+	case "version", "--version":
+		fmt.Println(version.String("parleyd"))
 		return 0
 	default:
 		fmt.Fprintf(stderr, "parleyd: unknown command %q\n\n%s", args[0], usage)
