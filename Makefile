@@ -7,7 +7,9 @@ BIN       := bin
 LISTEN    ?= 127.0.0.1:8080
 DATA_DIR  ?= data
 # Test numbers for local use: verified with code 123456, never sent SMS.
-RUN_FLAGS ?= --test-number +15555550100=123456 --test-number +15555550101=123456 --log-format text
+# (…0100 and …0101 for the README's chat, …0102 and …0103 for scripts/walkthrough.)
+RUN_FLAGS ?= --test-number +15555550100=123456 --test-number +15555550101=123456 \
+	--test-number +15555550102=123456 --test-number +15555550103=123456 --log-format text
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .PHONY: build run test test-short bench lint fuzz clean

@@ -19,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/parleyhq/parley/cli"
+	"github.com/parleyhq/parley/cli/relayclient"
 	"github.com/parleyhq/parley/version"
 )
 
@@ -165,5 +166,11 @@ func report(stderr io.Writer, err error) int {
 		return cli.ExitOK
 	}
 	fmt.Fprintln(stderr, "parley:", strings.TrimPrefix(err.Error(), "usage: "))
+	var re *relayclient.Error
+	if errors.As(err, &re) && re.Status == 401 {
+		fmt.Fprintln(stderr, "parley: the relay no longer knows this device: the number was registered again "+
+			"(from another device or directory), or the device was removed. Run `parley -a NUMBER register` "+
+			"and `verify` to register it again; contacts will see a new identity key.")
+	}
 	return cli.ExitCode(err)
 }

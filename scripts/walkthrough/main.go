@@ -26,8 +26,10 @@ import (
 
 func main() {
 	server := flag.String("server", "http://127.0.0.1:8080", "relay URL")
-	a := flag.String("alice", "+15555550100", "first test number")
-	b := flag.String("bob", "+15555550101", "second test number")
+	// Not the README's chat numbers (…0100, …0101): registering those again
+	// here would log out the accounts made with parley.
+	a := flag.String("alice", "+15555550102", "first test number")
+	b := flag.String("bob", "+15555550103", "second test number")
 	code := flag.String("code", "123456", "the test numbers' code")
 	flag.Parse()
 	w := &walk{server: *server}
