@@ -182,9 +182,12 @@ func cmdSend(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := reportResults(e, results); err != nil {
-		return err
+	failed := reportResults(e, results)
+	if failed != nil && !slices.ContainsFunc(results, func(r cli.Result) bool { return r.Err == nil }) {
+		return failed // nobody got it
 	}
+	// Somebody got it: the message exists (its timestamp identifies it in
+	// receipts), and the failures were reported on stderr.
 	fmt.Fprintln(e.stdout, ts)
 	return nil
 }

@@ -165,7 +165,9 @@ func report(stderr io.Writer, err error) int {
 	if err == nil {
 		return cli.ExitOK
 	}
-	fmt.Fprintln(stderr, "parley:", strings.TrimPrefix(err.Error(), "usage: "))
+	if !errors.As(err, new(reported)) { // printed already, per recipient
+		fmt.Fprintln(stderr, "parley:", strings.TrimPrefix(err.Error(), "usage: "))
+	}
 	var re *relayclient.Error
 	if errors.As(err, &re) && re.Status == 401 {
 		fmt.Fprintln(stderr, "parley: the relay no longer knows this device: the number was registered again "+
