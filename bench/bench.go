@@ -281,9 +281,13 @@ func (r Result) String() string {
 	for _, n := range r.Failed {
 		fails += n
 	}
-	return fmt.Sprintf("%d envelopes in %.2fs = %.0f envelopes/s stored, delivered and acknowledged; latency p50 %v p99 %v p99.9 %v max %v; %d failed sends %v, %d redeliveries; server %s",
+	failed := fmt.Sprintf("%d failed sends", fails)
+	if fails > 0 {
+		failed += fmt.Sprintf(" %v", r.Failed) // by reason
+	}
+	return fmt.Sprintf("%d envelopes in %.2fs = %.0f envelopes/s stored, delivered and acknowledged; latency p50 %v p99 %v p99.9 %v max %v; %s, %d redeliveries; server %s",
 		r.Sent, r.Elapsed.Seconds(), r.SendRate(), r.P50.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond),
-		r.P999.Round(10*time.Microsecond), r.Max.Round(10*time.Microsecond), fails, r.Failed, r.Redelivered, r.Server)
+		r.P999.Round(10*time.Microsecond), r.Max.Round(10*time.Microsecond), failed, r.Redelivered, r.Server)
 }
 
 // Run connects every device, runs s and waits for every accepted envelope

@@ -87,7 +87,7 @@ func (a *Account) Receive(ctx context.Context, o ReceiveOptions) error {
 	}
 	defer sock.Close()
 	if o.OutputDir == "" {
-		o.OutputDir = filepath.Join(filepath.Dir(a.dir), "attachments")
+		o.OutputDir = filepath.Join(a.dir, "attachments") // each account its own
 	}
 	// Buffered beyond the relay's delivery window, so the reader keeps
 	// answering pings while an attachment downloads.

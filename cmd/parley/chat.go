@@ -45,6 +45,7 @@ func cmdChat(ctx context.Context, e *env, args []string) error {
 	var out io.Writer = e.stdout
 	var readLine func() (string, error)
 	var typing func()
+	quit := func() {} // leaves the terminal without a last prompt
 	if f, ok := e.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		old, err := term.MakeRaw(int(f.Fd()))
 		if err != nil {
@@ -56,6 +57,7 @@ func cmdChat(ctx context.Context, e *env, args []string) error {
 			io.Writer
 		}{f, e.stdout}, "> ")
 		out, readLine = t, t.ReadLine
+		quit = func() { t.SetPrompt("") }
 		var last time.Time
 		t.AutoCompleteCallback = func(line string, pos int, key rune) (string, int, bool) {
 			if key != '\r' && key != '\n' && time.Since(last) > typingEvery {
@@ -134,6 +136,7 @@ func cmdChat(ctx context.Context, e *env, args []string) error {
 			case l == "":
 				continue
 			case l == "/quit" || l == "/q":
+				quit()
 				return nil
 			}
 			typing()

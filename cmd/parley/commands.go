@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -110,8 +109,9 @@ func cmdRegister(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer a.Close()
-	fmt.Fprintf(e.stdout, "A verification code was sent to %s (valid until %s). Run: parley -a %s verify CODE\n",
-		a.Number, time.UnixMilli(s.ExpiresAt).Format(time.TimeOnly), a.Number)
+	fmt.Fprintf(e.stdout, "A verification code was sent to %s. Run: parley -a %s verify CODE\n"+
+		"(a code expires after a few minutes; until %s, `parley -a %s register` again sends a new one)\n",
+		a.Number, a.Number, time.UnixMilli(s.ExpiresAt).Format(time.TimeOnly), a.Number)
 	return nil
 }
 
@@ -258,7 +258,7 @@ func formatEvent(ev cli.Event) string {
 		}
 		writeAttachments(&b, ev.Attachments)
 	case "receipt":
-		fmt.Fprintf(&b, "[%s] %s: %s receipt for %s", at, who(ev), ev.Receipt.Type, joinInts(ev.Receipt.Timestamps))
+		fmt.Fprintf(&b, "[%s] %s: %s receipt for %s", at, who(ev), ev.Receipt.Type, sentTimes(ev.Receipt.Timestamps))
 	case "timer":
 		fmt.Fprintf(&b, "[%s] %s %s", at, who(ev), timerText(ev.ExpireTimer))
 	case "group_update":
@@ -326,12 +326,17 @@ func cmdUpdateContact(ctx context.Context, e *env, args []string) error {
 	})
 }
 
-func joinInts(v []int64) string {
+// sentTimes names the messages a receipt is for by when we sent them:
+// "your message of 17:23:17", or several of them.
+func sentTimes(v []int64) string {
 	s := make([]string, len(v))
 	for i, x := range v {
-		s[i] = strconv.FormatInt(x, 10)
+		s[i] = time.UnixMilli(x).Format(time.TimeOnly)
 	}
-	return strings.Join(s, ", ")
+	if len(s) == 1 {
+		return "your message of " + s[0]
+	}
+	return "your messages of " + strings.Join(s, ", ")
 }
 
 func cmdSendTyping(ctx context.Context, e *env, args []string) error {

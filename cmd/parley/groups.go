@@ -91,11 +91,7 @@ func cmdListGroups(ctx context.Context, e *env, args []string) error {
 					ms = append(ms, m.Account)
 				}
 			}
-			state := "active"
-			if !g.Active {
-				state = "left"
-			}
-			fmt.Fprintf(e.stdout, "Id: %s Name: %q Active: %s Members: %s\n", g.ID, g.Name, state, strings.Join(ms, ", "))
+			fmt.Fprintf(e.stdout, "Id: %s Name: %q Active: %t Members: %s\n", g.ID, g.Name, g.Active, strings.Join(ms, ", "))
 		}
 		return nil
 	})

@@ -7,7 +7,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -177,7 +179,7 @@ func runAdmin(ctx context.Context, cmd []string, o adminOptions, p purger, stdou
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "purged: %s\n", counts)
+		fmt.Fprintln(stdout, purgeSummary(counts))
 		return l.Record(ctx, audit.AdminPurge, "", 0, counts)
 	}
 	return fmt.Errorf("%w: %s", errUsage, strings.Join(cmd, " "))
@@ -216,4 +218,17 @@ func redacted(flagName string) bool {
 		return true
 	}
 	return false
+}
+
+// purgeSummary is what `parleyd admin purge` prints: "purged nothing", or
+// each kind of row with its count, sorted ("purged: envelopes 3, …").
+func purgeSummary(counts map[string]string) string {
+	if len(counts) == 0 {
+		return "purged nothing"
+	}
+	parts := make([]string, 0, len(counts))
+	for _, k := range slices.Sorted(maps.Keys(counts)) {
+		parts = append(parts, k+" "+counts[k])
+	}
+	return "purged: " + strings.Join(parts, ", ")
 }

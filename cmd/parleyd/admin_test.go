@@ -80,7 +80,7 @@ func TestAdminAndAudit(t *testing.T) {
 	if st, _ := p.do("GET", "/v1/accounts/me", bob.user, bob.pass, nil); st != 401 {
 		t.Fatalf("deleted account still authenticates: %d", st)
 	}
-	if out, code := adminRun(t, nil, append([]string{"purge"}, flags...)...); code != 0 || !strings.Contains(out, "purged") {
+	if out, code := adminRun(t, nil, append([]string{"purge"}, flags...)...); code != 0 || !strings.Contains(out, "purged") || strings.Contains(out, "map[") {
 		t.Fatalf("purge: %d %s", code, out)
 	}
 	if out, code := adminRun(t, nil, append([]string{"frobnicate"}, flags...)...); code != 2 {
