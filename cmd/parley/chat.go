@@ -119,6 +119,9 @@ func cmdChat(ctx context.Context, e *env, args []string) error {
 				return
 			}
 			lines <- l
+			if q := strings.TrimSpace(l); q == "/quit" || q == "/q" {
+				return // reading again would print a new prompt first
+			}
 		}
 	}()
 	for {
