@@ -53,8 +53,8 @@ func (a *Account) Identities(ctx context.Context, number string) ([]Identity, er
 	}
 	var out []Identity
 	for _, r := range rs {
-		if r.IdentityKey == nil {
-			continue
+		if r.IdentityKey == nil || r.Account == a.ID {
+			continue // our own other devices share our key: not a contact
 		}
 		id := Identity{Number: r.Number, Account: r.Account, TrustLevel: trustNames[r.Trust], AddedMS: r.KeyAddedMS,
 			Fingerprint: fmt.Sprintf("%x", r.IdentityKey)}

@@ -103,6 +103,22 @@ func TestLinkedDevice(t *testing.T) {
 	if evs := laptop.events(); !has(evs, syncEvent{Type: "sent", Sender: alice.number, Destination: bob.number, Text: "from the phone"}) {
 		t.Errorf("the laptop did not get its sibling's sent message: %+v", evs)
 	}
+	// Our own account is not a contact: neither device lists it among the
+	// identities (it used to appear as a bare account id with no safety
+	// number).
+	for _, u := range []*user{alice, laptop} {
+		out := u.ok("listIdentities")
+		if strings.Contains(out, alice.number+":") || !strings.Contains(out, bob.number+":") {
+			t.Errorf("%s's listIdentities:\n%s", u.config, out)
+		}
+		var ids []struct{ Number, Account string }
+		json.Unmarshal([]byte(u.ok("listIdentities", "--json")), &ids)
+		for _, id := range ids {
+			if id.Number == "" {
+				t.Errorf("an identity without a number (our own account?): %+v", id)
+			}
+		}
+	}
 	// Sent from the laptop: Bob gets it from Alice, the phone gets a copy.
 	laptop.ok("send", "-m", "from the laptop", bob.number)
 	if evs := bob.events(); !has(evs, syncEvent{Type: "message", Sender: alice.number, Text: "from the phone"}) ||
