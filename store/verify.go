@@ -56,20 +56,35 @@ func (db *DB) SetCode(ctx context.Context, idHash [32]byte, codeHash []byte, pro
 		SET code_hash = $2, provider_ref = $3, code_expires_at = $4 WHERE id_hash = $1`, idHash[:], codeHash, providerRef, ms(codeExpires))
 }
 
-// ReserveAttempt implements verify.Store.
-func (db *DB) ReserveAttempt(ctx context.Context, idHash [32]byte, limit int) error {
-	err := db.updateSession(ctx, "reserve attempt", `UPDATE verification_sessions SET attempts = attempts + 1
-		WHERE id_hash = $1 AND attempts < $2`, idHash[:], limit)
-	if errors.Is(err, verify.ErrNotFound) {
-		return verify.ErrNoAttemptsLeft
+// ReserveAttempt implements verify.Store: the count and the read of the
+// code happen in one statement on the writer, so the code checked is the
+// one stored when the attempt was counted.
+func (db *DB) ReserveAttempt(ctx context.Context, idHash [32]byte, limit int, now time.Time) (verify.Session, error) {
+	s := verify.Session{IDHash: idHash}
+	var number []byte
+	var codeExp, next, verified, exp int64
+	err := db.w.QueryRowContext(ctx, `UPDATE verification_sessions SET attempts = attempts + 1
+		WHERE id_hash = $1 AND attempts < $2 AND expires_at > $3
+		RETURNING number_hash, code_hash, provider_ref, code_expires_at, sends, next_send_at, attempts, verified_at, expires_at`,
+		idHash[:], limit, ms(now)).
+		Scan(&number, &s.CodeHash, &s.ProviderRef, &codeExp, &s.Sends, &next, &s.Attempts, &verified, &exp)
+	if errors.Is(err, sql.ErrNoRows) {
+		return s, verify.ErrNoAttemptsLeft
 	}
-	return err
+	if err != nil {
+		return s, fmt.Errorf("reserve attempt: %w", err)
+	}
+	copy(s.Number[:], number)
+	s.CodeExpires, s.NextSend, s.Verified, s.Expires = fromMS(codeExp), fromMS(next), fromMS(verified), fromMS(exp)
+	return s, nil
 }
 
-// MarkVerified implements verify.Store.
-func (db *DB) MarkVerified(ctx context.Context, idHash [32]byte, at time.Time) error {
+// MarkVerified implements verify.Store: only while no code was sent since
+// the one checked (sends unchanged) and the session is not yet verified.
+func (db *DB) MarkVerified(ctx context.Context, idHash [32]byte, sends int, at time.Time) error {
 	return db.updateSession(ctx, "mark verified", `UPDATE verification_sessions
-		SET verified_at = $2, code_hash = NULL, provider_ref = '' WHERE id_hash = $1`, idHash[:], ms(at))
+		SET verified_at = $2, code_hash = NULL, provider_ref = '' WHERE id_hash = $1 AND sends = $3 AND verified_at = 0`,
+		idHash[:], ms(at), sends)
 }
 
 // DeleteExpiredSessions implements verify.Store.

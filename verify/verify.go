@@ -90,11 +90,15 @@ type Store interface {
 	// SetCode replaces the session's code (after a reserved send).
 	SetCode(ctx context.Context, idHash [32]byte, codeHash []byte, providerRef string, codeExpires time.Time) error
 	// ReserveAttempt atomically counts one check if fewer than max were made
-	// and returns ErrNoAttemptsLeft otherwise, so parallel guesses cannot
-	// exceed max.
-	ReserveAttempt(ctx context.Context, idHash [32]byte, max int) error
-	// MarkVerified records success and forgets the code (codes are single use).
-	MarkVerified(ctx context.Context, idHash [32]byte, at time.Time) error
+	// (ErrNoAttemptsLeft otherwise, so parallel guesses cannot exceed max)
+	// and returns the session as of that count: the code to check is the one
+	// stored then, never an older one read earlier.
+	ReserveAttempt(ctx context.Context, idHash [32]byte, max int, now time.Time) (Session, error)
+	// MarkVerified records success and forgets the code (codes are single
+	// use), if the session still has exactly sends sends (no code was sent
+	// after the one checked) and is not verified yet; otherwise it returns
+	// ErrNotFound and changes nothing.
+	MarkVerified(ctx context.Context, idHash [32]byte, sends int, at time.Time) error
 	// DeleteExpiredSessions removes sessions that expired before now, and
 	// send-budget counts of hours before now's previous hour.
 	DeleteExpiredSessions(ctx context.Context, now time.Time) (int64, error)
@@ -413,10 +417,20 @@ func (s *Service) Check(ctx context.Context, id, code string) (State, error) {
 	if ss.Sends == 0 || ss.CodeHash == nil && ss.ProviderRef == "" {
 		return s.state(ss), ErrCodeExpired // no code stored (yet)
 	}
-	if err := s.store.ReserveAttempt(ctx, h, s.cfg.MaxAttempts); err != nil {
+	// The code is read again with the attempt's count: one replaced by a
+	// resend since the read above must not be accepted.
+	counted, err := s.store.ReserveAttempt(ctx, h, s.cfg.MaxAttempts, now)
+	if errors.Is(err, ErrNoAttemptsLeft) {
+		ss.Attempts = s.cfg.MaxAttempts
 		return s.state(ss), err
 	}
-	ss.Attempts++
+	if err != nil {
+		return State{}, err
+	}
+	ss = counted
+	if !ss.Verified.IsZero() {
+		return s.state(ss), nil
+	}
 	if now.After(ss.CodeExpires) {
 		return s.state(ss), ErrCodeExpired
 	}
@@ -432,7 +446,20 @@ func (s *Service) Check(ctx context.Context, id, code string) (State, error) {
 	if !ok {
 		return s.state(ss), ErrWrongCode
 	}
-	if err := s.store.MarkVerified(ctx, h, now); err != nil {
+	err = s.store.MarkVerified(ctx, h, ss.Sends, now)
+	if errors.Is(err, ErrNotFound) {
+		// A resend replaced the code after it was checked, or a parallel
+		// check verified the session: this code is spent either way.
+		ss, err := s.store.Session(ctx, h, now)
+		if err != nil {
+			return State{}, err
+		}
+		if !ss.Verified.IsZero() {
+			return s.state(ss), nil
+		}
+		return s.state(ss), ErrCodeExpired
+	}
+	if err != nil {
 		return State{}, fmt.Errorf("mark verified: %w", err)
 	}
 	ss.Verified = now

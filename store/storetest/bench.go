@@ -29,7 +29,7 @@ func Bench(b *testing.B, db *store.DB) {
 		if err := db.CreateSession(ctx, sessionFor(id, number)); err != nil {
 			b.Fatal(err)
 		}
-		if err := db.MarkVerified(ctx, id, now); err != nil {
+		if err := db.MarkVerified(ctx, id, 0, now); err != nil {
 			b.Fatal(err)
 		}
 		a, err := db.Register(ctx, accounts.StoredRegistration{

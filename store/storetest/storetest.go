@@ -115,7 +115,7 @@ func verifiedSession(t *testing.T, db *store.DB, number phone.Hash) [32]byte {
 	if err := db.CreateSession(ctx, sessionFor(id, number)); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.MarkVerified(ctx, id, now); err != nil {
+	if err := db.MarkVerified(ctx, id, 0, now); err != nil {
 		t.Fatal(err)
 	}
 	return id
@@ -187,8 +187,20 @@ func testSessions(t *testing.T, db *store.DB) {
 		!s.NextSend.Equal(now.Add(30*time.Second)) || !s.Verified.IsZero() {
 		t.Errorf("session read back wrong: %+v", s)
 	}
-	if err := db.MarkVerified(ctx, id, now); err != nil {
+	// The attempt is counted and the code read in one step.
+	counted, err := db.ReserveAttempt(ctx, id, 5, now)
+	if err != nil || counted.Attempts != 1 || !bytes.Equal(counted.CodeHash, code) || counted.Sends != 1 {
+		t.Errorf("ReserveAttempt = %+v, %v; want the stored code, 1 send, 1 attempt", counted, err)
+	}
+	// Success is recorded only against the send whose code was checked.
+	if err := db.MarkVerified(ctx, id, 0, now); !errors.Is(err, verify.ErrNotFound) {
+		t.Errorf("MarkVerified for an earlier send: err = %v, want ErrNotFound", err)
+	}
+	if err := db.MarkVerified(ctx, id, 1, now); err != nil {
 		t.Fatal(err)
+	}
+	if err := db.MarkVerified(ctx, id, 1, now); !errors.Is(err, verify.ErrNotFound) {
+		t.Errorf("MarkVerified twice: err = %v, want ErrNotFound", err)
 	}
 	s, _ = db.Session(ctx, id, now)
 	if s.Verified.IsZero() || s.CodeHash != nil {
@@ -249,7 +261,7 @@ func testAttemptsAtomic(t *testing.T, db *store.DB) {
 	granted := 0
 	for range 20 {
 		wg.Go(func() {
-			err := db.ReserveAttempt(ctx, id, 5)
+			_, err := db.ReserveAttempt(ctx, id, 5, now)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {

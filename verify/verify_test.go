@@ -1,0 +1,141 @@
+package verify_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/phone"
+	"github.com/parleyhq/parley/store"
+	"github.com/parleyhq/parley/store/sqlite"
+	"github.com/parleyhq/parley/verify"
+)
+
+// codes records the codes a Service sends, as an SMS would.
+type codes struct {
+	mu   sync.Mutex
+	sent []string
+}
+
+func (c *codes) SendCode(_ context.Context, _ phone.Number, code string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sent = append(c.sent, code)
+	return nil
+}
+
+func (c *codes) last() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sent[len(c.sent)-1]
+}
+
+// racingStore runs beforeCheck once, right after Check has read the
+// session and before it counts the attempt: where a concurrent resend
+// lands when it races a check.
+type racingStore struct {
+	*store.DB
+	beforeCheck func()
+}
+
+func (r *racingStore) ReserveAttempt(ctx context.Context, id [32]byte, max int, now time.Time) (verify.Session, error) {
+	if f := r.beforeCheck; f != nil {
+		r.beforeCheck = nil
+		f()
+	}
+	return r.DB.ReserveAttempt(ctx, id, max, now)
+}
+
+// A code replaced by a resend is refused even when the check read the
+// session before the resend stored the new code.
+func TestCodeReplacedDuringCheckIsRefused(t *testing.T) {
+	ctx := context.Background()
+	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "parley.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	hasher, err := phone.NewHasher(bytes.Repeat([]byte{2}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := time.UnixMilli(1_800_000_000_000)
+	sms := &codes{}
+	st := &racingStore{DB: db}
+	svc, err := verify.New(verify.Config{}, verify.Options{
+		Store: st, Sender: sms, Hasher: hasher, CodeKey: bytes.Repeat([]byte{3}, 32),
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: func() time.Time { return clock },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const number = "+15555550123"
+	id, _, err := svc.Start(ctx, number, "192.0.2.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := sms.last()
+	clock = clock.Add(31 * time.Second)
+	st.beforeCheck = func() {
+		if _, err := svc.Resend(ctx, id, number, "192.0.2.1"); err != nil {
+			t.Errorf("resend: %v", err)
+		}
+	}
+	if _, err := svc.Check(ctx, id, first); err == nil {
+		t.Fatal("the replaced code verified the session")
+	}
+	if sms.last() == first {
+		t.Skip("the resend drew the same code (1 in a million)")
+	}
+	stt, err := svc.Check(ctx, id, sms.last())
+	if err != nil || !stt.Verified {
+		t.Fatalf("the new code: %+v, %v", stt, err)
+	}
+}
+
+// Every check counts against the attempts, including one that races a
+// verification already made: a verified session stays verified.
+func TestParallelChecksOfTheRightCode(t *testing.T) {
+	ctx := context.Background()
+	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "parley.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	hasher, err := phone.NewHasher(bytes.Repeat([]byte{2}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sms := &codes{}
+	svc, err := verify.New(verify.Config{}, verify.Options{
+		Store: db, Sender: sms, Hasher: hasher, CodeKey: bytes.Repeat([]byte{3}, 32),
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _, err := svc.Start(ctx, "+15555550124", "192.0.2.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := sms.last()
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			st, err := svc.Check(ctx, id, code)
+			if err != nil && !errors.Is(err, verify.ErrNoAttemptsLeft) || err == nil && !st.Verified {
+				t.Errorf("check = %+v, %v", st, err)
+			}
+		})
+	}
+	wg.Wait()
+	if st, err := svc.State(ctx, id); err != nil || !st.Verified {
+		t.Fatalf("state = %+v, %v", st, err)
+	}
+}
