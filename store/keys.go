@@ -13,11 +13,14 @@ import (
 	"github.com/parleyhq/parley/prekeys"
 )
 
-// StoreKeys implements keys.Store.
+// StoreKeys implements keys.Store. The device row is locked first, so
+// concurrent uploads for one device run one after another and the pool cap
+// counted in insertPool holds (on PostgreSQL, under READ COMMITTED, two
+// uploads would otherwise each count the pool without the other's keys).
 func (db *DB) StoreKeys(ctx context.Context, account uuid.UUID, device int, u keys.Upload) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
 		var one int
-		err := tx.QueryRowContext(ctx, `SELECT 1 FROM devices WHERE account_id = $1 AND device_id = $2`, account.String(), device).Scan(&one)
+		err := tx.QueryRowContext(ctx, `SELECT 1 FROM devices WHERE account_id = $1 AND device_id = $2`+db.d.LockRows, account.String(), device).Scan(&one)
 		if errors.Is(err, sql.ErrNoRows) {
 			return keys.ErrNoDevice
 		}
@@ -28,7 +31,8 @@ func (db *DB) StoreKeys(ctx context.Context, account uuid.UUID, device int, u ke
 	})
 }
 
-// storeKeys writes u for an existing device inside tx.
+// storeKeys writes u for an existing device inside tx, which holds the
+// device's row locked (or created it).
 func (db *DB) storeKeys(ctx context.Context, tx *sql.Tx, account string, device int, u keys.Upload) error {
 	if k := u.SignedPreKey; k != nil {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO signed_prekeys (account_id, device_id, key_id, public_key, signature)

@@ -42,6 +42,7 @@ func Run(t *testing.T, open Opener) {
 		{"Devices", testDevices},
 		{"DeleteAccountRemovesEverything", testDeleteAccount},
 		{"StoreKeysAllOrNothing", testStoreKeys},
+		{"PoolCapUnderConcurrentUploads", testPoolCapConcurrent},
 		{"ClaimBundle", testClaim},
 		{"ConcurrentClaimsHandOutEachKeyOnce", testConcurrentClaims},
 	}
@@ -615,6 +616,38 @@ func testStoreKeys(t *testing.T, db *store.DB) {
 	}
 	if c, _ := db.CountPreKeys(ctx, id, 1); c.EC > keys.MaxPoolSize {
 		t.Errorf("pool holds %d keys, cap %d", c.EC, keys.MaxPoolSize)
+	}
+}
+
+// testPoolCapConcurrent uploads from many connections at once, each
+// upload fitting under the cap alone: the pool must still end within it.
+func testPoolCapConcurrent(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	id, _ := register(t, db, 0)
+	const uploads = 2 * keys.MaxPoolSize / keys.MaxPreKeysPerUpload
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	stored := 0
+	for i := range uploads {
+		wg.Go(func() {
+			err := db.StoreKeys(ctx, id, 1, keys.Upload{KEMPreKeys: kemPreKeys(1000+i*keys.MaxPreKeysPerUpload, keys.MaxPreKeysPerUpload)})
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				stored++
+			case !errors.Is(err, keys.ErrTooMany):
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	c, err := db.CountPreKeys(ctx, id, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.KEM > keys.MaxPoolSize || c.KEM != stored*keys.MaxPreKeysPerUpload {
+		t.Errorf("%d parallel uploads of %d: %d accepted, pool holds %d, cap %d", uploads, keys.MaxPreKeysPerUpload, stored, c.KEM, keys.MaxPoolSize)
 	}
 }
 
