@@ -218,10 +218,20 @@ func (db *DB) AddDevice(ctx context.Context, account uuid.UUID, d accounts.NewDe
 }
 
 // addDevice inserts a device with the next free id, unless the account
-// has maxDevices already (accounts.ErrTooManyDevices).
+// has maxDevices already (accounts.ErrTooManyDevices). The account row is
+// locked first, so concurrent additions take turns: each sees the others'
+// devices when it picks an id and counts against the limit.
 func (db *DB) addDevice(ctx context.Context, tx *sql.Tx, account uuid.UUID, d accounts.NewDevice, day, maxDevices int) (int, error) {
+	var one int
+	err := tx.QueryRowContext(ctx, `SELECT 1 FROM accounts WHERE id = $1`+db.d.LockRows, account.String()).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, accounts.ErrNotFound
+	}
+	if err != nil {
+		return 0, fmt.Errorf("add device: %w", err)
+	}
 	var id, count int
-	err := tx.QueryRowContext(ctx, `SELECT coalesce(max(device_id), 0) + 1, count(*) FROM devices WHERE account_id = $1`, account.String()).Scan(&id, &count)
+	err = tx.QueryRowContext(ctx, `SELECT coalesce(max(device_id), 0) + 1, count(*) FROM devices WHERE account_id = $1`, account.String()).Scan(&id, &count)
 	if err != nil {
 		return 0, fmt.Errorf("add device: %w", err)
 	}

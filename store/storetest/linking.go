@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +21,45 @@ var linkingTests = []struct {
 }{
 	{"LinkCodes", testLinkCodes},
 	{"ProvisioningMailboxes", testMailboxes},
+	{"ConcurrentLinks", testConcurrentLinks},
+}
+
+// testConcurrentLinks links devices with several codes at once: each link
+// gets its own id or a clear refusal past the limit, never a storage error.
+func testConcurrentLinks(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	alice, reg := register(t, db, 0)
+	const links, maxDevices = 8, 6
+	codes := make([][]byte, links)
+	for i := range codes {
+		codes[i] = random(32)
+		if err := db.CreateLinkCode(ctx, codes[i], alice, now.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ids := map[int]bool{}
+	for _, code := range codes {
+		wg.Go(func() {
+			id, err := db.LinkDevice(ctx, code, alice, reg.Device, now, maxDevices)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				if ids[id] {
+					t.Errorf("device id %d handed out twice", id)
+				}
+				ids[id] = true
+			case !errors.Is(err, accounts.ErrTooManyDevices):
+				t.Errorf("link: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if devs, _ := db.Devices(ctx, alice); len(devs) != maxDevices || len(ids) != maxDevices-1 {
+		t.Errorf("%d parallel links, limit %d: %d linked, account has %d devices", links, maxDevices, len(ids), len(devs))
+	}
 }
 
 func testLinkCodes(t *testing.T, db *store.DB) {
