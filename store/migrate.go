@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Migration is one numbered schema change.
@@ -16,6 +17,40 @@ type Migration struct {
 	Version int
 	Name    string
 	SQL     string
+	// NoTransaction marks a migration whose file starts with the line
+	// "-- parley:no-transaction": its statements run one by one outside a
+	// transaction, for those PostgreSQL refuses inside one (CREATE INDEX
+	// CONCURRENTLY, which builds an index without blocking writes to a
+	// large table). Such a file must be safe to run again from the start
+	// after failing part-way, and end each statement with ";" at the end of
+	// a line.
+	NoTransaction bool
+}
+
+// noTransaction is the first line of a migration that runs outside a
+// transaction.
+const noTransaction = "-- parley:no-transaction"
+
+// Statements splits a no-transaction migration into its statements,
+// without comment lines.
+func (m Migration) Statements() []string {
+	var out []string
+	var cur strings.Builder
+	for line := range strings.Lines(m.SQL) {
+		t := strings.TrimSpace(line)
+		if t == "" || strings.HasPrefix(t, "--") {
+			continue
+		}
+		cur.WriteString(line)
+		if strings.HasSuffix(t, ";") {
+			out = append(out, strings.TrimSpace(cur.String()))
+			cur.Reset()
+		}
+	}
+	if t := strings.TrimSpace(cur.String()); t != "" {
+		out = append(out, t)
+	}
+	return out
 }
 
 // LoadMigrations reads files named NNNN_description.sql from fsys, sorted by
@@ -40,7 +75,8 @@ func LoadMigrations(fsys fs.FS) ([]Migration, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read migration %q: %w", name, err)
 		}
-		ms = append(ms, Migration{Version: v, Name: name, SQL: string(b)})
+		first, _, _ := strings.Cut(string(b), "\n")
+		ms = append(ms, Migration{Version: v, Name: name, SQL: string(b), NoTransaction: strings.TrimSpace(first) == noTransaction})
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].Version < ms[j].Version })
 	for i, m := range ms {
@@ -52,9 +88,11 @@ func LoadMigrations(fsys fs.FS) ([]Migration, error) {
 }
 
 // Migrate applies the dialect's migrations that db has not seen yet, each in
-// its own transaction together with its row in schema_migrations. Concurrent
-// callers (several replicas starting at once) are serialised by the
-// dialect's lock. It returns how many migrations it applied.
+// its own transaction together with its row in schema_migrations (a
+// NoTransaction migration's statements run one by one, and its row is
+// written after the last). Concurrent callers (several replicas starting at
+// once) are serialised by the dialect's lock. It returns how many
+// migrations it applied.
 func Migrate(ctx context.Context, db *sql.DB, d *Dialect) (applied int, err error) {
 	ms, err := LoadMigrations(d.Migrations)
 	if err != nil {
@@ -66,8 +104,8 @@ func Migrate(ctx context.Context, db *sql.DB, d *Dialect) (applied int, err erro
 	}
 	defer conn.Close()
 	if d.MigrationLock != "" {
-		if _, err := conn.ExecContext(ctx, d.MigrationLock); err != nil {
-			return 0, fmt.Errorf("migrate: take lock: %w", err)
+		if err := takeMigrationLock(ctx, conn, d.MigrationLock); err != nil {
+			return 0, err
 		}
 		defer func() {
 			if _, uerr := conn.ExecContext(context.WithoutCancel(ctx), d.MigrationUnlock); uerr != nil && err == nil {
@@ -86,6 +124,18 @@ func Migrate(ctx context.Context, db *sql.DB, d *Dialect) (applied int, err erro
 		return 0, fmt.Errorf("migrate: database is at schema version %d but this binary knows only %d; run a newer parleyd", current, len(ms))
 	}
 	for _, m := range ms[current:] {
+		if m.NoTransaction {
+			for _, q := range m.Statements() {
+				if _, err := conn.ExecContext(ctx, q); err != nil {
+					return applied, fmt.Errorf("migrate: apply %s: %w", m.Name, err)
+				}
+			}
+			if _, err := conn.ExecContext(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.Version, m.Name); err != nil {
+				return applied, fmt.Errorf("migrate: record %s: %w", m.Name, err)
+			}
+			applied++
+			continue
+		}
 		if err := inTx(ctx, conn, func(tx *sql.Tx) error {
 			if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
 				return err
@@ -98,6 +148,28 @@ func Migrate(ctx context.Context, db *sql.DB, d *Dialect) (applied int, err erro
 		applied++
 	}
 	return applied, nil
+}
+
+// takeMigrationLock polls the dialect's try-lock query until it answers
+// true. Polling rather than a blocking lock call matters: a replica blocked
+// inside a lock statement holds a snapshot, and CREATE INDEX CONCURRENTLY
+// in the lock holder's migration waits for every older snapshot to end, a
+// deadlock.
+func takeMigrationLock(ctx context.Context, conn *sql.Conn, q string) error {
+	for {
+		var ok bool
+		if err := conn.QueryRowContext(ctx, q).Scan(&ok); err != nil {
+			return fmt.Errorf("migrate: take lock: %w", err)
+		}
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("migrate: waiting for another replica's migration: %w", ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 type txBeginner interface {

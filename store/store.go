@@ -28,8 +28,10 @@ type Dialect struct {
 	Name string
 	// Migrations holds the numbered schema files.
 	Migrations fs.FS
-	// MigrationLock and MigrationUnlock serialise concurrent migrators
-	// (empty when the engine serialises writers itself).
+	// MigrationLock (a query answering true once it took the lock, false
+	// when another session holds it; Migrate polls it) and MigrationUnlock
+	// serialise concurrent migrators (empty when the engine serialises
+	// writers itself).
 	MigrationLock, MigrationUnlock string
 	// ClaimEC and ClaimKEM remove and return (key_id, public_key[, signature])
 	// of the lowest-id one-time prekey of device ($1 account, $2 device),

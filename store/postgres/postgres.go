@@ -34,7 +34,7 @@ func Dialect() *store.Dialect {
 	return &store.Dialect{
 		Name:            "postgres",
 		Migrations:      sub,
-		MigrationLock:   fmt.Sprintf("SELECT pg_advisory_lock(%d)", migrationLockKey),
+		MigrationLock:   fmt.Sprintf("SELECT pg_try_advisory_lock(%d)", migrationLockKey),
 		MigrationUnlock: fmt.Sprintf("SELECT pg_advisory_unlock(%d)", migrationLockKey),
 		ClaimEC: `DELETE FROM ec_prekeys WHERE (account_id, device_id, key_id) =
 			(SELECT account_id, device_id, key_id FROM ec_prekeys WHERE account_id = $1 AND device_id = $2

@@ -1,0 +1,160 @@
+package postgres_test
+
+import (
+	"context"
+	"database/sql"
+	"strings"
+	"sync"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/parleyhq/parley/store"
+	"github.com/parleyhq/parley/store/postgres"
+	"github.com/parleyhq/parley/store/postgres/pgtest"
+)
+
+// upTo returns PostgreSQL's dialect with only its first n migrations, to
+// put a database where an older parleyd left it.
+func upTo(t *testing.T, n int) *store.Dialect {
+	t.Helper()
+	d := postgres.Dialect()
+	ms, err := store.LoadMigrations(d.Migrations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := fstest.MapFS{}
+	for _, m := range ms[:n] {
+		sub[m.Name] = &fstest.MapFile{Data: []byte(m.SQL)}
+	}
+	d.Migrations = sub
+	return d
+}
+
+func openDB(t *testing.T, dsn string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// Upgrading a database whose queue is in use must not stop sends while
+// the new queue index is built: a plain CREATE INDEX waits for the
+// running send's transaction while holding every later send behind it.
+// Two replicas start the upgrade at once, as a rolling deploy does.
+func TestQueueIndexMigrationDoesNotBlockSends(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dsn := pgtest.Database(t)
+	db := openDB(t, dsn)
+	if _, err := store.Migrate(ctx, db, upTo(t, 7)); err != nil {
+		t.Fatal(err)
+	}
+	// A send in progress: its transaction holds the lock an INSERT takes.
+	running, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer running.Rollback()
+	if _, err := running.ExecContext(ctx, `LOCK TABLE envelopes IN ROW EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i := range errs {
+		wg.Go(func() {
+			replica := openDB(t, dsn)
+			_, errs[i] = store.Migrate(ctx, replica, postgres.Dialect())
+		})
+	}
+	// Wait until the migration waits on the running send.
+	for {
+		var waiting int
+		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query ILIKE '%CREATE INDEX%'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting > 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the migration never reached the index build")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	// Another send starts meanwhile: it must get its lock at once.
+	next, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := next.ExecContext(ctx, `SET LOCAL lock_timeout = '3s'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := next.ExecContext(ctx, `LOCK TABLE envelopes IN ROW EXCLUSIVE MODE`); err != nil {
+		t.Errorf("a send during the index build: %v", err)
+	}
+	next.Rollback()
+	running.Rollback()
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatalf("migrate: %v", err)
+		}
+	}
+	checkQueueIndexes(ctx, t, db)
+}
+
+// A migration that fails part-way through its statements runs again from
+// the start.
+func TestQueueIndexMigrationResumes(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t, pgtest.Database(t))
+	if _, err := store.Migrate(ctx, db, upTo(t, 7)); err != nil {
+		t.Fatal(err)
+	}
+	// As if the build had succeeded and the process died before the rest.
+	if _, err := db.ExecContext(ctx, `CREATE INDEX envelopes_queue_source ON envelopes (account_id, device_id, source_account, size)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Migrate(ctx, db, postgres.Dialect()); err != nil {
+		t.Fatal(err)
+	}
+	checkQueueIndexes(ctx, t, db)
+}
+
+func checkQueueIndexes(ctx context.Context, t *testing.T, db *sql.DB) {
+	t.Helper()
+	var version int
+	if err := db.QueryRowContext(ctx, `SELECT max(version) FROM schema_migrations`).Scan(&version); err != nil {
+		t.Fatal(err)
+	}
+	ms, _ := store.LoadMigrations(postgres.Dialect().Migrations)
+	if version != len(ms) {
+		t.Errorf("schema version %d, want %d", version, len(ms))
+	}
+	rows, err := db.QueryContext(ctx, `SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+		WHERE i.indrelid = 'envelopes'::regclass AND c.relname LIKE 'envelopes_queue%' ORDER BY c.relname`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []string
+	for rows.Next() {
+		var name string
+		var valid bool
+		if err := rows.Scan(&name, &valid); err != nil {
+			t.Fatal(err)
+		}
+		if !valid {
+			name += " (invalid)"
+		}
+		got = append(got, name)
+	}
+	if strings.Join(got, ",") != "envelopes_queue,envelopes_queue_source" {
+		t.Errorf("queue indexes %v, want envelopes_queue and envelopes_queue_source, both valid", got)
+	}
+}
