@@ -119,12 +119,14 @@ func TestProvisioningSocket(t *testing.T) {
 			t.Errorf("%s: got %d %s, want %d %s", name, r.Status, r.Raw, status, code)
 		}
 	}
-	sealed := []byte("sealed provisioning message")
+	// A message of the largest size allowed (an account with many contacts
+	// and groups) goes through the database and the socket whole.
+	sealed := []byte(strings.Repeat("sealed provisioning message ", provisioning.MaxBody/28+1)[:provisioning.MaxBody])
 	expect("no credentials", e.call("PUT", "/v1/provisioning/"+f.Address, nil, map[string]any{"body": b64(sealed)}, true), 401, "unauthorized")
 	expect("nobody waiting", e.call("PUT", "/v1/provisioning/AAAAAAAAAAAAAAAAAAAAAA", alice, map[string]any{"body": b64(sealed)}, true), 404, "provisioning_address_not_found")
 	expect("malformed address", e.call("PUT", "/v1/provisioning/..%2f", alice, map[string]any{"body": b64(sealed)}, false), 422, "invalid_provisioning_message")
 	expect("empty body", e.call("PUT", "/v1/provisioning/"+f.Address, alice, map[string]any{"body": ""}, false), 422, "invalid_provisioning_message")
-	expect("oversized body", e.call("PUT", "/v1/provisioning/"+f.Address, alice, map[string]any{"body": b64(make([]byte, 17<<10))}, false), 422, "invalid_provisioning_message")
+	expect("oversized body", e.call("PUT", "/v1/provisioning/"+f.Address, alice, map[string]any{"body": b64(make([]byte, 257<<10))}, false), 422, "invalid_provisioning_message")
 	if r := e.call("PUT", "/v1/provisioning/"+f.Address, alice, map[string]any{"body": b64(sealed)}, true); r.Status != 204 {
 		t.Fatalf("deliver: %d %s", r.Status, r.Raw)
 	}

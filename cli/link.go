@@ -13,22 +13,52 @@ import (
 
 	"golang.org/x/crypto/nacl/box"
 
+	"github.com/parleyhq/parley/cli/content"
 	"github.com/parleyhq/parley/cli/relayclient"
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/protocol"
+	"github.com/parleyhq/parley/provisioning"
 	"github.com/parleyhq/parley/store/clientdb"
 )
 
 // provisionMessage is what the primary device seals to a new device: who
-// the account is, its identity key pair, and the code that lets the new
-// device join.
+// the account is, its identity key pair, the code that lets the new device
+// join, and what the new device needs to carry on the account's
+// conversations (contacts with the trust given to their keys, groups,
+// timers and attachment buckets). Message history and sessions stay
+// behind: the new device starts its own sessions.
 type provisionMessage struct {
-	Version         int    `json:"version"`
-	AccountID       string `json:"account_id"`
-	Number          string `json:"number"`
-	IdentityPrivate []byte `json:"identity_private"`
-	LinkCode        string `json:"link_code"`
+	Version         int                       `json:"version"`
+	AccountID       string                    `json:"account_id"`
+	Number          string                    `json:"number"`
+	IdentityPrivate []byte                    `json:"identity_private"`
+	LinkCode        string                    `json:"link_code"`
+	Contacts        []provisionedContact      `json:"contacts,omitempty"`
+	Groups          []Group                   `json:"groups,omitempty"`
+	Conversations   []provisionedConversation `json:"conversations,omitempty"`
 }
+
+// provisionedContact is a contact as the primary device knows it.
+type provisionedContact struct {
+	Account     string `json:"account"`
+	Number      string `json:"number,omitempty"`
+	IdentityKey []byte `json:"identity_key,omitempty"`
+	Trust       int    `json:"trust"`
+	KeyAddedMS  int64  `json:"key_added_ms,omitempty"`
+}
+
+// provisionedConversation is a conversation's timer and attachment
+// bucket; ID is a contact's account id or a group id.
+type provisionedConversation struct {
+	ID           string `json:"id"`
+	Timer        int64  `json:"timer,omitempty"`
+	BucketID     string `json:"bucket_id,omitempty"`
+	MemberSecret []byte `json:"member_secret,omitempty"`
+	AdminSecret  []byte `json:"admin_secret,omitempty"`
+}
+
+// maxProvisionedContacts bounds what a provisioning message may carry.
+const maxProvisionedContacts = 10000
 
 const provisionVersion = 1
 
@@ -139,7 +169,10 @@ func (a *Account) link(ctx context.Context, m provisionMessage, ik protocol.Iden
 		if err != nil {
 			return err
 		}
-		return errors.Join(tx.SetValue(ctx, metaServer, []byte(a.Server), false), saveDevice(ctx, tx, m.AccountID, device, regID, cred, ik))
+		if err := errors.Join(tx.SetValue(ctx, metaServer, []byte(a.Server), false), saveDevice(ctx, tx, m.AccountID, device, regID, cred, ik)); err != nil {
+			return err
+		}
+		return adoptProvisioned(ctx, tx, m)
 	})
 	if err != nil {
 		return err
@@ -166,18 +199,139 @@ func (a *Account) AddDevice(ctx context.Context, uri string) error {
 	if err != nil {
 		return err
 	}
-	plain, err := json.Marshal(provisionMessage{Version: provisionVersion, AccountID: a.ID, Number: a.Number,
-		IdentityPrivate: a.identity.Private.Bytes(), LinkCode: code})
+	m := provisionMessage{Version: provisionVersion, AccountID: a.ID, Number: a.Number,
+		IdentityPrivate: a.identity.Private.Bytes(), LinkCode: code}
+	if err := local(a.db.Update(ctx, func(tx *clientdb.Tx) error { return a.provisioned(ctx, tx, &m) })); err != nil {
+		return err
+	}
+	sealed, dropped, err := sealProvisioning(m, pub)
 	if err != nil {
 		return err
 	}
-	sealed, err := box.SealAnonymous(nil, plain, pub, rand.Reader)
-	if err != nil {
-		return err
+	if dropped && a.notice != nil {
+		a.notice(fmt.Sprintf("%d contacts and %d groups are too many to hand to the new device (the relay takes %d KiB); it starts without them and learns them as messages arrive",
+			len(m.Contacts), len(m.Groups), provisioning.MaxBody>>10))
 	}
 	if err := a.relay.DeliverProvisioning(ctx, address, sealed); err != nil {
 		return err
 	}
 	a.ownDevicesAt = time.Time{} // look again before the next sync
+	return nil
+}
+
+// sealProvisioning encodes m and seals it to the new device's key. If
+// that is larger than the relay takes, it seals m without its contacts,
+// groups and conversations instead and reports that they were dropped.
+func sealProvisioning(m provisionMessage, pub *[32]byte) (sealed []byte, dropped bool, err error) {
+	for {
+		plain, err := json.Marshal(m)
+		if err != nil {
+			return nil, false, err
+		}
+		sealed, err := box.SealAnonymous(nil, plain, pub, rand.Reader)
+		if err != nil || len(sealed) <= provisioning.MaxBody || dropped {
+			return sealed, dropped, err
+		}
+		m.Contacts, m.Groups, m.Conversations, dropped = nil, nil, nil, true
+	}
+}
+
+// provisioned fills m with this device's contacts, groups and
+// conversation settings.
+func (a *Account) provisioned(ctx context.Context, tx *clientdb.Tx, m *provisionMessage) error {
+	rs, err := tx.Recipients(ctx)
+	if err != nil {
+		return err
+	}
+	conversations := []string{}
+	for _, r := range rs {
+		if r.Account == a.ID {
+			continue
+		}
+		m.Contacts = append(m.Contacts, provisionedContact{Account: r.Account, Number: r.Number,
+			IdentityKey: r.IdentityKey, Trust: r.Trust, KeyAddedMS: r.KeyAddedMS})
+		conversations = append(conversations, r.Account)
+	}
+	ids, err := tx.GroupIDs(ctx)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		g, err := loadGroup(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		m.Groups = append(m.Groups, g)
+		conversations = append(conversations, id)
+	}
+	for _, id := range conversations {
+		c := provisionedConversation{ID: id}
+		if c.Timer, err = tx.Timer(ctx, id); err != nil {
+			return err
+		}
+		b, err := tx.Bucket(ctx, id)
+		switch {
+		case err == nil:
+			c.BucketID, c.MemberSecret, c.AdminSecret = b.ID, b.MemberSecret, b.AdminSecret
+		case !errors.Is(err, clientdb.ErrNotFound):
+			return err
+		}
+		if c.Timer != 0 || c.BucketID != "" {
+			m.Conversations = append(m.Conversations, c)
+		}
+	}
+	return nil
+}
+
+// adoptProvisioned stores what a provisioning message carries besides the
+// account itself. Anything malformed refuses the whole message: it came
+// from this account's primary device, so it should not be.
+func adoptProvisioned(ctx context.Context, tx *clientdb.Tx, m provisionMessage) error {
+	bad := func(what string) error { return fmt.Errorf("the provisioning message has a malformed %s", what) }
+	if len(m.Contacts) > maxProvisionedContacts || len(m.Groups) > maxProvisionedContacts || len(m.Conversations) > 2*maxProvisionedContacts {
+		return bad("size")
+	}
+	for _, c := range m.Contacts {
+		if c.Account == "" || len(c.Account) > 64 || c.Account == m.AccountID || c.Trust < clientdb.Untrusted || c.Trust > clientdb.TrustedVerified {
+			return bad("contact")
+		}
+		if c.Number != "" {
+			if _, err := phone.Parse(c.Number); err != nil {
+				return bad("contact number")
+			}
+		}
+		if c.IdentityKey != nil {
+			if _, err := protocol.ParsePublicKey(c.IdentityKey); err != nil {
+				return bad("contact identity key")
+			}
+		}
+		if err := tx.PutRecipient(ctx, clientdb.Recipient{Account: c.Account, Number: c.Number,
+			IdentityKey: c.IdentityKey, Trust: c.Trust, KeyAddedMS: c.KeyAddedMS}); err != nil {
+			return err
+		}
+	}
+	for _, g := range m.Groups {
+		if !g.state().Valid() {
+			return bad("group")
+		}
+		if err := saveGroup(ctx, tx, g); err != nil {
+			return err
+		}
+	}
+	for _, c := range m.Conversations {
+		if c.ID == "" || len(c.ID) > 64 || c.Timer < 0 || c.Timer > content.MaxExpireTimer {
+			return bad("conversation")
+		}
+		if c.Timer > 0 {
+			if _, err := tx.SetTimer(ctx, c.ID, c.Timer); err != nil {
+				return err
+			}
+		}
+		if c.BucketID != "" {
+			if _, err := tx.AdoptBucket(ctx, c.ID, clientdb.Bucket{ID: c.BucketID, MemberSecret: c.MemberSecret, AdminSecret: c.AdminSecret}); err != nil {
+				return bad("attachment bucket")
+			}
+		}
+	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -31,8 +32,10 @@ import (
 const (
 	// TTL is how long a new device waits for its provisioning message.
 	TTL = 10 * time.Minute
-	// MaxBody bounds a provisioning message.
-	MaxBody = 16 << 10
+	// MaxBody bounds a provisioning message. Besides the account's keys it
+	// carries the account's contacts, groups and conversation settings to
+	// the new device (about 200 bytes a contact).
+	MaxBody = 256 << 10
 	// CloseExpired closes a socket whose wait ran out.
 	CloseExpired = 4002
 )
@@ -218,7 +221,7 @@ func (s *Service) Deliver(ctx context.Context, address string, body []byte) erro
 		return errors.Join(ErrInvalid, errors.New("malformed address"))
 	}
 	if len(body) == 0 || len(body) > MaxBody {
-		return errors.Join(ErrInvalid, errors.New("the message must be 1 byte to 16 KiB"))
+		return errors.Join(ErrInvalid, fmt.Errorf("the message must be 1 byte to %d KiB", MaxBody>>10))
 	}
 	hash := addressHash(address)
 	if err := s.store.DeliverToMailbox(ctx, hash, body, s.now()); err != nil {

@@ -208,6 +208,10 @@ func (c *Content) Validate() error {
 	return nil
 }
 
+// Valid reports whether g is well-formed: an id, a revision, a name and
+// members within the limits every group message is held to.
+func (g *GroupState) Valid() bool { return validGroup(g) }
+
 func validGroup(g *GroupState) bool {
 	if !validID(g.ID) || g.Revision < 1 || len(g.Name) > 256 || len(g.Members) > MaxGroupMembers {
 		return false

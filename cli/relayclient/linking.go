@@ -66,7 +66,7 @@ func (c *Client) WaitForProvisioning(ctx context.Context) (*ProvisioningSocket, 
 	if err != nil {
 		return nil, fmt.Errorf("%w: provisioning socket: %w", ErrUnavailable, err)
 	}
-	conn.SetReadLimit(64 << 10)
+	conn.SetReadLimit(2 * provisioning.MaxBody) // base64 in a JSON frame
 	var f provisioning.Frame
 	if err := conn.ReadJSON(&f); err != nil || f.Type != "address" || f.Address == "" {
 		conn.Close()

@@ -47,44 +47,7 @@ func TestLinkedDevice(t *testing.T) {
 	alice.ok("send", "-m", "before linking", bob.number)
 	bob.receive()
 
-	laptop := &user{t: t, number: alice.number, config: t.TempDir(), server: server}
-	link := laptop.cmd("link")
-	stdout, err := link.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	link.Stderr = &stderr
-	if err := link.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := bufio.NewScanner(stdout)
-	if !lines.Scan() || !strings.HasPrefix(lines.Text(), "parley://link?") {
-		t.Fatalf("link printed %q (%s)", lines.Text(), stderr.String())
-	}
-	uri := lines.Text()
-	alice.ok("addDevice", "--uri", uri)
-	rest := make(chan string, 1)
-	go func() {
-		var b strings.Builder
-		for lines.Scan() {
-			b.WriteString(lines.Text())
-		}
-		rest <- b.String()
-	}()
-	var last string
-	select {
-	case last = <-rest:
-	case <-time.After(30 * time.Second):
-		link.Process.Kill()
-		t.Fatal("link did not finish")
-	}
-	if err := link.Wait(); err != nil {
-		t.Fatalf("link: %v\n%s", err, stderr.String())
-	}
-	if !strings.Contains(last, "device 2 of "+alice.number) {
-		t.Fatalf("link ended with %q", last)
-	}
+	laptop, uri := linkDevice(t, alice, server)
 	var devs []map[string]any
 	json.Unmarshal([]byte(laptop.ok("listDevices", "--json")), &devs)
 	if len(devs) != 2 {
@@ -164,5 +127,87 @@ func TestLinkedDevice(t *testing.T) {
 	// A linked device cannot approve further devices.
 	if _, errs, code := laptop.run("", "addDevice", "--uri", uri); code != 1 || !strings.Contains(errs, "primary") {
 		t.Errorf("linked device's addDevice: exit %d %s", code, errs)
+	}
+}
+
+// linkDevice links a new device to primary's account with `parley link`
+// and `addDevice`, and returns it with the link URI it showed.
+func linkDevice(t *testing.T, alice *user, server string) (*user, string) {
+	t.Helper()
+	laptop := &user{t: t, number: alice.number, config: t.TempDir(), server: server}
+	link := laptop.cmd("link")
+	stdout, err := link.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	link.Stderr = &stderr
+	if err := link.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewScanner(stdout)
+	if !lines.Scan() || !strings.HasPrefix(lines.Text(), "parley://link?") {
+		t.Fatalf("link printed %q (%s)", lines.Text(), stderr.String())
+	}
+	uri := lines.Text()
+	alice.ok("addDevice", "--uri", uri)
+	rest := make(chan string, 1)
+	go func() {
+		var b strings.Builder
+		for lines.Scan() {
+			b.WriteString(lines.Text())
+		}
+		rest <- b.String()
+	}()
+	var last string
+	select {
+	case last = <-rest:
+	case <-time.After(30 * time.Second):
+		link.Process.Kill()
+		t.Fatal("link did not finish")
+	}
+	if err := link.Wait(); err != nil {
+		t.Fatalf("link: %v\n%s", err, stderr.String())
+	}
+	if !strings.Contains(last, "device 2 of "+alice.number) {
+		t.Fatalf("link ended with %q", last)
+	}
+	return laptop, uri
+}
+
+// TestLinkedDeviceLearnsTheAccount: a device linked after contacts were
+// verified, a timer set and a group made starts with all of them, as the
+// primary has them, instead of an empty address book.
+func TestLinkedDeviceLearnsTheAccount(t *testing.T) {
+	server := relay(t, "sqlite")
+	alice, bob := newUser(t, server, 0), newUser(t, server, 1)
+	alice.register()
+	bob.register()
+	alice.ok("send", "-m", "before linking", bob.number)
+	bob.receive()
+	alice.ok("trust", bob.number, "--verified-safety-number", alice.identity(bob).SafetyNumber)
+	alice.ok("updateContact", bob.number, "-e", "60")
+	bob.receive()
+	m := createdGroup.FindStringSubmatch(alice.ok("updateGroup", "-n", "Night shift", "-m", bob.number))
+	if m == nil {
+		t.Fatal("no group created")
+	}
+	bob.groupEvents()
+
+	laptop, _ := linkDevice(t, alice, server)
+	if got, want := laptop.identity(bob), alice.identity(bob); got != want || got.TrustLevel != "TRUSTED_VERIFIED" {
+		t.Errorf("the laptop's view of bob: %+v, the phone's: %+v", got, want)
+	}
+	if out := laptop.ok("listGroups"); !strings.Contains(out, `"Night shift"`) || !strings.Contains(out, bob.number) {
+		t.Errorf("the laptop does not know the group made before it was linked: %s", out)
+	}
+	// The laptop writes with the conversation's timer, and to the group.
+	laptop.ok("send", "-m", "from the new laptop", bob.number)
+	if got := bob.ok("receive", "--json", "--timeout", "0.5"); !strings.Contains(got, "from the new laptop") || !strings.Contains(got, `"expire_timer":60`) {
+		t.Errorf("bob received %s", got)
+	}
+	laptop.ok("send", "-g", m[1], "-m", "group from the new laptop")
+	if got := strings.Join(groupTexts(bob.groupEvents()), "|"); got != alice.number+": group from the new laptop" {
+		t.Errorf("bob's group messages: %q", got)
 	}
 }

@@ -143,4 +143,15 @@ func testMailboxes(t *testing.T, db *store.DB) {
 	if _, err := db.MailboxBody(ctx, box); !errors.Is(err, provisioning.ErrNoMailbox) {
 		t.Fatalf("closed mailbox: %v", err)
 	}
+	// The largest message the relay accepts fits the table.
+	big := random(provisioning.MaxBody)
+	if err := db.OpenMailbox(ctx, box, now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.DeliverToMailbox(ctx, box, big, now); err != nil {
+		t.Fatalf("deliver %d bytes: %v", len(big), err)
+	}
+	if body, err := db.MailboxBody(ctx, box); err != nil || !bytes.Equal(body, big) {
+		t.Fatalf("big body: %d bytes, %v", len(body), err)
+	}
 }
