@@ -151,11 +151,13 @@ func (db *DB) DeviceCredential(ctx context.Context, account uuid.UUID, device in
 // TouchDevice implements accounts.Store.
 func (db *DB) TouchDevice(ctx context.Context, account uuid.UUID, device, day int) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE devices SET last_seen_day = $3 WHERE account_id = $1 AND device_id = $2 AND last_seen_day < $3`,
-			account.String(), device, day); err != nil {
+		// The account before its device, in the order registration and
+		// deletion lock them: the other order deadlocks with them.
+		if _, err := tx.ExecContext(ctx, `UPDATE accounts SET last_seen_day = $2 WHERE id = $1 AND last_seen_day < $2`, account.String(), day); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `UPDATE accounts SET last_seen_day = $2 WHERE id = $1 AND last_seen_day < $2`, account.String(), day)
+		_, err := tx.ExecContext(ctx, `UPDATE devices SET last_seen_day = $3 WHERE account_id = $1 AND device_id = $2 AND last_seen_day < $3`,
+			account.String(), device, day)
 		return err
 	})
 }

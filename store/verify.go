@@ -42,18 +42,21 @@ func (db *DB) Session(ctx context.Context, idHash [32]byte, now time.Time) (veri
 }
 
 // ReserveSend implements verify.Store: one conditional UPDATE, so the
-// check and the count cannot be separated by another request's send.
+// check and the count cannot be separated by another request's send. The
+// previous code is forgotten at once, so it cannot verify the session
+// while the new one is being sent.
 func (db *DB) ReserveSend(ctx context.Context, idHash [32]byte, sends int, now, nextSend time.Time) error {
 	return db.updateSession(ctx, "reserve send", `UPDATE verification_sessions
-		SET sends = sends + 1, next_send_at = $4
+		SET sends = sends + 1, next_send_at = $4, code_hash = NULL, provider_ref = ''
 		WHERE id_hash = $1 AND sends = $2 AND next_send_at <= $3 AND verified_at = 0 AND expires_at > $3`,
 		idHash[:], sends, ms(now), ms(nextSend))
 }
 
 // SetCode implements verify.Store.
-func (db *DB) SetCode(ctx context.Context, idHash [32]byte, codeHash []byte, providerRef string, codeExpires time.Time) error {
+func (db *DB) SetCode(ctx context.Context, idHash [32]byte, sends int, codeHash []byte, providerRef string, codeExpires time.Time) error {
 	return db.updateSession(ctx, "store code", `UPDATE verification_sessions
-		SET code_hash = $2, provider_ref = $3, code_expires_at = $4 WHERE id_hash = $1`, idHash[:], codeHash, providerRef, ms(codeExpires))
+		SET code_hash = $2, provider_ref = $3, code_expires_at = $4 WHERE id_hash = $1 AND sends = $5 AND verified_at = 0`,
+		idHash[:], codeHash, providerRef, ms(codeExpires), sends)
 }
 
 // ReserveAttempt implements verify.Store: the count and the read of the

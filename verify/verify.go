@@ -81,14 +81,17 @@ type Store interface {
 	CreateSession(ctx context.Context, s Session) error
 	// Session returns the unexpired session with this id hash, or ErrNotFound.
 	Session(ctx context.Context, idHash [32]byte, now time.Time) (Session, error)
-	// ReserveSend atomically counts one more send, and sets when the next
-	// may be made, if the session is unverified, unexpired at now, still has
-	// exactly sends sends and its next send is due at now; otherwise it
-	// returns ErrNotFound and changes nothing. Parallel requests that all
-	// read the same state therefore get one send between them.
+	// ReserveSend atomically counts one more send, sets when the next may
+	// be made and forgets the previous code, if the session is unverified,
+	// unexpired at now, still has exactly sends sends and its next send is
+	// due at now; otherwise it returns ErrNotFound and changes nothing.
+	// Parallel requests that all read the same state therefore get one send
+	// between them.
 	ReserveSend(ctx context.Context, idHash [32]byte, sends int, now, nextSend time.Time) error
-	// SetCode replaces the session's code (after a reserved send).
-	SetCode(ctx context.Context, idHash [32]byte, codeHash []byte, providerRef string, codeExpires time.Time) error
+	// SetCode stores the code of the session's send number sends, if that
+	// is still its latest and the session is unverified (ErrNotFound
+	// otherwise).
+	SetCode(ctx context.Context, idHash [32]byte, sends int, codeHash []byte, providerRef string, codeExpires time.Time) error
 	// ReserveAttempt atomically counts one check if fewer than max were made
 	// (ErrNoAttemptsLeft otherwise, so parallel guesses cannot exceed max)
 	// and returns the session as of that count: the code to check is the one
@@ -389,7 +392,12 @@ func (s *Service) send(ctx context.Context, ss Session, n phone.Number, now time
 		codeHash = s.hashCode(ss.IDHash, code)
 	}
 	ss.CodeHash, ss.ProviderRef, ss.CodeExpires = codeHash, ref, now.Add(s.cfg.CodeTTL)
-	if err := s.store.SetCode(ctx, ss.IDHash, codeHash, ref, ss.CodeExpires); err != nil {
+	err = s.store.SetCode(ctx, ss.IDHash, ss.Sends, codeHash, ref, ss.CodeExpires)
+	if errors.Is(err, ErrNotFound) {
+		// Verified, or another send reserved, while this code was sent.
+		return ss, &ratelimit.Error{RetryAfter: max(delay, time.Second)}
+	}
+	if err != nil {
 		return ss, fmt.Errorf("store verification code: %w", err)
 	}
 	if _, test := s.cfg.TestNumbers[n.String()]; !test {
@@ -421,7 +429,15 @@ func (s *Service) Check(ctx context.Context, id, code string) (State, error) {
 	// resend since the read above must not be accepted.
 	counted, err := s.store.ReserveAttempt(ctx, h, s.cfg.MaxAttempts, now)
 	if errors.Is(err, ErrNoAttemptsLeft) {
-		ss.Attempts = s.cfg.MaxAttempts
+		// Or the session went (registration, expiry) or was verified by a
+		// parallel check since the read above: answer for what it is now.
+		ss, rerr := s.store.Session(ctx, h, now)
+		switch {
+		case rerr != nil:
+			return State{}, rerr
+		case !ss.Verified.IsZero():
+			return s.state(ss), nil
+		}
 		return s.state(ss), err
 	}
 	if err != nil {
@@ -430,6 +446,9 @@ func (s *Service) Check(ctx context.Context, id, code string) (State, error) {
 	ss = counted
 	if !ss.Verified.IsZero() {
 		return s.state(ss), nil
+	}
+	if ss.CodeHash == nil && ss.ProviderRef == "" {
+		return s.state(ss), ErrCodeExpired // a resend is on its way
 	}
 	if now.After(ss.CodeExpires) {
 		return s.state(ss), ErrCodeExpired

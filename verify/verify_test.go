@@ -17,13 +17,22 @@ import (
 	"github.com/parleyhq/parley/verify"
 )
 
-// codes records the codes a Service sends, as an SMS would.
+// codes records the codes a Service sends, as an SMS would; during, if
+// set, runs (once) while a code is being sent.
 type codes struct {
-	mu   sync.Mutex
-	sent []string
+	mu     sync.Mutex
+	sent   []string
+	during func()
 }
 
 func (c *codes) SendCode(_ context.Context, _ phone.Number, code string) error {
+	c.mu.Lock()
+	f := c.during
+	c.during = nil
+	c.mu.Unlock()
+	if f != nil {
+		f()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.sent = append(c.sent, code)
@@ -87,11 +96,12 @@ func TestCodeReplacedDuringCheckIsRefused(t *testing.T) {
 			t.Errorf("resend: %v", err)
 		}
 	}
-	if _, err := svc.Check(ctx, id, first); err == nil {
-		t.Fatal("the replaced code verified the session")
-	}
+	_, err = svc.Check(ctx, id, first)
 	if sms.last() == first {
 		t.Skip("the resend drew the same code (1 in a million)")
+	}
+	if err == nil {
+		t.Fatal("the replaced code verified the session")
 	}
 	stt, err := svc.Check(ctx, id, sms.last())
 	if err != nil || !stt.Verified {
@@ -99,8 +109,55 @@ func TestCodeReplacedDuringCheckIsRefused(t *testing.T) {
 	}
 }
 
-// Every check counts against the attempts, including one that races a
-// verification already made: a verified session stays verified.
+// The previous code stops working as soon as a resend starts, not only
+// once the new code is stored: a check made while the SMS goes out fails.
+func TestCodeDuringResendIsRefused(t *testing.T) {
+	ctx := context.Background()
+	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "parley.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	hasher, err := phone.NewHasher(bytes.Repeat([]byte{2}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := time.UnixMilli(1_800_000_000_000)
+	sms := &codes{}
+	svc, err := verify.New(verify.Config{}, verify.Options{
+		Store: db, Sender: sms, Hasher: hasher, CodeKey: bytes.Repeat([]byte{3}, 32),
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: func() time.Time { return clock },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const number = "+15555550125"
+	id, _, err := svc.Start(ctx, number, "192.0.2.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := sms.last()
+	clock = clock.Add(31 * time.Second)
+	var during verify.State
+	var duringErr error
+	sms.during = func() { during, duringErr = svc.Check(ctx, id, first) }
+	if _, err := svc.Resend(ctx, id, number, "192.0.2.1"); err != nil {
+		t.Fatal(err)
+	}
+	if duringErr == nil || during.Verified {
+		t.Fatalf("the old code during the resend: %+v, %v", during, duringErr)
+	}
+	if sms.last() == first {
+		t.Skip("the resend drew the same code (1 in a million)")
+	}
+	if st, err := svc.Check(ctx, id, sms.last()); err != nil || !st.Verified {
+		t.Fatalf("the new code: %+v, %v", st, err)
+	}
+}
+
+// Parallel checks of the right code, more than the attempts allowed: the
+// session ends verified, and no check fails for another reason (one that
+// lost the race to record success answers as verified).
 func TestParallelChecksOfTheRightCode(t *testing.T) {
 	ctx := context.Background()
 	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "parley.db"))
@@ -113,7 +170,7 @@ func TestParallelChecksOfTheRightCode(t *testing.T) {
 		t.Fatal(err)
 	}
 	sms := &codes{}
-	svc, err := verify.New(verify.Config{}, verify.Options{
+	svc, err := verify.New(verify.Config{MaxAttempts: 2}, verify.Options{
 		Store: db, Sender: sms, Hasher: hasher, CodeKey: bytes.Repeat([]byte{3}, 32),
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
@@ -129,6 +186,8 @@ func TestParallelChecksOfTheRightCode(t *testing.T) {
 	for range 4 {
 		wg.Go(func() {
 			st, err := svc.Check(ctx, id, code)
+			// A check that finds no attempt left before the winner has
+			// recorded its success says so: both are true at that moment.
 			if err != nil && !errors.Is(err, verify.ErrNoAttemptsLeft) || err == nil && !st.Verified {
 				t.Errorf("check = %+v, %v", st, err)
 			}

@@ -74,7 +74,7 @@ func TestQueueIndexMigrationDoesNotBlockSends(t *testing.T) {
 	for {
 		var waiting int
 		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
-			WHERE wait_event_type = 'Lock' AND query ILIKE '%CREATE INDEX%'`).Scan(&waiting); err != nil {
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE '%CREATE INDEX%'`).Scan(&waiting); err != nil {
 			t.Fatal(err)
 		}
 		if waiting > 0 {
@@ -109,21 +109,58 @@ func TestQueueIndexMigrationDoesNotBlockSends(t *testing.T) {
 }
 
 // A migration that fails part-way through its statements runs again from
-// the start.
+// the start: an invalid index left by a failed build is rebuilt, a valid
+// one is kept (dropping it would leave the queue with no index at all while
+// it is built again).
 func TestQueueIndexMigrationResumes(t *testing.T) {
-	ctx := context.Background()
-	db := openDB(t, pgtest.Database(t))
-	if _, err := store.Migrate(ctx, db, upTo(t, 7)); err != nil {
+	for _, c := range []struct {
+		name  string
+		valid bool
+	}{{"after a failed build", false}, {"after the build", true}} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			db := openDB(t, pgtest.Database(t))
+			if _, err := store.Migrate(ctx, db, upTo(t, 7)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.ExecContext(ctx, `CREATE INDEX envelopes_queue_source ON envelopes (account_id, device_id, source_account, size)`); err != nil {
+				t.Fatal(err)
+			}
+			if !c.valid { // what a failed CREATE INDEX CONCURRENTLY leaves
+				if _, err := db.ExecContext(ctx, `UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'envelopes_queue_source'::regclass`); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var before, after int64
+			db.QueryRowContext(ctx, `SELECT 'envelopes_queue_source'::regclass::oid`).Scan(&before)
+			if _, err := store.Migrate(ctx, db, postgres.Dialect()); err != nil {
+				t.Fatal(err)
+			}
+			checkQueueIndexes(ctx, t, db)
+			db.QueryRowContext(ctx, `SELECT 'envelopes_queue_source'::regclass::oid`).Scan(&after)
+			if (before == after) != c.valid {
+				t.Errorf("index kept: %v, want %v", before == after, c.valid)
+			}
+		})
+	}
+}
+
+// The no-transaction migration splits into its statements whole.
+func TestQueueIndexMigrationStatements(t *testing.T) {
+	ms, err := store.LoadMigrations(postgres.Dialect().Migrations)
+	if err != nil {
 		t.Fatal(err)
 	}
-	// As if the build had succeeded and the process died before the rest.
-	if _, err := db.ExecContext(ctx, `CREATE INDEX envelopes_queue_source ON envelopes (account_id, device_id, source_account, size)`); err != nil {
-		t.Fatal(err)
+	m := ms[7]
+	got := m.Statements()
+	if !m.NoTransaction || len(got) != 4 || !strings.HasPrefix(got[0], "DO $$") || !strings.HasPrefix(got[3], "ALTER TABLE") {
+		t.Fatalf("%s: no-transaction %v, statements %q", m.Name, m.NoTransaction, got)
 	}
-	if _, err := store.Migrate(ctx, db, postgres.Dialect()); err != nil {
-		t.Fatal(err)
+	for _, m := range ms {
+		if m.NoTransaction != (m.Version == 8) {
+			t.Errorf("%s: no-transaction %v", m.Name, m.NoTransaction)
+		}
 	}
-	checkQueueIndexes(ctx, t, db)
 }
 
 func checkQueueIndexes(ctx context.Context, t *testing.T, db *sql.DB) {

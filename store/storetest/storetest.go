@@ -170,8 +170,12 @@ func testSessions(t *testing.T, db *store.DB) {
 	if err := db.ReserveSend(ctx, id, 0, now, now.Add(30*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.SetCode(ctx, id, code, "", now.Add(10*time.Minute)); err != nil {
+	if err := db.SetCode(ctx, id, 1, code, "", now.Add(10*time.Minute)); err != nil {
 		t.Fatal(err)
+	}
+	// The code of an earlier send is not stored over a later send's.
+	if err := db.SetCode(ctx, id, 0, random(32), "", now.Add(10*time.Minute)); !errors.Is(err, verify.ErrNotFound) {
+		t.Errorf("SetCode for an earlier send: err = %v", err)
 	}
 	// A send is refused before the next is due, or when another was counted.
 	if err := db.ReserveSend(ctx, id, 1, now.Add(29*time.Second), now.Add(time.Minute)); !errors.Is(err, verify.ErrNotFound) {
@@ -203,6 +207,9 @@ func testSessions(t *testing.T, db *store.DB) {
 	if err := db.MarkVerified(ctx, id, 1, now); !errors.Is(err, verify.ErrNotFound) {
 		t.Errorf("MarkVerified twice: err = %v, want ErrNotFound", err)
 	}
+	if err := db.SetCode(ctx, id, 1, code, "", now.Add(10*time.Minute)); !errors.Is(err, verify.ErrNotFound) {
+		t.Errorf("SetCode on a verified session: err = %v", err)
+	}
 	s, _ = db.Session(ctx, id, now)
 	if s.Verified.IsZero() || s.CodeHash != nil {
 		t.Errorf("after MarkVerified: verified=%v code=%x, want verified and code forgotten", s.Verified, s.CodeHash)
@@ -214,7 +221,7 @@ func testSessions(t *testing.T, db *store.DB) {
 	if err != nil || n != 1 {
 		t.Errorf("DeleteExpiredSessions = %d, %v; want 1", n, err)
 	}
-	if err := db.SetCode(ctx, id, code, "", now); !errors.Is(err, verify.ErrNotFound) {
+	if err := db.SetCode(ctx, id, 1, code, "", now); !errors.Is(err, verify.ErrNotFound) {
 		t.Errorf("SetCode on deleted session: err = %v", err)
 	}
 }

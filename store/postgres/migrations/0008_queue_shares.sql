@@ -2,8 +2,9 @@
 -- Runs outside a transaction so that the index is built CONCURRENTLY: a
 -- plain CREATE INDEX holds a lock that stops every send (an INSERT into
 -- envelopes) for as long as the build takes on a large queue. Every
--- statement may run again after a failure part-way (a failed concurrent
--- build leaves an invalid index, dropped by the first statement).
+-- statement may run again after a failure part-way: a failed concurrent
+-- build leaves an invalid index, dropped by the first statement; a valid
+-- one is kept, and the old index goes only once the new one is there.
 
 -- One sending account's share of a device's queue is capped (relay.Config
 -- QueueSenderMaxEnvelopes/Bytes). This index holds (device, sender, size),
@@ -11,8 +12,8 @@
 -- own share of it (a range no longer than the share) from the index alone.
 -- It replaces envelopes_queue_size, which it covers, so an insert still
 -- maintains the same number of indexes.
-DROP INDEX CONCURRENTLY IF EXISTS envelopes_queue_source;
-CREATE INDEX CONCURRENTLY envelopes_queue_source ON envelopes (account_id, device_id, source_account, size);
+DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_index WHERE indexrelid = to_regclass('envelopes_queue_source') AND NOT indisvalid) THEN DROP INDEX envelopes_queue_source; END IF; END $$;
+CREATE INDEX CONCURRENTLY IF NOT EXISTS envelopes_queue_source ON envelopes (account_id, device_id, source_account, size);
 DROP INDEX CONCURRENTLY IF EXISTS envelopes_queue_size;
 
 -- The devices a send skipped for want of queue room, so that a retry with
