@@ -74,21 +74,28 @@ func saveGroup(ctx context.Context, tx *clientdb.Tx, g Group) error {
 // Groups lists the groups this device knows.
 func (a *Account) Groups(ctx context.Context) ([]Group, error) {
 	var out []Group
-	err := a.db.Update(ctx, func(tx *clientdb.Tx) error {
-		ids, err := tx.GroupIDs(ctx)
-		if err != nil {
-			return err
-		}
-		for _, id := range ids {
-			g, err := loadGroup(ctx, tx, id)
-			if err != nil {
-				return err
-			}
-			out = append(out, g)
-		}
-		return nil
+	err := a.db.Update(ctx, func(tx *clientdb.Tx) (err error) {
+		out, err = loadGroups(ctx, tx)
+		return err
 	})
 	return out, local(err)
+}
+
+// loadGroups returns every group this device knows.
+func loadGroups(ctx context.Context, tx *clientdb.Tx) ([]Group, error) {
+	ids, err := tx.GroupIDs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Group, 0, len(ids))
+	for _, id := range ids {
+		g, err := loadGroup(ctx, tx, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, g)
+	}
+	return out, nil
 }
 
 // GroupChange is what updateGroup changes; zero values change nothing.

@@ -252,17 +252,11 @@ func (a *Account) provisioned(ctx context.Context, tx *clientdb.Tx, m *provision
 			IdentityKey: r.IdentityKey, Trust: r.Trust, KeyAddedMS: r.KeyAddedMS})
 		conversations = append(conversations, r.Account)
 	}
-	ids, err := tx.GroupIDs(ctx)
-	if err != nil {
+	if m.Groups, err = loadGroups(ctx, tx); err != nil {
 		return err
 	}
-	for _, id := range ids {
-		g, err := loadGroup(ctx, tx, id)
-		if err != nil {
-			return err
-		}
-		m.Groups = append(m.Groups, g)
-		conversations = append(conversations, id)
+	for _, g := range m.Groups {
+		conversations = append(conversations, g.ID)
 	}
 	for _, id := range conversations {
 		c := provisionedConversation{ID: id}

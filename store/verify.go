@@ -22,23 +22,30 @@ func (db *DB) CreateSession(ctx context.Context, s verify.Session) error {
 	return nil
 }
 
-// Session implements verify.Store.
-func (db *DB) Session(ctx context.Context, idHash [32]byte, now time.Time) (verify.Session, error) {
+// sessionColumns are a verification session's columns, read by scanSession.
+const sessionColumns = `number_hash, code_hash, provider_ref, code_expires_at, sends, next_send_at, attempts, verified_at, expires_at`
+
+// scanSession reads sessionColumns of one row; no row is notFound.
+func scanSession(row *sql.Row, idHash [32]byte, notFound error, what string) (verify.Session, error) {
 	s := verify.Session{IDHash: idHash}
 	var number []byte
 	var codeExp, next, verified, exp int64
-	err := db.r.QueryRowContext(ctx, `SELECT number_hash, code_hash, provider_ref, code_expires_at, sends, next_send_at, attempts, verified_at, expires_at
-		FROM verification_sessions WHERE id_hash = $1 AND expires_at > $2`, idHash[:], ms(now)).
-		Scan(&number, &s.CodeHash, &s.ProviderRef, &codeExp, &s.Sends, &next, &s.Attempts, &verified, &exp)
+	err := row.Scan(&number, &s.CodeHash, &s.ProviderRef, &codeExp, &s.Sends, &next, &s.Attempts, &verified, &exp)
 	if errors.Is(err, sql.ErrNoRows) {
-		return s, verify.ErrNotFound
+		return s, notFound
 	}
 	if err != nil {
-		return s, fmt.Errorf("load session: %w", err)
+		return s, fmt.Errorf("%s: %w", what, err)
 	}
 	copy(s.Number[:], number)
 	s.CodeExpires, s.NextSend, s.Verified, s.Expires = fromMS(codeExp), fromMS(next), fromMS(verified), fromMS(exp)
 	return s, nil
+}
+
+// Session implements verify.Store.
+func (db *DB) Session(ctx context.Context, idHash [32]byte, now time.Time) (verify.Session, error) {
+	return scanSession(db.r.QueryRowContext(ctx, `SELECT `+sessionColumns+`
+		FROM verification_sessions WHERE id_hash = $1 AND expires_at > $2`, idHash[:], ms(now)), idHash, verify.ErrNotFound, "load session")
 }
 
 // ReserveSend implements verify.Store: one conditional UPDATE, so the
@@ -63,23 +70,9 @@ func (db *DB) SetCode(ctx context.Context, idHash [32]byte, sends int, codeHash 
 // code happen in one statement on the writer, so the code checked is the
 // one stored when the attempt was counted.
 func (db *DB) ReserveAttempt(ctx context.Context, idHash [32]byte, limit int, now time.Time) (verify.Session, error) {
-	s := verify.Session{IDHash: idHash}
-	var number []byte
-	var codeExp, next, verified, exp int64
-	err := db.w.QueryRowContext(ctx, `UPDATE verification_sessions SET attempts = attempts + 1
-		WHERE id_hash = $1 AND attempts < $2 AND expires_at > $3
-		RETURNING number_hash, code_hash, provider_ref, code_expires_at, sends, next_send_at, attempts, verified_at, expires_at`,
-		idHash[:], limit, ms(now)).
-		Scan(&number, &s.CodeHash, &s.ProviderRef, &codeExp, &s.Sends, &next, &s.Attempts, &verified, &exp)
-	if errors.Is(err, sql.ErrNoRows) {
-		return s, verify.ErrNoAttemptsLeft
-	}
-	if err != nil {
-		return s, fmt.Errorf("reserve attempt: %w", err)
-	}
-	copy(s.Number[:], number)
-	s.CodeExpires, s.NextSend, s.Verified, s.Expires = fromMS(codeExp), fromMS(next), fromMS(verified), fromMS(exp)
-	return s, nil
+	return scanSession(db.w.QueryRowContext(ctx, `UPDATE verification_sessions SET attempts = attempts + 1
+		WHERE id_hash = $1 AND attempts < $2 AND expires_at > $3 RETURNING `+sessionColumns,
+		idHash[:], limit, ms(now)), idHash, verify.ErrNoAttemptsLeft, "reserve attempt")
 }
 
 // MarkVerified implements verify.Store: only while no code was sent since

@@ -61,36 +61,57 @@ func (r *racingStore) ReserveAttempt(ctx context.Context, id [32]byte, max int, 
 	return r.DB.ReserveAttempt(ctx, id, max, now)
 }
 
-// A code replaced by a resend is refused even when the check read the
-// session before the resend stored the new code.
-func TestCodeReplacedDuringCheckIsRefused(t *testing.T) {
+// fixture is a Service on a fresh SQLite store with a clock the test moves.
+type fixture struct {
+	db    *store.DB
+	sms   *codes
+	svc   *verify.Service
+	clock time.Time
+}
+
+// newFixture builds a fixture; wrap, if set, puts a Store in front of the
+// database.
+func newFixture(t *testing.T, cfg verify.Config, wrap func(*store.DB) verify.Store) *fixture {
+	t.Helper()
 	ctx := context.Background()
 	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "parley.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	t.Cleanup(func() { db.Close() })
 	hasher, err := phone.NewHasher(bytes.Repeat([]byte{2}, 32))
 	if err != nil {
 		t.Fatal(err)
 	}
-	clock := time.UnixMilli(1_800_000_000_000)
-	sms := &codes{}
-	st := &racingStore{DB: db}
-	svc, err := verify.New(verify.Config{}, verify.Options{
-		Store: st, Sender: sms, Hasher: hasher, CodeKey: bytes.Repeat([]byte{3}, 32),
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: func() time.Time { return clock },
+	f := &fixture{db: db, sms: &codes{}, clock: time.UnixMilli(1_800_000_000_000)}
+	var st verify.Store = db
+	if wrap != nil {
+		st = wrap(db)
+	}
+	f.svc, err = verify.New(cfg, verify.Options{
+		Store: st, Sender: f.sms, Hasher: hasher, CodeKey: bytes.Repeat([]byte{3}, 32),
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: func() time.Time { return f.clock },
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return f
+}
+
+// A code replaced by a resend is refused even when the check read the
+// session before the resend stored the new code.
+func TestCodeReplacedDuringCheckIsRefused(t *testing.T) {
+	ctx := context.Background()
+	st := &racingStore{}
+	f := newFixture(t, verify.Config{}, func(db *store.DB) verify.Store { st.DB = db; return st })
+	svc, sms := f.svc, f.sms
 	const number = "+15555550123"
 	id, _, err := svc.Start(ctx, number, "192.0.2.1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	first := sms.last()
-	clock = clock.Add(31 * time.Second)
+	f.clock = f.clock.Add(31 * time.Second)
 	st.beforeCheck = func() {
 		if _, err := svc.Resend(ctx, id, number, "192.0.2.1"); err != nil {
 			t.Errorf("resend: %v", err)
@@ -113,31 +134,15 @@ func TestCodeReplacedDuringCheckIsRefused(t *testing.T) {
 // once the new code is stored: a check made while the SMS goes out fails.
 func TestCodeDuringResendIsRefused(t *testing.T) {
 	ctx := context.Background()
-	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "parley.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	hasher, err := phone.NewHasher(bytes.Repeat([]byte{2}, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	clock := time.UnixMilli(1_800_000_000_000)
-	sms := &codes{}
-	svc, err := verify.New(verify.Config{}, verify.Options{
-		Store: db, Sender: sms, Hasher: hasher, CodeKey: bytes.Repeat([]byte{3}, 32),
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: func() time.Time { return clock },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := newFixture(t, verify.Config{}, nil)
+	svc, sms := f.svc, f.sms
 	const number = "+15555550125"
 	id, _, err := svc.Start(ctx, number, "192.0.2.1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	first := sms.last()
-	clock = clock.Add(31 * time.Second)
+	f.clock = f.clock.Add(31 * time.Second)
 	var during verify.State
 	var duringErr error
 	sms.during = func() { during, duringErr = svc.Check(ctx, id, first) }
@@ -160,23 +165,8 @@ func TestCodeDuringResendIsRefused(t *testing.T) {
 // lost the race to record success answers as verified).
 func TestParallelChecksOfTheRightCode(t *testing.T) {
 	ctx := context.Background()
-	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "parley.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	hasher, err := phone.NewHasher(bytes.Repeat([]byte{2}, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sms := &codes{}
-	svc, err := verify.New(verify.Config{MaxAttempts: 2}, verify.Options{
-		Store: db, Sender: sms, Hasher: hasher, CodeKey: bytes.Repeat([]byte{3}, 32),
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := newFixture(t, verify.Config{MaxAttempts: 2}, nil)
+	svc, sms := f.svc, f.sms
 	id, _, err := svc.Start(ctx, "+15555550124", "192.0.2.1")
 	if err != nil {
 		t.Fatal(err)
