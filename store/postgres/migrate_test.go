@@ -195,3 +195,24 @@ func checkQueueIndexes(ctx context.Context, t *testing.T, db *sql.DB) {
 		t.Errorf("queue indexes %v, want envelopes_queue and envelopes_queue_source, both valid", got)
 	}
 }
+
+// A migration that fails releases the migration lock: the next replica to
+// start (or this one, restarted) applies it.
+func TestFailedMigrationReleasesTheLock(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dsn := pgtest.Database(t)
+	broken := upTo(t, 9)
+	broken.Migrations.(fstest.MapFS)["0010_broken.sql"] = &fstest.MapFile{Data: []byte("-- parley:no-transaction\nSELECT 1;\nSELECT no_such_column FROM envelopes;\n")}
+	if _, err := store.Migrate(ctx, openDB(t, dsn), broken); err == nil {
+		t.Fatal("the broken migration applied")
+	}
+	n, err := store.Migrate(ctx, openDB(t, dsn), postgres.Dialect())
+	if err != nil {
+		t.Fatalf("migrate after a failed migration: %v", err)
+	}
+	ms, _ := store.LoadMigrations(postgres.Dialect().Migrations)
+	if n != len(ms)-9 {
+		t.Errorf("applied %d, want %d", n, len(ms)-9)
+	}
+}
