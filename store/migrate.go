@@ -31,6 +31,25 @@ type Migration struct {
 // transaction.
 const noTransaction = "-- parley:no-transaction"
 
+// checkSplittable refuses what Statements would split wrongly: a "$$"
+// body spanning lines, two statements on one line, or text after a
+// statement's closing ";".
+func checkSplittable(sql string) error {
+	for i, line := range strings.Split(sql, "\n") {
+		t := strings.TrimSpace(line)
+		if strings.HasPrefix(t, "--") {
+			continue
+		}
+		if strings.Count(t, "$$")%2 != 0 {
+			return fmt.Errorf("line %d: a $$ body must open and close on one line in a no-transaction migration", i+1)
+		}
+		if !strings.Contains(t, "$$") && (strings.Count(t, ";") > 1 || strings.Contains(t, ";") && !strings.HasSuffix(t, ";")) {
+			return fmt.Errorf("line %d: in a no-transaction migration each statement ends with \";\" at the end of its own line", i+1)
+		}
+	}
+	return nil
+}
+
 // Statements splits a no-transaction migration into its statements,
 // without comment lines.
 func (m Migration) Statements() []string {
@@ -76,7 +95,13 @@ func LoadMigrations(fsys fs.FS) ([]Migration, error) {
 			return nil, fmt.Errorf("read migration %q: %w", name, err)
 		}
 		first, _, _ := strings.Cut(string(b), "\n")
-		ms = append(ms, Migration{Version: v, Name: name, SQL: string(b), NoTransaction: strings.TrimSpace(first) == noTransaction})
+		m := Migration{Version: v, Name: name, SQL: string(b), NoTransaction: strings.TrimSpace(first) == noTransaction}
+		if m.NoTransaction {
+			if err := checkSplittable(m.SQL); err != nil {
+				return nil, fmt.Errorf("migration %q: %w", name, err)
+			}
+		}
+		ms = append(ms, m)
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].Version < ms[j].Version })
 	for i, m := range ms {
