@@ -45,7 +45,7 @@ Commands:
   trust RECIPIENT (--verified-safety-number N | --trust-all-known-keys)
   setPin PIN | removePin
   link                                  make this machine a linked device (shows a QR code and URI)
-  addDevice --uri URI                   approve a linked device (on the primary device)
+  addDevice --uri URI                   approve a linked device (on the primary); it gets contacts, trust, groups
   listDevices [--json] | removeDevice -d ID
   unregister [--delete-local-account-data]
   setPassphrase                         protect the key file (passphrase from $PARLEY_NEW_PASSPHRASE or --new-passphrase-file)
