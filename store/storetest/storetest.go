@@ -37,6 +37,7 @@ func Run(t *testing.T, open Opener) {
 		{"SendsAreAtomic", testSendsAreAtomic},
 		{"Register", testRegister},
 		{"ReRegisterReplacesDevices", testReRegister},
+		{"TouchDuringReRegistration", testTouchDuringReRegistration},
 		{"RegistrationLock", testLock},
 		{"LockGuessesAreAtomic", testLockGuessesAreAtomic},
 		{"Devices", testDevices},
@@ -341,6 +342,36 @@ func testRegister(t *testing.T, db *store.DB) {
 	if _, err := db.AccountByNumber(ctx, other); !errors.Is(err, accounts.ErrNotFound) {
 		t.Errorf("failed registrations created an account: %v", err)
 	}
+}
+
+// testTouchDuringReRegistration: a device's requests mark it seen while
+// its number registers again; neither may fail (on PostgreSQL, locking the
+// device and the account in opposite orders deadlocked).
+func testTouchDuringReRegistration(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	id, r := register(t, db, 0)
+	regs := make([]accounts.StoredRegistration, 30)
+	for i := range regs {
+		regs[i] = registration(t, db, r.Number, 0)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for _, r := range regs {
+			if _, err := db.Register(ctx, r, now); err != nil {
+				t.Errorf("re-register: %v", err)
+				return
+			}
+		}
+	})
+	wg.Go(func() {
+		for day := today() + 1; day < today()+600; day++ {
+			if err := db.TouchDevice(ctx, id, 1, day); err != nil {
+				t.Errorf("touch: %v", err)
+				return
+			}
+		}
+	})
+	wg.Wait()
 }
 
 func testReRegister(t *testing.T, db *store.DB) {
