@@ -3,7 +3,6 @@ package storetest
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -115,25 +114,10 @@ func testQuotaConcurrent(t *testing.T, db *store.DB) {
 	ctx := context.Background()
 	b := newBucket(t, db)
 	const quota, size, tries = 1000, 100, 30
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	ok, full := 0, 0
-	for range tries {
-		wg.Go(func() {
-			err := db.ReserveObject(ctx, object(b, size, now), 0, quota)
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case err == nil:
-				ok++
-			case errors.Is(err, attachments.ErrQuota):
-				full++
-			default:
-				t.Error(err)
-			}
-		})
-	}
-	wg.Wait()
+	ok := inParallel(t, tries, attachments.ErrQuota, func(int) error {
+		return db.ReserveObject(ctx, object(b, size, now), 0, quota)
+	})
+	full := tries - ok // every other call failed with ErrQuota
 	if ok != quota/size || full != tries-quota/size {
 		t.Fatalf("%d reserved, %d refused; want %d and %d", ok, full, quota/size, tries-quota/size)
 	}

@@ -227,6 +227,30 @@ func testSessions(t *testing.T, db *store.DB) {
 	}
 }
 
+// inParallel makes n calls of f at once (f gets the call's index) and
+// returns how many succeeded; a call failing with anything but refused
+// fails the test.
+func inParallel(t *testing.T, n int, refused error, f func(i int) error) (succeeded int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for i := range n {
+		wg.Go(func() {
+			err := f(i)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				succeeded++
+			case !errors.Is(err, refused):
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	return succeeded
+}
+
 // testSendsAreAtomic: parallel resends that read the same session state
 // get exactly one code sent between them.
 func testSendsAreAtomic(t *testing.T, db *store.DB) {
@@ -236,23 +260,9 @@ func testSendsAreAtomic(t *testing.T, db *store.DB) {
 	if err := db.CreateSession(ctx, verify.Session{IDHash: id, Number: numberHash(), Expires: now.Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	granted := 0
-	for range 20 {
-		wg.Go(func() {
-			err := db.ReserveSend(ctx, id, 0, now, now.Add(time.Minute))
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case err == nil:
-				granted++
-			case !errors.Is(err, verify.ErrNotFound):
-				t.Error(err)
-			}
-		})
-	}
-	wg.Wait()
+	granted := inParallel(t, 20, verify.ErrNotFound, func(int) error {
+		return db.ReserveSend(ctx, id, 0, now, now.Add(time.Minute))
+	})
 	if s, _ := db.Session(ctx, id, now); granted != 1 || s.Sends != 1 {
 		t.Errorf("20 parallel sends on one session: %d granted, %d counted", granted, s.Sends)
 	}
@@ -265,23 +275,10 @@ func testAttemptsAtomic(t *testing.T, db *store.DB) {
 	if err := db.CreateSession(ctx, verify.Session{IDHash: id, Number: numberHash(), Expires: now.Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	granted := 0
-	for range 20 {
-		wg.Go(func() {
-			_, err := db.ReserveAttempt(ctx, id, 5, now)
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case err == nil:
-				granted++
-			case !errors.Is(err, verify.ErrNoAttemptsLeft):
-				t.Error(err)
-			}
-		})
-	}
-	wg.Wait()
+	granted := inParallel(t, 20, verify.ErrNoAttemptsLeft, func(int) error {
+		_, err := db.ReserveAttempt(ctx, id, 5, now)
+		return err
+	})
 	if granted != 5 {
 		t.Errorf("20 parallel attempts with a limit of 5: %d granted", granted)
 	}
@@ -663,23 +660,9 @@ func testPoolCapConcurrent(t *testing.T, db *store.DB) {
 	ctx := context.Background()
 	id, _ := register(t, db, 0)
 	const uploads = 2 * keys.MaxPoolSize / keys.MaxPreKeysPerUpload
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	stored := 0
-	for i := range uploads {
-		wg.Go(func() {
-			err := db.StoreKeys(ctx, id, 1, keys.Upload{KEMPreKeys: kemPreKeys(1000+i*keys.MaxPreKeysPerUpload, keys.MaxPreKeysPerUpload)})
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case err == nil:
-				stored++
-			case !errors.Is(err, keys.ErrTooMany):
-				t.Error(err)
-			}
-		})
-	}
-	wg.Wait()
+	stored := inParallel(t, uploads, keys.ErrTooMany, func(i int) error {
+		return db.StoreKeys(ctx, id, 1, keys.Upload{KEMPreKeys: kemPreKeys(1000+i*keys.MaxPreKeysPerUpload, keys.MaxPreKeysPerUpload)})
+	})
 	c, err := db.CountPreKeys(ctx, id, 1)
 	if err != nil {
 		t.Fatal(err)
