@@ -10,23 +10,32 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/audit"
+	"github.com/parleyhq/parley/store"
 	"github.com/parleyhq/parley/store/sqlite"
 )
 
 // The chain and tampering are tested over both SQL engines in
 // store/storetest; this tests purging, which needs a clock.
 
-func TestPurgeKeepsTheChainVerifiable(t *testing.T) {
-	ctx := context.Background()
-	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "parley.db"))
+// newLog returns a fresh SQLite database and an audit log on it that
+// purges entries older than an hour.
+func newLog(t *testing.T) (*store.DB, *audit.Log) {
+	t.Helper()
+	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "parley.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	t.Cleanup(func() { db.Close() })
 	l, err := audit.New(db, bytes.Repeat([]byte{1}, 32), time.Hour, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return db, l
+}
+
+func TestPurgeKeepsTheChainVerifiable(t *testing.T) {
+	ctx := context.Background()
+	db, l := newLog(t)
 	l.SetCoalesceWindow(0) // three identical entries, each written
 	clock := time.UnixMilli(1_800_000_000_000)
 	l.SetClock(func() time.Time { return clock })
@@ -59,12 +68,7 @@ func TestPurgeKeepsTheChainVerifiable(t *testing.T) {
 // otherwise refused with a clear reason rather than accepted.
 func TestCheckpointSurvivesPurge(t *testing.T) {
 	ctx := context.Background()
-	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "parley.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	l, _ := audit.New(db, bytes.Repeat([]byte{1}, 32), time.Hour, nil)
+	_, l := newLog(t)
 	l.SetCoalesceWindow(0) // identical entries, each written
 	clock := time.UnixMilli(1_800_000_000_000)
 	l.SetClock(func() time.Time { return clock })
@@ -106,15 +110,7 @@ func TestParseHead(t *testing.T) {
 // with their count; different events are not merged; the chain verifies.
 func TestCoalescing(t *testing.T) {
 	ctx := context.Background()
-	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "parley.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	l, err := audit.New(db, bytes.Repeat([]byte{1}, 32), time.Hour, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, l := newLog(t)
 	clock := time.UnixMilli(1_800_000_000_000)
 	l.SetClock(func() time.Time { return clock })
 	for range 1000 {
@@ -150,15 +146,7 @@ func TestCoalescing(t *testing.T) {
 // for it are written before a different event of the same account.
 func TestCoalescingKeepsOrder(t *testing.T) {
 	ctx := context.Background()
-	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "parley.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	l, err := audit.New(db, bytes.Repeat([]byte{1}, 32), time.Hour, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, l := newLog(t)
 	for _, k := range []string{audit.LockSet, audit.LockSet, audit.LockSet, audit.LockRemoved, audit.LockSet} {
 		l.Record(ctx, k, "a", 1, nil)
 	}
