@@ -2,12 +2,9 @@ package main
 
 import (
 	"crypto/rand"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/parleyhq/parley/attachments/s3test"
 )
 
 // TestAttachmentRetentionReplay replays the attack of issue 14 row 3 on
@@ -19,19 +16,7 @@ import (
 func TestAttachmentRetentionReplay(t *testing.T) {
 	common := []string{"--test-number", "+15555550100=123456", "--attachment-url-ttl", "60s",
 		"--sweep-interval", "1s", "--attachment-reconcile-interval", "1s"}
-	t.Run("disk", func(t *testing.T) {
-		t.Parallel()
-		dir := t.TempDir()
-		p := start(t, nil, append(common, "--data-dir", dir)...)
-		retentionReplay(t, p, diskStore(filepath.Join(dir, "attachments")), false)
-	})
-	t.Run("s3", func(t *testing.T) {
-		t.Parallel()
-		s := s3test.Start(t)
-		p := start(t, s.Env(), append(common, "--data-dir", t.TempDir(), "--attachments", "s3",
-			"--s3-bucket", s.Bucket, "--s3-endpoint", s.Endpoint, "--s3-prefix", "chats/")...)
-		retentionReplay(t, p, s3Store{s}, true)
-	})
+	onBothBackends(t, common, retentionReplay)
 }
 
 func retentionReplay(t *testing.T, p *proc, store objectStore, s3 bool) {

@@ -47,18 +47,25 @@ func (s s3Store) keys(t *testing.T) []string { return s.Objects(t) }
 func TestAttachmentRefusals(t *testing.T) {
 	common := []string{"--test-number", "+15555550100=123456", "--test-number", "+15555550101=123456",
 		"--attachment-url-ttl", "2s", "--sweep-interval", "1s", "--attachment-max-bytes", "100000"}
+	onBothBackends(t, common, attachmentSuite)
+}
+
+// onBothBackends runs suite against a parleyd started with flags, once
+// with the disk backend and once with S3 (versitygw); suite gets the
+// object store to look into and whether it is S3.
+func onBothBackends(t *testing.T, flags []string, suite func(t *testing.T, p *proc, store objectStore, s3 bool)) {
 	t.Run("disk", func(t *testing.T) {
 		t.Parallel()
 		dir := t.TempDir()
-		p := start(t, nil, append(common, "--data-dir", dir)...)
-		attachmentSuite(t, p, diskStore(filepath.Join(dir, "attachments")), false)
+		p := start(t, nil, append(flags, "--data-dir", dir)...)
+		suite(t, p, diskStore(filepath.Join(dir, "attachments")), false)
 	})
 	t.Run("s3", func(t *testing.T) {
 		t.Parallel()
 		s := s3test.Start(t)
-		p := start(t, s.Env(), append(common, "--data-dir", t.TempDir(), "--attachments", "s3",
+		p := start(t, s.Env(), append(flags, "--data-dir", t.TempDir(), "--attachments", "s3",
 			"--s3-bucket", s.Bucket, "--s3-endpoint", s.Endpoint, "--s3-prefix", "chats/")...)
-		attachmentSuite(t, p, s3Store{s}, true)
+		suite(t, p, s3Store{s}, true)
 	})
 }
 
