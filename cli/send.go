@@ -110,7 +110,9 @@ func (a *Account) deliver(ctx context.Context, r clientdb.Recipient, timestamp i
 }
 
 // SendTyping tells recipient we started or stopped typing. It is an
-// online-only envelope: dropped if they are not connected, never stored.
+// online-only envelope: dropped if they are not connected, never stored,
+// and sent only to devices we already have a session with (starting one
+// would use up a one-time prekey for a signal that may be dropped).
 func (a *Account) SendTyping(ctx context.Context, recipient string, started bool) error {
 	if err := a.requireRegistered(); err != nil {
 		return err
