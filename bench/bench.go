@@ -260,16 +260,19 @@ type Scenario struct {
 
 // Result is what a Scenario measured.
 type Result struct {
-	Sent        int           // sends answered 200
-	Failed      map[int]int   // other answers by status (0: no answer)
-	Delivered   int           // distinct envelopes received
-	Redelivered int           // deliveries of an id already seen
-	Elapsed     time.Duration // first send to last delivery
-	P50         time.Duration
-	P99         time.Duration
-	P999        time.Duration
-	Max         time.Duration
-	Server      Usage
+	Sent        int         // sends answered 200
+	Failed      map[int]int // other answers by status (0: no answer)
+	Delivered   int         // distinct envelopes received
+	Redelivered int         // deliveries of an id already seen
+	// Leftover counts envelopes of an earlier run delivered again in this
+	// one (that run ended before the relay had their acknowledgements).
+	Leftover int
+	Elapsed  time.Duration // first send to last delivery
+	P50      time.Duration
+	P99      time.Duration
+	P999     time.Duration
+	Max      time.Duration
+	Server   Usage
 }
 
 // SendRate is accepted sends per second.
@@ -285,15 +288,16 @@ func (r Result) String() string {
 	if fails > 0 {
 		failed += fmt.Sprintf(" %v", r.Failed) // by reason
 	}
-	return fmt.Sprintf("%d envelopes in %.2fs = %.0f envelopes/s stored, delivered and acknowledged; latency p50 %v p99 %v p99.9 %v max %v; %s, %d redeliveries; server %s",
+	return fmt.Sprintf("%d envelopes in %.2fs = %.0f envelopes/s stored, delivered and acknowledged; latency p50 %v p99 %v p99.9 %v max %v; %s, %d redeliveries, %d left over from an earlier run; server %s",
 		r.Sent, r.Elapsed.Seconds(), r.SendRate(), r.P50.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond),
-		r.P999.Round(10*time.Microsecond), r.Max.Round(10*time.Microsecond), failed, r.Redelivered, r.Server)
+		r.P999.Round(10*time.Microsecond), r.Max.Round(10*time.Microsecond), failed, r.Redelivered, r.Leftover, r.Server)
 }
 
 // Run connects every device, runs s and waits for every accepted envelope
 // to be delivered (or ctx to end). pid, if not 0, is the relay process
 // whose CPU and memory are reported.
 func (c *Client) Run(ctx context.Context, devs []Device, s Scenario, pid int) (Result, error) {
+	runStart := time.Now() // envelopes sent before this belong to an earlier run
 	conns := make([]*Conn, len(devs))
 	for i, d := range devs {
 		conn, err := c.Connect(ctx, d, i)
@@ -308,6 +312,7 @@ func (c *Client) Run(ctx context.Context, devs []Device, s Scenario, pid int) (R
 		latencies = make([]time.Duration, 0, s.Envelopes)
 		seen      = make(map[uuid.UUID]bool, s.Envelopes)
 		redeliver int
+		leftover  int
 		lastAt    time.Time
 	)
 	for _, conn := range conns {
@@ -319,6 +324,10 @@ func (c *Client) Run(ctx context.Context, devs []Device, s Scenario, pid int) (R
 			sent := time.Unix(0, int64(binary.BigEndian.Uint64(e.Content)))
 			mu.Lock()
 			defer mu.Unlock()
+			if sent.Before(runStart) {
+				leftover++
+				return
+			}
 			if seen[e.ID] {
 				redeliver++
 				return
@@ -405,7 +414,7 @@ func (c *Client) Run(ctx context.Context, devs []Device, s Scenario, pid int) (R
 	after, _ := ReadUsage(pid)
 	mu.Lock()
 	defer mu.Unlock()
-	r := Result{Sent: int(sent.Load()), Failed: failed, Delivered: len(latencies), Redelivered: redeliver, Elapsed: lastAt.Sub(start)}
+	r := Result{Sent: int(sent.Load()), Failed: failed, Delivered: len(latencies), Redelivered: redeliver, Leftover: leftover, Elapsed: lastAt.Sub(start)}
 	slices.Sort(latencies)
 	pct := func(p float64) time.Duration {
 		if len(latencies) == 0 {
