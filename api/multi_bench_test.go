@@ -5,6 +5,10 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/relay"
 )
 
 // BenchmarkGroupSend100 sends one group message to 100 members (one device
@@ -80,11 +84,15 @@ func drainAll(b *testing.B, e *env) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	seqs := make([]int64, 0, len(rows))
+	acks := make([]relay.Ack, 0, len(rows))
 	for _, r := range rows {
-		seqs = append(seqs, r["seq"].(int64))
+		account, err := uuid.Parse(r["account_id"].(string))
+		if err != nil {
+			b.Fatal(err)
+		}
+		acks = append(acks, relay.Ack{Account: account, Device: int(r["device_id"].(int64)), Seq: r["seq"].(int64)})
 	}
-	if err := e.db.Delete(context.Background(), seqs); err != nil {
+	if err := e.db.Delete(context.Background(), acks); err != nil {
 		b.Fatal(err)
 	}
 }

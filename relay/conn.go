@@ -100,26 +100,34 @@ type conn struct {
 	frames   *rate.Limiter
 	overRate bool
 
-	mu        sync.Mutex
-	inflight  map[uuid.UUID]int64 // delivered, unacknowledged: id → seq
-	cursor    int64               // highest seq delivered
-	running   bool                // a delivery goroutine is active
-	again     bool                // woken while running: look again
+	mu       sync.Mutex
+	inflight map[uuid.UUID]int64 // delivered or claimed, unacknowledged: id → seq
+	cursor   int64               // highest seq delivered or claimed
+	running  bool                // a delivery goroutine is active
+	again    bool                // the queue must be read (again)
+	// handed are envelopes handed off by a sender's commit, claimed
+	// (in inflight, cursor moved past them) and waiting to be written.
+	handed    []Envelope
 	emptySent bool
 	online    []Envelope
 	closing   bool
 	pinger    *time.Timer
 }
 
-// wake makes the connection look at its queue (and online envelopes).
+// wake makes the connection read its queue.
 func (c *conn) wake() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closing {
 		return
 	}
+	c.again = true
+	c.startLocked()
+}
+
+// startLocked starts the delivery goroutine unless it runs; c.mu is held.
+func (c *conn) startLocked() {
 	if c.running {
-		c.again = true
 		return
 	}
 	c.running = true
@@ -129,18 +137,52 @@ func (c *conn) wake() {
 
 func (c *conn) pushOnline(e Envelope) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return
+	}
 	if len(c.online) < maxOnlinePending {
 		c.online = append(c.online, e)
 	}
-	c.mu.Unlock()
-	c.wake()
+	c.startLocked()
 }
 
-// deliver writes pending envelopes until the queue is drained or the
-// window of unacknowledged envelopes is full. There is no writer goroutine
-// while a connection idles; wake starts one. Once the connection is
-// closing, wake starts nothing, so the exits on failure (which all mark it
-// closing) leave running as it is.
+// handOff takes an envelope just stored for this device without reading
+// the queue, when the connection has delivered (or claimed) everything
+// queued before it and its window has room; otherwise it reads the queue.
+// The database stays the source of truth: a handed-off envelope is deleted
+// only when acknowledged, like any other.
+func (c *conn) handOff(e Envelope) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return
+	}
+	if e.Prev != c.cursor || len(c.inflight) >= c.s.cfg.Window {
+		c.again = true
+		c.startLocked()
+		return
+	}
+	c.claimLocked(e)
+	c.handed = append(c.handed, e)
+	c.startLocked()
+}
+
+// claimLocked records e as delivered; c.mu is held.
+func (c *conn) claimLocked(e Envelope) {
+	if c.inflight == nil {
+		c.inflight = make(map[uuid.UUID]int64, c.s.cfg.Window)
+	}
+	c.inflight[e.ID] = e.Seq
+	c.cursor = e.Seq
+}
+
+// deliver writes online-only envelopes, handed-off ones and, when woken,
+// the stored queue until it is drained or the window of unacknowledged
+// envelopes is full. There is no writer goroutine while a connection
+// idles; startLocked starts one. Once the connection is closing nothing
+// starts it, so the exits on failure (which all mark it closing) leave
+// running as it is.
 func (c *conn) deliver() {
 	defer c.s.conns.Done()
 	for {
@@ -149,19 +191,18 @@ func (c *conn) deliver() {
 			c.mu.Unlock()
 			return
 		}
-		online := c.online
-		c.online = nil
+		online, handed := c.online, c.handed
+		c.online, c.handed = nil, nil
+		read := c.again
+		c.again = false
 		room := c.s.cfg.Window - len(c.inflight)
 		cursor := c.cursor
-		c.again = false
 		c.mu.Unlock()
 
-		for _, e := range online {
-			if !c.write(Frame{Type: FrameEnvelope, Envelope: wireEnvelope(e)}) {
-				return
-			}
+		if !c.writeEnvelopes(online) || !c.writeEnvelopes(handed) {
+			return
 		}
-		if room > 0 {
+		if read && room > 0 {
 			limit := min(room, fetchBatch)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			envs, err := c.s.store.Pending(ctx, c.account, c.device, cursor, c.s.now(), limit)
@@ -172,19 +213,27 @@ func (c *conn) deliver() {
 				return
 			}
 			for _, e := range envs {
+				// Envelopes handed off while the queue was read are
+				// claimed already; they come before any later one.
 				c.mu.Lock()
-				if c.inflight == nil {
-					c.inflight = make(map[uuid.UUID]int64, c.s.cfg.Window)
+				handed, c.handed = c.handed, nil
+				claimed := e.Seq <= c.cursor
+				if !claimed {
+					c.claimLocked(e)
 				}
-				c.inflight[e.ID] = e.Seq
-				c.cursor = e.Seq
 				c.mu.Unlock()
-				if !c.write(Frame{Type: FrameEnvelope, Envelope: wireEnvelope(e)}) {
+				if !c.writeEnvelopes(handed) {
+					return
+				}
+				if !claimed && !c.writeEnvelopes([]Envelope{e}) {
 					return
 				}
 			}
 			if len(envs) == limit {
-				continue // there may be more
+				c.mu.Lock()
+				c.again = true // there may be more
+				c.mu.Unlock()
+				continue
 			}
 			c.mu.Lock()
 			first := !c.emptySent
@@ -195,13 +244,24 @@ func (c *conn) deliver() {
 			}
 		}
 		c.mu.Lock()
-		if !c.again || c.closing {
+		if c.closing || (!c.again && len(c.online) == 0 && len(c.handed) == 0) {
 			c.running = false
 			c.mu.Unlock()
 			return
 		}
 		c.mu.Unlock()
 	}
+}
+
+// writeEnvelopes writes envelopes in order; on false the connection is
+// closing.
+func (c *conn) writeEnvelopes(envs []Envelope) bool {
+	for _, e := range envs {
+		if !c.write(Frame{Type: FrameEnvelope, Envelope: wireEnvelope(e)}) {
+			return false
+		}
+	}
+	return true
 }
 
 // write sends one frame within the write timeout; a peer too slow to take
@@ -298,16 +358,16 @@ func (c *conn) allowFrame() bool {
 func (c *conn) ack(ids []uuid.UUID) {
 	c.mu.Lock()
 	full := len(c.inflight) >= c.s.cfg.Window
-	seqs := make([]int64, 0, len(ids))
+	acks := make([]Ack, 0, len(ids))
 	for _, id := range ids {
 		if seq, ok := c.inflight[id]; ok {
 			delete(c.inflight, id)
-			seqs = append(seqs, seq)
+			acks = append(acks, Ack{Account: c.account, Device: c.device, Seq: seq})
 		}
 	}
 	c.mu.Unlock()
-	if len(seqs) > 0 {
-		c.s.acks.add(seqs)
+	if len(acks) > 0 {
+		c.s.acks.add(acks)
 		if full {
 			c.wake()
 		}
@@ -400,19 +460,19 @@ func (c *conn) finish() {
 type acker struct {
 	store Store
 	log   *slog.Logger
-	ch    chan []int64
+	ch    chan []Ack
 	done  chan struct{}
 }
 
 func newAcker(store Store, log *slog.Logger) *acker {
-	a := &acker{store: store, log: log, ch: make(chan []int64, 4096), done: make(chan struct{})}
+	a := &acker{store: store, log: log, ch: make(chan []Ack, 4096), done: make(chan struct{})}
 	go a.run()
 	return a
 }
 
 // add queues deletions; it blocks when the queue is full, which slows the
 // acknowledging clients down rather than growing memory.
-func (a *acker) add(seqs []int64) { a.ch <- seqs }
+func (a *acker) add(acks []Ack) { a.ch <- acks }
 
 // close flushes what is queued and stops; no add may follow.
 func (a *acker) close() {
@@ -425,7 +485,7 @@ const ackBatch = 1000
 func (a *acker) run() {
 	defer close(a.done)
 	for first := range a.ch {
-		batch := append([]int64(nil), first...)
+		batch := append([]Ack(nil), first...)
 	collect:
 		for len(batch) < ackBatch {
 			select {
@@ -442,15 +502,15 @@ func (a *acker) run() {
 	}
 }
 
-func (a *acker) flush(seqs []int64) {
+func (a *acker) flush(acks []Ack) {
 	for attempt := 0; attempt < 3; attempt++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err := a.store.Delete(ctx, seqs)
+		err := a.store.Delete(ctx, acks)
 		cancel()
 		if err == nil {
 			return
 		}
-		a.log.Warn("delete acknowledged envelopes", "count", len(seqs), "attempt", attempt+1, "err", err)
+		a.log.Warn("delete acknowledged envelopes", "count", len(acks), "attempt", attempt+1, "err", err)
 		time.Sleep(100 * time.Millisecond << attempt)
 	}
 	// Not deleted: the envelopes will be delivered again and the devices

@@ -151,13 +151,14 @@ func (s *Service) SendMulti(ctx context.Context, req MultiSend) (Receipt, error)
 			return Receipt{}, err
 		}
 		// A retry of a send already stored gets its first answer (see Send).
-		rc, rerr := s.store.EnqueueMulti(ctx, b, func(map[uuid.UUID][]accounts.Device) error { return err })
-		if rerr == nil && rc.Replayed {
-			return rc, nil
+		res := s.commits.enqueue(ctx, Request{Batch: b, Check: func(map[uuid.UUID][]accounts.Device) error { return err }})
+		if res.Err == nil && res.Receipt.Replayed {
+			return res.Receipt, nil
 		}
 		return Receipt{}, err
 	}
-	rc, err := s.store.EnqueueMulti(ctx, b, check)
+	res := s.commits.enqueue(ctx, Request{Batch: b, Check: check})
+	rc, err := res.Receipt, res.Err
 	if err != nil {
 		c.refund(devices, devices*size)
 		return Receipt{}, err
@@ -166,16 +167,7 @@ func (s *Service) SendMulti(ctx context.Context, req MultiSend) (Receipt, error)
 		c.refund(devices, devices*size)
 		return rc, nil
 	}
-	skip := skippedSet(rc)
-	for _, p := range b.Parts {
-		for _, e := range p.Envelopes {
-			if skip[deviceKey{p.Destination, e.DestDevice}] {
-				c.refund(1, size)
-				continue
-			}
-			s.wake(p.Destination, e.DestDevice)
-		}
-	}
+	c.refund(int64(len(rc.Skipped)), int64(len(rc.Skipped))*size)
 	return rc, nil
 }
 

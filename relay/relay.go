@@ -102,6 +102,10 @@ type Config struct {
 	// after that; AdmitConnection refuses the rest.
 	ReconnectBurst    int
 	ReconnectInterval time.Duration
+	// Committers is how many batches of sends may be stored at once
+	// (group commit): 1 where the database has one writer (SQLite), more
+	// where a batch can gather while another commits (PostgreSQL).
+	Committers int
 }
 
 // DefaultConfig returns the relay's default policy.
@@ -139,13 +143,17 @@ func DefaultConfig() Config {
 		// loop, not for a loop reconnecting as fast as it can.
 		ReconnectBurst:    60,
 		ReconnectInterval: time.Second,
+		Committers:        1,
 	}
 }
 
 // Envelope is an envelope as stored and delivered.
 type Envelope struct {
-	// Seq orders a device's queue; it is internal to the relay.
-	Seq             int64
+	// Seq orders a device's queue; it is internal to the relay. Prev is,
+	// for an envelope just stored, the Seq of the envelope queued for the
+	// same device before it (0: none), so that a connection that has
+	// delivered up to Prev can take it without reading the queue.
+	Seq, Prev       int64
 	ID              uuid.UUID
 	Type            int
 	SourceAccount   uuid.UUID
@@ -273,38 +281,76 @@ type Batch struct {
 	QueueSenderMaxBytes     int64
 }
 
+// Multi is b as a multi-recipient batch of one part.
+func (b Batch) Multi() MultiBatch {
+	return MultiBatch{
+		Sender: b.Sender, Key: b.Key, RequestHash: b.RequestHash, KeyExpires: b.KeyExpires, Now: b.Now,
+		Parts:             []Part{{Destination: b.Destination, Envelopes: b.Envelopes}},
+		QueueMaxEnvelopes: b.QueueMaxEnvelopes, QueueMaxBytes: b.QueueMaxBytes,
+		QueueSenderMaxEnvelopes: b.QueueSenderMaxEnvelopes, QueueSenderMaxBytes: b.QueueSenderMaxBytes,
+	}
+}
+
 // Store is the durable queue storage.
 type Store interface {
-	// Enqueue stores the envelopes of b in one transaction after check
-	// accepts the destination's current devices (read and locked in that
-	// transaction; only ID and RegistrationID are filled in), or stores
-	// nothing. An envelope for a device whose queue would exceed the
-	// batch's caps, or the sender's share of them, is not stored and its
-	// device is listed in Receipt.Skipped (SkipQueueFull taking precedence);
-	// the sender's share applies only to other accounts' devices. If every
-	// envelope is skipped nothing is stored and *QueueFullError is returned.
-	// A Key seen before (with the same RequestHash) stores nothing and
-	// returns the first Receipt (with its Skipped list), Replayed.
-	// It returns ErrNoAccount, ErrIdempotencyKeyUsed, *QueueFullError or
-	// check's error. Measuring the caps must not cost more than reading
-	// the destination's device rows and an index range per device.
-	Enqueue(ctx context.Context, b Batch, check func([]accounts.Device) error) (Receipt, error)
-	// EnqueueMulti is Enqueue for several destinations at once: check sees
-	// every destination's devices (locked in the parts' order) before
-	// anything is stored.
-	EnqueueMulti(ctx context.Context, b MultiBatch, check func(map[uuid.UUID][]accounts.Device) error) (Receipt, error)
+	// EnqueueBatch stores each request as one send, answering each on its
+	// own: results[i] is reqs[i]'s. It uses as few transactions as it
+	// can (one for the whole batch when nothing fails), and a request
+	// that fails (its check, full queues, a reused key, even a database
+	// error) fails alone. For each request, after Check accepts its
+	// destinations' devices (read and locked; only ID and RegistrationID
+	// are filled in), its envelopes are stored, except those for a device
+	// whose queue would exceed the batch's caps or the sender's share of
+	// them: those devices are listed in Receipt.Skipped (SkipQueueFull
+	// taking precedence; the share applies only to other accounts'
+	// devices). If every envelope is skipped nothing is stored and the
+	// error is *QueueFullError. A Key seen before (with the same
+	// RequestHash) stores nothing and returns the first Receipt (with its
+	// Skipped list), Replayed. Errors are ErrNoAccount,
+	// ErrIdempotencyKeyUsed, *QueueFullError, Check's, or the database's.
+	// Result.Stored lists the envelopes stored, with Seq and Prev set.
+	// Measuring the caps costs the same at any queue depth.
+	EnqueueBatch(ctx context.Context, reqs []Request) []Result
 	// Devices lists an account's devices (none for an unknown account);
 	// the same method serves accounts.Store.
 	Devices(ctx context.Context, account uuid.UUID) ([]accounts.Device, error)
 	// Pending returns up to limit envelopes of a device with Seq > after,
 	// oldest first, skipping those expired at now.
 	Pending(ctx context.Context, account uuid.UUID, device int, after int64, now time.Time, limit int) ([]Envelope, error)
-	// Delete removes acknowledged envelopes by Seq; unknown ones are ignored.
-	Delete(ctx context.Context, seqs []int64) error
+	// Delete removes acknowledged envelopes; unknown ones are ignored.
+	Delete(ctx context.Context, acks []Ack) error
 	// PurgeExpired deletes up to limit envelopes expired at now, and
 	// forgets idempotency keys past their window; it returns how many
 	// envelopes it deleted.
 	PurgeExpired(ctx context.Context, now time.Time, limit int) (int, error)
+}
+
+// Request is one accepted send waiting to be stored: the batch and the
+// check its destinations' current devices must pass.
+type Request struct {
+	Batch MultiBatch
+	Check func(map[uuid.UUID][]accounts.Device) error
+}
+
+// Result is what became of a Request.
+type Result struct {
+	Receipt Receipt
+	Err     error
+	// Stored are the envelopes stored, with Seq and Prev.
+	Stored []Stored
+}
+
+// Stored is an envelope just stored and the account it is for.
+type Stored struct {
+	Account  uuid.UUID
+	Envelope Envelope
+}
+
+// Ack is an acknowledged envelope of a device.
+type Ack struct {
+	Account uuid.UUID
+	Device  int
+	Seq     int64
 }
 
 // Service is the relay.
@@ -322,6 +368,7 @@ type Service struct {
 	reconnects *ratelimit.Limiter
 	hub        *hub
 	acks       *acker
+	commits    *committer
 	// writeBuffers is shared by every connection's writes.
 	writeBuffers *sync.Pool
 	// provisioning is told of other nodes' provisioning deliveries.
@@ -339,7 +386,7 @@ func New(cfg Config, store Store, bus Bus, log *slog.Logger, now func() time.Tim
 	if now == nil {
 		now = time.Now
 	}
-	return &Service{
+	s := &Service{
 		cfg: cfg, store: store, bus: bus, log: log, now: now,
 		limit:           ratelimit.New(ratelimit.Rule{Burst: cfg.SendBurst, Every: time.Duration(float64(time.Second) / max(cfg.SendRate, 1e-9))}, now),
 		storedBytes:     ratelimit.NewBudget(perHour(cfg.StoreBytesBurst, cfg.StoreBytesPerHour), now),
@@ -349,6 +396,8 @@ func New(cfg Config, store Store, bus Bus, log *slog.Logger, now func() time.Tim
 		acks:            newAcker(store, log),
 		writeBuffers:    &sync.Pool{},
 	}
+	s.commits = newCommitter(store, cfg.Committers, s.handOff)
+	return s
 }
 
 // perHour is a budget of burst units refilled at perHour units an hour (a
@@ -391,11 +440,13 @@ func (s *Service) Send(ctx context.Context, req Send) (Receipt, error) {
 		b.Key, b.RequestHash, b.KeyExpires = k[:], h[:], now.Add(IdempotencyWindow)
 	}
 	var size int64
+	sizes := make(map[int]int64, len(req.Envelopes)) // by device, to refund skipped ones
 	for _, o := range req.Envelopes {
 		e := envelope(req, o, now)
 		e.ExpiresAt = expires
 		b.Envelopes = append(b.Envelopes, e)
 		size += int64(len(o.Content))
+		sizes[o.Device] = int64(len(o.Content))
 	}
 	c, err := s.charge(req.Sender, int64(len(b.Envelopes)), size)
 	if err != nil {
@@ -405,13 +456,16 @@ func (s *Service) Send(ctx context.Context, req Send) (Receipt, error) {
 		// Over budget, but a retry of a send already stored still gets
 		// its first answer: the store looks the key up before anything
 		// else, and the check refuses to store anything new.
-		rc, rerr := s.store.Enqueue(ctx, b, func([]accounts.Device) error { return err })
-		if rerr == nil && rc.Replayed {
-			return rc, nil
+		res := s.commits.enqueue(ctx, Request{Batch: b.Multi(), Check: func(map[uuid.UUID][]accounts.Device) error { return err }})
+		if res.Err == nil && res.Receipt.Replayed {
+			return res.Receipt, nil
 		}
 		return Receipt{}, err
 	}
-	rc, err := s.store.Enqueue(ctx, b, check)
+	res := s.commits.enqueue(ctx, Request{Batch: b.Multi(), Check: func(devs map[uuid.UUID][]accounts.Device) error {
+		return check(devs[req.Destination])
+	}})
+	rc, err := res.Receipt, res.Err
 	if err != nil {
 		c.refund(int64(len(b.Envelopes)), size)
 		return Receipt{}, err
@@ -420,30 +474,10 @@ func (s *Service) Send(ctx context.Context, req Send) (Receipt, error) {
 		c.refund(int64(len(b.Envelopes)), size)
 		return rc, nil
 	}
-	skip := skippedSet(rc)
-	for _, e := range b.Envelopes {
-		if skip[deviceKey{req.Destination, e.DestDevice}] {
-			c.refund(1, int64(len(e.Content)))
-			continue
-		}
-		s.wake(req.Destination, e.DestDevice)
+	for _, sk := range rc.Skipped {
+		c.refund(1, sizes[sk.Device])
 	}
 	return rc, nil
-}
-
-// deviceKey names one device of one account.
-type deviceKey struct {
-	account uuid.UUID
-	device  int
-}
-
-// skippedSet is the devices rc skipped.
-func skippedSet(rc Receipt) map[deviceKey]bool {
-	m := make(map[deviceKey]bool, len(rc.Skipped))
-	for _, sk := range rc.Skipped {
-		m[deviceKey{sk.Account, sk.Device}] = true
-	}
-	return m
 }
 
 // charge is what a send was charged against its account's budgets.
@@ -563,6 +597,7 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		s.conns.Wait()
+		s.commits.close()
 		s.acks.close()
 		close(done)
 	}()
@@ -583,10 +618,17 @@ func (s *Service) closing() bool {
 	return s.shutdown
 }
 
-// wake starts delivery to a device connected here, or tells the other nodes.
-func (s *Service) wake(account uuid.UUID, device int) {
-	if !s.hub.wake(account, device) {
-		s.bus.Publish(Event{Kind: EventWake, Account: account, Device: device})
+// handOff gives envelopes just stored (in Seq order) to their devices:
+// straight to a connection here that has delivered everything queued
+// before them (else it reads its queue), or as a wake-up to the other
+// nodes.
+func (s *Service) handOff(stored []Stored) {
+	for _, st := range stored {
+		if c := s.hub.get(st.Account, st.Envelope.DestDevice); c != nil {
+			c.handOff(st.Envelope)
+			continue
+		}
+		s.bus.Publish(Event{Kind: EventWake, Account: st.Account, Device: st.Envelope.DestDevice})
 	}
 }
 

@@ -2,10 +2,13 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -26,195 +29,569 @@ var errKeyRace = errors.New("concurrent send with the same idempotency key")
 const (
 	qReceipt = `SELECT request_hash, server_ts, skipped FROM send_receipts
 		WHERE account_id = $1 AND device_id = $2 AND key_hash = $3 AND expires_at > $4`
-	// qDestDevices reads (and, with the dialect's LockRows, locks) the
-	// destination's ($1) devices with each device's queue length and bytes,
-	// and the part of them from sender $2. Both come from the index
-	// envelopes_queue_source: the whole queue is a prefix range, the
-	// sender's share a range no longer than that share.
-	qDestDevices = `SELECT d.device_id, d.registration_id,
-			(SELECT count(*) FROM envelopes e WHERE e.account_id = d.account_id AND e.device_id = d.device_id),
-			(SELECT coalesce(sum(e.size), 0) FROM envelopes e WHERE e.account_id = d.account_id AND e.device_id = d.device_id),
-			(SELECT count(*) FROM envelopes e WHERE e.account_id = d.account_id AND e.device_id = d.device_id AND e.source_account = $2),
-			(SELECT coalesce(sum(e.size), 0) FROM envelopes e WHERE e.account_id = d.account_id AND e.device_id = d.device_id AND e.source_account = $2)
-		FROM devices d WHERE d.account_id = $1 ORDER BY d.device_id`
-	qInsertEnvelope = `INSERT INTO envelopes (id, account_id, device_id, type, source_account,
-		source_device, client_ts, server_ts, expires_at, urgent, content, size) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`
+	qCountQueue = `UPDATE devices SET queue_envelopes = queue_envelopes + $3, queue_bytes = queue_bytes + $4,
+		queue_seq = CASE WHEN $5 > queue_seq THEN $5 ELSE queue_seq END WHERE account_id = $1 AND device_id = $2`
+	qCountShare = `INSERT INTO queue_shares (account_id, device_id, source_account, envelopes, bytes) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (account_id, device_id, source_account) DO UPDATE SET
+			envelopes = queue_shares.envelopes + excluded.envelopes, bytes = queue_shares.bytes + excluded.bytes`
+	qStoreReceipt = `INSERT INTO send_receipts (account_id, device_id, key_hash, request_hash, server_ts, expires_at, skipped)
+		VALUES ($1, $2, $3, $4, $5, $6, $8)
+		ON CONFLICT (account_id, device_id, key_hash) DO UPDATE SET
+			request_hash = excluded.request_hash, server_ts = excluded.server_ts, expires_at = excluded.expires_at,
+			skipped = excluded.skipped
+		WHERE send_receipts.expires_at <= $7`
 )
 
-func qDeleteEnvelopes(n int) string {
-	return `DELETE FROM envelopes WHERE seq IN (` + placeholders(n) + `)`
-}
+// inSizes are the lengths IN lists are padded to (with repeats), so that
+// PostgreSQL sees a handful of distinct statements, not one per length.
+var inSizes = [...]int{1, 4, 16, 64, 256, 1000}
 
-// Enqueue implements relay.Store: a single-destination send is a
-// multi-recipient send with one part.
-func (db *DB) Enqueue(ctx context.Context, b relay.Batch, check func([]accounts.Device) error) (relay.Receipt, error) {
-	return db.EnqueueMulti(ctx, relay.MultiBatch{
-		Sender: b.Sender, Key: b.Key, RequestHash: b.RequestHash, KeyExpires: b.KeyExpires, Now: b.Now,
-		Parts:             []relay.Part{{Destination: b.Destination, Envelopes: b.Envelopes}},
-		QueueMaxEnvelopes: b.QueueMaxEnvelopes, QueueMaxBytes: b.QueueMaxBytes,
-		QueueSenderMaxEnvelopes: b.QueueSenderMaxEnvelopes, QueueSenderMaxBytes: b.QueueSenderMaxBytes,
-	}, func(devs map[uuid.UUID][]accounts.Device) error { return check(devs[b.Destination]) })
-}
-
-// EnqueueMulti implements relay.Store.
-func (db *DB) EnqueueMulti(ctx context.Context, b relay.MultiBatch, check func(map[uuid.UUID][]accounts.Device) error) (relay.Receipt, error) {
-	for attempt := 0; ; attempt++ {
-		rc, err := db.enqueue(ctx, b, check)
-		if errors.Is(err, errKeyRace) && attempt == 0 {
-			continue
-		}
-		return rc, err
-	}
-}
-
-func (db *DB) enqueue(ctx context.Context, b relay.MultiBatch, check func(map[uuid.UUID][]accounts.Device) error) (relay.Receipt, error) {
-	var rc relay.Receipt
-	sender := b.Sender.Account.String()
-	err := db.tx(ctx, func(tx *sql.Tx) error {
-		if b.Key != nil {
-			var reqHash []byte
-			var ts int64
-			var skipped string
-			st, err := db.txStmt(ctx, tx, qReceipt)
-			if err != nil {
-				return fmt.Errorf("look up idempotency key: %w", err)
-			}
-			err = st.QueryRowContext(ctx, sender, b.Sender.Device, b.Key, ms(b.Now)).Scan(&reqHash, &ts, &skipped)
-			switch {
-			case err == nil && !bytes.Equal(reqHash, b.RequestHash):
-				return relay.ErrIdempotencyKeyUsed
-			case err == nil:
-				rc = relay.Receipt{ServerTimestamp: fromMS(ts), Replayed: true}
-				rc.Skipped, err = decodeSkipped(skipped)
-				return err
-			case !errors.Is(err, sql.ErrNoRows):
-				return fmt.Errorf("look up idempotency key: %w", err)
+// inChunks calls f for ids in order, in chunks padded to one of inSizes:
+// f gets the padded size and the chunk's arguments.
+func inChunks[T any](ids []T, f func(n int, args []any) error) error {
+	for len(ids) > 0 {
+		n := inSizes[len(inSizes)-1]
+		for _, size := range inSizes {
+			if size >= len(ids) {
+				n = size
+				break
 			}
 		}
-		// Locking each destination's device rows (in the parts' order)
-		// serialises senders to one account, so each device's seq order is
-		// its commit order and a reader's cursor never skips a late commit.
-		// The same round trip measures each device's queue for the caps.
-		devices := make(map[uuid.UUID][]accounts.Device, len(b.Parts))
-		queued := make(map[uuid.UUID]map[int]queueUsage, len(b.Parts))
-		for _, p := range b.Parts {
-			devs, q, err := db.lockDevices(ctx, tx, p.Destination, b.Sender.Account)
-			if err != nil {
-				return err
-			}
-			devices[p.Destination], queued[p.Destination] = devs, q
+		chunk := ids[:min(n, len(ids))]
+		ids = ids[len(chunk):]
+		args := make([]any, n)
+		for i := range args {
+			args[i] = chunk[min(i, len(chunk)-1)] // pad with a repeat
 		}
-		if err := check(devices); err != nil {
+		if err := f(n, args); err != nil {
 			return err
 		}
-		var skipped []relay.Skipped
-		stored := 0
-		for _, p := range b.Parts {
-			skipped = appendSkipped(skipped, b, p, queued[p.Destination])
-			stored += len(p.Envelopes)
+	}
+	return nil
+}
+
+// qLockDevices reads (and, with the dialect's LockRows, locks) the devices
+// of n accounts with their queue counters, in key order, the order every
+// writer of queue counters locks them in, so writers cannot deadlock.
+func qLockDevices(n int, lock string) string {
+	return `SELECT account_id, device_id, registration_id, queue_envelopes, queue_bytes, queue_seq FROM devices
+		WHERE account_id IN (` + placeholders(1, n) + `) ORDER BY account_id, device_id` + lock
+}
+
+// qShares reads the queue shares of nDest destination accounts' devices
+// held by nSrc sending accounts.
+func qShares(nDest, nSrc int) string {
+	return `SELECT account_id, device_id, source_account, envelopes, bytes FROM queue_shares
+		WHERE account_id IN (` + placeholders(1, nDest) + `) AND source_account IN (` + placeholders(nDest+1, nSrc) + `)`
+}
+
+// envelopeColumns are the columns an insert fills, in order.
+const envelopeColumns = `id, account_id, device_id, type, source_account, source_device, client_ts, server_ts, expires_at, urgent, content, size`
+
+// insertSizes are the row counts of the multi-row inserts a batch is cut
+// into (largest first).
+var insertSizes = [...]int{64, 16, 4, 1}
+
+// qInsertEnvelopes inserts n envelopes and returns their seq and id.
+func qInsertEnvelopes(n int) string {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO envelopes (` + envelopeColumns + `) VALUES `)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
 		}
-		if stored == len(skipped) {
-			full := &relay.QueueFullError{Account: skipped[0].Account}
-			for _, sk := range skipped {
-				if sk.Account == full.Account {
-					full.Devices = append(full.Devices, sk.Device)
-				}
+		b.WriteString("(" + placeholders(i*12+1, 12) + ")")
+	}
+	b.WriteString(` RETURNING seq, id`)
+	return b.String()
+}
+
+func qDeleteEnvelopes(n int) string {
+	return `DELETE FROM envelopes WHERE seq IN (` + placeholders(1, n) + `) RETURNING account_id, device_id, source_account, size`
+}
+
+// Enqueue stores a single-destination send (a batch of one request); the
+// relay itself calls EnqueueBatch.
+func (db *DB) Enqueue(ctx context.Context, b relay.Batch, check func([]accounts.Device) error) (relay.Receipt, error) {
+	return db.EnqueueMulti(ctx, b.Multi(), func(devs map[uuid.UUID][]accounts.Device) error { return check(devs[b.Destination]) })
+}
+
+// EnqueueMulti stores a multi-recipient send (a batch of one request).
+func (db *DB) EnqueueMulti(ctx context.Context, b relay.MultiBatch, check func(map[uuid.UUID][]accounts.Device) error) (relay.Receipt, error) {
+	res := db.EnqueueBatch(ctx, []relay.Request{{Batch: b, Check: check}})[0]
+	return res.Receipt, res.Err
+}
+
+// EnqueueBatch implements relay.Store: the whole batch in one transaction;
+// if that fails (a database error, or two requests racing for one
+// idempotency key), each request again in a transaction of its own, so
+// that only the failing one fails.
+func (db *DB) EnqueueBatch(ctx context.Context, reqs []relay.Request) []relay.Result {
+	if len(reqs) > 1 {
+		if results, retry, err := db.enqueueTx(ctx, reqs); err == nil {
+			for _, i := range retry {
+				results[i] = db.enqueueOne(ctx, reqs[i])
 			}
-			return full
+			return results
 		}
-		skip := make(map[uuid.UUID]map[int]bool, len(skipped))
-		for _, sk := range skipped {
-			if skip[sk.Account] == nil {
-				skip[sk.Account] = map[int]bool{}
-			}
-			skip[sk.Account][sk.Device] = true
+	}
+	results := make([]relay.Result, len(reqs))
+	for i, r := range reqs {
+		results[i] = db.enqueueOne(ctx, r)
+	}
+	return results
+}
+
+// enqueueOne stores one request in its own transaction, once more if a
+// concurrent request with its idempotency key committed first (the retry
+// finds that one's receipt).
+func (db *DB) enqueueOne(ctx context.Context, r relay.Request) relay.Result {
+	for attempt := 0; ; attempt++ {
+		results, _, err := db.enqueueTx(ctx, []relay.Request{r})
+		switch {
+		case err == nil:
+			return results[0]
+		case errors.Is(err, errKeyRace) && attempt == 0:
+			continue
+		default:
+			return relay.Result{Err: err}
 		}
-		ins, err := db.txStmt(ctx, tx, qInsertEnvelope)
+	}
+}
+
+// queueKey names one device's queue; shareKey one sender's part of it.
+type queueKey struct {
+	account uuid.UUID
+	device  int
+}
+
+type shareKey struct {
+	queueKey
+	source uuid.UUID
+}
+
+// queueState is a device's row as a batch found it, plus what the batch
+// adds to it.
+type queueState struct {
+	registrationID int
+	queueUsage
+	seq          int64 // queue_seq
+	addN, addB   int64
+	stored       []int // indexes into the batch's inserts
+	lastStoredAt int64
+}
+
+// queueUsage is a queue's (or share's) envelopes and bytes.
+type queueUsage struct{ n, bytes int64 }
+
+// pendingInsert is one envelope a batch stores.
+type pendingInsert struct {
+	request int
+	account uuid.UUID
+	env     relay.Envelope
+}
+
+// enqueueTx runs reqs in one transaction. A request refused on its merits
+// (its check, full queues, a used key) is answered in its Result without
+// failing the others; a database error fails the transaction. It returns
+// the indexes of requests to run again on their own, after it committed:
+// those repeating an idempotency key of an earlier request of the batch.
+func (db *DB) enqueueTx(ctx context.Context, reqs []relay.Request) ([]relay.Result, []int, error) {
+	var results []relay.Result
+	var retry []int
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		results, retry = make([]relay.Result, len(reqs)), nil
+		queues, err := db.lockQueues(ctx, tx, reqs)
 		if err != nil {
-			return fmt.Errorf("store envelope: %w", err)
+			return err
 		}
-		for _, p := range b.Parts {
-			dest := p.Destination.String()
-			for _, e := range p.Envelopes {
-				if skip[p.Destination][e.DestDevice] {
+		shares, err := db.readShares(ctx, tx, reqs)
+		if err != nil {
+			return err
+		}
+		byAccount := make(map[uuid.UUID][]accounts.Device)
+		for k, q := range queues {
+			byAccount[k.account] = append(byAccount[k.account], accounts.Device{ID: k.device, RegistrationID: q.registrationID})
+		}
+		for _, devs := range byAccount {
+			slices.SortFunc(devs, func(a, b accounts.Device) int { return cmp.Compare(a.ID, b.ID) })
+		}
+		type keyID struct {
+			sender accounts.Principal
+			key    string
+		}
+		keys := map[keyID]bool{}
+		var inserts []pendingInsert
+		var receipts []int // requests whose receipt to store
+		for i, r := range reqs {
+			b := r.Batch
+			if b.Key != nil {
+				k := keyID{b.Sender, string(b.Key)}
+				if keys[k] {
+					retry = append(retry, i)
 					continue
 				}
-				if _, err := ins.ExecContext(ctx, e.ID.String(), dest, e.DestDevice, e.Type, e.SourceAccount.String(),
-					e.SourceDevice, e.ClientTimestamp, ms(e.ServerTimestamp), ms(e.ExpiresAt), e.Urgent, e.Content, len(e.Content)); err != nil {
-					return fmt.Errorf("store envelope: %w", err)
+				keys[k] = true
+				rc, found, err := db.receipt(ctx, tx, b)
+				if err != nil {
+					return err
+				}
+				if found {
+					results[i] = rc
+					continue
 				}
 			}
-		}
-		if b.Key != nil {
-			// Replaces only an expired receipt; a live one means a
-			// concurrent request with this key committed first.
-			res, err := tx.ExecContext(ctx, `INSERT INTO send_receipts (account_id, device_id, key_hash, request_hash, server_ts, expires_at, skipped)
-				VALUES ($1, $2, $3, $4, $5, $6, $8)
-				ON CONFLICT (account_id, device_id, key_hash) DO UPDATE SET
-					request_hash = excluded.request_hash, server_ts = excluded.server_ts, expires_at = excluded.expires_at,
-					skipped = excluded.skipped
-				WHERE send_receipts.expires_at <= $7`,
-				sender, b.Sender.Device, b.Key, b.RequestHash, ms(b.Now), ms(b.KeyExpires), ms(b.Now), encodeSkipped(skipped))
-			if err != nil {
-				return fmt.Errorf("store idempotency key: %w", err)
+			devices := make(map[uuid.UUID][]accounts.Device, len(b.Parts))
+			for _, p := range b.Parts {
+				devices[p.Destination] = byAccount[p.Destination]
 			}
-			if n, err := res.RowsAffected(); err != nil || n == 0 {
-				return errKeyRace
+			if err := r.Check(devices); err != nil {
+				results[i].Err = err
+				continue
+			}
+			if err := addressable(b, queues); err != nil {
+				results[i].Err = err
+				continue
+			}
+			skipped, stored := skippedDevices(b, queues, shares), 0
+			for _, p := range b.Parts {
+				stored += len(p.Envelopes)
+			}
+			if stored == len(skipped) {
+				full := &relay.QueueFullError{Account: skipped[0].Account}
+				for _, sk := range skipped {
+					if sk.Account == full.Account {
+						full.Devices = append(full.Devices, sk.Device)
+					}
+				}
+				results[i].Err = full
+				continue
+			}
+			skip := make(map[queueKey]bool, len(skipped))
+			for _, sk := range skipped {
+				skip[queueKey{sk.Account, sk.Device}] = true
+			}
+			for _, p := range b.Parts {
+				for _, e := range p.Envelopes {
+					qk := queueKey{p.Destination, e.DestDevice}
+					if skip[qk] {
+						continue
+					}
+					size := int64(len(e.Content))
+					q := queues[qk]
+					q.n, q.bytes, q.addN, q.addB = q.n+1, q.bytes+size, q.addN+1, q.addB+size
+					sh := shares[shareKey{qk, e.SourceAccount}]
+					shares[shareKey{qk, e.SourceAccount}] = queueUsage{sh.n + 1, sh.bytes + size}
+					inserts = append(inserts, pendingInsert{request: i, account: p.Destination, env: e})
+				}
+			}
+			results[i].Receipt = relay.Receipt{ServerTimestamp: b.Now, Skipped: skipped}
+			if b.Key != nil {
+				receipts = append(receipts, i)
 			}
 		}
-		rc = relay.Receipt{ServerTimestamp: b.Now, Skipped: skipped}
+		if err := db.insertEnvelopes(ctx, tx, inserts, queues, shares); err != nil {
+			return err
+		}
+		for _, i := range receipts {
+			if err := db.storeReceipt(ctx, tx, reqs[i].Batch, results[i].Receipt.Skipped); err != nil {
+				return err
+			}
+		}
+		for _, in := range inserts {
+			results[in.request].Stored = append(results[in.request].Stored, relay.Stored{Account: in.account, Envelope: in.env})
+		}
 		return nil
 	})
-	return rc, err
+	return results, retry, err
 }
 
-// lockDevices reads and locks an account's devices with their queue sizes
-// and sender's part of them.
-func (db *DB) lockDevices(ctx context.Context, tx *sql.Tx, account, sender uuid.UUID) ([]accounts.Device, map[int]queueUsage, error) {
-	st, err := db.txStmt(ctx, tx, qDestDevices+db.d.LockRows)
+// receipt looks up the first answer to a send with b's idempotency key:
+// found, or ErrIdempotencyKeyUsed in the result when the key came with a
+// different request.
+func (db *DB) receipt(ctx context.Context, tx *sql.Tx, b relay.MultiBatch) (relay.Result, bool, error) {
+	var reqHash []byte
+	var ts int64
+	var skipped string
+	st, err := db.txStmt(ctx, tx, qReceipt)
 	if err != nil {
-		return nil, nil, fmt.Errorf("read devices: %w", err)
+		return relay.Result{}, false, fmt.Errorf("look up idempotency key: %w", err)
 	}
-	rows, err := st.QueryContext(ctx, account.String(), sender.String())
+	err = st.QueryRowContext(ctx, b.Sender.Account.String(), b.Sender.Device, b.Key, ms(b.Now)).Scan(&reqHash, &ts, &skipped)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return relay.Result{}, false, nil
+	case err != nil:
+		return relay.Result{}, false, fmt.Errorf("look up idempotency key: %w", err)
+	case !bytes.Equal(reqHash, b.RequestHash):
+		return relay.Result{Err: relay.ErrIdempotencyKeyUsed}, true, nil
+	}
+	rc := relay.Receipt{ServerTimestamp: fromMS(ts), Replayed: true}
+	rc.Skipped, err = decodeSkipped(skipped)
+	return relay.Result{Receipt: rc, Err: err}, true, nil
+}
+
+// storeReceipt remembers a send's answer under its idempotency key. It
+// replaces only an expired receipt; a live one means a concurrent request
+// with this key committed first (errKeyRace).
+func (db *DB) storeReceipt(ctx context.Context, tx *sql.Tx, b relay.MultiBatch, skipped []relay.Skipped) error {
+	st, err := db.txStmt(ctx, tx, qStoreReceipt)
 	if err != nil {
-		return nil, nil, fmt.Errorf("read devices: %w", err)
+		return fmt.Errorf("store idempotency key: %w", err)
 	}
-	defer rows.Close()
-	var devs []accounts.Device
-	queued := map[int]queueUsage{}
-	for rows.Next() {
-		var d accounts.Device
-		var u queueUsage
-		if err := rows.Scan(&d.ID, &d.RegistrationID, &u.n, &u.bytes, &u.senderN, &u.senderBytes); err != nil {
-			return nil, nil, fmt.Errorf("read devices: %w", err)
+	res, err := st.ExecContext(ctx, b.Sender.Account.String(), b.Sender.Device, b.Key, b.RequestHash, ms(b.Now),
+		ms(b.KeyExpires), ms(b.Now), encodeSkipped(skipped))
+	if err != nil {
+		return fmt.Errorf("store idempotency key: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return errKeyRace
+	}
+	return nil
+}
+
+// lockQueues reads and locks the devices of every destination of reqs,
+// with their queue counters.
+func (db *DB) lockQueues(ctx context.Context, tx *sql.Tx, reqs []relay.Request) (map[queueKey]*queueState, error) {
+	var dests []uuid.UUID
+	for _, r := range reqs {
+		for _, p := range r.Batch.Parts {
+			dests = append(dests, p.Destination)
 		}
-		devs = append(devs, d)
-		queued[d.ID] = u
 	}
-	if err := rows.Err(); err != nil {
-		return nil, nil, fmt.Errorf("read devices: %w", err)
-	}
-	return devs, queued, nil
+	return db.lockDevices(ctx, tx, dests)
 }
 
-// queueUsage is a device's queue: all of it, and the sender's part.
-type queueUsage struct{ n, bytes, senderN, senderBytes int64 }
+// lockDevices reads and locks the devices of accounts, in key order.
+func (db *DB) lockDevices(ctx context.Context, tx *sql.Tx, accts []uuid.UUID) (map[queueKey]*queueState, error) {
+	slices.SortFunc(accts, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+	accts = slices.Compact(accts)
+	ids := make([]string, len(accts))
+	for i, a := range accts {
+		ids[i] = a.String()
+	}
+	queues := make(map[queueKey]*queueState)
+	err := inChunks(ids, func(n int, args []any) error {
+		st, err := db.txStmt(ctx, tx, qLockDevices(n, db.d.LockRows))
+		if err != nil {
+			return fmt.Errorf("read devices: %w", err)
+		}
+		rows, err := st.QueryContext(ctx, args...)
+		if err != nil {
+			return fmt.Errorf("read devices: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var account string
+			var device int
+			q := &queueState{}
+			if err := rows.Scan(&account, &device, &q.registrationID, &q.n, &q.bytes, &q.seq); err != nil {
+				return fmt.Errorf("read devices: %w", err)
+			}
+			a, err := uuid.Parse(account)
+			if err != nil {
+				return fmt.Errorf("read devices: %w", err)
+			}
+			queues[queueKey{a, device}] = q
+		}
+		return rows.Err()
+	})
+	return queues, err
+}
 
-// appendSkipped appends the devices of p whose queue has no room for their
+// readShares reads the senders' shares of the destinations' queues.
+func (db *DB) readShares(ctx context.Context, tx *sql.Tx, reqs []relay.Request) (map[shareKey]queueUsage, error) {
+	var dests, srcs []string
+	for _, r := range reqs {
+		srcs = append(srcs, r.Batch.Sender.Account.String())
+		for _, p := range r.Batch.Parts {
+			dests = append(dests, p.Destination.String())
+		}
+	}
+	slices.Sort(dests)
+	slices.Sort(srcs)
+	dests, srcs = slices.Compact(dests), slices.Compact(srcs)
+	shares := make(map[shareKey]queueUsage)
+	err := inChunks(dests, func(nd int, dargs []any) error {
+		return inChunks(srcs, func(ns int, sargs []any) error {
+			st, err := db.txStmt(ctx, tx, qShares(nd, ns))
+			if err != nil {
+				return fmt.Errorf("read queue shares: %w", err)
+			}
+			rows, err := st.QueryContext(ctx, append(dargs, sargs...)...)
+			if err != nil {
+				return fmt.Errorf("read queue shares: %w", err)
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var account, source string
+				var k shareKey
+				var u queueUsage
+				if err := rows.Scan(&account, &k.device, &source, &u.n, &u.bytes); err != nil {
+					return fmt.Errorf("read queue shares: %w", err)
+				}
+				if k.account, err = uuid.Parse(account); err != nil {
+					return fmt.Errorf("read queue shares: %w", err)
+				}
+				if k.source, err = uuid.Parse(source); err != nil {
+					return fmt.Errorf("read queue shares: %w", err)
+				}
+				shares[k] = u
+			}
+			return rows.Err()
+		})
+	})
+	return shares, err
+}
+
+// insertEnvelopes stores a batch's envelopes, sets each one's Seq and
+// Prev, and adds them to their queues' counters and shares.
+func (db *DB) insertEnvelopes(ctx context.Context, tx *sql.Tx, inserts []pendingInsert, queues map[queueKey]*queueState, shares map[shareKey]queueUsage) error {
+	byID := make(map[string]int, len(inserts))
+	for i, in := range inserts {
+		byID[in.env.ID.String()] = i
+	}
+	for rest := inserts; len(rest) > 0; {
+		n := insertSizes[len(insertSizes)-1]
+		for _, size := range insertSizes {
+			if size <= len(rest) {
+				n = size
+				break
+			}
+		}
+		chunk := rest[:n]
+		rest = rest[n:]
+		args := make([]any, 0, n*12)
+		for _, in := range chunk {
+			e := in.env
+			args = append(args, e.ID.String(), in.account.String(), e.DestDevice, e.Type, e.SourceAccount.String(),
+				e.SourceDevice, e.ClientTimestamp, ms(e.ServerTimestamp), ms(e.ExpiresAt), e.Urgent, e.Content, len(e.Content))
+		}
+		st, err := db.txStmt(ctx, tx, qInsertEnvelopes(n))
+		if err != nil {
+			return fmt.Errorf("store envelopes: %w", err)
+		}
+		rows, err := st.QueryContext(ctx, args...)
+		if err != nil {
+			return fmt.Errorf("store envelopes: %w", err)
+		}
+		for rows.Next() {
+			var seq int64
+			var id string
+			if err := rows.Scan(&seq, &id); err != nil {
+				rows.Close()
+				return fmt.Errorf("store envelopes: %w", err)
+			}
+			i, ok := byID[id]
+			if !ok {
+				rows.Close()
+				return fmt.Errorf("store envelopes: unexpected id %q returned", id)
+			}
+			inserts[i].env.Seq = seq
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("store envelopes: %w", err)
+		}
+	}
+	// Chain each device's new envelopes after what it held, in seq order.
+	for i, in := range inserts {
+		q := queues[queueKey{in.account, in.env.DestDevice}]
+		q.stored = append(q.stored, i)
+	}
+	added := make(map[shareKey]queueUsage)
+	keys := make([]queueKey, 0, len(queues))
+	for k, q := range queues {
+		if len(q.stored) > 0 {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, compareQueues)
+	for _, k := range keys {
+		q := queues[k]
+		slices.SortFunc(q.stored, func(a, b int) int { return cmp.Compare(inserts[a].env.Seq, inserts[b].env.Seq) })
+		prev := q.seq
+		for _, i := range q.stored {
+			inserts[i].env.Prev, prev = prev, inserts[i].env.Seq
+			sk := shareKey{k, inserts[i].env.SourceAccount}
+			a := added[sk]
+			added[sk] = queueUsage{a.n + 1, a.bytes + int64(len(inserts[i].env.Content))}
+		}
+		st, err := db.txStmt(ctx, tx, qCountQueue)
+		if err != nil {
+			return fmt.Errorf("count queue: %w", err)
+		}
+		if _, err := st.ExecContext(ctx, k.account.String(), k.device, q.addN, q.addB, prev); err != nil {
+			return fmt.Errorf("count queue: %w", err)
+		}
+	}
+	return db.addShares(ctx, tx, added, 1)
+}
+
+// addShares adds (sign 1) or subtracts (-1) usage to queue shares, in key
+// order.
+func (db *DB) addShares(ctx context.Context, tx *sql.Tx, added map[shareKey]queueUsage, sign int64) error {
+	keys := make([]shareKey, 0, len(added))
+	for k := range added {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b shareKey) int {
+		if c := compareQueues(a.queueKey, b.queueKey); c != 0 {
+			return c
+		}
+		return bytes.Compare(a.source[:], b.source[:])
+	})
+	st, err := db.txStmt(ctx, tx, qCountShare)
+	if err != nil {
+		return fmt.Errorf("count queue share: %w", err)
+	}
+	for _, k := range keys {
+		u := added[k]
+		if _, err := st.ExecContext(ctx, k.account.String(), k.device, k.source.String(), sign*u.n, sign*u.bytes); err != nil {
+			return fmt.Errorf("count queue share: %w", err)
+		}
+	}
+	return nil
+}
+
+func compareQueues(a, b queueKey) int {
+	if c := bytes.Compare(a.account[:], b.account[:]); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.device, b.device)
+}
+
+// addressable checks that every envelope of b is for an existing device
+// (a check is expected to ensure it; the foreign key would refuse it).
+func addressable(b relay.MultiBatch, queues map[queueKey]*queueState) error {
+	for _, p := range b.Parts {
+		for _, e := range p.Envelopes {
+			if queues[queueKey{p.Destination, e.DestDevice}] == nil {
+				return fmt.Errorf("store envelope: %w: device %d of %s", relay.ErrNoAccount, e.DestDevice, p.Destination)
+			}
+		}
+	}
+	return nil
+}
+
+// skippedDevices lists the devices of b whose queue has no room for their
 // envelope: SkipQueueFull when the whole queue would pass a cap,
 // SkipSenderShare when the sender's part would (other accounts only).
-func appendSkipped(skipped []relay.Skipped, b relay.MultiBatch, p relay.Part, queued map[int]queueUsage) []relay.Skipped {
-	over := func(n, bytes int64, maxN int, maxBytes int64, size int) bool {
-		return (maxN > 0 && n+1 > int64(maxN)) || (maxBytes > 0 && bytes+int64(size) > maxBytes)
+func skippedDevices(b relay.MultiBatch, queues map[queueKey]*queueState, shares map[shareKey]queueUsage) []relay.Skipped {
+	over := func(u queueUsage, maxN int, maxBytes int64, size int) bool {
+		return (maxN > 0 && u.n+1 > int64(maxN)) || (maxBytes > 0 && u.bytes+int64(size) > maxBytes)
 	}
-	for _, e := range p.Envelopes {
-		u := queued[e.DestDevice]
-		switch {
-		case over(u.n, u.bytes, b.QueueMaxEnvelopes, b.QueueMaxBytes, len(e.Content)):
-			skipped = append(skipped, relay.Skipped{Account: p.Destination, Device: e.DestDevice, Reason: relay.SkipQueueFull})
-		case p.Destination != b.Sender.Account &&
-			over(u.senderN, u.senderBytes, b.QueueSenderMaxEnvelopes, b.QueueSenderMaxBytes, len(e.Content)):
-			skipped = append(skipped, relay.Skipped{Account: p.Destination, Device: e.DestDevice, Reason: relay.SkipSenderShare})
+	var skipped []relay.Skipped
+	for _, p := range b.Parts {
+		for _, e := range p.Envelopes {
+			qk := queueKey{p.Destination, e.DestDevice}
+			switch {
+			case over(queues[qk].queueUsage, b.QueueMaxEnvelopes, b.QueueMaxBytes, len(e.Content)):
+				skipped = append(skipped, relay.Skipped{Account: p.Destination, Device: e.DestDevice, Reason: relay.SkipQueueFull})
+			case p.Destination != b.Sender.Account &&
+				over(shares[shareKey{qk, b.Sender.Account}], b.QueueSenderMaxEnvelopes, b.QueueSenderMaxBytes, len(e.Content)):
+				skipped = append(skipped, relay.Skipped{Account: p.Destination, Device: e.DestDevice, Reason: relay.SkipSenderShare})
+			}
 		}
 	}
 	return skipped
@@ -289,46 +666,93 @@ func (db *DB) Pending(ctx context.Context, account uuid.UUID, device int, after 
 	return out, rows.Err()
 }
 
-// deleteSizes are the statement sizes Delete pads to, so PostgreSQL sees a
-// handful of distinct prepared statements rather than one per batch size.
-var deleteSizes = [...]int{1, 4, 16, 64, 256, 1000}
-
 // Delete implements relay.Store.
-func (db *DB) Delete(ctx context.Context, seqs []int64) error {
-	if len(seqs) == 0 {
+func (db *DB) Delete(ctx context.Context, acks []relay.Ack) error {
+	if len(acks) == 0 {
 		return nil
 	}
-	return db.tx(ctx, func(tx *sql.Tx) error {
-		for len(seqs) > 0 {
-			n := deleteSizes[len(deleteSizes)-1]
-			for _, size := range deleteSizes {
-				if size >= len(seqs) {
-					n = size
-					break
-				}
-			}
-			chunk := seqs[:min(n, len(seqs))]
-			seqs = seqs[len(chunk):]
-			args := make([]any, n)
-			for i := range args {
-				args[i] = chunk[min(i, len(chunk)-1)] // pad with a repeat
-			}
-			st, err := db.txStmt(ctx, tx, qDeleteEnvelopes(n))
-			if err != nil {
-				return fmt.Errorf("delete acknowledged envelopes: %w", err)
-			}
-			if _, err := st.ExecContext(ctx, args...); err != nil {
-				return fmt.Errorf("delete acknowledged envelopes: %w", err)
-			}
-		}
-		return nil
+	accts := make([]uuid.UUID, len(acks))
+	seqs := make([]int64, len(acks))
+	for i, a := range acks {
+		accts[i], seqs[i] = a.Account, a.Seq
+	}
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		_, err := db.deleteQueued(ctx, tx, accts, seqs)
+		return err
 	})
+	if err != nil {
+		return fmt.Errorf("delete acknowledged envelopes: %w", err)
+	}
+	return nil
 }
 
-func placeholders(n int) string {
+// deleteQueued deletes envelopes by seq and takes them off their queues'
+// counters. It locks the devices of accts (which must include every
+// deleted envelope's account) first, in the order senders lock them.
+func (db *DB) deleteQueued(ctx context.Context, tx *sql.Tx, accts []uuid.UUID, seqs []int64) (int, error) {
+	if db.d.LockRows != "" {
+		if _, err := db.lockDevices(ctx, tx, accts); err != nil {
+			return 0, err
+		}
+	}
+	removed := make(map[shareKey]queueUsage)
+	deleted := 0
+	err := inChunks(seqs, func(n int, args []any) error {
+		st, err := db.txStmt(ctx, tx, qDeleteEnvelopes(n))
+		if err != nil {
+			return err
+		}
+		rows, err := st.QueryContext(ctx, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var account, source string
+			var k shareKey
+			var size int64
+			if err := rows.Scan(&account, &k.device, &source, &size); err != nil {
+				return err
+			}
+			if k.account, err = uuid.Parse(account); err != nil {
+				return err
+			}
+			if k.source, err = uuid.Parse(source); err != nil {
+				return err
+			}
+			u := removed[k]
+			removed[k] = queueUsage{u.n + 1, u.bytes + size}
+			deleted++
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return 0, err
+	}
+	queues := make(map[queueKey]queueUsage)
+	for k, u := range removed {
+		q := queues[k.queueKey]
+		queues[k.queueKey] = queueUsage{q.n + u.n, q.bytes + u.bytes}
+	}
+	keys := slices.SortedFunc(maps.Keys(queues), compareQueues)
+	st, err := db.txStmt(ctx, tx, qCountQueue)
+	if err != nil {
+		return 0, err
+	}
+	for _, k := range keys {
+		u := queues[k]
+		if _, err := st.ExecContext(ctx, k.account.String(), k.device, -u.n, -u.bytes, 0); err != nil {
+			return 0, fmt.Errorf("count queue: %w", err)
+		}
+	}
+	return deleted, db.addShares(ctx, tx, removed, -1)
+}
+
+// placeholders is "$from,…,$(from+n-1)".
+func placeholders(from, n int) string {
 	var b strings.Builder
-	for i := 1; i <= n; i++ {
-		if i > 1 {
+	for i := from; i < from+n; i++ {
+		if i > from {
 			b.WriteByte(',')
 		}
 		b.WriteByte('$')
@@ -339,17 +763,44 @@ func placeholders(n int) string {
 
 // PurgeExpired implements relay.Store.
 func (db *DB) PurgeExpired(ctx context.Context, now time.Time, limit int) (int, error) {
-	res, err := db.w.ExecContext(ctx, `DELETE FROM envelopes WHERE seq IN
-		(SELECT seq FROM envelopes WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2)`, ms(now), limit)
+	var n int
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT seq, account_id FROM envelopes WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2`, ms(now), limit)
+		if err != nil {
+			return err
+		}
+		var seqs []int64
+		var accts []uuid.UUID
+		for rows.Next() {
+			var seq int64
+			var account string
+			if err := rows.Scan(&seq, &account); err != nil {
+				rows.Close()
+				return err
+			}
+			a, err := uuid.Parse(account)
+			if err != nil {
+				rows.Close()
+				return err
+			}
+			seqs, accts = append(seqs, seq), append(accts, a)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		n, err = db.deleteQueued(ctx, tx, accts, seqs)
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("purge expired envelopes: %w", err)
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return 0, err
-	}
 	if _, err := db.w.ExecContext(ctx, `DELETE FROM send_receipts WHERE expires_at <= $1`, ms(now)); err != nil {
-		return int(n), fmt.Errorf("purge idempotency keys: %w", err)
+		return n, fmt.Errorf("purge idempotency keys: %w", err)
 	}
-	return int(n), nil
+	// Shares of queues that emptied (a send adds the row again).
+	if _, err := db.w.ExecContext(ctx, `DELETE FROM queue_shares WHERE envelopes <= 0`); err != nil {
+		return n, fmt.Errorf("purge queue shares: %w", err)
+	}
+	return n, nil
 }

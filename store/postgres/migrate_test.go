@@ -67,7 +67,7 @@ func TestQueueIndexMigrationDoesNotBlockSends(t *testing.T) {
 	for i := range errs {
 		wg.Go(func() {
 			replica := openDB(t, dsn)
-			_, errs[i] = store.Migrate(ctx, replica, postgres.Dialect())
+			_, errs[i] = store.Migrate(ctx, replica, upTo(t, 8)) // 0011 drops the index again
 		})
 	}
 	// Wait until the migration waits on the running send.
@@ -133,7 +133,7 @@ func TestQueueIndexMigrationResumes(t *testing.T) {
 			}
 			var before, after int64
 			db.QueryRowContext(ctx, `SELECT 'envelopes_queue_source'::regclass::oid`).Scan(&before)
-			if _, err := store.Migrate(ctx, db, postgres.Dialect()); err != nil {
+			if _, err := store.Migrate(ctx, db, upTo(t, 8)); err != nil {
 				t.Fatal(err)
 			}
 			checkQueueIndexes(ctx, t, db)
@@ -169,9 +169,8 @@ func checkQueueIndexes(ctx context.Context, t *testing.T, db *sql.DB) {
 	if err := db.QueryRowContext(ctx, `SELECT max(version) FROM schema_migrations`).Scan(&version); err != nil {
 		t.Fatal(err)
 	}
-	ms, _ := store.LoadMigrations(postgres.Dialect().Migrations)
-	if version != len(ms) {
-		t.Errorf("schema version %d, want %d", version, len(ms))
+	if version != 8 { // the tests migrate up to 0008, which built the index
+		t.Errorf("schema version %d, want 8", version)
 	}
 	rows, err := db.QueryContext(ctx, `SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
 		WHERE i.indrelid = 'envelopes'::regclass AND c.relname LIKE 'envelopes_queue%' ORDER BY c.relname`)

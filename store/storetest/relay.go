@@ -31,6 +31,10 @@ var relayTests = []struct {
 	{"ExpiryAndPurge", testExpiry},
 	{"ConcurrentSendersNeverSkipped", testCursorUnderConcurrency},
 	{"QueuesCascade", testQueueCascade},
+	{"BatchFailuresStayAlone", testBatchFailures},
+	{"BatchCountsAsItGoes", testBatchCounts},
+	{"QueueCountersFollowDeletes", testQueueCounters},
+	{"StoredEnvelopesChain", testStoredChain},
 }
 
 func addDevice(t *testing.T, db *store.DB, account uuid.UUID, regID int) int {
@@ -59,6 +63,15 @@ func batch(from, to uuid.UUID, devices ...int) relay.Batch {
 }
 
 func accept([]accounts.Device) error { return nil }
+
+// acks acknowledges envelopes of one device.
+func acks(account uuid.UUID, device int, seqs ...int64) []relay.Ack {
+	out := make([]relay.Ack, len(seqs))
+	for i, seq := range seqs {
+		out[i] = relay.Ack{Account: account, Device: device, Seq: seq}
+	}
+	return out
+}
 
 func pending(t *testing.T, db *store.DB, account uuid.UUID, device int) []relay.Envelope {
 	t.Helper()
@@ -103,7 +116,7 @@ func testEnqueue(t *testing.T, db *store.DB) {
 	if more, _ := db.Pending(ctx, b, 1, first.Seq, now, 10); len(more) != 0 {
 		t.Errorf("Pending after the last seq returned %d", len(more))
 	}
-	if err := db.Delete(ctx, []int64{first.Seq, first.Seq + 1_000_000}); err != nil {
+	if err := db.Delete(ctx, acks(b, 1, first.Seq, first.Seq+1_000_000)); err != nil {
 		t.Fatal(err)
 	}
 	if got := pending(t, db, b, 1); len(got) != 0 {
@@ -122,7 +135,7 @@ func testEnqueue(t *testing.T, db *store.DB) {
 	for _, e := range pending(t, db, b, 1) {
 		seqs = append(seqs, e.Seq)
 	}
-	if err := db.Delete(ctx, seqs[:299]); err != nil {
+	if err := db.Delete(ctx, acks(b, 1, seqs[:299]...)); err != nil {
 		t.Fatal(err)
 	}
 	if got := pending(t, db, b, 1); len(got) != 1 || got[0].Seq != seqs[299] {
@@ -324,7 +337,7 @@ func testSenderShares(t *testing.T, db *store.DB) {
 			seqs = append(seqs, e.Seq)
 		}
 	}
-	if err := db.Delete(ctx, seqs[:1]); err != nil {
+	if err := db.Delete(ctx, acks(b, 1, seqs[:1]...)); err != nil {
 		t.Fatal(err)
 	}
 	if rc, err := db.Enqueue(ctx, shared(batch(a, b, 1)), accept); err != nil || len(rc.Skipped) != 0 {
@@ -462,5 +475,186 @@ func testQueueCascade(t *testing.T, db *store.DB) {
 	rows, _ := db.DumpTable(ctx, "envelopes")
 	if len(rows) != 0 {
 		t.Errorf("deleted account's envelopes kept: %d", len(rows))
+	}
+}
+
+// testBatchFailures: in one batch (group commit), requests refused on
+// their merits and one that fails in the database fail alone; the others
+// are stored and answered.
+func testBatchFailures(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	a, _ := register(t, db, 0)
+	b, _ := register(t, db, 0)
+	refuse := errors.New("refused by check")
+	tooBig := batch(a, b, 1) // violates the content length constraint
+	tooBig.Envelopes[0].Content = make([]byte, 200<<10)
+	reqs := []relay.Request{
+		{Batch: batch(a, b, 1).Multi(), Check: acceptAll},
+		{Batch: batch(a, b, 1).Multi(), Check: func(map[uuid.UUID][]accounts.Device) error { return refuse }},
+		{Batch: tooBig.Multi(), Check: acceptAll},
+		{Batch: batch(a, uuid.New(), 1).Multi(), Check: acceptAll}, // no such account
+		{Batch: batch(a, b, 1).Multi(), Check: acceptAll},
+	}
+	res := db.EnqueueBatch(ctx, reqs)
+	if len(res) != len(reqs) {
+		t.Fatalf("%d results for %d requests", len(res), len(reqs))
+	}
+	for _, i := range []int{0, 4} {
+		if res[i].Err != nil || len(res[i].Stored) != 1 || res[i].Stored[0].Envelope.Seq <= 0 {
+			t.Errorf("request %d: %+v, want stored", i, res[i])
+		}
+	}
+	if !errors.Is(res[1].Err, refuse) {
+		t.Errorf("refused request: %v", res[1].Err)
+	}
+	for _, i := range []int{1, 2, 3} {
+		if res[i].Err == nil || len(res[i].Stored) != 0 {
+			t.Errorf("request %d: %+v, want an error and nothing stored", i, res[i])
+		}
+	}
+	got := pending(t, db, b, 1)
+	if len(got) != 2 || got[0].ID != reqs[0].Batch.Parts[0].Envelopes[0].ID || got[1].ID != reqs[4].Batch.Parts[0].Envelopes[0].ID {
+		t.Errorf("queue holds %d envelopes, want requests 0 and 4 in order", len(got))
+	}
+}
+
+func acceptAll(map[uuid.UUID][]accounts.Device) error { return nil }
+
+// testBatchCounts: requests of one batch see each other's envelopes in the
+// caps, and a key used twice in a batch stores once.
+func testBatchCounts(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	a, _ := register(t, db, 0)
+	b, _ := register(t, db, 0)
+	var reqs []relay.Request
+	for range 3 {
+		bt := batch(a, b, 1)
+		bt.QueueMaxEnvelopes = 2
+		reqs = append(reqs, relay.Request{Batch: bt.Multi(), Check: acceptAll})
+	}
+	same := keyed(batch(a, b, 1), "key", "same request")
+	reqs = append(reqs, relay.Request{Batch: same.Multi(), Check: acceptAll}, relay.Request{Batch: same.Multi(), Check: acceptAll})
+	res := db.EnqueueBatch(ctx, reqs)
+	var full *relay.QueueFullError
+	if res[0].Err != nil || res[1].Err != nil || !errors.As(res[2].Err, &full) {
+		t.Errorf("three sends to a queue capped at 2: %v, %v, %v", res[0].Err, res[1].Err, res[2].Err)
+	}
+	if res[3].Err != nil || res[3].Receipt.Replayed || res[4].Err != nil || !res[4].Receipt.Replayed || len(res[4].Stored) != 0 {
+		t.Errorf("one key twice in a batch: %+v then %+v, want stored then replayed", res[3], res[4])
+	}
+	if got := pending(t, db, b, 1); len(got) != 3 {
+		t.Errorf("queue holds %d envelopes, want 3", len(got))
+	}
+}
+
+// testQueueCounters: the counters a send checks its caps against follow
+// acknowledgements and purges, so a queue that drains takes sends again,
+// and they cost the same at any depth (the benchmark shows it).
+func testQueueCounters(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	a, _ := register(t, db, 0)
+	b, _ := register(t, db, 0)
+	capped := func(bt relay.Batch) relay.Batch {
+		bt.QueueMaxEnvelopes, bt.QueueMaxBytes = 4, 1<<20
+		bt.QueueSenderMaxEnvelopes, bt.QueueSenderMaxBytes = 3, 1<<20
+		return bt
+	}
+	short := capped(batch(a, b, 1))
+	short.Envelopes[0].ExpiresAt = now.Add(time.Minute)
+	if _, err := db.Enqueue(ctx, short, accept); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := db.Enqueue(ctx, capped(batch(a, b, 1)), accept); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var full *relay.QueueFullError
+	if _, err := db.Enqueue(ctx, capped(batch(a, b, 1)), accept); !errors.As(err, &full) {
+		t.Fatalf("share of 3 used: err = %v, want queue full", err)
+	}
+	if n, err := db.PurgeExpired(ctx, now.Add(2*time.Minute), 100); err != nil || n != 1 {
+		t.Fatalf("purge = %d, %v", n, err)
+	}
+	if _, err := db.Enqueue(ctx, capped(batch(a, b, 1)), accept); err != nil {
+		t.Fatalf("after the purge freed one: %v", err)
+	}
+	c, _ := register(t, db, 0)
+	if _, err := db.Enqueue(ctx, capped(batch(c, b, 1)), accept); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Enqueue(ctx, capped(batch(c, b, 1)), accept); !errors.As(err, &full) {
+		t.Fatalf("queue of 4 full: err = %v, want queue full", err)
+	}
+	var seqs []int64
+	for _, e := range pending(t, db, b, 1) {
+		seqs = append(seqs, e.Seq)
+	}
+	if err := db.Delete(ctx, acks(b, 1, seqs...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Delete(ctx, acks(b, 1, seqs...)); err != nil { // acknowledged twice
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := db.Enqueue(ctx, capped(batch(a, b, 1)), accept); err != nil {
+			t.Fatalf("after the queue drained: %v", err)
+		}
+	}
+	if _, err := db.Enqueue(ctx, capped(batch(c, b, 1)), accept); err != nil {
+		t.Fatalf("fourth of 4 after the drain: %v", err)
+	}
+	if _, err := db.Enqueue(ctx, capped(batch(c, b, 1)), accept); !errors.As(err, &full) {
+		t.Fatalf("fifth of 4 after the drain: err = %v, want queue full", err)
+	}
+}
+
+// testStoredChain: each stored envelope names the seq queued for its
+// device just before it, across batches and within one.
+func testStoredChain(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	a, _ := register(t, db, 0)
+	b, _ := register(t, db, 0)
+	addDevice(t, db, b, 7)
+	var reqs []relay.Request
+	for range 3 {
+		reqs = append(reqs, relay.Request{Batch: batch(a, b, 1, 2).Multi(), Check: acceptAll})
+	}
+	prev := map[int]int64{1: 0, 2: 0}
+	for round := range 2 {
+		res := db.EnqueueBatch(ctx, reqs)
+		var stored []relay.Stored
+		for _, r := range res {
+			if r.Err != nil {
+				t.Fatal(r.Err)
+			}
+			stored = append(stored, r.Stored...)
+		}
+		slices.SortFunc(stored, func(x, y relay.Stored) int { return int(x.Envelope.Seq - y.Envelope.Seq) })
+		for _, st := range stored {
+			d := st.Envelope.DestDevice
+			if st.Account != b || st.Envelope.Prev != prev[d] || st.Envelope.Seq <= prev[d] {
+				t.Fatalf("round %d: device %d envelope seq %d prev %d, want prev %d", round, d, st.Envelope.Seq, st.Envelope.Prev, prev[d])
+			}
+			prev[d] = st.Envelope.Seq
+		}
+		for i := range reqs {
+			reqs[i].Batch = batch(a, b, 1, 2).Multi()
+		}
+	}
+	if got := pending(t, db, b, 1); got[len(got)-1].Seq != prev[1] || len(got) != 6 {
+		t.Errorf("device 1's queue ends at seq %d (%d envelopes), chain at %d", got[len(got)-1].Seq, len(got), prev[1])
+	}
+	// Acknowledging everything does not restart the chain.
+	var seqs []int64
+	for _, e := range pending(t, db, b, 1) {
+		seqs = append(seqs, e.Seq)
+	}
+	if err := db.Delete(ctx, acks(b, 1, seqs...)); err != nil {
+		t.Fatal(err)
+	}
+	res := db.EnqueueBatch(ctx, []relay.Request{{Batch: batch(a, b, 1, 2).Multi(), Check: acceptAll}})
+	if res[0].Err != nil || res[0].Stored[0].Envelope.Prev != prev[1] {
+		t.Errorf("after the drain: %+v, want prev %d", res[0], prev[1])
 	}
 }
