@@ -1,10 +1,15 @@
 package api
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
+
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
@@ -53,7 +58,7 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request, p accounts.Pr
 	if err := s.Relay.AdmitConnection(p); err != nil {
 		return err
 	}
-	s.Relay.Accept(w, r, p, func(status int, reason error) {
+	s.Relay.Accept(w, r, p, s.serveFrame, func(status int, reason error) {
 		if errors.Is(reason, relay.ErrShuttingDown) {
 			writeError(w, r, s.Log, reason)
 			return
@@ -139,4 +144,76 @@ func requireUpgrade(w http.ResponseWriter, r *http.Request) error {
 		return errorf(http.StatusUpgradeRequired, "upgrade_required", "this endpoint speaks WebSocket only")
 	}
 	return nil
+}
+
+// serveFrame answers a request frame from device p's WebSocket: a message
+// send (PUT /v1/messages/{account} or PUT /v1/messages), served by the same
+// handler as over HTTP, with the same answers, minus a request and an
+// authentication per message. Other requests answer 404.
+func (s *Server) serveFrame(ctx context.Context, p accounts.Principal, f relay.Frame) relay.Frame {
+	w := &frameWriter{header: http.Header{}}
+	r, err := http.NewRequestWithContext(ctx, http.MethodPut, "/", bytes.NewReader(f.Body))
+	if err != nil {
+		panic(err) // a constant method and URL
+	}
+	r.Method, r.URL.Path = f.Verb, f.Path
+	for k, v := range f.Headers {
+		switch http.CanonicalHeaderKey(k) {
+		case "Idempotency-Key", "Content-Type":
+			r.Header.Set(k, v)
+		default:
+			writeError(w, r, s.Log, errorf(http.StatusBadRequest, "invalid_request", fmt.Sprintf("request frame: header %q is not accepted over the WebSocket", k)))
+			return w.frame()
+		}
+	}
+	var h authedFunc
+	switch {
+	case f.Verb == http.MethodPut && f.Path == "/v1/messages":
+		h = s.sendMulti
+	case f.Verb == http.MethodPut && strings.HasPrefix(f.Path, "/v1/messages/") && !strings.Contains(f.Path[len("/v1/messages/"):], "/"):
+		r.SetPathValue("account", f.Path[len("/v1/messages/"):])
+		h = s.sendMessages
+	default:
+		writeError(w, r, s.Log, errorf(http.StatusNotFound, "not_found", "only PUT /v1/messages and PUT /v1/messages/{account} are served over the WebSocket"))
+		return w.frame()
+	}
+	if err := h(w, r, p); err != nil {
+		writeError(w, r, s.Log, err)
+	}
+	return w.frame()
+}
+
+// frameWriter collects an HTTP answer for a response frame.
+type frameWriter struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (w *frameWriter) Header() http.Header { return w.header }
+
+func (w *frameWriter) WriteHeader(status int) {
+	if w.status == 0 {
+		w.status = status
+	}
+}
+
+func (w *frameWriter) Write(b []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	return w.body.Write(b)
+}
+
+// frame is the response frame: status, the headers a client acts on, and
+// the JSON body.
+func (w *frameWriter) frame() relay.Frame {
+	f := relay.Frame{Status: w.status, Body: jsontext.Value(bytes.TrimSpace(w.body.Bytes()))}
+	for _, k := range []string{"Idempotent-Replayed", "Retry-After"} {
+		if v := w.header.Get(k); v != "" {
+			if f.Headers == nil {
+				f.Headers = map[string]string{}
+			}
+			f.Headers[k] = v
+		}
+	}
+	return f
 }

@@ -39,8 +39,8 @@ func (s *Service) AdmitConnection(p accounts.Principal) error {
 
 // Accept upgrades r to the WebSocket of device p and serves it in its own
 // goroutines; it returns once the connection is set up. Errors before the
-// upgrade are answered through fail.
-func (s *Service) Accept(w http.ResponseWriter, r *http.Request, p accounts.Principal, fail func(status int, reason error)) {
+// upgrade are answered through fail; request frames are served by serve.
+func (s *Service) Accept(w http.ResponseWriter, r *http.Request, p accounts.Principal, serve RequestFunc, fail func(status int, reason error)) {
 	s.mu.Lock()
 	if s.shutdown {
 		s.mu.Unlock()
@@ -66,7 +66,9 @@ func (s *Service) Accept(w http.ResponseWriter, r *http.Request, p accounts.Prin
 		s.conns.Done()
 		return
 	}
-	c := &conn{s: s, ws: ws, account: p.Account, device: p.Device, since: s.now().UnixMilli()}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &conn{s: s, ws: ws, account: p.Account, device: p.Device, since: s.now().UnixMilli(),
+		serve: serve, ctx: ctx, cancel: cancel, requests: make(chan struct{}, MaxRequestsInFlight)}
 	if s.cfg.FrameRate > 0 && s.cfg.FrameBurst > 0 {
 		c.frames = rate.NewLimiter(rate.Limit(s.cfg.FrameRate), s.cfg.FrameBurst)
 	}
@@ -99,6 +101,15 @@ type conn struct {
 	// overRate records that it was exceeded; only the read loop uses them.
 	frames   *rate.Limiter
 	overRate bool
+	// serve answers request frames, each in its own goroutine (at most
+	// MaxRequestsInFlight at once: requests holds a token for each) under
+	// ctx, which cancel ends when the connection finishes.
+	serve    RequestFunc
+	ctx      context.Context
+	cancel   context.CancelFunc
+	requests chan struct{}
+	// wmu serialises data frames: delivery and responses both write.
+	wmu sync.Mutex
 
 	mu       sync.Mutex
 	inflight map[uuid.UUID]int64 // delivered or claimed, unacknowledged: id → seq
@@ -274,8 +285,11 @@ func (c *conn) write(f Frame) bool {
 		c.close(websocket.CloseInternalServerErr, "internal error")
 		return false
 	}
+	c.wmu.Lock()
 	_ = c.ws.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
-	if err := c.ws.WriteMessage(websocket.TextMessage, b); err != nil {
+	err = c.ws.WriteMessage(websocket.TextMessage, b)
+	c.wmu.Unlock()
+	if err != nil {
 		c.abort()
 		return false
 	}
@@ -328,12 +342,40 @@ func (c *conn) readLoop() {
 			c.close(websocket.ClosePolicyViolation, "malformed frame")
 			continue
 		}
-		if f.Type != FrameAck || f.Envelope != nil || len(f.IDs) == 0 || len(f.IDs) > MaxAckIDs {
-			c.close(websocket.ClosePolicyViolation, "expected an ack frame with 1 to 1000 ids")
-			continue
+		switch {
+		case f.Type == FrameAck && f.Envelope == nil && len(f.IDs) > 0 && len(f.IDs) <= MaxAckIDs && f.ID == 0 &&
+			f.Verb == "" && f.Path == "" && f.Status == 0 && f.Headers == nil && f.Body == nil:
+			c.ack(f.IDs)
+		case f.Type == FrameRequest && f.Envelope == nil && f.IDs == nil && f.ID > 0 && f.Verb != "" && f.Path != "" && f.Status == 0:
+			c.request(f)
+		default:
+			c.close(websocket.ClosePolicyViolation, "expected an ack frame with 1 to 1000 ids or a request frame with an id, verb and path")
 		}
-		c.ack(f.IDs)
 	}
+}
+
+// request serves a request frame in its own goroutine and writes the
+// response. Past MaxRequestsInFlight the read loop waits for a slot, so a
+// client sending faster than the relay answers is slowed, not buffered.
+func (c *conn) request(f Frame) {
+	select {
+	case c.requests <- struct{}{}:
+	case <-c.ctx.Done():
+		return
+	}
+	c.s.conns.Add(1) // the read loop's count is held, so this cannot race Wait
+	go func() {
+		defer c.s.conns.Done()
+		defer func() { <-c.requests }()
+		resp := c.serve(c.ctx, accounts.Principal{Account: c.account, Device: c.device}, f)
+		resp.Type, resp.ID = FrameResponse, f.ID
+		c.mu.Lock()
+		closing := c.closing
+		c.mu.Unlock()
+		if !closing {
+			c.write(resp)
+		}
+	}()
 }
 
 // allowFrame takes one frame from the connection's frame budget. The
@@ -449,6 +491,7 @@ func (c *conn) markClosing() bool {
 }
 
 func (c *conn) finish() {
+	c.cancel()
 	c.markClosing()
 	_ = c.ws.Close()
 	c.s.hub.remove(c)

@@ -1,9 +1,13 @@
 package relay
 
 import (
+	"context"
 	"time"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/accounts"
 )
 
 // WebSocket frames (text, JSON). websocket.md next to the API's openapi.yaml
@@ -14,6 +18,8 @@ const (
 	FrameEnvelope   = "envelope"    // server → client: one envelope
 	FrameQueueEmpty = "queue_empty" // server → client: the stored queue has been sent
 	FrameAck        = "ack"         // client → server: acknowledge envelopes by id
+	FrameRequest    = "request"     // client → server: an API request (a message send)
+	FrameResponse   = "response"    // server → client: the answer to a request, by id
 )
 
 // Close codes the relay uses besides the standard ones (1001 going away on
@@ -31,10 +37,13 @@ const (
 )
 
 // MaxAckIDs bounds the ids of one ack frame; MaxClientFrame bounds any
-// frame a client sends.
+// frame a client sends (a send with more ciphertext goes over HTTP);
+// MaxRequestsInFlight bounds the requests of one connection being served at
+// once (the connection's frames wait beyond it).
 const (
-	MaxAckIDs      = 1000
-	MaxClientFrame = 64 << 10
+	MaxAckIDs           = 1000
+	MaxClientFrame      = 1 << 20
+	MaxRequestsInFlight = 64
 )
 
 // Frame is one WebSocket message in either direction.
@@ -42,7 +51,21 @@ type Frame struct {
 	Type     string        `json:"type"`
 	Envelope *WireEnvelope `json:"envelope,omitempty"`
 	IDs      []uuid.UUID   `json:"ids,omitempty"`
+	// Request and response frames: the client's id for the request (1 or
+	// more, echoed in the response), the HTTP verb, path and headers of
+	// the request, the answer's status and headers, and either one's
+	// JSON body, exactly as over HTTP.
+	ID      uint64            `json:"id,omitzero"`
+	Verb    string            `json:"verb,omitempty"`
+	Path    string            `json:"path,omitempty"`
+	Status  int               `json:"status,omitzero"`
+	Headers map[string]string `json:"headers,omitempty"`
+	Body    jsontext.Value    `json:"body,omitempty"`
 }
+
+// RequestFunc serves one request frame of device p's connection and
+// returns its response frame. ctx ends when the connection closes.
+type RequestFunc func(ctx context.Context, p accounts.Principal, req Frame) Frame
 
 // WireEnvelope is an envelope as delivered to a device.
 type WireEnvelope struct {

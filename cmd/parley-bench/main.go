@@ -34,6 +34,7 @@ type options struct {
 	half                         bool
 	label                        string
 	serverLog                    string
+	parleydArgs                  []string
 }
 
 func main() {
@@ -56,6 +57,10 @@ func main() {
 	fs.IntVar(&o.sourceAddrs, "source-addrs", 4, "spread connections over this many 127.0.0.x source addresses")
 	fs.StringVar(&o.label, "label", "", "label printed with the results")
 	fs.StringVar(&o.serverLog, "server-log", "", "`file` for the started parleyd's log (default: discarded)")
+	fs.Func("parleyd-arg", "extra `argument` for the started parleyd, repeatable (e.g. --parleyd-arg=--pprof --parleyd-arg=--metrics-listen=127.0.0.1:9191 to profile it)", func(v string) error {
+		o.parleydArgs = append(o.parleydArgs, v)
+		return nil
+	})
 	fs.Parse(os.Args[1:])
 	if fs.NArg() != 1 || (fs.Arg(0) != "run" && fs.Arg(0) != "idle") || (o.parleyd == "") == (o.server == "") {
 		fs.Usage()
@@ -106,6 +111,7 @@ func (r *relayUnderTest) start() error {
 	} else {
 		args = append(args, "--data-dir", r.dir)
 	}
+	args = append(args, r.o.parleydArgs...)
 	srv, err := bench.Spawn(r.o.parleyd, r.dir, r.o.devices, code, r.log, args...)
 	if err != nil {
 		return err
