@@ -190,10 +190,15 @@ func (c *Client) RegisterAll(ctx context.Context, n, workers int, code string) (
 	return devs, firstErr
 }
 
-// Conn is a device's delivery socket.
+// Conn is a device's socket: deliveries, and sends as request frames.
 type Conn struct {
 	ws *websocket.Conn
-	mu sync.Mutex // serialises acks with ping answers
+	mu sync.Mutex // serialises writes
+
+	pmu     sync.Mutex
+	lastID  uint64
+	pending map[uint64]chan relay.Frame // requests awaiting their response
+	ended   bool
 }
 
 // Connect opens the device's WebSocket, from source address index i.
@@ -209,15 +214,24 @@ func (c *Client) Connect(ctx context.Context, d Device, i int) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Conn{ws: ws}, nil
+	return &Conn{ws: ws, pending: map[uint64]chan relay.Frame{}}, nil
 }
 
 // Close closes the socket.
 func (c *Conn) Close() error { return c.ws.Close() }
 
 // Receive reads frames until the socket ends, acknowledging every envelope
-// and calling onEnvelope for it.
+// and calling onEnvelope for it, and handing responses to their senders.
 func (c *Conn) Receive(onEnvelope func(*relay.WireEnvelope)) error {
+	defer func() {
+		c.pmu.Lock()
+		c.ended = true
+		for id, ch := range c.pending {
+			close(ch)
+			delete(c.pending, id)
+		}
+		c.pmu.Unlock()
+	}()
 	for {
 		_, data, err := c.ws.ReadMessage()
 		if err != nil {
@@ -226,6 +240,16 @@ func (c *Conn) Receive(onEnvelope func(*relay.WireEnvelope)) error {
 		var f relay.Frame
 		if err := json.Unmarshal(data, &f); err != nil {
 			return err
+		}
+		if f.Type == relay.FrameResponse {
+			c.pmu.Lock()
+			ch := c.pending[f.ID]
+			delete(c.pending, f.ID)
+			c.pmu.Unlock()
+			if ch != nil {
+				ch <- f
+			}
+			continue
 		}
 		if f.Type != relay.FrameEnvelope {
 			continue
@@ -240,22 +264,68 @@ func (c *Conn) Receive(onEnvelope func(*relay.WireEnvelope)) error {
 	}
 }
 
-// Send sends one envelope of content from `from` to device 1 of `to`.
-func (c *Client) Send(ctx context.Context, from, to Device, content []byte) (int, error) {
-	return c.do(ctx, "PUT", "/v1/messages/"+to.Account, &from, map[string]any{
+// sendBody is a send of content to device 1 of `to`.
+func sendBody(to Device, content []byte) map[string]any {
+	return map[string]any{
 		"timestamp": time.Now().UnixMilli(),
 		"messages":  []any{map[string]any{"device_id": 1, "registration_id": to.RegistrationID, "type": 1, "content": b64(content)}},
-	}, nil)
+	}
+}
+
+// Send sends one envelope of content from `from` to device 1 of `to` over
+// HTTP.
+func (c *Client) Send(ctx context.Context, from, to Device, content []byte) (int, error) {
+	return c.do(ctx, "PUT", "/v1/messages/"+to.Account, &from, sendBody(to, content), nil)
+}
+
+// Send sends one envelope of content to device 1 of `to` as a request
+// frame on the socket, waiting for the response; it returns the status.
+// Receive must be running.
+func (c *Conn) Send(ctx context.Context, to Device, content []byte) (int, error) {
+	body, err := json.Marshal(sendBody(to, content))
+	if err != nil {
+		return 0, err
+	}
+	ch := make(chan relay.Frame, 1)
+	c.pmu.Lock()
+	if c.ended {
+		c.pmu.Unlock()
+		return 0, errors.New("socket closed")
+	}
+	c.lastID++
+	id := c.lastID
+	c.pending[id] = ch
+	c.pmu.Unlock()
+	c.mu.Lock()
+	err = c.ws.WriteJSON(relay.Frame{Type: relay.FrameRequest, ID: id, Verb: "PUT", Path: "/v1/messages/" + to.Account, Body: body})
+	c.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	select {
+	case f, ok := <-ch:
+		if !ok {
+			return 0, errors.New("socket closed before the response")
+		}
+		if f.Status != 200 {
+			return f.Status, fmt.Errorf("send: %d %s", f.Status, f.Body)
+		}
+		return f.Status, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
 }
 
 // Scenario is a relay run: Envelopes of Size bytes between random pairs
 // of the devices, from Senders concurrent senders, either as fast as they
-// go (Rate 0) or at Rate envelopes per second.
+// go (Rate 0) or at Rate envelopes per second, sent as request frames on
+// the sender's socket or (HTTP) one HTTP request each.
 type Scenario struct {
 	Envelopes int
 	Size      int
 	Senders   int
 	Rate      float64
+	HTTP      bool
 }
 
 // Result is what a Scenario measured.
@@ -357,7 +427,13 @@ func (c *Client) Run(ctx context.Context, devs []Device, s Scenario, pid int) (R
 					at = time.Now()
 				}
 				binary.BigEndian.PutUint64(content, uint64(at.UnixNano()))
-				st, err := c.Send(ctx, devs[a], devs[b], content)
+				var st int
+				var err error
+				if s.HTTP {
+					st, err = c.Send(ctx, devs[a], devs[b], content)
+				} else {
+					st, err = conns[a].Send(ctx, devs[b], content)
+				}
 				if err == nil && st == 200 {
 					sent.Add(1)
 					continue

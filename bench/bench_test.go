@@ -32,7 +32,7 @@ func TestGeneratorSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, sc := range []bench.Scenario{{Envelopes: 300, Size: 512, Senders: 4}, {Envelopes: 100, Size: 64, Senders: 2, Rate: 500}} {
+	for _, sc := range []bench.Scenario{{Envelopes: 300, Size: 512, Senders: 4}, {Envelopes: 100, Size: 64, Senders: 2, Rate: 500}, {Envelopes: 100, Size: 64, Senders: 2, HTTP: true}} {
 		r, err := c.Run(ctx, devs, sc, srv.PID())
 		if err != nil {
 			t.Fatal(err)

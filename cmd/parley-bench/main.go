@@ -31,7 +31,7 @@ type options struct {
 	devices, envelopes, size     int
 	senders, sourceAddrs         int
 	rate                         float64
-	half                         bool
+	half, http                   bool
 	label                        string
 	serverLog                    string
 	parleydArgs                  []string
@@ -53,6 +53,7 @@ func main() {
 	fs.IntVar(&o.size, "size", 1024, "ciphertext `bytes` per envelope")
 	fs.IntVar(&o.senders, "senders", 32, "concurrent senders")
 	fs.Float64Var(&o.rate, "rate", 0, "offered envelopes per second; 0 sends as fast as the senders go")
+	fs.BoolVar(&o.http, "http", false, "send with one HTTP request per envelope instead of request frames on the sender's WebSocket")
 	fs.BoolVar(&o.half, "half", true, "after a run at full speed, run again at half the measured rate to report latency under load")
 	fs.IntVar(&o.sourceAddrs, "source-addrs", 4, "spread connections over this many 127.0.0.x source addresses")
 	fs.StringVar(&o.label, "label", "", "label printed with the results")
@@ -96,7 +97,7 @@ func (r *relayUnderTest) start() error {
 		return nil
 	}
 	// Throughput runs lift the per-sender limits; they measure the relay, not its policy.
-	args := []string{"--send-rate", "1000000", "--send-burst", "1000000",
+	args := []string{"--send-rate", "1000000", "--send-burst", "1000000", "--ws-frame-rate", "1000000", "--ws-frame-burst", "1000000",
 		"--queue-sender-max-envelopes", "0", "--queue-sender-max-bytes", "0", "--store-bytes-burst", "0", "--store-envelopes-burst", "0",
 		// Registering the devices is many unauthenticated requests from one address.
 		"--public-ip-burst", "1000000", "--public-ip-rate", "1000000", "--public-burst", "1000000", "--public-rate", "1000000"}
@@ -184,12 +185,17 @@ func run(ctx context.Context, o options) error {
 	if label == "" {
 		label = backend(o)
 	}
-	sc := bench.Scenario{Envelopes: o.envelopes, Size: o.size, Senders: o.senders, Rate: o.rate}
+	sc := bench.Scenario{Envelopes: o.envelopes, Size: o.size, Senders: o.senders, Rate: o.rate, HTTP: o.http}
 	res, err := c.Run(ctx, devs, sc, r.pid)
 	if err != nil {
 		return err
 	}
 	mode := "closed loop, as fast as possible"
+	if o.http {
+		mode += ", one HTTP request per send"
+	} else {
+		mode += ", sends as WebSocket request frames"
+	}
 	if o.rate > 0 {
 		mode = fmt.Sprintf("offered %.0f/s", o.rate)
 	}
