@@ -3,21 +3,24 @@ package relay
 import (
 	"cmp"
 	"context"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
 )
 
 // Group commit: the sends of a node that arrive while a transaction
-// commits wait and are stored together in the next one, so a burst of
-// sends costs one transaction and one fsync instead of one each. Each
-// sender is answered only once its batch has committed.
+// commits wait and are stored together in the next one, with the
+// acknowledgements that arrived meanwhile, so a burst of sends and acks
+// costs one transaction and one fsync instead of one each. Each sender is
+// answered only once its batch has committed.
 
 // Batch bounds: a batch closes when it holds maxBatchSends sends or
 // maxBatchEnvelopes envelopes (a large group send fills one alone).
 const (
 	maxBatchSends     = 128
 	maxBatchEnvelopes = 4096
+	maxBatchAcks      = 1000
 	// commitTimeout bounds one batch's transaction.
 	commitTimeout = 30 * time.Second
 )
@@ -29,9 +32,12 @@ type committer struct {
 	// before the senders are answered.
 	stored func([]Stored)
 
+	log *slog.Logger
+
 	mu     sync.RWMutex // held for reading while a send is queued
 	closed bool
 	ch     chan *commitRequest
+	acks   chan []Ack
 	wg     sync.WaitGroup
 }
 
@@ -44,8 +50,8 @@ type commitRequest struct {
 // newCommitter starts workers goroutines that each take a batch, store it
 // and answer its senders; several let one batch gather while another
 // commits (PostgreSQL), one is enough where writes are serial (SQLite).
-func newCommitter(store Store, workers int, stored func([]Stored)) *committer {
-	c := &committer{store: store, stored: stored, ch: make(chan *commitRequest, maxBatchSends)}
+func newCommitter(store Store, workers int, log *slog.Logger, stored func([]Stored)) *committer {
+	c := &committer{store: store, stored: stored, log: log, ch: make(chan *commitRequest, maxBatchSends), acks: make(chan []Ack, 4096)}
 	for range max(workers, 1) {
 		c.wg.Go(c.run)
 	}
@@ -72,8 +78,13 @@ func (c *committer) enqueue(ctx context.Context, req Request) Result {
 	return <-r.done
 }
 
-// close stores what is queued, then stops the workers; enqueue refuses
-// sends from then on.
+// ack queues acknowledged envelopes for deletion with the next batch. It
+// blocks while many are queued, which slows the acknowledging clients down
+// rather than growing memory. Not after close.
+func (c *committer) ack(acks []Ack) { c.acks <- acks }
+
+// close stores what is queued (sends and acks), then stops the workers;
+// enqueue refuses sends from then on.
 func (c *committer) close() {
 	c.mu.Lock()
 	if !c.closed {
@@ -85,11 +96,22 @@ func (c *committer) close() {
 }
 
 func (c *committer) run() {
-	for first := range c.ch {
-		batch := []*commitRequest{first}
-		envelopes := first.req.Batch.envelopes()
+	for {
+		var batch []*commitRequest
+		var acks []Ack
+		envelopes := 0
+		select {
+		case r, ok := <-c.ch:
+			if !ok {
+				c.drainAcks()
+				return
+			}
+			batch, envelopes = append(batch, r), r.req.Batch.envelopes()
+		case a := <-c.acks:
+			acks = a
+		}
 	gather:
-		for len(batch) < maxBatchSends && envelopes < maxBatchEnvelopes {
+		for len(batch) < maxBatchSends && envelopes < maxBatchEnvelopes && len(acks) < maxBatchAcks {
 			select {
 			case r, ok := <-c.ch:
 				if !ok {
@@ -97,18 +119,32 @@ func (c *committer) run() {
 				}
 				batch = append(batch, r)
 				envelopes += r.req.Batch.envelopes()
+			case a := <-c.acks:
+				acks = append(acks, a...)
 			default:
 				break gather
 			}
 		}
-		c.commit(batch)
+		c.commit(batch, acks)
+	}
+}
+
+// drainAcks deletes the acknowledgements still queued at close.
+func (c *committer) drainAcks() {
+	for {
+		select {
+		case a := <-c.acks:
+			c.commit(nil, a)
+		default:
+			return
+		}
 	}
 }
 
 // commit stores one batch and answers its senders. A send whose caller
 // gave up before its batch began is answered with its context's error and
 // not stored.
-func (c *committer) commit(batch []*commitRequest) {
+func (c *committer) commit(batch []*commitRequest, acks []Ack) {
 	live := batch[:0:0]
 	for _, r := range batch {
 		if err := r.ctx.Err(); err != nil {
@@ -117,7 +153,7 @@ func (c *committer) commit(batch []*commitRequest) {
 		}
 		live = append(live, r)
 	}
-	if len(live) == 0 {
+	if len(live) == 0 && len(acks) == 0 {
 		return
 	}
 	reqs := make([]Request, len(live))
@@ -125,8 +161,13 @@ func (c *committer) commit(batch []*commitRequest) {
 		reqs[i] = r.req
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
-	results := c.store.EnqueueBatch(ctx, reqs)
+	results, err := c.store.EnqueueBatch(ctx, reqs, acks)
 	cancel()
+	if err != nil {
+		// Not deleted: the envelopes will be delivered again and the
+		// devices de-duplicate them by id. Nothing is lost.
+		c.log.Warn("delete acknowledged envelopes", "count", len(acks), "err", err)
+	}
 	var stored []Stored
 	for _, res := range results {
 		stored = append(stored, res.Stored...)

@@ -3,7 +3,6 @@ package relay
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net/http"
 	"strconv"
 	"sync"
@@ -409,7 +408,7 @@ func (c *conn) ack(ids []uuid.UUID) {
 	}
 	c.mu.Unlock()
 	if len(acks) > 0 {
-		c.s.acks.add(acks)
+		c.s.commits.ack(acks)
 		if full {
 			c.wake()
 		}
@@ -496,66 +495,4 @@ func (c *conn) finish() {
 	_ = c.ws.Close()
 	c.s.hub.remove(c)
 	c.s.conns.Done()
-}
-
-// acker deletes acknowledged envelopes in batches: one transaction for
-// many acknowledgements, from every connection of the node.
-type acker struct {
-	store Store
-	log   *slog.Logger
-	ch    chan []Ack
-	done  chan struct{}
-}
-
-func newAcker(store Store, log *slog.Logger) *acker {
-	a := &acker{store: store, log: log, ch: make(chan []Ack, 4096), done: make(chan struct{})}
-	go a.run()
-	return a
-}
-
-// add queues deletions; it blocks when the queue is full, which slows the
-// acknowledging clients down rather than growing memory.
-func (a *acker) add(acks []Ack) { a.ch <- acks }
-
-// close flushes what is queued and stops; no add may follow.
-func (a *acker) close() {
-	close(a.ch)
-	<-a.done
-}
-
-const ackBatch = 1000
-
-func (a *acker) run() {
-	defer close(a.done)
-	for first := range a.ch {
-		batch := append([]Ack(nil), first...)
-	collect:
-		for len(batch) < ackBatch {
-			select {
-			case more, ok := <-a.ch:
-				if !ok {
-					break collect
-				}
-				batch = append(batch, more...)
-			default:
-				break collect
-			}
-		}
-		a.flush(batch)
-	}
-}
-
-func (a *acker) flush(acks []Ack) {
-	for attempt := 0; attempt < 3; attempt++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err := a.store.Delete(ctx, acks)
-		cancel()
-		if err == nil {
-			return
-		}
-		a.log.Warn("delete acknowledged envelopes", "count", len(acks), "attempt", attempt+1, "err", err)
-		time.Sleep(100 * time.Millisecond << attempt)
-	}
-	// Not deleted: the envelopes will be delivered again and the devices
-	// de-duplicate them by id. Nothing is lost.
 }

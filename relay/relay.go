@@ -310,15 +310,17 @@ type Store interface {
 	// ErrIdempotencyKeyUsed, *QueueFullError, Check's, or the database's.
 	// Result.Stored lists the envelopes stored, with Seq and Prev set.
 	// Measuring the caps costs the same at any queue depth.
-	EnqueueBatch(ctx context.Context, reqs []Request) []Result
+	//
+	// In the same transaction it deletes acks, the acknowledged envelopes
+	// that arrived with the batch (unknown ones are ignored); the error is
+	// theirs: nil when they are deleted, whatever became of the requests.
+	EnqueueBatch(ctx context.Context, reqs []Request, acks []Ack) ([]Result, error)
 	// Devices lists an account's devices (none for an unknown account);
 	// the same method serves accounts.Store.
 	Devices(ctx context.Context, account uuid.UUID) ([]accounts.Device, error)
 	// Pending returns up to limit envelopes of a device with Seq > after,
 	// oldest first, skipping those expired at now.
 	Pending(ctx context.Context, account uuid.UUID, device int, after int64, now time.Time, limit int) ([]Envelope, error)
-	// Delete removes acknowledged envelopes; unknown ones are ignored.
-	Delete(ctx context.Context, acks []Ack) error
 	// PurgeExpired deletes up to limit envelopes expired at now, and
 	// forgets idempotency keys past their window; it returns how many
 	// envelopes it deleted.
@@ -367,7 +369,6 @@ type Service struct {
 	// reconnects limits how often each device opens a connection here.
 	reconnects *ratelimit.Limiter
 	hub        *hub
-	acks       *acker
 	commits    *committer
 	// writeBuffers is shared by every connection's writes.
 	writeBuffers *sync.Pool
@@ -393,10 +394,9 @@ func New(cfg Config, store Store, bus Bus, log *slog.Logger, now func() time.Tim
 		storedEnvelopes: ratelimit.NewBudget(perHour(int64(cfg.StoreEnvelopesBurst), int64(cfg.StoreEnvelopesPerHour)), now),
 		reconnects:      ratelimit.New(ratelimit.Rule{Burst: cfg.ReconnectBurst, Every: cfg.ReconnectInterval}, now),
 		hub:             newHub(),
-		acks:            newAcker(store, log),
 		writeBuffers:    &sync.Pool{},
 	}
-	s.commits = newCommitter(store, cfg.Committers, s.handOff)
+	s.commits = newCommitter(store, cfg.Committers, log, s.handOff)
 	return s
 }
 
@@ -598,7 +598,6 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	go func() {
 		s.conns.Wait()
 		s.commits.close()
-		s.acks.close()
 		close(done)
 	}()
 	select {

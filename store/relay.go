@@ -7,7 +7,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -29,11 +28,6 @@ var errKeyRace = errors.New("concurrent send with the same idempotency key")
 const (
 	qReceipt = `SELECT request_hash, server_ts, skipped FROM send_receipts
 		WHERE account_id = $1 AND device_id = $2 AND key_hash = $3 AND expires_at > $4`
-	qCountQueue = `UPDATE devices SET queue_envelopes = queue_envelopes + $3, queue_bytes = queue_bytes + $4,
-		queue_seq = CASE WHEN $5 > queue_seq THEN $5 ELSE queue_seq END WHERE account_id = $1 AND device_id = $2`
-	qCountShare = `INSERT INTO queue_shares (account_id, device_id, source_account, envelopes, bytes) VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT (account_id, device_id, source_account) DO UPDATE SET
-			envelopes = queue_shares.envelopes + excluded.envelopes, bytes = queue_shares.bytes + excluded.bytes`
 	qStoreReceipt = `INSERT INTO send_receipts (account_id, device_id, key_hash, request_hash, server_ts, expires_at, skipped)
 		VALUES ($1, $2, $3, $4, $5, $6, $8)
 		ON CONFLICT (account_id, device_id, key_hash) DO UPDATE SET
@@ -46,12 +40,16 @@ const (
 // PostgreSQL sees a handful of distinct statements, not one per length.
 var inSizes = [...]int{1, 4, 16, 64, 256, 1000}
 
-// inChunks calls f for ids in order, in chunks padded to one of inSizes:
-// f gets the padded size and the chunk's arguments.
-func inChunks[T any](ids []T, f func(n int, args []any) error) error {
+// pairSizes are the numbers of OR-ed pairs qShares is padded to (SQLite
+// bounds an expression's depth at 1000).
+var pairSizes = [...]int{1, 4, 16, 64}
+
+// inChunks calls f for ids in order, in chunks padded to one of sizes
+// (ascending): f gets the padded size and the chunk's arguments.
+func inChunks[T any](sizes []int, ids []T, f func(n int, args []any) error) error {
 	for len(ids) > 0 {
-		n := inSizes[len(inSizes)-1]
-		for _, size := range inSizes {
+		n := sizes[len(sizes)-1]
+		for _, size := range sizes {
 			if size >= len(ids) {
 				n = size
 				break
@@ -78,11 +76,108 @@ func qLockDevices(n int, lock string) string {
 		WHERE account_id IN (` + placeholders(1, n) + `) ORDER BY account_id, device_id` + lock
 }
 
-// qShares reads the queue shares of nDest destination accounts' devices
-// held by nSrc sending accounts.
-func qShares(nDest, nSrc int) string {
-	return `SELECT account_id, device_id, source_account, envelopes, bytes FROM queue_shares
-		WHERE account_id IN (` + placeholders(1, nDest) + `) AND source_account IN (` + placeholders(nDest+1, nSrc) + `)`
+// qShares reads the queue shares of n (destination account, sending
+// account) pairs, across the destination's devices.
+func qShares(n int) string {
+	var b strings.Builder
+	b.WriteString(`SELECT account_id, device_id, source_account, envelopes, bytes FROM queue_shares WHERE `)
+	for i := range n {
+		if i > 0 {
+			b.WriteString(" OR ")
+		}
+		fmt.Fprintf(&b, "(account_id = $%d AND source_account = $%d)", 2*i+1, 2*i+2)
+	}
+	return b.String()
+}
+
+// qCountQueues adds to the counters of n devices' queues in one statement
+// (for each i, $5i+1 account, $5i+2 device, $5i+3 envelopes, $5i+4 bytes,
+// $5i+5 the last seq queued, 0 if none), the same SQL on both engines.
+func qCountQueues(n int) string {
+	var when, where strings.Builder
+	for i := range n {
+		p := 5*i + 1
+		match := fmt.Sprintf("account_id = $%d AND device_id = $%d", p, p+1)
+		if i > 0 {
+			where.WriteString(" OR ")
+		}
+		where.WriteString("(" + match + ")")
+		fmt.Fprintf(&when, " WHEN %s THEN %%s", match)
+	}
+	arm := func(col int) string {
+		args := make([]any, n)
+		for i := range args {
+			args[i] = fmt.Sprintf("$%d", 5*i+col)
+		}
+		// The ELSE gives the arms their type on PostgreSQL.
+		return fmt.Sprintf("CASE"+when.String()+" ELSE CAST(0 AS BIGINT) END", args...)
+	}
+	seq := make([]any, n)
+	for i := range seq {
+		seq[i] = fmt.Sprintf("CASE WHEN $%d > queue_seq THEN $%d ELSE queue_seq END", 5*i+5, 5*i+5)
+	}
+	return `UPDATE devices SET queue_envelopes = queue_envelopes + ` + arm(3) + `, queue_bytes = queue_bytes + ` + arm(4) +
+		`, queue_seq = ` + fmt.Sprintf("CASE"+when.String()+" END", seq...) + ` WHERE ` + where.String()
+}
+
+// queueChange is what a transaction adds to one queue's counters.
+type queueChange struct {
+	queueKey
+	n, bytes, seq int64
+}
+
+// countQueues applies changes to the queues' counters, in key order.
+func (db *DB) countQueues(ctx context.Context, tx *sql.Tx, changes []queueChange) error {
+	slices.SortFunc(changes, func(a, b queueChange) int { return compareQueues(a.queueKey, b.queueKey) })
+	return inChunks(pairSizes[:], changes, func(n int, padded []any) error {
+		args := make([]any, 0, 5*n)
+		for _, c := range padded {
+			c := c.(queueChange)
+			args = append(args, c.account.String(), c.device, c.n, c.bytes, c.seq)
+		}
+		st, err := db.txStmt(ctx, tx, qCountQueues(n))
+		if err != nil {
+			return fmt.Errorf("count queues: %w", err)
+		}
+		if _, err := st.ExecContext(ctx, args...); err != nil {
+			return fmt.Errorf("count queues: %w", err)
+		}
+		return nil
+	})
+}
+
+// qCountShares adds to n queue shares (rows are created as needed).
+func qCountShares(n int) string {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO queue_shares (account_id, device_id, source_account, envelopes, bytes) VALUES `)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("(" + placeholders(i*5+1, 5) + ")")
+	}
+	b.WriteString(` ON CONFLICT (account_id, source_account, device_id) DO UPDATE SET
+		envelopes = queue_shares.envelopes + excluded.envelopes, bytes = queue_shares.bytes + excluded.bytes`)
+	return b.String()
+}
+
+// rowChunks cuts n rows into multi-row statements of insertSizes rows,
+// calling f with each chunk's first row and size.
+func rowChunks(n int, f func(from, size int) error) error {
+	for from := 0; from < n; {
+		size := insertSizes[len(insertSizes)-1]
+		for _, s := range insertSizes {
+			if s <= n-from {
+				size = s
+				break
+			}
+		}
+		if err := f(from, size); err != nil {
+			return err
+		}
+		from += size
+	}
+	return nil
 }
 
 // envelopeColumns are the columns an insert fills, in order.
@@ -118,28 +213,32 @@ func (db *DB) Enqueue(ctx context.Context, b relay.Batch, check func([]accounts.
 
 // EnqueueMulti stores a multi-recipient send (a batch of one request).
 func (db *DB) EnqueueMulti(ctx context.Context, b relay.MultiBatch, check func(map[uuid.UUID][]accounts.Device) error) (relay.Receipt, error) {
-	res := db.EnqueueBatch(ctx, []relay.Request{{Batch: b, Check: check}})[0]
-	return res.Receipt, res.Err
+	res, _ := db.EnqueueBatch(ctx, []relay.Request{{Batch: b, Check: check}}, nil)
+	return res[0].Receipt, res[0].Err
 }
 
 // EnqueueBatch implements relay.Store: the whole batch in one transaction;
 // if that fails (a database error, or two requests racing for one
-// idempotency key), each request again in a transaction of its own, so
-// that only the failing one fails.
-func (db *DB) EnqueueBatch(ctx context.Context, reqs []relay.Request) []relay.Result {
-	if len(reqs) > 1 {
-		if results, retry, err := db.enqueueTx(ctx, reqs); err == nil {
+// idempotency key), the acks and then each request again in a transaction
+// of its own, so that only the failing one fails.
+func (db *DB) EnqueueBatch(ctx context.Context, reqs []relay.Request, acks []relay.Ack) ([]relay.Result, error) {
+	if len(reqs)+min(len(acks), 1) > 1 {
+		if results, retry, err := db.enqueueTx(ctx, reqs, acks); err == nil {
 			for _, i := range retry {
 				results[i] = db.enqueueOne(ctx, reqs[i])
 			}
-			return results
+			return results, nil
 		}
+	}
+	var err error
+	if len(acks) > 0 {
+		err = db.Delete(ctx, acks)
 	}
 	results := make([]relay.Result, len(reqs))
 	for i, r := range reqs {
 		results[i] = db.enqueueOne(ctx, r)
 	}
-	return results
+	return results, err
 }
 
 // enqueueOne stores one request in its own transaction, once more if a
@@ -147,7 +246,7 @@ func (db *DB) EnqueueBatch(ctx context.Context, reqs []relay.Request) []relay.Re
 // finds that one's receipt).
 func (db *DB) enqueueOne(ctx context.Context, r relay.Request) relay.Result {
 	for attempt := 0; ; attempt++ {
-		results, _, err := db.enqueueTx(ctx, []relay.Request{r})
+		results, _, err := db.enqueueTx(ctx, []relay.Request{r}, nil)
 		switch {
 		case err == nil:
 			return results[0]
@@ -196,14 +295,28 @@ type pendingInsert struct {
 // failing the others; a database error fails the transaction. It returns
 // the indexes of requests to run again on their own, after it committed:
 // those repeating an idempotency key of an earlier request of the batch.
-func (db *DB) enqueueTx(ctx context.Context, reqs []relay.Request) ([]relay.Result, []int, error) {
+func (db *DB) enqueueTx(ctx context.Context, reqs []relay.Request, acks []relay.Ack) ([]relay.Result, []int, error) {
 	var results []relay.Result
 	var retry []int
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		results, retry = make([]relay.Result, len(reqs)), nil
-		queues, err := db.lockQueues(ctx, tx, reqs)
+		queues, err := db.lockQueues(ctx, tx, reqs, acks)
 		if err != nil {
 			return err
+		}
+		if len(acks) > 0 {
+			removed, err := db.deleteRows(ctx, tx, acks)
+			if err != nil {
+				return fmt.Errorf("delete acknowledged envelopes: %w", err)
+			}
+			for k, u := range removed {
+				if q := queues[k.queueKey]; q != nil {
+					q.n, q.bytes = q.n-u.n, q.bytes-u.bytes
+				}
+			}
+			if err := db.uncount(ctx, tx, removed); err != nil {
+				return fmt.Errorf("delete acknowledged envelopes: %w", err)
+			}
 		}
 		shares, err := db.readShares(ctx, tx, reqs)
 		if err != nil {
@@ -350,16 +463,19 @@ func (db *DB) storeReceipt(ctx context.Context, tx *sql.Tx, b relay.MultiBatch, 
 	return nil
 }
 
-// lockQueues reads and locks the devices of every destination of reqs,
-// with their queue counters.
-func (db *DB) lockQueues(ctx context.Context, tx *sql.Tx, reqs []relay.Request) (map[queueKey]*queueState, error) {
-	var dests []uuid.UUID
+// lockQueues reads and locks the devices of every destination of reqs and
+// every account of acks, with their queue counters.
+func (db *DB) lockQueues(ctx context.Context, tx *sql.Tx, reqs []relay.Request, acks []relay.Ack) (map[queueKey]*queueState, error) {
+	var accts []uuid.UUID
 	for _, r := range reqs {
 		for _, p := range r.Batch.Parts {
-			dests = append(dests, p.Destination)
+			accts = append(accts, p.Destination)
 		}
 	}
-	return db.lockDevices(ctx, tx, dests)
+	for _, a := range acks {
+		accts = append(accts, a.Account)
+	}
+	return db.lockDevices(ctx, tx, accts)
 }
 
 // lockDevices reads and locks the devices of accounts, in key order.
@@ -371,7 +487,7 @@ func (db *DB) lockDevices(ctx context.Context, tx *sql.Tx, accts []uuid.UUID) (m
 		ids[i] = a.String()
 	}
 	queues := make(map[queueKey]*queueState)
-	err := inChunks(ids, func(n int, args []any) error {
+	err := inChunks(inSizes[:], ids, func(n int, args []any) error {
 		st, err := db.txStmt(ctx, tx, qLockDevices(n, db.d.LockRows))
 		if err != nil {
 			return fmt.Errorf("read devices: %w", err)
@@ -401,45 +517,50 @@ func (db *DB) lockDevices(ctx context.Context, tx *sql.Tx, accts []uuid.UUID) (m
 
 // readShares reads the senders' shares of the destinations' queues.
 func (db *DB) readShares(ctx context.Context, tx *sql.Tx, reqs []relay.Request) (map[shareKey]queueUsage, error) {
-	var dests, srcs []string
+	type pair struct{ dest, src uuid.UUID }
+	var pairs []pair
+	seen := map[pair]bool{}
 	for _, r := range reqs {
-		srcs = append(srcs, r.Batch.Sender.Account.String())
 		for _, p := range r.Batch.Parts {
-			dests = append(dests, p.Destination.String())
+			k := pair{p.Destination, r.Batch.Sender.Account}
+			if k.dest != k.src && !seen[k] {
+				seen[k] = true
+				pairs = append(pairs, k)
+			}
 		}
 	}
-	slices.Sort(dests)
-	slices.Sort(srcs)
-	dests, srcs = slices.Compact(dests), slices.Compact(srcs)
 	shares := make(map[shareKey]queueUsage)
-	err := inChunks(dests, func(nd int, dargs []any) error {
-		return inChunks(srcs, func(ns int, sargs []any) error {
-			st, err := db.txStmt(ctx, tx, qShares(nd, ns))
-			if err != nil {
+	err := inChunks(pairSizes[:], pairs, func(n int, args []any) error {
+		flat := make([]any, 0, 2*n)
+		for _, a := range args {
+			p := a.(pair)
+			flat = append(flat, p.dest.String(), p.src.String())
+		}
+		st, err := db.txStmt(ctx, tx, qShares(n))
+		if err != nil {
+			return fmt.Errorf("read queue shares: %w", err)
+		}
+		rows, err := st.QueryContext(ctx, flat...)
+		if err != nil {
+			return fmt.Errorf("read queue shares: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var account, source string
+			var k shareKey
+			var u queueUsage
+			if err := rows.Scan(&account, &k.device, &source, &u.n, &u.bytes); err != nil {
 				return fmt.Errorf("read queue shares: %w", err)
 			}
-			rows, err := st.QueryContext(ctx, append(dargs, sargs...)...)
-			if err != nil {
+			if k.account, err = uuid.Parse(account); err != nil {
 				return fmt.Errorf("read queue shares: %w", err)
 			}
-			defer rows.Close()
-			for rows.Next() {
-				var account, source string
-				var k shareKey
-				var u queueUsage
-				if err := rows.Scan(&account, &k.device, &source, &u.n, &u.bytes); err != nil {
-					return fmt.Errorf("read queue shares: %w", err)
-				}
-				if k.account, err = uuid.Parse(account); err != nil {
-					return fmt.Errorf("read queue shares: %w", err)
-				}
-				if k.source, err = uuid.Parse(source); err != nil {
-					return fmt.Errorf("read queue shares: %w", err)
-				}
-				shares[k] = u
+			if k.source, err = uuid.Parse(source); err != nil {
+				return fmt.Errorf("read queue shares: %w", err)
 			}
-			return rows.Err()
-		})
+			shares[k] = u
+		}
+		return rows.Err()
 	})
 	return shares, err
 }
@@ -451,18 +572,9 @@ func (db *DB) insertEnvelopes(ctx context.Context, tx *sql.Tx, inserts []pending
 	for i, in := range inserts {
 		byID[in.env.ID.String()] = i
 	}
-	for rest := inserts; len(rest) > 0; {
-		n := insertSizes[len(insertSizes)-1]
-		for _, size := range insertSizes {
-			if size <= len(rest) {
-				n = size
-				break
-			}
-		}
-		chunk := rest[:n]
-		rest = rest[n:]
+	err := rowChunks(len(inserts), func(from, n int) error {
 		args := make([]any, 0, n*12)
-		for _, in := range chunk {
+		for _, in := range inserts[from : from+n] {
 			e := in.env
 			args = append(args, e.ID.String(), in.account.String(), e.DestDevice, e.Type, e.SourceAccount.String(),
 				e.SourceDevice, e.ClientTimestamp, ms(e.ServerTimestamp), ms(e.ExpiresAt), e.Urgent, e.Content, len(e.Content))
@@ -475,24 +587,26 @@ func (db *DB) insertEnvelopes(ctx context.Context, tx *sql.Tx, inserts []pending
 		if err != nil {
 			return fmt.Errorf("store envelopes: %w", err)
 		}
+		defer rows.Close()
 		for rows.Next() {
 			var seq int64
 			var id string
 			if err := rows.Scan(&seq, &id); err != nil {
-				rows.Close()
 				return fmt.Errorf("store envelopes: %w", err)
 			}
 			i, ok := byID[id]
 			if !ok {
-				rows.Close()
 				return fmt.Errorf("store envelopes: unexpected id %q returned", id)
 			}
 			inserts[i].env.Seq = seq
 		}
-		rows.Close()
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("store envelopes: %w", err)
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	// Chain each device's new envelopes after what it held, in seq order.
 	for i, in := range inserts {
@@ -506,7 +620,7 @@ func (db *DB) insertEnvelopes(ctx context.Context, tx *sql.Tx, inserts []pending
 			keys = append(keys, k)
 		}
 	}
-	slices.SortFunc(keys, compareQueues)
+	changes := make([]queueChange, 0, len(keys))
 	for _, k := range keys {
 		q := queues[k]
 		slices.SortFunc(q.stored, func(a, b int) int { return cmp.Compare(inserts[a].env.Seq, inserts[b].env.Seq) })
@@ -517,13 +631,10 @@ func (db *DB) insertEnvelopes(ctx context.Context, tx *sql.Tx, inserts []pending
 			a := added[sk]
 			added[sk] = queueUsage{a.n + 1, a.bytes + int64(len(inserts[i].env.Content))}
 		}
-		st, err := db.txStmt(ctx, tx, qCountQueue)
-		if err != nil {
-			return fmt.Errorf("count queue: %w", err)
-		}
-		if _, err := st.ExecContext(ctx, k.account.String(), k.device, q.addN, q.addB, prev); err != nil {
-			return fmt.Errorf("count queue: %w", err)
-		}
+		changes = append(changes, queueChange{k, q.addN, q.addB, prev})
+	}
+	if err := db.countQueues(ctx, tx, changes); err != nil {
+		return err
 	}
 	return db.addShares(ctx, tx, added, 1)
 }
@@ -541,17 +652,21 @@ func (db *DB) addShares(ctx context.Context, tx *sql.Tx, added map[shareKey]queu
 		}
 		return bytes.Compare(a.source[:], b.source[:])
 	})
-	st, err := db.txStmt(ctx, tx, qCountShare)
-	if err != nil {
-		return fmt.Errorf("count queue share: %w", err)
-	}
-	for _, k := range keys {
-		u := added[k]
-		if _, err := st.ExecContext(ctx, k.account.String(), k.device, k.source.String(), sign*u.n, sign*u.bytes); err != nil {
-			return fmt.Errorf("count queue share: %w", err)
+	return rowChunks(len(keys), func(from, n int) error {
+		args := make([]any, 0, 5*n)
+		for _, k := range keys[from : from+n] {
+			u := added[k]
+			args = append(args, k.account.String(), k.device, k.source.String(), sign*u.n, sign*u.bytes)
 		}
-	}
-	return nil
+		st, err := db.txStmt(ctx, tx, qCountShares(n))
+		if err != nil {
+			return fmt.Errorf("count queue shares: %w", err)
+		}
+		if _, err := st.ExecContext(ctx, args...); err != nil {
+			return fmt.Errorf("count queue shares: %w", err)
+		}
+		return nil
+	})
 }
 
 func compareQueues(a, b queueKey) int {
@@ -666,19 +781,25 @@ func (db *DB) Pending(ctx context.Context, account uuid.UUID, device int, after 
 	return out, rows.Err()
 }
 
-// Delete implements relay.Store.
+// Delete deletes acknowledged envelopes on their own (the relay deletes
+// them with its next batch of sends); unknown ones are ignored.
 func (db *DB) Delete(ctx context.Context, acks []relay.Ack) error {
 	if len(acks) == 0 {
 		return nil
 	}
-	accts := make([]uuid.UUID, len(acks))
-	seqs := make([]int64, len(acks))
-	for i, a := range acks {
-		accts[i], seqs[i] = a.Account, a.Seq
-	}
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		_, err := db.deleteQueued(ctx, tx, accts, seqs)
-		return err
+		accts := make([]uuid.UUID, len(acks))
+		for i, a := range acks {
+			accts[i] = a.Account
+		}
+		if _, err := db.lockDevices(ctx, tx, accts); err != nil {
+			return err
+		}
+		removed, err := db.deleteRows(ctx, tx, acks)
+		if err != nil {
+			return err
+		}
+		return db.uncount(ctx, tx, removed)
 	})
 	if err != nil {
 		return fmt.Errorf("delete acknowledged envelopes: %w", err)
@@ -686,18 +807,16 @@ func (db *DB) Delete(ctx context.Context, acks []relay.Ack) error {
 	return nil
 }
 
-// deleteQueued deletes envelopes by seq and takes them off their queues'
-// counters. It locks the devices of accts (which must include every
-// deleted envelope's account) first, in the order senders lock them.
-func (db *DB) deleteQueued(ctx context.Context, tx *sql.Tx, accts []uuid.UUID, seqs []int64) (int, error) {
-	if db.d.LockRows != "" {
-		if _, err := db.lockDevices(ctx, tx, accts); err != nil {
-			return 0, err
-		}
+// deleteRows deletes acknowledged or expired envelopes by seq and returns
+// what left each queue, by sender. The caller has locked the devices of
+// every account in acks (the ack's Device is not needed to find it).
+func (db *DB) deleteRows(ctx context.Context, tx *sql.Tx, acks []relay.Ack) (map[shareKey]queueUsage, error) {
+	seqs := make([]int64, len(acks))
+	for i, a := range acks {
+		seqs[i] = a.Seq
 	}
 	removed := make(map[shareKey]queueUsage)
-	deleted := 0
-	err := inChunks(seqs, func(n int, args []any) error {
+	err := inChunks(inSizes[:], seqs, func(n int, args []any) error {
 		st, err := db.txStmt(ctx, tx, qDeleteEnvelopes(n))
 		if err != nil {
 			return err
@@ -722,30 +841,27 @@ func (db *DB) deleteQueued(ctx context.Context, tx *sql.Tx, accts []uuid.UUID, s
 			}
 			u := removed[k]
 			removed[k] = queueUsage{u.n + 1, u.bytes + size}
-			deleted++
 		}
 		return rows.Err()
 	})
-	if err != nil {
-		return 0, err
-	}
+	return removed, err
+}
+
+// uncount takes deleted envelopes off their queues' counters and shares.
+func (db *DB) uncount(ctx context.Context, tx *sql.Tx, removed map[shareKey]queueUsage) error {
 	queues := make(map[queueKey]queueUsage)
 	for k, u := range removed {
 		q := queues[k.queueKey]
 		queues[k.queueKey] = queueUsage{q.n + u.n, q.bytes + u.bytes}
 	}
-	keys := slices.SortedFunc(maps.Keys(queues), compareQueues)
-	st, err := db.txStmt(ctx, tx, qCountQueue)
-	if err != nil {
-		return 0, err
+	changes := make([]queueChange, 0, len(queues))
+	for k, u := range queues {
+		changes = append(changes, queueChange{k, -u.n, -u.bytes, 0})
 	}
-	for _, k := range keys {
-		u := queues[k]
-		if _, err := st.ExecContext(ctx, k.account.String(), k.device, -u.n, -u.bytes, 0); err != nil {
-			return 0, fmt.Errorf("count queue: %w", err)
-		}
+	if err := db.countQueues(ctx, tx, changes); err != nil {
+		return err
 	}
-	return deleted, db.addShares(ctx, tx, removed, -1)
+	return db.addShares(ctx, tx, removed, -1)
 }
 
 // placeholders is "$from,…,$(from+n-1)".
@@ -789,8 +905,21 @@ func (db *DB) PurgeExpired(ctx context.Context, now time.Time, limit int) (int, 
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		n, err = db.deleteQueued(ctx, tx, accts, seqs)
-		return err
+		if _, err := db.lockDevices(ctx, tx, accts); err != nil {
+			return err
+		}
+		acks := make([]relay.Ack, len(seqs))
+		for i := range seqs {
+			acks[i] = relay.Ack{Account: accts[i], Seq: seqs[i]}
+		}
+		removed, err := db.deleteRows(ctx, tx, acks)
+		if err != nil {
+			return err
+		}
+		for _, u := range removed {
+			n += int(u.n)
+		}
+		return db.uncount(ctx, tx, removed)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("purge expired envelopes: %w", err)

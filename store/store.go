@@ -102,12 +102,15 @@ func (db *DB) txStmt(ctx context.Context, tx *sql.Tx, query string) (*sql.Stmt, 
 
 // warm prepares the writer's hot transactional statements.
 func (db *DB) warm(ctx context.Context) error {
-	qs := []string{qReceipt, qCountQueue, qCountShare, qStoreReceipt}
+	qs := []string{qReceipt, qStoreReceipt}
 	for _, n := range inSizes {
 		qs = append(qs, qDeleteEnvelopes(n), qLockDevices(n, db.d.LockRows))
 	}
+	for _, n := range pairSizes {
+		qs = append(qs, qShares(n), qCountQueues(n))
+	}
 	for _, n := range insertSizes {
-		qs = append(qs, qInsertEnvelopes(n))
+		qs = append(qs, qInsertEnvelopes(n), qCountShares(n))
 	}
 	for _, q := range qs {
 		if _, err := db.prepared(ctx, db.w, q); err != nil {

@@ -486,6 +486,11 @@ func testBatchFailures(t *testing.T, db *store.DB) {
 	a, _ := register(t, db, 0)
 	b, _ := register(t, db, 0)
 	refuse := errors.New("refused by check")
+	// An acknowledgement rides along with the batch.
+	if _, err := db.Enqueue(ctx, batch(a, b, 1), accept); err != nil {
+		t.Fatal(err)
+	}
+	earlier := pending(t, db, b, 1)[0]
 	tooBig := batch(a, b, 1) // violates the content length constraint
 	tooBig.Envelopes[0].Content = make([]byte, 200<<10)
 	reqs := []relay.Request{
@@ -495,7 +500,10 @@ func testBatchFailures(t *testing.T, db *store.DB) {
 		{Batch: batch(a, uuid.New(), 1).Multi(), Check: acceptAll}, // no such account
 		{Batch: batch(a, b, 1).Multi(), Check: acceptAll},
 	}
-	res := db.EnqueueBatch(ctx, reqs)
+	res, err := db.EnqueueBatch(ctx, reqs, acks(b, 1, earlier.Seq))
+	if err != nil {
+		t.Fatalf("acknowledgement in a failing batch: %v", err)
+	}
 	if len(res) != len(reqs) {
 		t.Fatalf("%d results for %d requests", len(res), len(reqs))
 	}
@@ -534,7 +542,7 @@ func testBatchCounts(t *testing.T, db *store.DB) {
 	}
 	same := keyed(batch(a, b, 1), "key", "same request")
 	reqs = append(reqs, relay.Request{Batch: same.Multi(), Check: acceptAll}, relay.Request{Batch: same.Multi(), Check: acceptAll})
-	res := db.EnqueueBatch(ctx, reqs)
+	res, _ := db.EnqueueBatch(ctx, reqs, nil)
 	var full *relay.QueueFullError
 	if res[0].Err != nil || res[1].Err != nil || !errors.As(res[2].Err, &full) {
 		t.Errorf("three sends to a queue capped at 2: %v, %v, %v", res[0].Err, res[1].Err, res[2].Err)
@@ -622,7 +630,7 @@ func testStoredChain(t *testing.T, db *store.DB) {
 	}
 	prev := map[int]int64{1: 0, 2: 0}
 	for round := range 2 {
-		res := db.EnqueueBatch(ctx, reqs)
+		res, _ := db.EnqueueBatch(ctx, reqs, nil)
 		var stored []relay.Stored
 		for _, r := range res {
 			if r.Err != nil {
@@ -653,7 +661,7 @@ func testStoredChain(t *testing.T, db *store.DB) {
 	if err := db.Delete(ctx, acks(b, 1, seqs...)); err != nil {
 		t.Fatal(err)
 	}
-	res := db.EnqueueBatch(ctx, []relay.Request{{Batch: batch(a, b, 1, 2).Multi(), Check: acceptAll}})
+	res, _ := db.EnqueueBatch(ctx, []relay.Request{{Batch: batch(a, b, 1, 2).Multi(), Check: acceptAll}}, nil)
 	if res[0].Err != nil || res[0].Stored[0].Envelope.Prev != prev[1] {
 		t.Errorf("after the drain: %+v, want prev %d", res[0], prev[1])
 	}

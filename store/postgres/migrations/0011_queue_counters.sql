@@ -22,7 +22,7 @@ CREATE TABLE queue_shares (
     source_account UUID    NOT NULL,
     envelopes      INTEGER NOT NULL,
     bytes          BIGINT  NOT NULL,
-    PRIMARY KEY (account_id, device_id, source_account),
+    PRIMARY KEY (account_id, source_account, device_id),
     FOREIGN KEY (account_id, device_id) REFERENCES devices (account_id, device_id) ON DELETE CASCADE
 );
 -- Every send and acknowledgement updates these rows.

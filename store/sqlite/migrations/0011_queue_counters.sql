@@ -20,7 +20,7 @@ CREATE TABLE queue_shares (
     source_account TEXT    NOT NULL CHECK (length(source_account) = 36),
     envelopes      INTEGER NOT NULL,
     bytes          INTEGER NOT NULL,
-    PRIMARY KEY (account_id, device_id, source_account),
+    PRIMARY KEY (account_id, source_account, device_id),
     FOREIGN KEY (account_id, device_id) REFERENCES devices (account_id, device_id) ON DELETE CASCADE
 ) STRICT, WITHOUT ROWID;
 
