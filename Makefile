@@ -33,13 +33,15 @@ test-short:
 
 # Figures, not pass/fail: storage benchmarks, the load generator on SQLite
 # (synchronous=full, the default, and the normal opt-in) and on PostgreSQL
-# with fsync on, memory per idle connection (scripts/bench).
+# with fsync on, memory per idle connection, then the same scenario on
+# mosquitto and NATS JetStream and one side-by-side table (scripts/bench).
 bench:
 	GO=$(GO) scripts/bench
 
 lint:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
+	cd bench/peers && $(GO) vet ./...
 
 # Run each fuzz target for FUZZTIME (default 30s).
 FUZZTIME ?= 30s

@@ -35,13 +35,14 @@ type options struct {
 	label                        string
 	serverLog                    string
 	parleydArgs                  []string
+	json                         string
 }
 
 func main() {
 	var o options
 	fs := flag.NewFlagSet("parley-bench", flag.ExitOnError)
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: parley-bench [flags] run|idle")
+		fmt.Fprintln(fs.Output(), "usage: parley-bench [flags] run|idle\n       parley-bench table FILE   side-by-side table of the JSON lines in FILE (parleyd's first)")
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&o.parleyd, "parleyd", "", "start this parleyd `binary` for the run (SQLite in a temporary directory unless --database-url)")
@@ -53,6 +54,7 @@ func main() {
 	fs.IntVar(&o.size, "size", 1024, "ciphertext `bytes` per envelope")
 	fs.IntVar(&o.senders, "senders", 32, "concurrent senders")
 	fs.Float64Var(&o.rate, "rate", 0, "offered envelopes per second; 0 sends as fast as the senders go")
+	fs.StringVar(&o.json, "json", "", "append the run's figures as one JSON line to `file` (the shape scripts/bench-peers writes; see the table command)")
 	fs.BoolVar(&o.http, "http", false, "send with one HTTP request per envelope instead of request frames on the sender's WebSocket")
 	fs.BoolVar(&o.half, "half", true, "after a run at full speed, run again at half the measured rate to report latency under load")
 	fs.IntVar(&o.sourceAddrs, "source-addrs", 4, "spread connections over this many 127.0.0.x source addresses")
@@ -62,6 +64,13 @@ func main() {
 		o.parleydArgs = append(o.parleydArgs, v)
 		return nil
 	})
+	if len(os.Args) == 3 && os.Args[1] == "table" {
+		if err := table(os.Stdout, os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, "parley-bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	fs.Parse(os.Args[1:])
 	if fs.NArg() != 1 || (fs.Arg(0) != "run" && fs.Arg(0) != "idle") || (o.parleyd == "") == (o.server == "") {
 		fs.Usage()
@@ -200,6 +209,11 @@ func run(ctx context.Context, o options) error {
 		mode = fmt.Sprintf("offered %.0f/s", o.rate)
 	}
 	fmt.Printf("%s: %d devices, %d-byte envelopes, %d senders, %s:\n  %s\n", label, len(devs), o.size, o.senders, mode, res)
+	if o.json != "" {
+		if err := appendResult(o.json, label, res); err != nil {
+			return err
+		}
+	}
 	if o.half && o.rate == 0 {
 		sc.Rate = res.SendRate() / 2
 		sc.Envelopes = max(1000, int(sc.Rate*10)) // about ten seconds
