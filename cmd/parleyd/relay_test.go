@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -62,6 +63,7 @@ func dialSocket(p *proc, d device) (*websocket.Conn, error) {
 type received struct {
 	mu         sync.Mutex
 	ids        map[string]map[string]bool // text → server ids
+	order      []string                   // texts in delivery order
 	deliveries int
 	emptyQueue int
 }
@@ -78,6 +80,7 @@ func (r *received) add(f relay.Frame) {
 		r.ids[text] = map[string]bool{}
 	}
 	r.ids[text][f.Envelope.ID.String()] = true
+	r.order = append(r.order, text)
 	r.deliveries++
 }
 
@@ -242,6 +245,87 @@ func TestTwoNodesAndACrash(t *testing.T) {
 	t.Logf("%d sends got a 200 (%d before the SIGKILL); Bob saw %d deliveries (%d redeliveries, removed by id)",
 		len(sent), sentBeforeCrash, atBob.deliveries, atBob.deliveries-len(sent)-1)
 	a.stop()
+}
+
+// A freshly stored envelope is handed straight to a connection that has
+// delivered everything before it, else the connection reads its queue.
+// Sends alternating between two nodes (each answered before the next)
+// reach a device connected to one of them in the order they were sent:
+// node A must not hand off its envelope while B's earlier one is still
+// unread, and several senders at once each keep their order on one node.
+func TestHandOffKeepsOrder(t *testing.T) {
+	dsn := pgtest.Database(t)
+	secret := filepath.Join(t.TempDir(), "root.key")
+	if out, err := exec.Command(binary, "init-secret", secret).CombinedOutput(); err != nil {
+		t.Fatalf("init-secret: %v\n%s", err, out)
+	}
+	args := []string{"--database-url", dsn, "--secret-file", secret, "--send-burst", "100000", "--send-rate", "100000"}
+	numbers := testNumbers + ",+15555550102=123456"
+	a := start(t, []string{numbers}, args...)
+	b := start(t, []string{numbers}, args...)
+	alice := registerDevice(t, a, "+15555550100")
+	bob := registerDevice(t, a, "+15555550101")
+	carol := registerDevice(t, b, "+15555550102")
+	wb, err := dialSocket(a, bob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wb.Close()
+	atBob := &received{ids: map[string]map[string]bool{}}
+	go atBob.receive(wb)
+	waitCond(t, 5*time.Second, "Bob's queue drained", func() bool {
+		atBob.mu.Lock()
+		defer atBob.mu.Unlock()
+		return atBob.emptyQueue == 1
+	})
+	const n = 100
+	var want []string
+	for i := range n {
+		via := []*proc{a, b}[i%2]
+		text := fmt.Sprintf("alternating %03d", i)
+		if st, err := sendText(via, alice, bob, text, strings.ReplaceAll(text, " ", "_")); st != 200 {
+			t.Fatalf("%s: %d %v", text, st, err)
+		}
+		want = append(want, text)
+	}
+	// Two senders at once through each node, each in its own order.
+	var wg sync.WaitGroup
+	for _, c := range []struct {
+		from device
+		via  *proc
+	}{{alice, a}, {carol, b}, {carol, a}, {alice, b}} {
+		wg.Go(func() {
+			for i := range n {
+				text := fmt.Sprintf("%s via %s %03d", c.from.account[:8], c.via.base, i)
+				if st, err := sendText(c.via, c.from, bob, text, strings.ReplaceAll(text, " ", "_")); st != 200 {
+					t.Errorf("%s: %d %v", text, st, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	waitCond(t, 20*time.Second, "every envelope to arrive", func() bool {
+		atBob.mu.Lock()
+		defer atBob.mu.Unlock()
+		return len(atBob.ids) == 5*n
+	})
+	atBob.mu.Lock()
+	defer atBob.mu.Unlock()
+	if atBob.deliveries != 5*n {
+		t.Errorf("%d deliveries of %d envelopes", atBob.deliveries, 5*n)
+	}
+	if got := atBob.order[:n]; !slices.Equal(got, want) {
+		t.Errorf("alternating sends arrived as %v", got)
+	}
+	last := map[string]string{}
+	for _, text := range atBob.order[n:] {
+		stream := text[:len(text)-4]
+		if text <= last[stream] {
+			t.Errorf("%q arrived after %q", text, last[stream])
+		}
+		last[stream] = text
+	}
 }
 
 // SIGTERM closes sockets with "going away" and loses nothing: what was
