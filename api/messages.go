@@ -169,17 +169,19 @@ func (s *Server) serveFrame(ctx context.Context, p accounts.Principal, f relay.F
 	var h authedFunc
 	switch {
 	case f.Verb == http.MethodPut && f.Path == "/v1/messages":
-		h = s.sendMulti
+		h, r.Pattern = s.sendMulti, "PUT /v1/messages"
 	case f.Verb == http.MethodPut && strings.HasPrefix(f.Path, "/v1/messages/") && !strings.Contains(f.Path[len("/v1/messages/"):], "/"):
 		r.SetPathValue("account", f.Path[len("/v1/messages/"):])
-		h = s.sendMessages
+		h, r.Pattern = s.sendMessages, "PUT /v1/messages/{account}"
 	default:
 		writeError(w, r, s.Log, errorf(http.StatusNotFound, "not_found", "only PUT /v1/messages and PUT /v1/messages/{account} are served over the WebSocket"))
+		s.metrics.frame("other", w.status)
 		return w.frame()
 	}
 	if err := h(w, r, p); err != nil {
 		writeError(w, r, s.Log, err)
 	}
+	s.metrics.frame(r.Pattern, w.status)
 	return w.frame()
 }
 

@@ -15,6 +15,8 @@ import (
 type metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	// frames counts requests served over WebSockets, by route and status.
+	frames *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -29,9 +31,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "parley_http_request_duration_seconds", Help: "HTTP request latency by route.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"route"}),
+		frames: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_websocket_requests_total", Help: "Requests served over WebSockets (message sends) by route and status code.",
+		}, []string{"route", "code"}),
 	}
-	reg.MustRegister(m.requests, m.latency)
+	reg.MustRegister(m.requests, m.latency, m.frames)
 	return m
+}
+
+// frame counts one request served over a WebSocket.
+func (m *metrics) frame(route string, code int) {
+	if m != nil {
+		m.frames.WithLabelValues(route, strconv.Itoa(code)).Inc()
+	}
 }
 
 type statusRecorder struct {

@@ -62,6 +62,9 @@ type Server struct {
 	// account; nil uses DefaultLockChangeRule. Every change is audited, so
 	// this also bounds what one account can write to the audit log.
 	LockChanges *ratelimit.Limiter
+
+	// metrics is set by Handler, for requests served over WebSockets.
+	metrics *metrics
 }
 
 // DefaultLockChangeRule allows an account 10 registration-lock changes at
@@ -75,6 +78,7 @@ type authedFunc func(w http.ResponseWriter, r *http.Request, p accounts.Principa
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	m := newMetrics(s.Metrics)
+	s.metrics = m
 	if s.LockChanges == nil {
 		s.LockChanges = ratelimit.New(DefaultLockChangeRule, nil)
 	}

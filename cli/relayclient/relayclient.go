@@ -14,6 +14,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -29,6 +31,9 @@ type Client struct {
 	// User and Password authenticate requests as a device ("ACCOUNT.DEVICE"
 	// and its credential); empty for the unauthenticated verification calls.
 	User, Password string
+	// live is the device's open socket, if any: message sends go over it
+	// (api/websocket.md) instead of one HTTP request each.
+	live atomic.Pointer[Socket]
 }
 
 // New returns a client for the relay at base (http:// or https://).
@@ -103,8 +108,14 @@ func (c *Client) do(ctx context.Context, method, path string, header http.Header
 	if err != nil {
 		return nil, fmt.Errorf("%w: reading answer: %w", ErrUnavailable, err)
 	}
-	if resp.StatusCode >= 300 {
-		e := &Error{Status: resp.StatusCode}
+	return resp.Header, decodeAnswer(resp.StatusCode, resp.Header, raw, out, method, path)
+}
+
+// decodeAnswer turns the relay's answer (over HTTP or in a response frame)
+// into an *Error, or decodes a 2xx body into out (if not nil).
+func decodeAnswer(status int, header http.Header, raw []byte, out any, method, path string) error {
+	if status >= 300 {
+		e := &Error{Status: status}
 		var eb struct {
 			Error struct {
 				Code    string                     `json:"code"`
@@ -115,19 +126,40 @@ func (c *Client) do(ctx context.Context, method, path string, header http.Header
 		if json.Unmarshal(raw, &eb) == nil && eb.Error.Code != "" {
 			e.Code, e.Message, e.Details = eb.Error.Code, eb.Error.Message, eb.Error.Details
 		} else {
-			e.Code, e.Message = "http_"+strconv.Itoa(resp.StatusCode), strings.TrimSpace(string(raw[:min(len(raw), 200)]))
+			e.Code, e.Message = "http_"+strconv.Itoa(status), strings.TrimSpace(string(raw[:min(len(raw), 200)]))
 		}
-		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
+		if s, err := strconv.Atoi(header.Get("Retry-After")); err == nil {
 			e.RetryAfter = time.Duration(s) * time.Second
 		}
-		return resp.Header, e
+		return e
 	}
 	if out != nil && len(raw) > 0 {
 		if err := json.Unmarshal(raw, out); err != nil {
-			return nil, fmt.Errorf("relay answered %s %s with an unreadable body: %w", method, path, err)
+			return fmt.Errorf("relay answered %s %s with an unreadable body: %w", method, path, err)
 		}
 	}
-	return resp.Header, nil
+	return nil
+}
+
+// send submits a message send: over the device's open socket when there
+// is one, else (or when the socket ended before the request left, or, for
+// a send with an idempotency key, before its answer came) over HTTP.
+func (c *Client) send(ctx context.Context, path, idempotencyKey string, body, out any) error {
+	if s := c.live.Load(); s != nil {
+		err := s.request(ctx, path, idempotencyKey, body, out)
+		switch {
+		case errors.Is(err, errNotSent), errors.Is(err, errNoAnswer) && idempotencyKey != "":
+			// The relay may have stored it: the key makes the retry safe.
+		default:
+			return err
+		}
+	}
+	var h http.Header
+	if idempotencyKey != "" {
+		h = http.Header{"Idempotency-Key": {idempotencyKey}}
+	}
+	_, err := c.do(ctx, "PUT", path, h, body, out)
+	return err
 }
 
 // VerificationSession is the state of a phone-number verification.
@@ -290,12 +322,8 @@ type SkippedDevice struct {
 // SendMessages submits envelopes for every device of account. A non-empty
 // idempotencyKey makes a retry of the same body safe.
 func (c *Client) SendMessages(ctx context.Context, account string, s Send, idempotencyKey string) (Sent, error) {
-	h := http.Header{}
-	if idempotencyKey != "" {
-		h.Set("Idempotency-Key", idempotencyKey)
-	}
 	var out Sent
-	_, err := c.do(ctx, "PUT", "/v1/messages/"+url.PathEscape(account), h, s, &out)
+	err := c.send(ctx, "/v1/messages/"+url.PathEscape(account), idempotencyKey, s, &out)
 	return out, err
 }
 
@@ -338,12 +366,31 @@ func (c *Client) SetRegistrationLock(ctx context.Context, token []byte) error {
 	return err
 }
 
-// Socket is a device's receiving WebSocket.
+// Socket is a device's WebSocket: it receives envelopes and, while open,
+// carries the device's message sends (request frames).
 type Socket struct {
-	conn *websocket.Conn
+	conn   *websocket.Conn
+	client *Client
+	wmu    sync.Mutex // serialises writes: acks and requests
+	// frames are what the reader goroutine read, responses excepted; err
+	// is why it stopped (set before frames is closed).
+	frames chan relay.Frame
+	err    error
+
+	pmu     sync.Mutex
+	lastID  uint64
+	pending map[uint64]chan relay.Frame // requests awaiting their response
+	ended   bool
 }
 
-// Connect opens the caller's WebSocket.
+// maxQueuedFrames bounds the frames read ahead of Read. Stored envelopes
+// never fill it (the relay sends at most 128 unacknowledged); online-only
+// ones beyond it are dropped, as they may be, so the reader never stops
+// and responses keep arriving while the caller is busy.
+const maxQueuedFrames = 512
+
+// Connect opens the caller's WebSocket. Until it is closed, the client's
+// message sends go over it.
 func (c *Client) Connect(ctx context.Context) (*Socket, error) {
 	u := *c.base
 	u.Scheme = map[string]string{"http": "ws", "https": "wss"}[u.Scheme]
@@ -367,31 +414,138 @@ func (c *Client) Connect(ctx context.Context) (*Socket, error) {
 		return nil, fmt.Errorf("%w: websocket: %w", ErrUnavailable, err)
 	}
 	conn.SetReadLimit(1 << 20)
+	s := &Socket{conn: conn, client: c, frames: make(chan relay.Frame, maxQueuedFrames), pending: map[uint64]chan relay.Frame{}}
+	// The relay pings every 30 s; silence for 90 s means the link is gone.
+	const silence = 90 * time.Second
 	conn.SetPingHandler(func(data string) error {
+		conn.SetReadDeadline(time.Now().Add(silence))
 		return conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(10*time.Second))
 	})
-	return &Socket{conn: conn}, nil
+	go s.read(silence)
+	c.live.Store(s)
+	return s, nil
 }
 
-// Read returns the next frame. A closed socket's error wraps
-// *websocket.CloseError (codes relay.CloseReplaced, relay.CloseDeviceRemoved).
+// read reads frames until the socket ends, answering requests and queueing
+// the rest for Read.
+func (s *Socket) read(silence time.Duration) {
+	var err error
+	for {
+		s.conn.SetReadDeadline(time.Now().Add(silence))
+		var f relay.Frame
+		if err = s.conn.ReadJSON(&f); err != nil {
+			break
+		}
+		if f.Type == relay.FrameResponse {
+			s.pmu.Lock()
+			ch := s.pending[f.ID]
+			delete(s.pending, f.ID)
+			s.pmu.Unlock()
+			if ch != nil {
+				ch <- f
+			}
+			continue
+		}
+		if f.Envelope != nil && f.Envelope.Online {
+			select {
+			case s.frames <- f:
+			default: // dropped, as online-only envelopes may be
+			}
+			continue
+		}
+		s.frames <- f
+	}
+	s.client.live.CompareAndSwap(s, nil)
+	s.pmu.Lock()
+	s.ended = true
+	for id, ch := range s.pending {
+		close(ch)
+		delete(s.pending, id)
+	}
+	s.pmu.Unlock()
+	s.err = err
+	close(s.frames)
+}
+
+// Read returns the next frame (envelopes, queue_empty). A closed socket's
+// error wraps *websocket.CloseError (codes relay.CloseReplaced,
+// relay.CloseDeviceRemoved).
 func (s *Socket) Read() (relay.Frame, error) {
-	var f relay.Frame
-	// The relay pings every 30 s; silence for 90 s means the link is gone.
-	s.conn.SetReadDeadline(time.Now().Add(90 * time.Second))
-	err := s.conn.ReadJSON(&f)
-	return f, err
+	f, ok := <-s.frames
+	if !ok {
+		return relay.Frame{}, s.err
+	}
+	return f, nil
 }
 
 // Ack acknowledges envelopes by id (at most relay.MaxAckIDs at once).
-// It must not be called concurrently with itself.
 func (s *Socket) Ack(ids ...uuid.UUID) error {
-	s.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
-	return s.conn.WriteJSON(relay.Frame{Type: relay.FrameAck, IDs: ids})
+	return s.write(relay.Frame{Type: relay.FrameAck, IDs: ids})
 }
 
-// Close closes the socket.
-func (s *Socket) Close() error { return s.conn.Close() }
+func (s *Socket) write(f relay.Frame) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	return s.conn.WriteJSON(f)
+}
+
+// Errors of a request over the socket that HTTP may retry.
+var (
+	errNotSent  = errors.New("socket closed before the request was sent")
+	errNoAnswer = errors.New("socket closed before the relay answered")
+)
+
+// request sends PUT path as a request frame and decodes the answer like an
+// HTTP answer.
+func (s *Socket) request(ctx context.Context, path, idempotencyKey string, body, out any) error {
+	raw, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	f := relay.Frame{Type: relay.FrameRequest, Verb: "PUT", Path: path, Body: raw}
+	if idempotencyKey != "" {
+		f.Headers = map[string]string{"Idempotency-Key": idempotencyKey}
+	}
+	ch := make(chan relay.Frame, 1)
+	s.pmu.Lock()
+	if s.ended {
+		s.pmu.Unlock()
+		return errNotSent
+	}
+	s.lastID++
+	f.ID = s.lastID
+	s.pending[f.ID] = ch
+	s.pmu.Unlock()
+	if err := s.write(f); err != nil {
+		s.pmu.Lock()
+		delete(s.pending, f.ID)
+		s.pmu.Unlock()
+		return fmt.Errorf("%w: %w", errNotSent, err)
+	}
+	select {
+	case resp, ok := <-ch:
+		if !ok {
+			return fmt.Errorf("%w: %w", ErrUnavailable, errNoAnswer)
+		}
+		h := http.Header{}
+		for k, v := range resp.Headers {
+			h.Set(k, v)
+		}
+		return decodeAnswer(resp.Status, h, resp.Body, out, "PUT", path)
+	case <-ctx.Done():
+		s.pmu.Lock()
+		delete(s.pending, f.ID)
+		s.pmu.Unlock()
+		return ctx.Err()
+	}
+}
+
+// Close closes the socket; sends go over HTTP again.
+func (s *Socket) Close() error {
+	s.client.live.CompareAndSwap(s, nil)
+	return s.conn.Close()
+}
 
 // DeviceRef is one device of a multi-recipient send.
 type DeviceRef struct {
@@ -417,11 +571,7 @@ type MultiSend struct {
 
 // SendMulti submits a multi-recipient send (PUT /v1/messages).
 func (c *Client) SendMulti(ctx context.Context, s MultiSend, idempotencyKey string) (Sent, error) {
-	var h http.Header
-	if idempotencyKey != "" {
-		h = http.Header{"Idempotency-Key": {idempotencyKey}}
-	}
 	var out Sent
-	_, err := c.do(ctx, "PUT", "/v1/messages", h, s, &out)
+	err := c.send(ctx, "/v1/messages", idempotencyKey, s, &out)
 	return out, err
 }

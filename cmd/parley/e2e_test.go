@@ -5,9 +5,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -37,11 +40,12 @@ func TestMain(m *testing.M) {
 
 const code = "135790"
 
-// relay starts parleyd on the backend ("sqlite" or "postgres").
-func relay(t *testing.T, backend string) string {
+// relay starts parleyd on the backend ("sqlite" or "postgres"), with
+// extra flags.
+func relay(t *testing.T, backend string, extra ...string) string {
 	t.Helper()
 	dir := t.TempDir()
-	args := []string{"--data-dir", filepath.Join(dir, "data")}
+	args := append([]string{"--data-dir", filepath.Join(dir, "data")}, extra...)
 	if backend == "postgres" {
 		secret := filepath.Join(dir, "root.key")
 		if out, err := exec.Command(parleydBin, "init-secret", secret).CombinedOutput(); err != nil {
@@ -349,5 +353,71 @@ func TestDaemon(t *testing.T) {
 		if e == nil || e["code"] != c.code {
 			t.Errorf("%s: %v, want error %v", c.req, r, c.code)
 		}
+	}
+}
+
+// While parley holds its socket (daemon, chat, receive), its sends go over
+// it as request frames, not one HTTP request each: the relay's counter of
+// requests served over WebSockets shows them.
+func TestSendsGoOverTheSocket(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsAddr := l.Addr().String()
+	l.Close()
+	server := relay(t, "sqlite", "--metrics-listen", metricsAddr)
+	alice, bob := newUser(t, server, 0), newUser(t, server, 1)
+	alice.register()
+	bob.register()
+	overSocket := func() float64 {
+		t.Helper()
+		resp, err := http.Get("http://" + metricsAddr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		for line := range strings.SplitSeq(string(body), "\n") {
+			if strings.HasPrefix(line, `parley_websocket_requests_total{code="200",route="PUT /v1/messages/{account}"} `) {
+				fields := strings.Fields(line)
+				v, _ := strconv.ParseFloat(fields[len(fields)-1], 64)
+				return v
+			}
+		}
+		return 0
+	}
+	bob.ok("send", "-m", "over HTTP", alice.number) // no socket: HTTP
+	if n := overSocket(); n != 0 {
+		t.Fatalf("%v sends over a socket before any was open", n)
+	}
+	d := alice.cmd("daemon")
+	stdin, _ := d.StdinPipe()
+	stdout, _ := d.StdoutPipe()
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stdin.Close(); d.Wait() }()
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() { // Bob's message, received: the socket is up
+		if strings.Contains(sc.Text(), "over HTTP") {
+			break
+		}
+	}
+	io.WriteString(stdin, `{"jsonrpc":"2.0","method":"send","params":{"recipient":["`+bob.number+`"],"message":"over the socket"},"id":1}`+"\n")
+	for sc.Scan() {
+		var m map[string]any
+		if json.Unmarshal(sc.Bytes(), &m) == nil && m["id"] == 1.0 {
+			if m["error"] != nil {
+				t.Fatalf("send: %v", m)
+			}
+			break
+		}
+	}
+	if got := strings.Join(messages(bob.receive()), "|"); got != alice.number+": over the socket" {
+		t.Fatalf("bob received %q", got)
+	}
+	if n := overSocket(); n < 1 {
+		t.Errorf("the daemon's send did not go over its socket (%v counted)", n)
 	}
 }
