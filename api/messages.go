@@ -3,7 +3,6 @@ package api
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -58,13 +57,28 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request, p accounts.Pr
 	if err := s.Relay.AdmitConnection(p); err != nil {
 		return err
 	}
-	s.Relay.Accept(w, r, p, s.serveFrame, func(status int, reason error) {
-		if errors.Is(reason, relay.ErrShuttingDown) {
-			writeError(w, r, s.Log, reason)
-			return
-		}
-		writeError(w, r, s.Log, &Error{Status: status, Code: "websocket_handshake_failed", Message: reason.Error()})
-	})
+	if s.Relay.Closing() {
+		return relay.ErrShuttingDown
+	}
+	up := websocket.Upgrader{
+		HandshakeTimeout: 10 * time.Second,
+		// Small buffers and a shared write-buffer pool keep an idle
+		// connection near 10 KiB (PERFORMANCE.md).
+		ReadBufferSize:  1024,
+		WriteBufferSize: 1024,
+		WriteBufferPool: &s.wsBuffers,
+		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
+			writeError(w, r, s.Log, &Error{Status: status, Code: "websocket_handshake_failed", Message: reason.Error()})
+		},
+	}
+	ws, err := up.Upgrade(w, r, nil)
+	if err != nil {
+		return nil // answered by Error
+	}
+	if err := s.Relay.Serve(ws, p, s.serveFrame); err != nil {
+		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"), time.Now().Add(time.Second))
+		ws.Close()
+	}
 	return nil
 }
 

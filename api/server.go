@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -65,6 +66,8 @@ type Server struct {
 
 	// metrics is set by Handler, for requests served over WebSockets.
 	metrics *metrics
+	// wsBuffers is the write buffers every WebSocket shares.
+	wsBuffers sync.Pool
 }
 
 // DefaultLockChangeRule allows an account 10 registration-lock changes at

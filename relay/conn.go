@@ -3,7 +3,6 @@ package relay
 import (
 	"context"
 	"errors"
-	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -36,35 +35,19 @@ func (s *Service) AdmitConnection(p accounts.Principal) error {
 	return nil
 }
 
-// Accept upgrades r to the WebSocket of device p and serves it in its own
-// goroutines; it returns once the connection is set up. Errors before the
-// upgrade are answered through fail; request frames are served by serve.
-func (s *Service) Accept(w http.ResponseWriter, r *http.Request, p accounts.Principal, serve RequestFunc, fail func(status int, reason error)) {
+// Serve takes device p's WebSocket, upgraded by the API, and serves it in
+// its own goroutines (deliveries, acks, and request frames answered by
+// serve); it returns at once. While the relay shuts down it returns
+// ErrShuttingDown and the caller closes ws.
+func (s *Service) Serve(ws *websocket.Conn, p accounts.Principal, serve RequestFunc) error {
 	s.mu.Lock()
 	if s.shutdown {
 		s.mu.Unlock()
-		fail(http.StatusServiceUnavailable, ErrShuttingDown)
-		return
+		return ErrShuttingDown
 	}
 	s.conns.Add(1) // released when the read loop ends
 	s.mu.Unlock()
 
-	up := websocket.Upgrader{
-		HandshakeTimeout: 10 * time.Second,
-		// Small buffers and a shared write-buffer pool keep an idle
-		// connection near 10 KiB (see PERFORMANCE.md).
-		ReadBufferSize:  1024,
-		WriteBufferSize: 1024,
-		WriteBufferPool: s.writeBuffers,
-		Error: func(_ http.ResponseWriter, _ *http.Request, status int, reason error) {
-			fail(status, reason)
-		},
-	}
-	ws, err := up.Upgrade(w, r, nil)
-	if err != nil {
-		s.conns.Done()
-		return
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &conn{s: s, ws: ws, account: p.Account, device: p.Device, since: s.now().UnixMilli(),
 		serve: serve, ctx: ctx, cancel: cancel, requests: make(chan struct{}, MaxRequestsInFlight)}
@@ -73,10 +56,10 @@ func (s *Service) Accept(w http.ResponseWriter, r *http.Request, p accounts.Prin
 	}
 	ws.SetReadLimit(MaxClientFrame)
 	old, ok := s.hub.add(c)
-	if !ok { // shutdown began during the handshake
+	if !ok { // shutdown began meanwhile
 		c.close(websocket.CloseGoingAway, "server shutting down")
 		go c.readLoop()
-		return
+		return nil
 	}
 	if old != nil {
 		old.close(CloseReplaced, "replaced by a newer connection")
@@ -87,7 +70,12 @@ func (s *Service) Accept(w http.ResponseWriter, r *http.Request, p accounts.Prin
 	// The read loop runs after the HTTP handler returns, so net/http's
 	// buffers are released while the connection idles.
 	go c.readLoop()
+	return nil
 }
+
+// Closing reports whether the relay has begun to shut down (new
+// connections are refused).
+func (s *Service) Closing() bool { return s.closing() }
 
 // conn is one device's live WebSocket.
 type conn struct {

@@ -370,8 +370,6 @@ type Service struct {
 	reconnects *ratelimit.Limiter
 	hub        *hub
 	commits    *committer
-	// writeBuffers is shared by every connection's writes.
-	writeBuffers *sync.Pool
 	// provisioning is told of other nodes' provisioning deliveries.
 	provisioning func(key uuid.UUID)
 
@@ -394,7 +392,6 @@ func New(cfg Config, store Store, bus Bus, log *slog.Logger, now func() time.Tim
 		storedEnvelopes: ratelimit.NewBudget(perHour(int64(cfg.StoreEnvelopesBurst), int64(cfg.StoreEnvelopesPerHour)), now),
 		reconnects:      ratelimit.New(ratelimit.Rule{Burst: cfg.ReconnectBurst, Every: cfg.ReconnectInterval}, now),
 		hub:             newHub(),
-		writeBuffers:    &sync.Pool{},
 	}
 	s.commits = newCommitter(store, cfg.Committers, log, s.handOff)
 	return s
