@@ -202,9 +202,12 @@ func (c *conn) deliver() {
 		}
 		if read && room > 0 {
 			limit := min(room, fetchBatch)
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
 			envs, err := c.s.store.Pending(ctx, c.account, c.device, cursor, c.s.now(), limit)
 			cancel()
+			if err != nil && c.ctx.Err() != nil {
+				return // the connection ended meanwhile
+			}
 			if err != nil {
 				c.s.log.Error("read queue", "account", c.account, "device", c.device, "err", err)
 				c.close(websocket.CloseInternalServerErr, "internal error")
@@ -430,7 +433,7 @@ func (c *conn) schedulePing() {
 // removed reports whether the connection's device no longer exists (a
 // failed lookup is not taken as removal).
 func (c *conn) removed() bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
 	defer cancel()
 	devs, err := c.s.store.Devices(ctx, c.account)
 	if err != nil {
