@@ -16,8 +16,8 @@ import (
 
 // TestSQLiteSyncsEveryAcknowledgedSend counts, with strace, the fsync and
 // fdatasync calls a real parleyd on SQLite makes while it acknowledges
-// sends one at a time. Each send is its own transaction (the relay does not
-// group commits), so by default (--sqlite-synchronous full) there must be at
+// sends one at a time. Each send waits for its answer, so each is alone in
+// its group commit, its own transaction: by default (--sqlite-synchronous full) there must be at
 // least one sync per acknowledged send: an envelope answered 200 is on disk
 // and survives a power cut. With the documented opt-in
 // --sqlite-synchronous normal, syncs happen only at checkpoints: far fewer.

@@ -35,9 +35,11 @@ func registerDevice(t *testing.T, p *proc, number string) device {
 
 // sendText sends one envelope carrying text to every device (just device 1)
 // of `to`, through p, with an idempotency key. It returns the HTTP status,
-// or an error when the relay did not answer.
+// or an error when the relay did not answer. The body depends only on text,
+// so a retry with the same key is the same request (a relay that stored the
+// first attempt but died before answering answers the retry as a replay).
 func sendText(p *proc, from device, to device, text, key string) (int, error) {
-	body, _ := json.Marshal(map[string]any{"timestamp": time.Now().UnixMilli(), "messages": []any{map[string]any{
+	body, _ := json.Marshal(map[string]any{"timestamp": 1_700_000_000_000, "messages": []any{map[string]any{
 		"device_id": 1, "registration_id": 77, "type": 1, "content": base64.StdEncoding.EncodeToString([]byte(text)),
 	}}})
 	req, _ := http.NewRequest("PUT", p.base+"/v1/messages/"+to.account, bytes.NewReader(body))
