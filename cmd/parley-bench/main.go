@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -71,7 +72,17 @@ func main() {
 		}
 		return
 	}
+	cpuProfile := fs.String("cpuprofile", "", "write the generator's own CPU profile to `file`")
 	fs.Parse(os.Args[1:])
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "parley-bench:", err)
+			os.Exit(1)
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 	if fs.NArg() != 1 || (fs.Arg(0) != "run" && fs.Arg(0) != "idle") || (o.parleyd == "") == (o.server == "") {
 		fs.Usage()
 		os.Exit(2)
