@@ -71,7 +71,10 @@ type MultiBatch struct {
 	Now         time.Time
 	// Parts are ordered by destination, the order in which their device
 	// rows are locked, so concurrent sends cannot deadlock.
-	Parts                   []Part
+	Parts []Part
+	// SharedContent reports that every envelope carries the same
+	// ciphertext, which the store may then keep once for all of them.
+	SharedContent           bool
 	QueueMaxEnvelopes       int
 	QueueMaxBytes           int64
 	QueueSenderMaxEnvelopes int
@@ -92,7 +95,7 @@ func (s *Service) SendMulti(ctx context.Context, req MultiSend) (Receipt, error)
 	}
 	now := s.now()
 	expires := s.expiry(now, req.ExpiresIn)
-	b := MultiBatch{Sender: req.Sender, Now: now, QueueMaxEnvelopes: s.cfg.QueueMaxEnvelopes, QueueMaxBytes: s.cfg.QueueMaxBytes,
+	b := MultiBatch{Sender: req.Sender, Now: now, SharedContent: true, QueueMaxEnvelopes: s.cfg.QueueMaxEnvelopes, QueueMaxBytes: s.cfg.QueueMaxBytes,
 		QueueSenderMaxEnvelopes: s.cfg.QueueSenderMaxEnvelopes, QueueSenderMaxBytes: s.cfg.QueueSenderMaxBytes}
 	if req.IdempotencyKey != "" {
 		k := sha256.Sum256([]byte(req.IdempotencyKey))

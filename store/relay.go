@@ -181,7 +181,16 @@ func rowChunks(n int, f func(from, size int) error) error {
 }
 
 // envelopeColumns are the columns an insert fills, in order.
-const envelopeColumns = `id, account_id, device_id, type, source_account, source_device, client_ts, server_ts, expires_at, urgent, content, size`
+const envelopeColumns = `id, account_id, device_id, type, source_account, source_device, client_ts, server_ts, expires_at, urgent, content, size, content_id`
+
+// storeContent keeps a ciphertext several envelopes share and returns its id.
+func (db *DB) storeContent(ctx context.Context, tx *sql.Tx, content []byte) (int64, error) {
+	var id int64
+	if err := tx.QueryRowContext(ctx, `INSERT INTO envelope_contents (content) VALUES ($1) RETURNING id`, content).Scan(&id); err != nil {
+		return 0, fmt.Errorf("store shared content: %w", err)
+	}
+	return id, nil
+}
 
 // insertSizes are the row counts of the multi-row inserts a batch is cut
 // into (largest first).
@@ -195,7 +204,7 @@ func qInsertEnvelopes(n int) string {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString("(" + placeholders(i*12+1, 12) + ")")
+		b.WriteString("(" + placeholders(i*13+1, 13) + ")")
 	}
 	b.WriteString(` RETURNING seq, id`)
 	return b.String()
@@ -288,6 +297,9 @@ type pendingInsert struct {
 	request int
 	account uuid.UUID
 	env     relay.Envelope
+	// content is the envelope_contents row holding the ciphertext the
+	// request's envelopes share (0: the envelope holds its own).
+	content int64
 }
 
 // enqueueTx runs reqs in one transaction. A request refused on its merits
@@ -380,6 +392,7 @@ func (db *DB) enqueueTx(ctx context.Context, reqs []relay.Request, acks []relay.
 				results[i].Err = full
 				continue
 			}
+			first := len(inserts) // this request's inserts start here
 			skip := make(map[queueKey]bool, len(skipped))
 			for _, sk := range skipped {
 				skip[queueKey{sk.Account, sk.Device}] = true
@@ -396,6 +409,15 @@ func (db *DB) enqueueTx(ctx context.Context, reqs []relay.Request, acks []relay.
 					sh := shares[shareKey{qk, e.SourceAccount}]
 					shares[shareKey{qk, e.SourceAccount}] = queueUsage{sh.n + 1, sh.bytes + size}
 					inserts = append(inserts, pendingInsert{request: i, account: p.Destination, env: e})
+				}
+			}
+			if mine := inserts[first:]; b.SharedContent && len(mine) > 1 {
+				id, err := db.storeContent(ctx, tx, mine[0].env.Content)
+				if err != nil {
+					return err
+				}
+				for j := range mine {
+					mine[j].content = id
 				}
 			}
 			results[i].Receipt = relay.Receipt{ServerTimestamp: b.Now, Skipped: skipped}
@@ -573,11 +595,18 @@ func (db *DB) insertEnvelopes(ctx context.Context, tx *sql.Tx, inserts []pending
 		byID[in.env.ID.String()] = i
 	}
 	err := rowChunks(len(inserts), func(from, n int) error {
-		args := make([]any, 0, n*12)
+		args := make([]any, 0, n*13)
 		for _, in := range inserts[from : from+n] {
 			e := in.env
+			var content []byte
+			var contentID *int64
+			if in.content != 0 {
+				contentID = &in.content
+			} else {
+				content = e.Content
+			}
 			args = append(args, e.ID.String(), in.account.String(), e.DestDevice, e.Type, e.SourceAccount.String(),
-				e.SourceDevice, e.ClientTimestamp, ms(e.ServerTimestamp), ms(e.ExpiresAt), e.Urgent, e.Content, len(e.Content))
+				e.SourceDevice, e.ClientTimestamp, ms(e.ServerTimestamp), ms(e.ExpiresAt), e.Urgent, content, len(e.Content), contentID)
 		}
 		st, err := db.txStmt(ctx, tx, qInsertEnvelopes(n))
 		if err != nil {
@@ -751,8 +780,10 @@ func decodeSkipped(s string) ([]relay.Skipped, error) {
 
 // Pending implements relay.Store.
 func (db *DB) Pending(ctx context.Context, account uuid.UUID, device int, after int64, now time.Time, limit int) ([]relay.Envelope, error) {
-	st, err := db.prepared(ctx, db.r, `SELECT seq, id, type, source_account, source_device, client_ts, server_ts, expires_at, urgent, content
-		FROM envelopes WHERE account_id = $1 AND device_id = $2 AND seq > $3 AND expires_at > $4 ORDER BY seq LIMIT $5`)
+	st, err := db.prepared(ctx, db.r, `SELECT e.seq, e.id, e.type, e.source_account, e.source_device, e.client_ts, e.server_ts, e.expires_at, e.urgent,
+			coalesce(e.content, c.content)
+		FROM envelopes e LEFT JOIN envelope_contents c ON c.id = e.content_id
+		WHERE e.account_id = $1 AND e.device_id = $2 AND e.seq > $3 AND e.expires_at > $4 ORDER BY e.seq LIMIT $5`)
 	if err != nil {
 		return nil, fmt.Errorf("read queue: %w", err)
 	}
@@ -926,6 +957,12 @@ func (db *DB) PurgeExpired(ctx context.Context, now time.Time, limit int) (int, 
 	}
 	if _, err := db.w.ExecContext(ctx, `DELETE FROM send_receipts WHERE expires_at <= $1`, ms(now)); err != nil {
 		return n, fmt.Errorf("purge idempotency keys: %w", err)
+	}
+	// Shared contents no envelope points at any more (all acknowledged,
+	// purged, or their devices removed).
+	if _, err := db.w.ExecContext(ctx, `DELETE FROM envelope_contents WHERE NOT EXISTS
+		(SELECT 1 FROM envelopes e WHERE e.content_id = envelope_contents.id)`); err != nil {
+		return n, fmt.Errorf("purge shared contents: %w", err)
 	}
 	// Shares of queues that emptied (a send adds the row again).
 	if _, err := db.w.ExecContext(ctx, `DELETE FROM queue_shares WHERE envelopes <= 0`); err != nil {

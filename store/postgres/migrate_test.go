@@ -215,3 +215,46 @@ func TestFailedMigrationReleasesTheLock(t *testing.T) {
 		t.Errorf("applied %d, want %d", n, len(ms)-9)
 	}
 }
+
+// Migrations 0011 and 0012 on a queue in use: the counters and shares are
+// recounted from what is queued, and every envelope keeps its content.
+func TestQueueCounterMigration(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t, pgtest.Database(t))
+	if _, err := store.Migrate(ctx, db, upTo(t, 10)); err != nil {
+		t.Fatal(err)
+	}
+	const account, sender = "00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002"
+	exec := func(q string, args ...any) {
+		t.Helper()
+		if _, err := db.ExecContext(ctx, q, args...); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	exec(`INSERT INTO accounts (id, number_hash, identity_key, last_seen_day) VALUES ($1, $2, $3, 1)`, account, make([]byte, 32), make([]byte, 33))
+	exec(`INSERT INTO devices (account_id, device_id, registration_id, credential, created_day, last_seen_day) VALUES ($1, 1, 1, $2, 1, 1)`, account, make([]byte, 48))
+	for i := range 3 {
+		exec(`INSERT INTO envelopes (id, account_id, device_id, type, source_account, source_device, client_ts, server_ts, expires_at, urgent, content, size)
+			VALUES (gen_random_uuid(), $1, 1, 1, $2, 1, 1, 1, 9999999999999, false, $3, $4)`, account, sender, []byte("abcd")[:i+1], i+1)
+	}
+	if _, err := store.Migrate(ctx, db, postgres.Dialect()); err != nil {
+		t.Fatal(err)
+	}
+	var n, bytes, last, maxSeq int64
+	if err := db.QueryRowContext(ctx, `SELECT queue_envelopes, queue_bytes, queue_seq FROM devices`).Scan(&n, &bytes, &last); err != nil {
+		t.Fatal(err)
+	}
+	db.QueryRowContext(ctx, `SELECT max(seq) FROM envelopes`).Scan(&maxSeq)
+	if n != 3 || bytes != 6 || last != maxSeq {
+		t.Errorf("counters after the migration: %d envelopes, %d bytes, last seq %d; want 3, 6, %d", n, bytes, last, maxSeq)
+	}
+	var shareN, shareBytes int64
+	if err := db.QueryRowContext(ctx, `SELECT envelopes, bytes FROM queue_shares WHERE source_account = $1`, sender).Scan(&shareN, &shareBytes); err != nil || shareN != 3 || shareBytes != 6 {
+		t.Errorf("sender's share after the migration: %d envelopes, %d bytes (%v); want 3, 6", shareN, shareBytes, err)
+	}
+	var kept int
+	db.QueryRowContext(ctx, `SELECT count(*) FROM envelopes WHERE content IS NOT NULL AND content_id IS NULL`).Scan(&kept)
+	if kept != 3 {
+		t.Errorf("%d envelopes kept their content, want 3", kept)
+	}
+}

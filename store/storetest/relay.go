@@ -35,6 +35,7 @@ var relayTests = []struct {
 	{"BatchCountsAsItGoes", testBatchCounts},
 	{"QueueCountersFollowDeletes", testQueueCounters},
 	{"StoredEnvelopesChain", testStoredChain},
+	{"SharedContentStoredOnce", testSharedContent},
 }
 
 func addDevice(t *testing.T, db *store.DB, account uuid.UUID, regID int) int {
@@ -664,5 +665,91 @@ func testStoredChain(t *testing.T, db *store.DB) {
 	res, _ := db.EnqueueBatch(ctx, []relay.Request{{Batch: batch(a, b, 1, 2).Multi(), Check: acceptAll}}, nil)
 	if res[0].Err != nil || res[0].Stored[0].Envelope.Prev != prev[1] {
 		t.Errorf("after the drain: %+v, want prev %d", res[0], prev[1])
+	}
+}
+
+// testSharedContent: a multi-recipient send stores its ciphertext once for
+// every recipient device; each device still receives it, and the shared
+// row goes once no envelope points at it (acknowledged, or its device
+// removed).
+func testSharedContent(t *testing.T, db *store.DB) {
+	ctx := context.Background()
+	a, _ := register(t, db, 0)
+	b, _ := register(t, db, 0)
+	c, _ := register(t, db, 0)
+	addDevice(t, db, b, 7)
+	content := []byte("one group message, encrypted once")
+	mb := relay.MultiBatch{Sender: accounts.Principal{Account: a, Device: 1}, Now: now, SharedContent: true}
+	for _, to := range []struct {
+		account uuid.UUID
+		devices []int
+	}{{b, []int{1, 2}}, {c, []int{1}}} {
+		p := relay.Part{Destination: to.account}
+		for _, d := range to.devices {
+			p.Envelopes = append(p.Envelopes, relay.Envelope{ID: uuid.New(), Type: 7, SourceAccount: a, SourceDevice: 1, DestDevice: d,
+				ClientTimestamp: 1, ServerTimestamp: now, ExpiresAt: now.Add(time.Hour), Content: content})
+		}
+		mb.Parts = append(mb.Parts, p)
+	}
+	if _, err := db.EnqueueMulti(ctx, mb, acceptAll); err != nil {
+		t.Fatal(err)
+	}
+	count := func(table string) int {
+		t.Helper()
+		rows, err := db.DumpTable(ctx, table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(rows)
+	}
+	if n := count("envelope_contents"); n != 1 {
+		t.Fatalf("%d shared content rows, want 1", n)
+	}
+	rows, _ := db.DumpTable(ctx, "envelopes")
+	for _, r := range rows {
+		if r["content"] != nil {
+			t.Errorf("an envelope of the shared send holds its own copy")
+		}
+	}
+	var seen []relay.Envelope
+	for _, q := range []struct {
+		account uuid.UUID
+		device  int
+	}{{b, 1}, {b, 2}, {c, 1}} {
+		got := pending(t, db, q.account, q.device)
+		if len(got) != 1 || !bytes.Equal(got[0].Content, content) {
+			t.Fatalf("device %d of %s: %d envelopes", q.device, q.account, len(got))
+		}
+		seen = append(seen, got[0])
+	}
+	// Acknowledged by two devices: still needed by the third.
+	if err := db.Delete(ctx, append(acks(b, 1, seen[0].Seq), acks(b, 2, seen[1].Seq)...)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.PurgeExpired(ctx, now, 100); err != nil {
+		t.Fatal(err)
+	}
+	if n := count("envelope_contents"); n != 1 {
+		t.Fatalf("shared content gone while a device still waits for it (%d rows)", n)
+	}
+	if got := pending(t, db, c, 1); len(got) != 1 || !bytes.Equal(got[0].Content, content) {
+		t.Fatal("the last recipient lost the shared content")
+	}
+	// The last recipient's account goes (its queue with it).
+	if err := db.DeleteAccount(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.PurgeExpired(ctx, now, 100); err != nil {
+		t.Fatal(err)
+	}
+	if n := count("envelope_contents"); n != 0 {
+		t.Errorf("%d shared content rows outlived every envelope", n)
+	}
+	// A single-recipient send keeps its ciphertext in its envelope.
+	if _, err := db.Enqueue(ctx, batch(a, b, 1), accept); err != nil {
+		t.Fatal(err)
+	}
+	if n := count("envelope_contents"); n != 0 {
+		t.Errorf("a single send stored shared content")
 	}
 }
