@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/parleyhq/parley/cli/content"
 	"github.com/parleyhq/parley/protocol"
 	"github.com/parleyhq/parley/store/clientdb"
@@ -69,11 +71,14 @@ func TestRemovedMemberCannotDecrypt(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer relayDB.Close()
-	rows, _ := relayDB.DumpTable(ctx, "envelopes")
+	queued, err := relayDB.Pending(ctx, uuid.MustParse(bob.ID), 1, 0, time.Now(), 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var frame []byte
-	for _, r := range rows {
-		if r["account_id"] == bob.ID && r["type"] == int64(EnvelopeSenderKey) {
-			frame = r["content"].([]byte)
+	for _, e := range queued {
+		if e.Type == EnvelopeSenderKey {
+			frame = e.Content
 		}
 	}
 	if frame == nil {
