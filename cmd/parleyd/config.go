@@ -149,7 +149,7 @@ func serveFlags(fs *flag.FlagSet) func() (*config, error) {
 	fs.DurationVar(&c.Retention, "message-retention", def.Retention, "longest an undelivered envelope is kept; no sender can ask for more (env PARLEY_MESSAGE_RETENTION)")
 	fs.IntVar(&c.QueueMaxEnvelopes, "queue-max-envelopes", def.QueueMaxEnvelopes, "most envelopes queued for one device; a device at its cap is skipped (named in the send's answer) and the recipient's other devices still get the send; a send that reaches no device gets 429 queue_full (env PARLEY_QUEUE_MAX_ENVELOPES)")
 	fs.Int64Var(&c.QueueMaxBytes, "queue-max-bytes", def.QueueMaxBytes, "most ciphertext `bytes` queued for one device (env PARLEY_QUEUE_MAX_BYTES)")
-	fs.IntVar(&c.CommitWorkers, "commit-workers", 0, "batches of sends stored at once (group commit): concurrent sends are gathered into one transaction each; 0: 1 on SQLite (one writer), 4 on PostgreSQL (env PARLEY_COMMIT_WORKERS)")
+	fs.IntVar(&c.CommitWorkers, "commit-workers", def.Committers, "batches of sends stored at once (group commit: the sends that arrive while a batch commits form the next one); more than 1 only helps PostgreSQL, and concurrent batches wait on each other's device locks, so 1 measured fastest there too (env PARLEY_COMMIT_WORKERS)")
 	fs.IntVar(&c.QueueSenderMax, "queue-sender-max-envelopes", def.QueueSenderMaxEnvelopes, "most envelopes one sending account may have queued for another account's device; past it that device is skipped for this sender (named in the answer) while others still reach it; 0: no share (env PARLEY_QUEUE_SENDER_MAX_ENVELOPES)")
 	fs.Int64Var(&c.QueueSenderBytes, "queue-sender-max-bytes", def.QueueSenderMaxBytes, "most ciphertext `bytes` one sending account may have queued for another account's device; 0: no share (env PARLEY_QUEUE_SENDER_MAX_BYTES)")
 	fs.Int64Var(&c.StoreBytesBurst, "store-bytes-burst", def.StoreBytesBurst, "ciphertext `bytes` one account's sends may store at once, counted once per recipient device (multi-recipient sends included); further sends get 429 rate_limited; 0: no budget (env PARLEY_STORE_BYTES_BURST)")
@@ -324,8 +324,8 @@ func (c *config) validate() []error {
 	if c.QueueMaxEnvelopes < 1 || c.QueueMaxBytes < relay.MaxContentBytes {
 		errs = append(errs, fmt.Errorf("--queue-max-envelopes must be at least 1 and --queue-max-bytes at least %d", relay.MaxContentBytes))
 	}
-	if c.CommitWorkers < 0 || c.CommitWorkers > 64 {
-		errs = append(errs, errors.New("--commit-workers must be 0 (automatic) to 64"))
+	if c.CommitWorkers < 1 || c.CommitWorkers > 64 {
+		errs = append(errs, errors.New("--commit-workers must be 1 to 64"))
 	}
 	if c.QueueSenderMax < 0 || c.QueueSenderBytes < 0 {
 		errs = append(errs, errors.New("--queue-sender-max-envelopes and --queue-sender-max-bytes must not be negative"))

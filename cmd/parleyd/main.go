@@ -246,14 +246,10 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	rcfg.FrameRate, rcfg.FrameBurst = cfg.WSFrameRate, cfg.WSFrameBurst
 	rcfg.ReconnectBurst, rcfg.ReconnectInterval = cfg.WSReconnectBurst, cfg.WSReconnectInterval
 	var bus relay.Bus = relay.LocalBus{}
-	rcfg.Committers = 1 // SQLite has one writer
 	if cfg.DatabaseURL != "" {
 		bus = postgres.NewBus(cfg.DatabaseURL, log)
-		rcfg.Committers = 4 // a batch gathers while others wait on the network
 	}
-	if cfg.CommitWorkers > 0 {
-		rcfg.Committers = cfg.CommitWorkers
-	}
+	rcfg.Committers = cfg.CommitWorkers
 	rel := relay.New(rcfg, db, bus, log, nil)
 	// Provisioning sockets wait on the relay's bus: wired before it runs.
 	plim := provisioning.DefaultLimits()
