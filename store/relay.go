@@ -210,6 +210,41 @@ func qInsertEnvelopes(n int) string {
 	return b.String()
 }
 
+// eachRow runs query (prepared for tx) with args and calls scan for every
+// row it returns.
+func (db *DB) eachRow(ctx context.Context, tx *sql.Tx, query string, args []any, scan func(*sql.Rows) error) error {
+	st, err := db.txStmt(ctx, tx, query)
+	if err != nil {
+		return err
+	}
+	rows, err := st.QueryContext(ctx, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := scan(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// scanShare reads a row that starts (account, device, source account)
+// into k, and the rest into more.
+func scanShare(rows *sql.Rows, k *shareKey, more ...any) error {
+	var account, source string
+	if err := rows.Scan(append([]any{&account, &k.device, &source}, more...)...); err != nil {
+		return err
+	}
+	var err error
+	if k.account, err = uuid.Parse(account); err != nil {
+		return err
+	}
+	k.source, err = uuid.Parse(source)
+	return err
+}
+
 func qDeleteEnvelopes(n int) string {
 	return `DELETE FROM envelopes WHERE seq IN (` + placeholders(1, n) + `) RETURNING account_id, device_id, source_account, size`
 }
@@ -510,29 +545,24 @@ func (db *DB) lockDevices(ctx context.Context, tx *sql.Tx, accts []uuid.UUID) (m
 	}
 	queues := make(map[queueKey]*queueState)
 	err := inChunks(inSizes[:], ids, func(n int, args []any) error {
-		st, err := db.txStmt(ctx, tx, qLockDevices(n, db.d.LockRows))
-		if err != nil {
-			return fmt.Errorf("read devices: %w", err)
-		}
-		rows, err := st.QueryContext(ctx, args...)
-		if err != nil {
-			return fmt.Errorf("read devices: %w", err)
-		}
-		defer rows.Close()
-		for rows.Next() {
+		err := db.eachRow(ctx, tx, qLockDevices(n, db.d.LockRows), args, func(rows *sql.Rows) error {
 			var account string
 			var device int
 			q := &queueState{}
 			if err := rows.Scan(&account, &device, &q.registrationID, &q.n, &q.bytes, &q.seq); err != nil {
-				return fmt.Errorf("read devices: %w", err)
+				return err
 			}
 			a, err := uuid.Parse(account)
 			if err != nil {
-				return fmt.Errorf("read devices: %w", err)
+				return err
 			}
 			queues[queueKey{a, device}] = q
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("read devices: %w", err)
 		}
-		return rows.Err()
+		return nil
 	})
 	return queues, err
 }
@@ -558,31 +588,19 @@ func (db *DB) readShares(ctx context.Context, tx *sql.Tx, reqs []relay.Request) 
 			p := a.(pair)
 			flat = append(flat, p.dest.String(), p.src.String())
 		}
-		st, err := db.txStmt(ctx, tx, qShares(n))
-		if err != nil {
-			return fmt.Errorf("read queue shares: %w", err)
-		}
-		rows, err := st.QueryContext(ctx, flat...)
-		if err != nil {
-			return fmt.Errorf("read queue shares: %w", err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var account, source string
+		err := db.eachRow(ctx, tx, qShares(n), flat, func(rows *sql.Rows) error {
 			var k shareKey
 			var u queueUsage
-			if err := rows.Scan(&account, &k.device, &source, &u.n, &u.bytes); err != nil {
-				return fmt.Errorf("read queue shares: %w", err)
-			}
-			if k.account, err = uuid.Parse(account); err != nil {
-				return fmt.Errorf("read queue shares: %w", err)
-			}
-			if k.source, err = uuid.Parse(source); err != nil {
-				return fmt.Errorf("read queue shares: %w", err)
+			if err := scanShare(rows, &k, &u.n, &u.bytes); err != nil {
+				return err
 			}
 			shares[k] = u
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("read queue shares: %w", err)
 		}
-		return rows.Err()
+		return nil
 	})
 	return shares, err
 }
@@ -608,28 +626,20 @@ func (db *DB) insertEnvelopes(ctx context.Context, tx *sql.Tx, inserts []pending
 			args = append(args, e.ID.String(), in.account.String(), e.DestDevice, e.Type, e.SourceAccount.String(),
 				e.SourceDevice, e.ClientTimestamp, ms(e.ServerTimestamp), ms(e.ExpiresAt), e.Urgent, content, len(e.Content), contentID)
 		}
-		st, err := db.txStmt(ctx, tx, qInsertEnvelopes(n))
-		if err != nil {
-			return fmt.Errorf("store envelopes: %w", err)
-		}
-		rows, err := st.QueryContext(ctx, args...)
-		if err != nil {
-			return fmt.Errorf("store envelopes: %w", err)
-		}
-		defer rows.Close()
-		for rows.Next() {
+		err := db.eachRow(ctx, tx, qInsertEnvelopes(n), args, func(rows *sql.Rows) error {
 			var seq int64
 			var id string
 			if err := rows.Scan(&seq, &id); err != nil {
-				return fmt.Errorf("store envelopes: %w", err)
+				return err
 			}
 			i, ok := byID[id]
 			if !ok {
-				return fmt.Errorf("store envelopes: unexpected id %q returned", id)
+				return fmt.Errorf("unexpected id %q returned", id)
 			}
 			inserts[i].env.Seq = seq
-		}
-		if err := rows.Err(); err != nil {
+			return nil
+		})
+		if err != nil {
 			return fmt.Errorf("store envelopes: %w", err)
 		}
 		return nil
@@ -848,32 +858,16 @@ func (db *DB) deleteRows(ctx context.Context, tx *sql.Tx, acks []relay.Ack) (map
 	}
 	removed := make(map[shareKey]queueUsage)
 	err := inChunks(inSizes[:], seqs, func(n int, args []any) error {
-		st, err := db.txStmt(ctx, tx, qDeleteEnvelopes(n))
-		if err != nil {
-			return err
-		}
-		rows, err := st.QueryContext(ctx, args...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var account, source string
+		return db.eachRow(ctx, tx, qDeleteEnvelopes(n), args, func(rows *sql.Rows) error {
 			var k shareKey
 			var size int64
-			if err := rows.Scan(&account, &k.device, &source, &size); err != nil {
-				return err
-			}
-			if k.account, err = uuid.Parse(account); err != nil {
-				return err
-			}
-			if k.source, err = uuid.Parse(source); err != nil {
+			if err := scanShare(rows, &k, &size); err != nil {
 				return err
 			}
 			u := removed[k]
 			removed[k] = queueUsage{u.n + 1, u.bytes + size}
-		}
-		return rows.Err()
+			return nil
+		})
 	})
 	return removed, err
 }

@@ -92,6 +92,27 @@ func (r *received) has(text string) bool {
 	return len(r.ids[text]) > 0
 }
 
+// arrivedOnce waits until every text in sent has arrived and checks that
+// each came under exactly one server id (redeliveries repeat the id).
+func (r *received) arrivedOnce(t *testing.T, sent []string) {
+	t.Helper()
+	waitCond(t, 30*time.Second, "every acknowledged send to arrive", func() bool {
+		for _, text := range sent {
+			if !r.has(text) {
+				return false
+			}
+		}
+		return true
+	})
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, text := range sent {
+		if n := len(r.ids[text]); n != 1 {
+			t.Errorf("%q arrived under %d server ids; want exactly 1", text, n)
+		}
+	}
+}
+
 // receive reads and acknowledges envelopes on ws until it breaks.
 func (r *received) receive(ws *websocket.Conn) error {
 	for {
@@ -229,21 +250,9 @@ func TestTwoNodesAndACrash(t *testing.T) {
 	if len(sent) != total {
 		t.Fatalf("only %d of %d sends got a 200", len(sent), total)
 	}
-	waitCond(t, 30*time.Second, "every acknowledged send to arrive", func() bool {
-		for _, text := range sent {
-			if !atBob.has(text) {
-				return false
-			}
-		}
-		return true
-	})
+	atBob.arrivedOnce(t, sent)
 	atBob.mu.Lock()
 	defer atBob.mu.Unlock()
-	for _, text := range sent {
-		if n := len(atBob.ids[text]); n != 1 {
-			t.Errorf("%q arrived under %d server ids; want exactly 1", text, n)
-		}
-	}
 	t.Logf("%d sends got a 200 (%d before the SIGKILL); Bob saw %d deliveries (%d redeliveries, removed by id)",
 		len(sent), sentBeforeCrash, atBob.deliveries, atBob.deliveries-len(sent)-1)
 	a.stop()
@@ -458,21 +467,9 @@ func TestKillAtFullLoad(t *testing.T) {
 			mu.Lock()
 			sent := append([]string(nil), ok200...)
 			mu.Unlock()
-			waitCond(t, 30*time.Second, "every acknowledged send to arrive after the restart", func() bool {
-				for _, text := range sent {
-					if !atBob.has(text) {
-						return false
-					}
-				}
-				return true
-			})
+			atBob.arrivedOnce(t, sent)
 			atBob.mu.Lock()
 			defer atBob.mu.Unlock()
-			for _, text := range sent {
-				if n := len(atBob.ids[text]); n != 1 {
-					t.Errorf("%q arrived under %d server ids; want exactly 1", text, n)
-				}
-			}
 			t.Logf("%s: %d sends answered 200 before the SIGKILL, all delivered after the restart (%d deliveries)", backend, len(sent), atBob.deliveries)
 			q.stop()
 		})

@@ -12,24 +12,12 @@ import (
 	"github.com/parleyhq/parley/store"
 	"github.com/parleyhq/parley/store/postgres"
 	"github.com/parleyhq/parley/store/postgres/pgtest"
+	"github.com/parleyhq/parley/store/storetest"
 )
 
-// upTo returns PostgreSQL's dialect with only its first n migrations, to
-// put a database where an older parleyd left it.
-func upTo(t *testing.T, n int) *store.Dialect {
-	t.Helper()
-	d := postgres.Dialect()
-	ms, err := store.LoadMigrations(d.Migrations)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub := fstest.MapFS{}
-	for _, m := range ms[:n] {
-		sub[m.Name] = &fstest.MapFile{Data: []byte(m.SQL)}
-	}
-	d.Migrations = sub
-	return d
-}
+// upTo is PostgreSQL's dialect with only its first n migrations, to put a
+// database where an older parleyd left it.
+func upTo(t *testing.T, n int) *store.Dialect { return storetest.UpTo(t, postgres.Dialect(), n) }
 
 func openDB(t *testing.T, dsn string) *sql.DB {
 	t.Helper()

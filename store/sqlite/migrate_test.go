@@ -6,27 +6,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"testing/fstest"
 
 	"github.com/parleyhq/parley/store"
 	"github.com/parleyhq/parley/store/sqlite"
+	"github.com/parleyhq/parley/store/storetest"
 )
 
-// upTo is the SQLite dialect with only its first n migrations.
-func upTo(t *testing.T, n int) *store.Dialect {
-	t.Helper()
-	d := sqlite.Dialect()
-	ms, err := store.LoadMigrations(d.Migrations)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub := fstest.MapFS{}
-	for _, m := range ms[:n] {
-		sub[m.Name] = &fstest.MapFile{Data: []byte(m.SQL)}
-	}
-	d.Migrations = sub
-	return d
-}
+// upTo is the dialect with only its first n migrations.
+func upTo(t *testing.T, n int) *store.Dialect { return storetest.UpTo(t, sqlite.Dialect(), n) }
 
 // Migrations 0011 and 0012 on a queue in use: the counters are recounted
 // from what is queued, and the rebuilt queue table keeps every envelope

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/google/uuid"
@@ -752,4 +753,20 @@ func testConcurrentClaims(t *testing.T, db *store.DB) {
 	if c, _ := db.CountPreKeys(ctx, id, 1); c != (prekeys.Counts{}) {
 		t.Errorf("pool not empty after claims: %+v", c)
 	}
+}
+
+// UpTo is dialect d with only its first n migrations, for tests of what a
+// later migration does to a database in use.
+func UpTo(t testing.TB, d *store.Dialect, n int) *store.Dialect {
+	t.Helper()
+	ms, err := store.LoadMigrations(d.Migrations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := fstest.MapFS{}
+	for _, m := range ms[:n] {
+		sub[m.Name] = &fstest.MapFile{Data: []byte(m.SQL)}
+	}
+	d.Migrations = sub
+	return d
 }
