@@ -318,10 +318,9 @@ type shareKey struct {
 type queueState struct {
 	registrationID int
 	queueUsage
-	seq          int64 // queue_seq
-	addN, addB   int64
-	stored       []int // indexes into the batch's inserts
-	lastStoredAt int64
+	seq        int64 // queue_seq
+	addN, addB int64
+	stored     []int // indexes into the batch's inserts
 }
 
 // queueUsage is a queue's (or share's) envelopes and bytes.
