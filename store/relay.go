@@ -7,6 +7,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -350,18 +351,15 @@ func (db *DB) enqueueTx(ctx context.Context, reqs []relay.Request, acks []relay.
 		if err != nil {
 			return err
 		}
+		var removed map[shareKey]queueUsage // by the acks, counted with the inserts
 		if len(acks) > 0 {
-			removed, err := db.deleteRows(ctx, tx, acks)
-			if err != nil {
+			if removed, err = db.deleteRows(ctx, tx, acks); err != nil {
 				return fmt.Errorf("delete acknowledged envelopes: %w", err)
 			}
 			for k, u := range removed {
 				if q := queues[k.queueKey]; q != nil {
 					q.n, q.bytes = q.n-u.n, q.bytes-u.bytes
 				}
-			}
-			if err := db.uncount(ctx, tx, removed); err != nil {
-				return fmt.Errorf("delete acknowledged envelopes: %w", err)
 			}
 		}
 		shares, err := db.readShares(ctx, tx, reqs)
@@ -439,7 +437,7 @@ func (db *DB) enqueueTx(ctx context.Context, reqs []relay.Request, acks []relay.
 					}
 					size := int64(len(e.Content))
 					q := queues[qk]
-					q.n, q.bytes, q.addN, q.addB = q.n+1, q.bytes+size, q.addN+1, q.addB+size
+					q.n, q.bytes = q.n+1, q.bytes+size
 					sh := shares[shareKey{qk, e.SourceAccount}]
 					shares[shareKey{qk, e.SourceAccount}] = queueUsage{sh.n + 1, sh.bytes + size}
 					inserts = append(inserts, pendingInsert{request: i, account: p.Destination, env: e})
@@ -459,7 +457,11 @@ func (db *DB) enqueueTx(ctx context.Context, reqs []relay.Request, acks []relay.
 				receipts = append(receipts, i)
 			}
 		}
-		if err := db.insertEnvelopes(ctx, tx, inserts, queues, shares); err != nil {
+		last, err := db.insertEnvelopes(ctx, tx, inserts, queues)
+		if err != nil {
+			return err
+		}
+		if err := db.count(ctx, tx, inserts, last, removed); err != nil {
 			return err
 		}
 		for _, i := range receipts {
@@ -605,8 +607,8 @@ func (db *DB) readShares(ctx context.Context, tx *sql.Tx, reqs []relay.Request) 
 }
 
 // insertEnvelopes stores a batch's envelopes, sets each one's Seq and
-// Prev, and adds them to their queues' counters and shares.
-func (db *DB) insertEnvelopes(ctx context.Context, tx *sql.Tx, inserts []pendingInsert, queues map[queueKey]*queueState, shares map[shareKey]queueUsage) error {
+// Prev, and returns the seq each queue ends at.
+func (db *DB) insertEnvelopes(ctx context.Context, tx *sql.Tx, inserts []pendingInsert, queues map[queueKey]*queueState) (map[queueKey]int64, error) {
 	byID := make(map[string]int, len(inserts))
 	for i, in := range inserts {
 		byID[in.env.ID.String()] = i
@@ -644,42 +646,61 @@ func (db *DB) insertEnvelopes(ctx context.Context, tx *sql.Tx, inserts []pending
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// Chain each device's new envelopes after what it held, in seq order.
 	for i, in := range inserts {
 		q := queues[queueKey{in.account, in.env.DestDevice}]
 		q.stored = append(q.stored, i)
 	}
-	added := make(map[shareKey]queueUsage)
-	keys := make([]queueKey, 0, len(queues))
+	last := make(map[queueKey]int64)
 	for k, q := range queues {
-		if len(q.stored) > 0 {
-			keys = append(keys, k)
+		if len(q.stored) == 0 {
+			continue
 		}
-	}
-	changes := make([]queueChange, 0, len(keys))
-	for _, k := range keys {
-		q := queues[k]
 		slices.SortFunc(q.stored, func(a, b int) int { return cmp.Compare(inserts[a].env.Seq, inserts[b].env.Seq) })
 		prev := q.seq
 		for _, i := range q.stored {
 			inserts[i].env.Prev, prev = prev, inserts[i].env.Seq
-			sk := shareKey{k, inserts[i].env.SourceAccount}
-			a := added[sk]
-			added[sk] = queueUsage{a.n + 1, a.bytes + int64(len(inserts[i].env.Content))}
 		}
-		changes = append(changes, queueChange{k, q.addN, q.addB, prev})
+		last[k] = prev
 	}
-	if err := db.countQueues(ctx, tx, changes); err != nil {
-		return err
-	}
-	return db.addShares(ctx, tx, added, 1)
+	return last, nil
 }
 
-// addShares adds (sign 1) or subtracts (-1) usage to queue shares, in key
+// count applies what a transaction did to the queues' counters and shares:
+// the envelopes it inserted (and the seq each queue now ends at) minus those
+// it deleted (removed, by sender), in one statement for each table.
+func (db *DB) count(ctx context.Context, tx *sql.Tx, inserts []pendingInsert, last map[queueKey]int64, removed map[shareKey]queueUsage) error {
+	changes := make(map[queueKey]queueChange)
+	shares := make(map[shareKey]queueUsage)
+	add := func(k shareKey, n, bytes int64) {
+		c := changes[k.queueKey]
+		c.queueKey, c.n, c.bytes = k.queueKey, c.n+n, c.bytes+bytes
+		changes[k.queueKey] = c
+		u := shares[k]
+		shares[k] = queueUsage{u.n + n, u.bytes + bytes}
+	}
+	for _, in := range inserts {
+		add(shareKey{queueKey{in.account, in.env.DestDevice}, in.env.SourceAccount}, 1, int64(len(in.env.Content)))
+	}
+	for k, u := range removed {
+		add(k, -u.n, -u.bytes)
+	}
+	for k, seq := range last {
+		c := changes[k]
+		c.seq = seq
+		changes[k] = c
+	}
+	if err := db.countQueues(ctx, tx, slices.Collect(maps.Values(changes))); err != nil {
+		return err
+	}
+	return db.addShares(ctx, tx, shares)
+}
+
+// addShares adds usage (negative to subtract) to queue shares, in key
 // order.
-func (db *DB) addShares(ctx context.Context, tx *sql.Tx, added map[shareKey]queueUsage, sign int64) error {
+func (db *DB) addShares(ctx context.Context, tx *sql.Tx, added map[shareKey]queueUsage) error {
 	keys := make([]shareKey, 0, len(added))
 	for k := range added {
 		keys = append(keys, k)
@@ -694,7 +715,7 @@ func (db *DB) addShares(ctx context.Context, tx *sql.Tx, added map[shareKey]queu
 		args := make([]any, 0, 5*n)
 		for _, k := range keys[from : from+n] {
 			u := added[k]
-			args = append(args, k.account.String(), k.device, k.source.String(), sign*u.n, sign*u.bytes)
+			args = append(args, k.account.String(), k.device, k.source.String(), u.n, u.bytes)
 		}
 		st, err := db.txStmt(ctx, tx, qCountShares(n))
 		if err != nil {
@@ -839,7 +860,7 @@ func (db *DB) Delete(ctx context.Context, acks []relay.Ack) error {
 		if err != nil {
 			return err
 		}
-		return db.uncount(ctx, tx, removed)
+		return db.count(ctx, tx, nil, nil, removed)
 	})
 	if err != nil {
 		return fmt.Errorf("delete acknowledged envelopes: %w", err)
@@ -869,23 +890,6 @@ func (db *DB) deleteRows(ctx context.Context, tx *sql.Tx, acks []relay.Ack) (map
 		})
 	})
 	return removed, err
-}
-
-// uncount takes deleted envelopes off their queues' counters and shares.
-func (db *DB) uncount(ctx context.Context, tx *sql.Tx, removed map[shareKey]queueUsage) error {
-	queues := make(map[queueKey]queueUsage)
-	for k, u := range removed {
-		q := queues[k.queueKey]
-		queues[k.queueKey] = queueUsage{q.n + u.n, q.bytes + u.bytes}
-	}
-	changes := make([]queueChange, 0, len(queues))
-	for k, u := range queues {
-		changes = append(changes, queueChange{k, -u.n, -u.bytes, 0})
-	}
-	if err := db.countQueues(ctx, tx, changes); err != nil {
-		return err
-	}
-	return db.addShares(ctx, tx, removed, -1)
 }
 
 // placeholders is "$from,…,$(from+n-1)".
@@ -943,7 +947,7 @@ func (db *DB) PurgeExpired(ctx context.Context, now time.Time, limit int) (int, 
 		for _, u := range removed {
 			n += int(u.n)
 		}
-		return db.uncount(ctx, tx, removed)
+		return db.count(ctx, tx, nil, nil, removed)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("purge expired envelopes: %w", err)
