@@ -3,10 +3,12 @@ package relay
 import (
 	"cmp"
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"slices"
 	"sync"
-	"time"
 )
 
 // Group commit: the sends of a node that arrive while a transaction
@@ -21,8 +23,6 @@ const (
 	maxBatchSends     = 128
 	maxBatchEnvelopes = 4096
 	maxBatchAcks      = 1000
-	// commitTimeout bounds one batch's transaction.
-	commitTimeout = 30 * time.Second
 )
 
 // committer stores the node's sends in batches.
@@ -143,7 +143,8 @@ func (c *committer) drainAcks() {
 
 // commit stores one batch and answers its senders. A send whose caller
 // gave up before its batch began is answered with its context's error and
-// not stored.
+// not stored. (The store bounds each transaction's time itself, so that a
+// batch that timed out still leaves its requests their own attempt.)
 func (c *committer) commit(batch []*commitRequest, acks []Ack) {
 	live := batch[:0:0]
 	for _, r := range batch {
@@ -160,9 +161,7 @@ func (c *committer) commit(batch []*commitRequest, acks []Ack) {
 	for i, r := range live {
 		reqs[i] = r.req
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
-	results, err := c.store.EnqueueBatch(ctx, reqs, acks)
-	cancel()
+	results, err := c.enqueueBatch(reqs, acks)
 	if err != nil {
 		// Not deleted: the envelopes will be delivered again and the
 		// devices de-duplicate them by id. Nothing is lost.
@@ -179,6 +178,23 @@ func (c *committer) commit(batch []*commitRequest, acks []Ack) {
 	for i, r := range live {
 		r.done <- results[i]
 	}
+}
+
+// enqueueBatch calls the store; a panic in it fails the batch's sends (its
+// acks are delivered again later) instead of the node, and of leaving the
+// senders waiting.
+func (c *committer) enqueueBatch(reqs []Request, acks []Ack) (results []Result, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			c.log.Error("storing a batch panicked", "panic", v, "stack", string(debug.Stack()))
+			results = make([]Result, len(reqs))
+			for i := range results {
+				results[i].Err = fmt.Errorf("store: internal error")
+			}
+			err = errors.New("store: internal error")
+		}
+	}()
+	return c.store.EnqueueBatch(context.Background(), reqs, acks)
 }
 
 // envelopes is how many envelopes b stores at most.

@@ -3,11 +3,14 @@ package relay
 import (
 	"context"
 	"errors"
+	"net/http"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
@@ -150,20 +153,24 @@ func (c *conn) pushOnline(e Envelope) {
 // queued before it and its window has room; otherwise it reads the queue.
 // The database stays the source of truth: a handed-off envelope is deleted
 // only when acknowledged, like any other.
-func (c *conn) handOff(e Envelope) {
+// It reports false when the connection is closing, so that the caller
+// wakes the device's connection on other nodes (it may have reconnected
+// there while this one drains).
+func (c *conn) handOff(e Envelope) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closing {
-		return
+		return false
 	}
 	if e.Prev != c.cursor || len(c.inflight) >= c.s.cfg.Window {
 		c.again = true
 		c.startLocked()
-		return
+		return true
 	}
 	c.claimLocked(e)
 	c.handed = append(c.handed, e)
 	c.startLocked()
+	return true
 }
 
 // claimLocked records e as delivered; c.mu is held.
@@ -279,6 +286,9 @@ func (c *conn) write(f Frame) bool {
 	_ = c.ws.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
 	err = c.ws.WriteMessage(websocket.TextMessage, b)
 	c.wmu.Unlock()
+	if errors.Is(err, websocket.ErrCloseSent) {
+		return false // closing cleanly: the read loop still takes the last acks
+	}
 	if err != nil {
 		c.abort()
 		return false
@@ -337,7 +347,12 @@ func (c *conn) readLoop() {
 			f.Verb == "" && f.Path == "" && f.Status == 0 && f.Headers == nil && f.Body == nil:
 			c.ack(f.IDs)
 		case f.Type == FrameRequest && f.Envelope == nil && f.IDs == nil && f.ID > 0 && f.Verb != "" && f.Path != "" && f.Status == 0:
-			c.request(f)
+			c.mu.Lock()
+			closing := c.closing
+			c.mu.Unlock()
+			if !closing { // its answer could not be sent: not served, so a retry is safe
+				c.request(f)
+			}
 		default:
 			c.close(websocket.ClosePolicyViolation, "expected an ack frame with 1 to 1000 ids or a request frame with an id, verb and path")
 		}
@@ -357,6 +372,15 @@ func (c *conn) request(f Frame) {
 	go func() {
 		defer c.s.conns.Done()
 		defer func() { <-c.requests }()
+		defer func() {
+			// As net/http does for a request: one failing request must not
+			// take the node down.
+			if v := recover(); v != nil {
+				c.s.log.Error("request frame panicked", "panic", v, "stack", string(debug.Stack()))
+				c.write(Frame{Type: FrameResponse, ID: f.ID, Status: http.StatusInternalServerError,
+					Body: jsontext.Value(`{"error":{"code":"internal_error","message":"internal error"}}`)})
+			}
+		}()
 		resp := c.serve(c.ctx, accounts.Principal{Account: c.account, Device: c.device}, f)
 		resp.Type, resp.ID = FrameResponse, f.ID
 		c.mu.Lock()

@@ -43,7 +43,7 @@ const (
 const (
 	MaxAckIDs           = 1000
 	MaxClientFrame      = 1 << 20
-	MaxRequestsInFlight = 64
+	MaxRequestsInFlight = 16
 )
 
 // Frame is one WebSocket message in either direction.

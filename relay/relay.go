@@ -620,8 +620,7 @@ func (s *Service) closing() bool {
 // nodes.
 func (s *Service) handOff(stored []Stored) {
 	for _, st := range stored {
-		if c := s.hub.get(st.Account, st.Envelope.DestDevice); c != nil {
-			c.handOff(st.Envelope)
+		if c := s.hub.get(st.Account, st.Envelope.DestDevice); c != nil && c.handOff(st.Envelope) {
 			continue
 		}
 		s.bus.Publish(Event{Kind: EventWake, Account: st.Account, Device: st.Envelope.DestDevice})

@@ -107,6 +107,9 @@ func (db *DB) Register(ctx context.Context, r accounts.StoredRegistration, now t
 			return fmt.Errorf("upsert account: %w", err)
 		}
 		// Re-registration replaces every device; their keys and queues cascade.
+		if err := db.lockAccountDevices(ctx, tx, got); err != nil {
+			return fmt.Errorf("remove old devices: %w", err)
+		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE account_id = $1`, got); err != nil {
 			return fmt.Errorf("remove old devices: %w", err)
 		}
@@ -188,7 +191,36 @@ func (db *DB) RemoveDevice(ctx context.Context, account uuid.UUID, device int) e
 
 // DeleteAccount implements accounts.Store.
 func (db *DB) DeleteAccount(ctx context.Context, account uuid.UUID) error {
-	return db.execOne(ctx, accounts.ErrNotFound, `DELETE FROM accounts WHERE id = $1`, account.String())
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		if err := db.lockAccountDevices(ctx, tx, account.String()); err != nil {
+			return fmt.Errorf("delete account: %w", err)
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM accounts WHERE id = $1`, account.String())
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return accounts.ErrNotFound
+		}
+		return nil
+	})
+}
+
+// lockAccountDevices locks an account's device rows in key order, the order
+// sends and acknowledgements lock them in, before a statement deletes them
+// (directly or by cascade) in whatever order it scans them.
+func (db *DB) lockAccountDevices(ctx context.Context, tx *sql.Tx, account string) error {
+	if db.d.LockRows == "" {
+		return nil
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT device_id FROM devices WHERE account_id = $1 ORDER BY device_id`+db.d.LockRows, account)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() { // each row is locked as it is returned
+	}
+	return rows.Err()
 }
 
 // execOne runs a statement that must affect at least one row, returning

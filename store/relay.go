@@ -21,6 +21,10 @@ import (
 
 var _ relay.Store = (*DB)(nil)
 
+// txTimeout bounds one transaction of the relay's queue (a batch, or one
+// request of a batch that failed, each on its own).
+const txTimeout = 30 * time.Second
+
 // errKeyRace reports that a concurrent request with the same idempotency key
 // committed first; the caller retries and finds its receipt.
 var errKeyRace = errors.New("concurrent send with the same idempotency key")
@@ -343,6 +347,8 @@ type pendingInsert struct {
 // the indexes of requests to run again on their own, after it committed:
 // those repeating an idempotency key of an earlier request of the batch.
 func (db *DB) enqueueTx(ctx context.Context, reqs []relay.Request, acks []relay.Ack) ([]relay.Result, []int, error) {
+	ctx, cancel := context.WithTimeout(ctx, txTimeout)
+	defer cancel()
 	var results []relay.Result
 	var retry []int
 	err := db.tx(ctx, func(tx *sql.Tx) error {
@@ -464,6 +470,14 @@ func (db *DB) enqueueTx(ctx context.Context, reqs []relay.Request, acks []relay.
 		if err := db.count(ctx, tx, inserts, last, removed); err != nil {
 			return err
 		}
+		// In the senders' key order, like every other row lock here.
+		slices.SortFunc(receipts, func(x, y int) int {
+			a, b := reqs[x].Batch.Sender, reqs[y].Batch.Sender
+			if c := bytes.Compare(a.Account[:], b.Account[:]); c != 0 {
+				return c
+			}
+			return cmp.Compare(a.Device, b.Device)
+		})
 		for _, i := range receipts {
 			if err := db.storeReceipt(ctx, tx, reqs[i].Batch, results[i].Receipt.Skipped); err != nil {
 				return err
@@ -538,6 +552,7 @@ func (db *DB) lockQueues(ctx context.Context, tx *sql.Tx, reqs []relay.Request, 
 
 // lockDevices reads and locks the devices of accounts, in key order.
 func (db *DB) lockDevices(ctx context.Context, tx *sql.Tx, accts []uuid.UUID) (map[queueKey]*queueState, error) {
+	accts = slices.Clone(accts) // the caller's order stays
 	slices.SortFunc(accts, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
 	accts = slices.Compact(accts)
 	ids := make([]string, len(accts))
@@ -848,6 +863,8 @@ func (db *DB) Delete(ctx context.Context, acks []relay.Ack) error {
 	if len(acks) == 0 {
 		return nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, txTimeout)
+	defer cancel()
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		accts := make([]uuid.UUID, len(acks))
 		for i, a := range acks {
@@ -961,8 +978,34 @@ func (db *DB) PurgeExpired(ctx context.Context, now time.Time, limit int) (int, 
 		(SELECT 1 FROM envelopes e WHERE e.content_id = envelope_contents.id)`); err != nil {
 		return n, fmt.Errorf("purge shared contents: %w", err)
 	}
-	// Shares of queues that emptied (a send adds the row again).
-	if _, err := db.w.ExecContext(ctx, `DELETE FROM queue_shares WHERE envelopes <= 0`); err != nil {
+	// Shares of queues that emptied (a send adds the row again), under
+	// their devices' locks, taken in the usual order.
+	err = db.tx(ctx, func(tx *sql.Tx) error {
+		var accts []uuid.UUID
+		err := db.eachRow(ctx, tx, `SELECT DISTINCT account_id FROM queue_shares WHERE envelopes <= 0 LIMIT 1000`, nil, func(rows *sql.Rows) error {
+			var account string
+			if err := rows.Scan(&account); err != nil {
+				return err
+			}
+			a, err := uuid.Parse(account)
+			accts = append(accts, a)
+			return err
+		})
+		if err != nil || len(accts) == 0 {
+			return err
+		}
+		if _, err := db.lockDevices(ctx, tx, accts); err != nil {
+			return err
+		}
+		return inChunks(inSizes[:], accts, func(n int, args []any) error {
+			for i, a := range args {
+				args[i] = a.(uuid.UUID).String()
+			}
+			_, err := tx.ExecContext(ctx, `DELETE FROM queue_shares WHERE envelopes <= 0 AND account_id IN (`+placeholders(1, n)+`)`, args...)
+			return err
+		})
+	})
+	if err != nil {
 		return n, fmt.Errorf("purge queue shares: %w", err)
 	}
 	return n, nil

@@ -605,6 +605,13 @@ func testQueueCounters(t *testing.T, db *store.DB) {
 	if err := db.Delete(ctx, acks(b, 1, seqs...)); err != nil { // acknowledged twice
 		t.Fatal(err)
 	}
+	// The purge forgets the emptied shares.
+	if _, err := db.PurgeExpired(ctx, now, 100); err != nil {
+		t.Fatal(err)
+	}
+	if rows, err := db.DumpTable(ctx, "queue_shares"); err != nil || len(rows) != 0 {
+		t.Errorf("after the drain and a purge, queue_shares holds %v (%v)", rows, err)
+	}
 	for range 3 {
 		if _, err := db.Enqueue(ctx, capped(batch(a, b, 1)), accept); err != nil {
 			t.Fatalf("after the queue drained: %v", err)

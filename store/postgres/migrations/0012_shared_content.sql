@@ -14,5 +14,6 @@ CREATE TABLE envelope_contents (
 ALTER TABLE envelopes ALTER COLUMN content DROP NOT NULL;
 ALTER TABLE envelopes ADD COLUMN content_id BIGINT REFERENCES envelope_contents (id);
 ALTER TABLE envelopes ADD CONSTRAINT envelopes_one_content CHECK ((content IS NULL) <> (content_id IS NULL)) NOT VALID;
--- Empty (no shared contents yet), so building it takes no time.
+-- Built by scanning the queue while sends wait: 0011 already needs every
+-- replica stopped (deploy/README.md), so both run in that one downtime.
 CREATE INDEX envelopes_content ON envelopes (content_id) WHERE content_id IS NOT NULL;
