@@ -59,14 +59,18 @@ func cmdChat(ctx context.Context, e *env, args []string) error {
 		out, readLine = t, t.ReadLine
 		quit = func() { t.SetPrompt("") }
 		var last time.Time
+		var pending sync.WaitGroup
 		t.AutoCompleteCallback = func(line string, pos int, key rune) (string, int, bool) {
 			if key != '\r' && key != '\n' && time.Since(last) > typingEvery {
 				last = time.Now()
-				go a.SendTyping(ctx, peer, true)
+				pending.Go(func() { a.SendTyping(ctx, peer, true) })
 			}
 			return "", 0, false
 		}
-		typing = func() { last = time.Time{} }
+		// Before a message goes, the "typing" sent for it has arrived:
+		// sends run concurrently (over the socket too), and a late one
+		// would show the peer "is typing…" after the message.
+		typing = func() { pending.Wait(); last = time.Time{} }
 	} else {
 		sc := bufio.NewScanner(e.stdin)
 		sc.Buffer(make([]byte, 64<<10), content.MaxText+1)
