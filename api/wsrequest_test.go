@@ -3,7 +3,9 @@ package api_test
 import (
 	"encoding/base64"
 	stdjson "encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -196,4 +198,63 @@ func TestHostileRequestFrames(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzRequestFrames sends arbitrary text frames on an authenticated
+// socket: the relay answers a response with a status below 500 (and an
+// error code from 400 on), closes with a policy code, or stays silent (an
+// ack); it never panics or answers 5xx.
+func FuzzRequestFrames(f *testing.F) {
+	// Malformed frames close the socket; the fuzzer reconnects far more
+	// often than the relay allows a device by default.
+	shared := newEnv(f, func(c *envConfig) { c.relay.ReconnectBurst, c.relay.ReconnectInterval = 1<<30, time.Nanosecond })
+	_, alice := shared.register(aliceNumber, 0)
+	_, bob := shared.register(bobNumber, 0)
+	send := `{"timestamp":1,"messages":[{"device_id":1,"registration_id":1234,"type":1,"content":"aGk="}]}`
+	for _, s := range []string{
+		`{"type":"request","id":1,"verb":"PUT","path":"/v1/messages/` + bob.Account + `","body":` + send + `}`,
+		`{"type":"request","id":2,"verb":"PUT","path":"/v1/messages","headers":{"Idempotency-Key":"k"},"body":{"timestamp":1,"type":1,"content":"aGk=","recipients":[]}}`,
+		`{"type":"request","id":3,"verb":"GET","path":"/v1/messages/` + bob.Account + `","body":{}}`,
+		`{"type":"ack","ids":["00000000-0000-4000-8000-000000000000"]}`,
+		`{"type":"request","id":4,"verb":"PUT","path":"/v1/messages/` + bob.Account + `","headers":{"X":"y"},"body":null}`,
+	} {
+		f.Add([]byte(s))
+	}
+	var ws *socket
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		e := *shared
+		e.t = t
+		if ws == nil {
+			ws = e.connect(alice)
+			ws.drain()
+		}
+		ws.t = t
+		if err := ws.ws.WriteMessage(websocket.TextMessage, frame); err != nil {
+			ws = nil
+			return
+		}
+		for {
+			got, err := ws.next(time.Second)
+			var ce *websocket.CloseError
+			switch {
+			case errors.As(err, &ce):
+				if ce.Code != websocket.ClosePolicyViolation && ce.Code != websocket.CloseMessageTooBig && ce.Code != websocket.CloseUnsupportedData {
+					t.Fatalf("frame %q: closed with %d", frame, ce.Code)
+				}
+				ws = nil
+				return
+			case err != nil:
+				ws.ws.Close() // silent (an ack): start afresh
+				ws = nil
+				return
+			case got.Type != relay.FrameResponse:
+				continue
+			case got.Status >= 500:
+				t.Fatalf("frame %q: answered %d %s", frame, got.Status, got.Body)
+			case got.Status >= 400 && !strings.Contains(string(got.Body), `"code"`):
+				t.Fatalf("frame %q: %d without an error code: %s", frame, got.Status, got.Body)
+			}
+			return
+		}
+	})
 }
