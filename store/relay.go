@@ -197,9 +197,10 @@ func (db *DB) storeContent(ctx context.Context, tx *sql.Tx, content []byte) (int
 	return id, nil
 }
 
-// insertSizes are the row counts of the multi-row inserts a batch is cut
-// into (largest first).
-var insertSizes = [...]int{64, 16, 4, 1}
+// insertSizes are the row counts of the multi-row inserts (and upserts) a
+// batch is cut into, largest first: powers of two, so n rows take at most
+// one statement per bit of n below 64 (15 rows: 8+4+2+1).
+var insertSizes = [...]int{64, 32, 16, 8, 4, 2, 1}
 
 // qInsertEnvelopes inserts n envelopes and returns their seq and id.
 func qInsertEnvelopes(n int) string {
