@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // MaxBodyBytes bounds request bodies. The largest legitimate body is a
@@ -87,15 +88,44 @@ func (b *Bytes) UnmarshalJSON(data []byte) error {
 	if err := json.Unmarshal(data, &s); err != nil {
 		return errors.New("must be a base64 string")
 	}
-	if strings.ContainsAny(s, "\r\n") {
-		return errors.New("base64 must not contain line breaks")
-	}
-	out, err := b64.DecodeString(s)
-	if err != nil {
-		return errors.New("invalid base64 (standard alphabet, padded)")
-	}
+	out, err := decodeBase64([]byte(s))
 	*b = out
-	return nil
+	return err
+}
+
+// UnmarshalJSONFrom decodes a strict base64 string straight from the
+// request, without an intermediate string (a ciphertext's only copy between
+// the body and the relay).
+func (b *Bytes) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
+	if dec.PeekKind() != '"' {
+		return errors.New("must be a base64 string")
+	}
+	v, err := dec.ReadValue()
+	if err != nil {
+		return err
+	}
+	raw := []byte(v[1 : len(v)-1])
+	if bytes.IndexByte(raw, '\\') >= 0 { // escaped characters: rare, never in base64 from a sane client
+		if raw, err = jsontext.AppendUnquote(nil, v); err != nil {
+			return errors.New("must be a base64 string")
+		}
+	}
+	out, err := decodeBase64(raw)
+	*b = out
+	return err
+}
+
+// decodeBase64 is the strict decoding both unmarshalers share.
+func decodeBase64(s []byte) ([]byte, error) {
+	if bytes.ContainsAny(s, "\r\n") { // the strict decoder would skip them
+		return nil, errors.New("base64 must not contain line breaks")
+	}
+	out := make([]byte, b64.DecodedLen(len(s)))
+	n, err := b64.Decode(out, s)
+	if err != nil {
+		return nil, errors.New("invalid base64 (standard alphabet, padded)")
+	}
+	return out[:n], nil
 }
 
 // MarshalJSON encodes standard padded base64.
