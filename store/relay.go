@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"maps"
@@ -131,24 +130,20 @@ type queueChange struct {
 	n, bytes, seq int64
 }
 
-// countQueues applies changes to the queues' counters, in key order.
-func (db *DB) countQueues(ctx context.Context, tx *sql.Tx, changes []queueChange) error {
+// countQueuesStmts updates the queues' counters by changes, in key order.
+func countQueuesStmts(changes []queueChange) []Statement {
 	slices.SortFunc(changes, func(a, b queueChange) int { return compareQueues(a.queueKey, b.queueKey) })
-	return inChunks(pairSizes[:], changes, func(n int, padded []any) error {
+	var stmts []Statement
+	_ = inChunks(pairSizes[:], changes, func(n int, padded []any) error {
 		args := make([]any, 0, 5*n)
 		for _, c := range padded {
 			c := c.(queueChange)
 			args = append(args, c.account.String(), c.device, c.n, c.bytes, c.seq)
 		}
-		st, err := db.txStmt(ctx, tx, qCountQueues(n))
-		if err != nil {
-			return fmt.Errorf("count queues: %w", err)
-		}
-		if _, err := st.ExecContext(ctx, args...); err != nil {
-			return fmt.Errorf("count queues: %w", err)
-		}
+		stmts = append(stmts, Statement{Query: qCountQueues(n), Args: args})
 		return nil
 	})
+	return stmts
 }
 
 // qCountShares adds to n queue shares (rows are created as needed).
@@ -188,13 +183,10 @@ func rowChunks(n int, f func(from, size int) error) error {
 // envelopeColumns are the columns an insert fills, in order.
 const envelopeColumns = `id, account_id, device_id, type, source_account, source_device, client_ts, server_ts, expires_at, urgent, content, size, content_id`
 
-// storeContent keeps a ciphertext several envelopes share and returns its id.
-func (db *DB) storeContent(ctx context.Context, tx *sql.Tx, content []byte) (int64, error) {
-	var id int64
-	if err := tx.QueryRowContext(ctx, `INSERT INTO envelope_contents (content) VALUES ($1) RETURNING id`, content).Scan(&id); err != nil {
-		return 0, fmt.Errorf("store shared content: %w", err)
-	}
-	return id, nil
+// contentStmt keeps a ciphertext several envelopes share; its id goes to id.
+func contentStmt(content []byte, id *int64) Statement {
+	return Statement{Query: `INSERT INTO envelope_contents (content) VALUES ($1) RETURNING id`, Args: []any{content},
+		Scan: func(r Row) error { return r.Scan(id) }}
 }
 
 // insertSizes are the row counts of the multi-row inserts (and upserts) a
@@ -216,29 +208,9 @@ func qInsertEnvelopes(n int) string {
 	return b.String()
 }
 
-// eachRow runs query (prepared for tx) with args and calls scan for every
-// row it returns.
-func (db *DB) eachRow(ctx context.Context, tx *sql.Tx, query string, args []any, scan func(*sql.Rows) error) error {
-	st, err := db.txStmt(ctx, tx, query)
-	if err != nil {
-		return err
-	}
-	rows, err := st.QueryContext(ctx, args...)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		if err := scan(rows); err != nil {
-			return err
-		}
-	}
-	return rows.Err()
-}
-
 // scanShare reads a row that starts (account, device, source account)
 // into k, and the rest into more.
-func scanShare(rows *sql.Rows, k *shareKey, more ...any) error {
+func scanShare(rows Row, k *shareKey, more ...any) error {
 	var account, source string
 	if err := rows.Scan(append([]any{&account, &k.device, &source}, more...)...); err != nil {
 		return err
@@ -324,9 +296,8 @@ type shareKey struct {
 type queueState struct {
 	registrationID int
 	queueUsage
-	seq        int64 // queue_seq
-	addN, addB int64
-	stored     []int // indexes into the batch's inserts
+	seq    int64 // queue_seq
+	stored []int // indexes into the batch's inserts
 }
 
 // queueUsage is a queue's (or share's) envelopes and bytes.
@@ -347,31 +318,61 @@ type pendingInsert struct {
 // failing the others; a database error fails the transaction. It returns
 // the indexes of requests to run again on their own, after it committed:
 // those repeating an idempotency key of an earlier request of the batch.
+//
+// The transaction is three rounds of statements (four with shared
+// contents), whatever the batch's size: lock and read, then insert, then
+// count.
 func (db *DB) enqueueTx(ctx context.Context, reqs []relay.Request, acks []relay.Ack) ([]relay.Result, []int, error) {
 	ctx, cancel := context.WithTimeout(ctx, txTimeout)
 	defer cancel()
 	var results []relay.Result
 	var retry []int
-	err := db.tx(ctx, func(tx *sql.Tx) error {
+	err := db.queueTx(ctx, func(q QueueTx) error {
 		results, retry = make([]relay.Result, len(reqs)), nil
-		queues, err := db.lockQueues(ctx, tx, reqs, acks)
-		if err != nil {
-			return err
-		}
-		var removed map[shareKey]queueUsage // by the acks, counted with the inserts
-		if len(acks) > 0 {
-			if removed, err = db.deleteRows(ctx, tx, acks); err != nil {
-				return fmt.Errorf("delete acknowledged envelopes: %w", err)
-			}
-			for k, u := range removed {
-				if q := queues[k.queueKey]; q != nil {
-					q.n, q.bytes = q.n-u.n, q.bytes-u.bytes
-				}
+		// Round 1: lock the devices of every destination and every
+		// acknowledging device (in key order), delete the acknowledged
+		// envelopes, read the senders' shares, look up the keys.
+		queues := make(map[queueKey]*queueState)
+		removed := make(map[shareKey]queueUsage) // by the acks, counted with the inserts
+		shares := make(map[shareKey]queueUsage)
+		var accts []uuid.UUID
+		for _, r := range reqs {
+			for _, p := range r.Batch.Parts {
+				accts = append(accts, p.Destination)
 			}
 		}
-		shares, err := db.readShares(ctx, tx, reqs)
-		if err != nil {
-			return err
+		for _, a := range acks {
+			accts = append(accts, a.Account)
+		}
+		stmts := db.lockStmts(accts, queues)
+		stmts = append(stmts, deleteStmts(acks, removed)...)
+		stmts = append(stmts, shareStmts(reqs, shares)...)
+		type keyID struct {
+			sender accounts.Principal
+			key    string
+		}
+		keys := map[keyID]bool{}
+		found := make([]*receiptRow, len(reqs))
+		for i, r := range reqs {
+			if r.Batch.Key == nil {
+				continue
+			}
+			k := keyID{r.Batch.Sender, string(r.Batch.Key)}
+			if keys[k] {
+				retry = append(retry, i)
+				continue
+			}
+			keys[k] = true
+			found[i] = &receiptRow{}
+			stmts = append(stmts, found[i].lookup(r.Batch))
+		}
+		if err := q.Run(ctx, stmts...); err != nil {
+			return fmt.Errorf("read queues: %w", err)
+		}
+		for k, u := range removed {
+			if q := queues[k.queueKey]; q != nil {
+				q.n, q.bytes = q.n-u.n, q.bytes-u.bytes
+			}
 		}
 		byAccount := make(map[uuid.UUID][]accounts.Device)
 		for k, q := range queues {
@@ -380,30 +381,17 @@ func (db *DB) enqueueTx(ctx context.Context, reqs []relay.Request, acks []relay.
 		for _, devs := range byAccount {
 			slices.SortFunc(devs, func(a, b accounts.Device) int { return cmp.Compare(a.ID, b.ID) })
 		}
-		type keyID struct {
-			sender accounts.Principal
-			key    string
-		}
-		keys := map[keyID]bool{}
 		var inserts []pendingInsert
 		var receipts []int // requests whose receipt to store
+		var shared []int   // first insert of each request sharing its content
 		for i, r := range reqs {
 			b := r.Batch
-			if b.Key != nil {
-				k := keyID{b.Sender, string(b.Key)}
-				if keys[k] {
-					retry = append(retry, i)
-					continue
-				}
-				keys[k] = true
-				rc, found, err := db.receipt(ctx, tx, b)
-				if err != nil {
-					return err
-				}
-				if found {
-					results[i] = rc
-					continue
-				}
+			if b.Key != nil && found[i] == nil {
+				continue // retried after the batch
+			}
+			if rr := found[i]; rr != nil && rr.found {
+				results[i] = rr.result(b)
+				continue
 			}
 			devices := make(map[uuid.UUID][]accounts.Device, len(b.Parts))
 			for _, p := range b.Parts {
@@ -450,28 +438,39 @@ func (db *DB) enqueueTx(ctx context.Context, reqs []relay.Request, acks []relay.
 					inserts = append(inserts, pendingInsert{request: i, account: p.Destination, env: e})
 				}
 			}
-			if mine := inserts[first:]; b.SharedContent && len(mine) > 1 {
-				id, err := db.storeContent(ctx, tx, mine[0].env.Content)
-				if err != nil {
-					return err
-				}
-				for j := range mine {
-					mine[j].content = id
-				}
+			if b.SharedContent && len(inserts)-first > 1 {
+				shared = append(shared, first)
 			}
 			results[i].Receipt = relay.Receipt{ServerTimestamp: b.Now, Skipped: skipped}
 			if b.Key != nil {
 				receipts = append(receipts, i)
 			}
 		}
-		last, err := db.insertEnvelopes(ctx, tx, inserts, queues)
-		if err != nil {
-			return err
+		// Round 2 (only for multi-recipient sends): the shared contents,
+		// whose ids the envelopes then point at.
+		if len(shared) > 0 {
+			ids := make([]int64, len(shared))
+			stmts = stmts[:0]
+			for j, first := range shared {
+				stmts = append(stmts, contentStmt(inserts[first].env.Content, &ids[j]))
+			}
+			if err := q.Run(ctx, stmts...); err != nil {
+				return fmt.Errorf("store shared contents: %w", err)
+			}
+			for j, first := range shared {
+				for k := first; k < len(inserts) && inserts[k].request == inserts[first].request; k++ {
+					inserts[k].content = ids[j]
+				}
+			}
 		}
-		if err := db.count(ctx, tx, inserts, last, removed); err != nil {
-			return err
+		// Round 3: the envelopes.
+		if err := q.Run(ctx, insertStmts(inserts)...); err != nil {
+			return fmt.Errorf("store envelopes: %w", err)
 		}
-		// In the senders' key order, like every other row lock here.
+		last := chain(inserts, queues)
+		// Round 4: counters, shares and receipts (in the senders' key
+		// order, like every other row lock here).
+		stmts = countStmts(inserts, last, removed)
 		slices.SortFunc(receipts, func(x, y int) int {
 			a, b := reqs[x].Batch.Sender, reqs[y].Batch.Sender
 			if c := bytes.Compare(a.Account[:], b.Account[:]); c != 0 {
@@ -479,9 +478,18 @@ func (db *DB) enqueueTx(ctx context.Context, reqs []relay.Request, acks []relay.
 			}
 			return cmp.Compare(a.Device, b.Device)
 		})
-		for _, i := range receipts {
-			if err := db.storeReceipt(ctx, tx, reqs[i].Batch, results[i].Receipt.Skipped); err != nil {
-				return err
+		affected := make([]int64, len(receipts))
+		for j, i := range receipts {
+			stmts = append(stmts, storeReceiptStmt(reqs[i].Batch, results[i].Receipt.Skipped, &affected[j]))
+		}
+		if err := q.Run(ctx, stmts...); err != nil {
+			return fmt.Errorf("count queues: %w", err)
+		}
+		for _, n := range affected {
+			if n == 0 {
+				// A live receipt: a concurrent request with this key
+				// committed first.
+				return errKeyRace
 			}
 		}
 		for _, in := range inserts {
@@ -492,67 +500,45 @@ func (db *DB) enqueueTx(ctx context.Context, reqs []relay.Request, acks []relay.
 	return results, retry, err
 }
 
-// receipt looks up the first answer to a send with b's idempotency key:
-// found, or ErrIdempotencyKeyUsed in the result when the key came with a
-// different request.
-func (db *DB) receipt(ctx context.Context, tx *sql.Tx, b relay.MultiBatch) (relay.Result, bool, error) {
-	var reqHash []byte
-	var ts int64
-	var skipped string
-	st, err := db.txStmt(ctx, tx, qReceipt)
-	if err != nil {
-		return relay.Result{}, false, fmt.Errorf("look up idempotency key: %w", err)
-	}
-	err = st.QueryRowContext(ctx, b.Sender.Account.String(), b.Sender.Device, b.Key, ms(b.Now)).Scan(&reqHash, &ts, &skipped)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return relay.Result{}, false, nil
-	case err != nil:
-		return relay.Result{}, false, fmt.Errorf("look up idempotency key: %w", err)
-	case !bytes.Equal(reqHash, b.RequestHash):
-		return relay.Result{Err: relay.ErrIdempotencyKeyUsed}, true, nil
-	}
-	rc := relay.Receipt{ServerTimestamp: fromMS(ts), Replayed: true}
-	rc.Skipped, err = decodeSkipped(skipped)
-	return relay.Result{Receipt: rc, Err: err}, true, nil
+// receiptRow is an idempotency key's stored answer, if found.
+type receiptRow struct {
+	found       bool
+	requestHash []byte
+	serverTS    int64
+	skipped     string
 }
 
-// storeReceipt remembers a send's answer under its idempotency key. It
-// replaces only an expired receipt; a live one means a concurrent request
-// with this key committed first (errKeyRace).
-func (db *DB) storeReceipt(ctx context.Context, tx *sql.Tx, b relay.MultiBatch, skipped []relay.Skipped) error {
-	st, err := db.txStmt(ctx, tx, qStoreReceipt)
-	if err != nil {
-		return fmt.Errorf("store idempotency key: %w", err)
-	}
-	res, err := st.ExecContext(ctx, b.Sender.Account.String(), b.Sender.Device, b.Key, b.RequestHash, ms(b.Now),
-		ms(b.KeyExpires), ms(b.Now), encodeSkipped(skipped))
-	if err != nil {
-		return fmt.Errorf("store idempotency key: %w", err)
-	}
-	if n, err := res.RowsAffected(); err != nil || n == 0 {
-		return errKeyRace
-	}
-	return nil
+// lookup reads the first answer to a send with b's idempotency key.
+func (rr *receiptRow) lookup(b relay.MultiBatch) Statement {
+	return Statement{Query: qReceipt, Args: []any{b.Sender.Account.String(), b.Sender.Device, b.Key, ms(b.Now)},
+		Scan: func(r Row) error {
+			rr.found = true
+			return r.Scan(&rr.requestHash, &rr.serverTS, &rr.skipped)
+		}}
 }
 
-// lockQueues reads and locks the devices of every destination of reqs and
-// every account of acks, with their queue counters.
-func (db *DB) lockQueues(ctx context.Context, tx *sql.Tx, reqs []relay.Request, acks []relay.Ack) (map[queueKey]*queueState, error) {
-	var accts []uuid.UUID
-	for _, r := range reqs {
-		for _, p := range r.Batch.Parts {
-			accts = append(accts, p.Destination)
-		}
+// result is the answer to a retry of b: the first answer, replayed, or
+// ErrIdempotencyKeyUsed when the key came with a different request.
+func (rr *receiptRow) result(b relay.MultiBatch) relay.Result {
+	if !bytes.Equal(rr.requestHash, b.RequestHash) {
+		return relay.Result{Err: relay.ErrIdempotencyKeyUsed}
 	}
-	for _, a := range acks {
-		accts = append(accts, a.Account)
-	}
-	return db.lockDevices(ctx, tx, accts)
+	rc := relay.Receipt{ServerTimestamp: fromMS(rr.serverTS), Replayed: true}
+	var err error
+	rc.Skipped, err = decodeSkipped(rr.skipped)
+	return relay.Result{Receipt: rc, Err: err}
 }
 
-// lockDevices reads and locks the devices of accounts, in key order.
-func (db *DB) lockDevices(ctx context.Context, tx *sql.Tx, accts []uuid.UUID) (map[queueKey]*queueState, error) {
+// storeReceiptStmt remembers a send's answer under its idempotency key. It
+// replaces only an expired receipt: 0 rows affected means a concurrent
+// request with this key committed first.
+func storeReceiptStmt(b relay.MultiBatch, skipped []relay.Skipped, affected *int64) Statement {
+	return Statement{Query: qStoreReceipt, Args: []any{b.Sender.Account.String(), b.Sender.Device, b.Key, b.RequestHash, ms(b.Now),
+		ms(b.KeyExpires), ms(b.Now), encodeSkipped(skipped)}, RowsAffected: affected}
+}
+
+// lockStmts read and lock the devices of accts, in key order, into queues.
+func (db *DB) lockStmts(accts []uuid.UUID, queues map[queueKey]*queueState) []Statement {
 	accts = slices.Clone(accts) // the caller's order stays
 	slices.SortFunc(accts, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
 	accts = slices.Compact(accts)
@@ -560,13 +546,13 @@ func (db *DB) lockDevices(ctx context.Context, tx *sql.Tx, accts []uuid.UUID) (m
 	for i, a := range accts {
 		ids[i] = a.String()
 	}
-	queues := make(map[queueKey]*queueState)
-	err := inChunks(inSizes[:], ids, func(n int, args []any) error {
-		err := db.eachRow(ctx, tx, qLockDevices(n, db.d.LockRows), args, func(rows *sql.Rows) error {
+	var stmts []Statement
+	_ = inChunks(inSizes[:], ids, func(n int, args []any) error {
+		stmts = append(stmts, Statement{Query: qLockDevices(n, db.d.LockRows), Args: args, Scan: func(r Row) error {
 			var account string
 			var device int
 			q := &queueState{}
-			if err := rows.Scan(&account, &device, &q.registrationID, &q.n, &q.bytes, &q.seq); err != nil {
+			if err := r.Scan(&account, &device, &q.registrationID, &q.n, &q.bytes, &q.seq); err != nil {
 				return err
 			}
 			a, err := uuid.Parse(account)
@@ -575,17 +561,15 @@ func (db *DB) lockDevices(ctx context.Context, tx *sql.Tx, accts []uuid.UUID) (m
 			}
 			queues[queueKey{a, device}] = q
 			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("read devices: %w", err)
-		}
+		}})
 		return nil
 	})
-	return queues, err
+	return stmts
 }
 
-// readShares reads the senders' shares of the destinations' queues.
-func (db *DB) readShares(ctx context.Context, tx *sql.Tx, reqs []relay.Request) (map[shareKey]queueUsage, error) {
+// shareStmts read the senders' shares of the destinations' queues into
+// shares.
+func shareStmts(reqs []relay.Request, shares map[shareKey]queueUsage) []Statement {
 	type pair struct{ dest, src uuid.UUID }
 	var pairs []pair
 	seen := map[pair]bool{}
@@ -598,38 +582,35 @@ func (db *DB) readShares(ctx context.Context, tx *sql.Tx, reqs []relay.Request) 
 			}
 		}
 	}
-	shares := make(map[shareKey]queueUsage)
-	err := inChunks(pairSizes[:], pairs, func(n int, args []any) error {
+	var stmts []Statement
+	_ = inChunks(pairSizes[:], pairs, func(n int, args []any) error {
 		flat := make([]any, 0, 2*n)
 		for _, a := range args {
 			p := a.(pair)
 			flat = append(flat, p.dest.String(), p.src.String())
 		}
-		err := db.eachRow(ctx, tx, qShares(n), flat, func(rows *sql.Rows) error {
+		stmts = append(stmts, Statement{Query: qShares(n), Args: flat, Scan: func(r Row) error {
 			var k shareKey
 			var u queueUsage
-			if err := scanShare(rows, &k, &u.n, &u.bytes); err != nil {
+			if err := scanShare(r, &k, &u.n, &u.bytes); err != nil {
 				return err
 			}
 			shares[k] = u
 			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("read queue shares: %w", err)
-		}
+		}})
 		return nil
 	})
-	return shares, err
+	return stmts
 }
 
-// insertEnvelopes stores a batch's envelopes, sets each one's Seq and
-// Prev, and returns the seq each queue ends at.
-func (db *DB) insertEnvelopes(ctx context.Context, tx *sql.Tx, inserts []pendingInsert, queues map[queueKey]*queueState) (map[queueKey]int64, error) {
+// insertStmts store a batch's envelopes and set each one's Seq.
+func insertStmts(inserts []pendingInsert) []Statement {
 	byID := make(map[string]int, len(inserts))
 	for i, in := range inserts {
 		byID[in.env.ID.String()] = i
 	}
-	err := rowChunks(len(inserts), func(from, n int) error {
+	var stmts []Statement
+	_ = rowChunks(len(inserts), func(from, n int) error {
 		args := make([]any, 0, n*13)
 		for _, in := range inserts[from : from+n] {
 			e := in.env
@@ -643,10 +624,10 @@ func (db *DB) insertEnvelopes(ctx context.Context, tx *sql.Tx, inserts []pending
 			args = append(args, e.ID.String(), in.account.String(), e.DestDevice, e.Type, e.SourceAccount.String(),
 				e.SourceDevice, e.ClientTimestamp, ms(e.ServerTimestamp), ms(e.ExpiresAt), e.Urgent, content, len(e.Content), contentID)
 		}
-		err := db.eachRow(ctx, tx, qInsertEnvelopes(n), args, func(rows *sql.Rows) error {
+		stmts = append(stmts, Statement{Query: qInsertEnvelopes(n), Args: args, Scan: func(r Row) error {
 			var seq int64
 			var id string
-			if err := rows.Scan(&seq, &id); err != nil {
+			if err := r.Scan(&seq, &id); err != nil {
 				return err
 			}
 			i, ok := byID[id]
@@ -655,16 +636,16 @@ func (db *DB) insertEnvelopes(ctx context.Context, tx *sql.Tx, inserts []pending
 			}
 			inserts[i].env.Seq = seq
 			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("store envelopes: %w", err)
-		}
+		}})
 		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	// Chain each device's new envelopes after what it held, in seq order.
+	return stmts
+}
+
+// chain sets each new envelope's Prev, chaining each device's new
+// envelopes after what it held, in seq order, and returns the seq each
+// queue now ends at.
+func chain(inserts []pendingInsert, queues map[queueKey]*queueState) map[queueKey]int64 {
 	for i, in := range inserts {
 		q := queues[queueKey{in.account, in.env.DestDevice}]
 		q.stored = append(q.stored, i)
@@ -681,13 +662,14 @@ func (db *DB) insertEnvelopes(ctx context.Context, tx *sql.Tx, inserts []pending
 		}
 		last[k] = prev
 	}
-	return last, nil
+	return last
 }
 
-// count applies what a transaction did to the queues' counters and shares:
-// the envelopes it inserted (and the seq each queue now ends at) minus those
-// it deleted (removed, by sender), in one statement for each table.
-func (db *DB) count(ctx context.Context, tx *sql.Tx, inserts []pendingInsert, last map[queueKey]int64, removed map[shareKey]queueUsage) error {
+// countStmts apply what a transaction did to the queues' counters and
+// shares: the envelopes it inserted (and the seq each queue now ends at)
+// minus those it deleted (removed, by sender), in one statement for each
+// table (for up to 64 queues).
+func countStmts(inserts []pendingInsert, last map[queueKey]int64, removed map[shareKey]queueUsage) []Statement {
 	changes := make(map[queueKey]queueChange)
 	shares := make(map[shareKey]queueUsage)
 	add := func(k shareKey, n, bytes int64) {
@@ -708,15 +690,12 @@ func (db *DB) count(ctx context.Context, tx *sql.Tx, inserts []pendingInsert, la
 		c.seq = seq
 		changes[k] = c
 	}
-	if err := db.countQueues(ctx, tx, slices.Collect(maps.Values(changes))); err != nil {
-		return err
-	}
-	return db.addShares(ctx, tx, shares)
+	return append(countQueuesStmts(slices.Collect(maps.Values(changes))), addSharesStmts(shares)...)
 }
 
-// addShares adds usage (negative to subtract) to queue shares, in key
+// addSharesStmts add usage (negative to subtract) to queue shares, in key
 // order.
-func (db *DB) addShares(ctx context.Context, tx *sql.Tx, added map[shareKey]queueUsage) error {
+func addSharesStmts(added map[shareKey]queueUsage) []Statement {
 	keys := make([]shareKey, 0, len(added))
 	for k := range added {
 		keys = append(keys, k)
@@ -727,21 +706,17 @@ func (db *DB) addShares(ctx context.Context, tx *sql.Tx, added map[shareKey]queu
 		}
 		return bytes.Compare(a.source[:], b.source[:])
 	})
-	return rowChunks(len(keys), func(from, n int) error {
+	var stmts []Statement
+	_ = rowChunks(len(keys), func(from, n int) error {
 		args := make([]any, 0, 5*n)
 		for _, k := range keys[from : from+n] {
 			u := added[k]
 			args = append(args, k.account.String(), k.device, k.source.String(), u.n, u.bytes)
 		}
-		st, err := db.txStmt(ctx, tx, qCountShares(n))
-		if err != nil {
-			return fmt.Errorf("count queue shares: %w", err)
-		}
-		if _, err := st.ExecContext(ctx, args...); err != nil {
-			return fmt.Errorf("count queue shares: %w", err)
-		}
+		stmts = append(stmts, Statement{Query: qCountShares(n), Args: args})
 		return nil
 	})
+	return stmts
 }
 
 func compareQueues(a, b queueKey) int {
@@ -866,19 +841,9 @@ func (db *DB) Delete(ctx context.Context, acks []relay.Ack) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, txTimeout)
 	defer cancel()
-	err := db.tx(ctx, func(tx *sql.Tx) error {
-		accts := make([]uuid.UUID, len(acks))
-		for i, a := range acks {
-			accts[i] = a.Account
-		}
-		if _, err := db.lockDevices(ctx, tx, accts); err != nil {
-			return err
-		}
-		removed, err := db.deleteRows(ctx, tx, acks)
-		if err != nil {
-			return err
-		}
-		return db.count(ctx, tx, nil, nil, removed)
+	err := db.queueTx(ctx, func(q QueueTx) error {
+		_, err := db.deleteQueued(ctx, q, acks)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("delete acknowledged envelopes: %w", err)
@@ -886,28 +851,49 @@ func (db *DB) Delete(ctx context.Context, acks []relay.Ack) error {
 	return nil
 }
 
-// deleteRows deletes acknowledged or expired envelopes by seq and returns
-// what left each queue, by sender. The caller has locked the devices of
-// every account in acks (the ack's Device is not needed to find it).
-func (db *DB) deleteRows(ctx context.Context, tx *sql.Tx, acks []relay.Ack) (map[shareKey]queueUsage, error) {
+// deleteQueued deletes envelopes (by Seq, under their accounts' device
+// locks) and takes them off their queues' counters; it returns how many
+// it deleted.
+func (db *DB) deleteQueued(ctx context.Context, q QueueTx, acks []relay.Ack) (int, error) {
+	accts := make([]uuid.UUID, len(acks))
+	for i, a := range acks {
+		accts[i] = a.Account
+	}
+	removed := make(map[shareKey]queueUsage)
+	if err := q.Run(ctx, append(db.lockStmts(accts, map[queueKey]*queueState{}), deleteStmts(acks, removed)...)...); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, u := range removed {
+		n += int(u.n)
+	}
+	return n, q.Run(ctx, countStmts(nil, nil, removed)...)
+}
+
+// deleteStmts delete acknowledged or expired envelopes by seq and record
+// what left each queue, by sender, in removed. The devices of every
+// account in acks must be locked before them (the ack's Device is not
+// needed to find the row).
+func deleteStmts(acks []relay.Ack, removed map[shareKey]queueUsage) []Statement {
 	seqs := make([]int64, len(acks))
 	for i, a := range acks {
 		seqs[i] = a.Seq
 	}
-	removed := make(map[shareKey]queueUsage)
-	err := inChunks(inSizes[:], seqs, func(n int, args []any) error {
-		return db.eachRow(ctx, tx, qDeleteEnvelopes(n), args, func(rows *sql.Rows) error {
+	var stmts []Statement
+	_ = inChunks(inSizes[:], seqs, func(n int, args []any) error {
+		stmts = append(stmts, Statement{Query: qDeleteEnvelopes(n), Args: args, Scan: func(r Row) error {
 			var k shareKey
 			var size int64
-			if err := scanShare(rows, &k, &size); err != nil {
+			if err := scanShare(r, &k, &size); err != nil {
 				return err
 			}
 			u := removed[k]
 			removed[k] = queueUsage{u.n + 1, u.bytes + size}
 			return nil
-		})
+		}})
+		return nil
 	})
-	return removed, err
+	return stmts
 }
 
 // placeholders is "$from,…,$(from+n-1)".
@@ -926,46 +912,25 @@ func placeholders(from, n int) string {
 // PurgeExpired implements relay.Store.
 func (db *DB) PurgeExpired(ctx context.Context, now time.Time, limit int) (int, error) {
 	var n int
-	err := db.tx(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `SELECT seq, account_id FROM envelopes WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2`, ms(now), limit)
-		if err != nil {
-			return err
-		}
-		var seqs []int64
-		var accts []uuid.UUID
-		for rows.Next() {
-			var seq int64
-			var account string
-			if err := rows.Scan(&seq, &account); err != nil {
-				rows.Close()
+	err := db.queueTx(ctx, func(q QueueTx) error {
+		var expired []relay.Ack
+		err := q.Run(ctx, Statement{Query: `SELECT seq, account_id FROM envelopes WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2`,
+			Args: []any{ms(now), limit}, Scan: func(r Row) error {
+				var a relay.Ack
+				var account string
+				if err := r.Scan(&a.Seq, &account); err != nil {
+					return err
+				}
+				var err error
+				a.Account, err = uuid.Parse(account)
+				expired = append(expired, a)
 				return err
-			}
-			a, err := uuid.Parse(account)
-			if err != nil {
-				rows.Close()
-				return err
-			}
-			seqs, accts = append(seqs, seq), append(accts, a)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+			}})
+		if err != nil || len(expired) == 0 {
 			return err
 		}
-		if _, err := db.lockDevices(ctx, tx, accts); err != nil {
-			return err
-		}
-		acks := make([]relay.Ack, len(seqs))
-		for i := range seqs {
-			acks[i] = relay.Ack{Account: accts[i], Seq: seqs[i]}
-		}
-		removed, err := db.deleteRows(ctx, tx, acks)
-		if err != nil {
-			return err
-		}
-		for _, u := range removed {
-			n += int(u.n)
-		}
-		return db.count(ctx, tx, nil, nil, removed)
+		n, err = db.deleteQueued(ctx, q, expired)
+		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("purge expired envelopes: %w", err)
@@ -981,30 +946,29 @@ func (db *DB) PurgeExpired(ctx context.Context, now time.Time, limit int) (int, 
 	}
 	// Shares of queues that emptied (a send adds the row again), under
 	// their devices' locks, taken in the usual order.
-	err = db.tx(ctx, func(tx *sql.Tx) error {
+	err = db.queueTx(ctx, func(q QueueTx) error {
 		var accts []uuid.UUID
-		err := db.eachRow(ctx, tx, `SELECT DISTINCT account_id FROM queue_shares WHERE envelopes <= 0 LIMIT 1000`, nil, func(rows *sql.Rows) error {
+		err := q.Run(ctx, Statement{Query: `SELECT DISTINCT account_id FROM queue_shares WHERE envelopes <= 0 LIMIT 1000`, Scan: func(r Row) error {
 			var account string
-			if err := rows.Scan(&account); err != nil {
+			if err := r.Scan(&account); err != nil {
 				return err
 			}
 			a, err := uuid.Parse(account)
 			accts = append(accts, a)
 			return err
-		})
+		}})
 		if err != nil || len(accts) == 0 {
 			return err
 		}
-		if _, err := db.lockDevices(ctx, tx, accts); err != nil {
-			return err
-		}
-		return inChunks(inSizes[:], accts, func(n int, args []any) error {
+		stmts := db.lockStmts(accts, map[queueKey]*queueState{})
+		_ = inChunks(inSizes[:], accts, func(n int, args []any) error {
 			for i, a := range args {
 				args[i] = a.(uuid.UUID).String()
 			}
-			_, err := tx.ExecContext(ctx, `DELETE FROM queue_shares WHERE envelopes <= 0 AND account_id IN (`+placeholders(1, n)+`)`, args...)
-			return err
+			stmts = append(stmts, Statement{Query: `DELETE FROM queue_shares WHERE envelopes <= 0 AND account_id IN (` + placeholders(1, n) + `)`, Args: args})
+			return nil
 		})
+		return q.Run(ctx, stmts...)
 	})
 	if err != nil {
 		return n, fmt.Errorf("purge queue shares: %w", err)

@@ -47,6 +47,10 @@ type Dialect struct {
 	AuditLock string
 	// IsUniqueViolation reports whether err is a unique-constraint failure.
 	IsUniqueViolation func(error) bool
+	// QueueTx, if set, runs f in a transaction of the engine's native
+	// driver on a connection of db, whose Run sends its statements in one
+	// round trip; nil runs queue transactions through database/sql.
+	QueueTx func(ctx context.Context, db *sql.DB, f func(QueueTx) error) error
 }
 
 // DB is the relay's database. Writes go through w; reads through r (the same

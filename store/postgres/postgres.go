@@ -51,6 +51,7 @@ func Dialect() *store.Dialect {
 			var e *pgconn.PgError
 			return errors.As(err, &e) && e.Code == "23505"
 		},
+		QueueTx: queueTx,
 	}
 }
 
