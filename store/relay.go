@@ -75,14 +75,14 @@ func inChunks[T any](sizes []int, ids []T, f func(n int, args []any) error) erro
 // qLockDevices reads (and, with the dialect's LockRows, locks) the devices
 // of n accounts with their queue counters, in key order, the order every
 // writer of queue counters locks them in, so writers cannot deadlock.
-func qLockDevices(n int, lock string) string {
+func buildLockDevices(n int, lock string) string {
 	return `SELECT account_id, device_id, registration_id, queue_envelopes, queue_bytes, queue_seq FROM devices
 		WHERE account_id IN (` + placeholders(1, n) + `) ORDER BY account_id, device_id` + lock
 }
 
 // qShares reads the queue shares of n (destination account, sending
 // account) pairs, across the destination's devices.
-func qShares(n int) string {
+func buildShares(n int) string {
 	var b strings.Builder
 	b.WriteString(`SELECT account_id, device_id, source_account, envelopes, bytes FROM queue_shares WHERE `)
 	for i := range n {
@@ -97,7 +97,7 @@ func qShares(n int) string {
 // qCountQueues adds to the counters of n devices' queues in one statement
 // (for each i, $5i+1 account, $5i+2 device, $5i+3 envelopes, $5i+4 bytes,
 // $5i+5 the last seq queued, 0 if none), the same SQL on both engines.
-func qCountQueues(n int) string {
+func buildCountQueues(n int) string {
 	var when, where strings.Builder
 	for i := range n {
 		p := 5*i + 1
@@ -147,7 +147,7 @@ func countQueuesStmts(changes []queueChange) []Statement {
 }
 
 // qCountShares adds to n queue shares (rows are created as needed).
-func qCountShares(n int) string {
+func buildCountShares(n int) string {
 	var b strings.Builder
 	b.WriteString(`INSERT INTO queue_shares (account_id, device_id, source_account, envelopes, bytes) VALUES `)
 	for i := range n {
@@ -195,7 +195,7 @@ func contentStmt(content []byte, id *int64) Statement {
 var insertSizes = [...]int{64, 32, 16, 8, 4, 2, 1}
 
 // qInsertEnvelopes inserts n envelopes and returns their seq and id.
-func qInsertEnvelopes(n int) string {
+func buildInsertEnvelopes(n int) string {
 	var b strings.Builder
 	b.WriteString(`INSERT INTO envelopes (` + envelopeColumns + `) VALUES `)
 	for i := range n {
@@ -223,7 +223,7 @@ func scanShare(rows Row, k *shareKey, more ...any) error {
 	return err
 }
 
-func qDeleteEnvelopes(n int) string {
+func buildDeleteEnvelopes(n int) string {
 	return `DELETE FROM envelopes WHERE seq IN (` + placeholders(1, n) + `) RETURNING account_id, device_id, source_account, size`
 }
 
@@ -548,7 +548,7 @@ func (db *DB) lockStmts(accts []uuid.UUID, queues map[queueKey]*queueState) []St
 	}
 	var stmts []Statement
 	_ = inChunks(inSizes[:], ids, func(n int, args []any) error {
-		stmts = append(stmts, Statement{Query: qLockDevices(n, db.d.LockRows), Args: args, Scan: func(r Row) error {
+		stmts = append(stmts, Statement{Query: db.qLockDevices(n), Args: args, Scan: func(r Row) error {
 			var account string
 			var device int
 			q := &queueState{}
@@ -974,4 +974,44 @@ func (db *DB) PurgeExpired(ctx context.Context, now time.Time, limit int) (int, 
 		return n, fmt.Errorf("purge queue shares: %w", err)
 	}
 	return n, nil
+}
+
+// The statements of the queue's hot path, built once for each size they
+// are used at (a CASE of 64 arms or an insert of 64 rows is not built
+// for every batch). Read-only after package initialisation.
+var (
+	textShares      = buildEach(pairSizes[:], buildShares)
+	textCountQueues = buildEach(pairSizes[:], buildCountQueues)
+	textCountShares = buildEach(insertSizes[:], buildCountShares)
+	textInsert      = buildEach(insertSizes[:], buildInsertEnvelopes)
+	textDelete      = buildEach(inSizes[:], buildDeleteEnvelopes)
+)
+
+// buildEach builds a statement for each size.
+func buildEach(sizes []int, build func(int) string) map[int]string {
+	m := make(map[int]string, len(sizes))
+	for _, n := range sizes {
+		m[n] = build(n)
+	}
+	return m
+}
+
+// sized is texts[n], or build(n) for a size not built in advance.
+func sized(texts map[int]string, n int, build func(int) string) string {
+	if q, ok := texts[n]; ok {
+		return q
+	}
+	return build(n)
+}
+
+func qShares(n int) string          { return sized(textShares, n, buildShares) }
+func qCountQueues(n int) string     { return sized(textCountQueues, n, buildCountQueues) }
+func qCountShares(n int) string     { return sized(textCountShares, n, buildCountShares) }
+func qInsertEnvelopes(n int) string { return sized(textInsert, n, buildInsertEnvelopes) }
+func qDeleteEnvelopes(n int) string { return sized(textDelete, n, buildDeleteEnvelopes) }
+
+// qLockDevices is the lock statement for n accounts, built once per size
+// for the database's dialect (see New).
+func (db *DB) qLockDevices(n int) string {
+	return sized(db.lockTexts, n, func(n int) string { return buildLockDevices(n, db.d.LockRows) })
 }

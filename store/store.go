@@ -64,6 +64,9 @@ type DB struct {
 	// third of the relay's CPU re-parsing SQL before it.
 	stmtMu sync.Mutex
 	stmts  map[stmtKey]*sql.Stmt
+
+	// lockTexts are the queue's lock statements by size, in d's dialect.
+	lockTexts map[int]string
 }
 
 type stmtKey struct {
@@ -108,7 +111,7 @@ func (db *DB) txStmt(ctx context.Context, tx *sql.Tx, query string) (*sql.Stmt, 
 func (db *DB) warm(ctx context.Context) error {
 	qs := []string{qReceipt, qStoreReceipt}
 	for _, n := range inSizes {
-		qs = append(qs, qDeleteEnvelopes(n), qLockDevices(n, db.d.LockRows))
+		qs = append(qs, qDeleteEnvelopes(n), db.qLockDevices(n))
 	}
 	for _, n := range pairSizes {
 		qs = append(qs, qShares(n), qCountQueues(n))
@@ -132,7 +135,9 @@ var (
 )
 
 // New wraps open pools; it does not migrate.
-func New(w, r *sql.DB, d *Dialect) *DB { return &DB{w: w, r: r, d: d} }
+func New(w, r *sql.DB, d *Dialect) *DB {
+	return &DB{w: w, r: r, d: d, lockTexts: buildEach(inSizes[:], func(n int) string { return buildLockDevices(n, d.LockRows) })}
+}
 
 // Dialect returns the database engine's name ("sqlite" or "postgres").
 func (db *DB) Dialect() string { return db.d.Name }
