@@ -18,13 +18,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
-	"github.com/getkin/kin-openapi/routers/gorillamux"
 
 	"github.com/parleyhq/parley/accounts"
 	"github.com/parleyhq/parley/api"
+	"github.com/parleyhq/parley/api/apitest"
 	"github.com/parleyhq/parley/attachments"
 	"github.com/parleyhq/parley/directory"
 	"github.com/parleyhq/parley/phone"
@@ -147,17 +146,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	s := &api.Server{Accounts: accts, Verify: v, PreKeys: pre, Keys: db, DB: db, Relay: rel, Directory: dir, Attachments: att,
 		Provisioning: prov, Log: log}
 
-	doc, err := openapi3.NewLoader().LoadFromData(api.OpenAPI)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := doc.Validate(ctx); err != nil {
-		t.Fatalf("openapi.yaml is invalid: %v", err)
-	}
-	router, err := gorillamux.NewRouter(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	router := apitest.Router(t)
 	e := &env{t: t, db: db, logBuf: buf, router: router, relay: rel, attach: att, disk: diskDir}
 	e.srv = httptest.NewServer(s.Handler())
 	t.Cleanup(func() {
@@ -170,10 +159,6 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		stop()
 	})
 	return e
-}
-
-func init() {
-	openapi3.DefineStringFormatValidator("uuid", openapi3.NewRegexpFormatValidator(openapi3.FormatOfStringForUUIDOfRFC4122))
 }
 
 // creds authenticate a device.

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/parleyhq/parley/accounts"
+	"github.com/parleyhq/parley/api/apitest"
 	"github.com/parleyhq/parley/bench"
 	"github.com/parleyhq/parley/cli/content"
 	"github.com/parleyhq/parley/cli/relayclient"
@@ -60,7 +61,9 @@ func startRelayIn(t *testing.T) (string, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Stop() })
-	return s.Base, data
+	// Every request the client sends, and every answer, is checked
+	// against api/openapi.yaml on the way.
+	return apitest.ValidatingProxy(t, s.Base), data
 }
 
 func newAccount(t *testing.T, server string, i int) *Account {

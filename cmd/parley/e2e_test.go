@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleyhq/parley/api/apitest"
 	"github.com/parleyhq/parley/bench"
 	"github.com/parleyhq/parley/store/postgres/pgtest"
 )
@@ -58,7 +59,9 @@ func relay(t *testing.T, backend string, extra ...string) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Stop() })
-	return s.Base
+	// Every request parley sends, and every answer, is checked against
+	// api/openapi.yaml on the way.
+	return apitest.ValidatingProxy(t, s.Base)
 }
 
 // user is one person with their own config directory.
