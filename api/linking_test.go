@@ -10,7 +10,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/parleyhq/parley/provisioning"
+	"github.com/parleyhq/parley/wire"
 )
 
 // linkBody is what a new device sends to join owner's account: its own
@@ -106,7 +106,7 @@ func TestProvisioningSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ws.Close()
-	var f provisioning.Frame
+	var f wire.ProvisioningFrame
 	if err := ws.ReadJSON(&f); err != nil || f.Type != "address" || len(f.Address) != 22 {
 		t.Fatalf("first frame %+v, %v", f, err)
 	}
@@ -121,7 +121,7 @@ func TestProvisioningSocket(t *testing.T) {
 	}
 	// A message of the largest size allowed (an account with many contacts
 	// and groups) goes through the database and the socket whole.
-	sealed := []byte(strings.Repeat("sealed provisioning message ", provisioning.MaxBody/28+1)[:provisioning.MaxBody])
+	sealed := []byte(strings.Repeat("sealed provisioning message ", wire.MaxProvisioningBody/28+1)[:wire.MaxProvisioningBody])
 	expect("no credentials", e.call("PUT", "/v1/provisioning/"+f.Address, nil, map[string]any{"body": b64(sealed)}, true), 401, "unauthorized")
 	expect("nobody waiting", e.call("PUT", "/v1/provisioning/AAAAAAAAAAAAAAAAAAAAAA", alice, map[string]any{"body": b64(sealed)}, true), 404, "provisioning_address_not_found")
 	expect("malformed address", e.call("PUT", "/v1/provisioning/..%2f", alice, map[string]any{"body": b64(sealed)}, false), 422, "invalid_provisioning_message")

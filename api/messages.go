@@ -15,6 +15,7 @@ import (
 
 	"github.com/parleyhq/parley/accounts"
 	"github.com/parleyhq/parley/relay"
+	"github.com/parleyhq/parley/wire"
 )
 
 // MaxSendBodyBytes bounds a send request: room for about 30 envelopes of
@@ -164,7 +165,7 @@ func requireUpgrade(w http.ResponseWriter, r *http.Request) error {
 // send (PUT /v1/messages/{account} or PUT /v1/messages), served by the same
 // handler as over HTTP, with the same answers, minus a request and an
 // authentication per message. Other requests answer 404.
-func (s *Server) serveFrame(ctx context.Context, p accounts.Principal, f relay.Frame) relay.Frame {
+func (s *Server) serveFrame(ctx context.Context, p accounts.Principal, f wire.Frame) wire.Frame {
 	w := &frameWriter{header: http.Header{}}
 	r, err := http.NewRequestWithContext(ctx, http.MethodPut, "/", bytes.NewReader(f.Body))
 	if err != nil {
@@ -221,8 +222,8 @@ func (w *frameWriter) Write(b []byte) (int, error) {
 
 // frame is the response frame: status, the headers a client acts on, and
 // the JSON body.
-func (w *frameWriter) frame() relay.Frame {
-	f := relay.Frame{Status: w.status, Body: jsontext.Value(bytes.TrimSpace(w.body.Bytes()))}
+func (w *frameWriter) frame() wire.Frame {
+	f := wire.Frame{Status: w.status, Body: jsontext.Value(bytes.TrimSpace(w.body.Bytes()))}
 	for _, k := range []string{"Idempotent-Replayed", "Retry-After"} {
 		if v := w.header.Get(k); v != "" {
 			if f.Headers == nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/parleyhq/parley/relay"
+	"github.com/parleyhq/parley/wire"
 )
 
 // socket is a device's delivery WebSocket, as a client holds it.
@@ -54,16 +55,16 @@ func (e *env) connect(c *creds) *socket {
 }
 
 // next reads one frame, failing the test after timeout.
-func (s *socket) next(timeout time.Duration) (relay.Frame, error) {
+func (s *socket) next(timeout time.Duration) (wire.Frame, error) {
 	s.ws.SetReadDeadline(time.Now().Add(timeout))
 	typ, data, err := s.ws.ReadMessage()
 	if err != nil {
-		return relay.Frame{}, err
+		return wire.Frame{}, err
 	}
 	if typ != websocket.TextMessage {
 		s.t.Fatalf("relay sent frame type %d", typ)
 	}
-	var f relay.Frame
+	var f wire.Frame
 	if err := stdjson.Unmarshal(data, &f); err != nil {
 		s.t.Fatalf("relay sent %q: %v", data, err)
 	}
@@ -71,33 +72,33 @@ func (s *socket) next(timeout time.Duration) (relay.Frame, error) {
 }
 
 // drain reads envelopes up to and including queue_empty.
-func (s *socket) drain() []*relay.WireEnvelope {
+func (s *socket) drain() []*wire.Envelope {
 	s.t.Helper()
-	var out []*relay.WireEnvelope
+	var out []*wire.Envelope
 	for {
 		f, err := s.next(5 * time.Second)
 		if err != nil {
 			s.t.Fatalf("waiting for queue_empty: %v", err)
 		}
-		if f.Type == relay.FrameQueueEmpty {
+		if f.Type == wire.FrameQueueEmpty {
 			return out
 		}
 		out = append(out, f.Envelope)
 	}
 }
 
-func (s *socket) envelope() *relay.WireEnvelope {
+func (s *socket) envelope() *wire.Envelope {
 	s.t.Helper()
 	f, err := s.next(5 * time.Second)
-	if err != nil || f.Type != relay.FrameEnvelope {
+	if err != nil || f.Type != wire.FrameEnvelope {
 		s.t.Fatalf("want an envelope, got %+v, %v", f, err)
 	}
 	return f.Envelope
 }
 
-func (s *socket) ack(es ...*relay.WireEnvelope) {
+func (s *socket) ack(es ...*wire.Envelope) {
 	s.t.Helper()
-	f := relay.Frame{Type: relay.FrameAck}
+	f := wire.Frame{Type: wire.FrameAck}
 	for _, e := range es {
 		f.IDs = append(f.IDs, e.ID)
 	}
@@ -211,7 +212,7 @@ func TestUnacknowledgedAreRedelivered(t *testing.T) {
 	first := ws.drain()
 	ws.ack(first[0], first[2])
 	// An ack for an unknown id is harmless.
-	ws.ack(&relay.WireEnvelope{ID: first[0].ID}, &relay.WireEnvelope{ID: [16]byte{1}})
+	ws.ack(&wire.Envelope{ID: first[0].ID}, &wire.Envelope{ID: [16]byte{1}})
 	waitFor(t, func() bool { return rowCount(t, e, "envelopes") == 2 })
 	ws.ws.Close()
 
@@ -433,18 +434,18 @@ func TestWindowOfUnacknowledged(t *testing.T) {
 		t.Fatalf("relay sent %+v beyond the window", f)
 	}
 	ws = e.connect(bob) // the timed-out read broke that socket; start over
-	var got []*relay.WireEnvelope
+	var got []*wire.Envelope
 	for range 3 {
 		got = append(got, ws.envelope())
 	}
 	ws.ack(got[0], got[1])
-	rest := []*relay.WireEnvelope{ws.envelope(), ws.envelope()}
+	rest := []*wire.Envelope{ws.envelope(), ws.envelope()}
 	if string(rest[0].Content) != "3" || string(rest[1].Content) != "4" {
 		t.Errorf("after acks: %q, %q; want 3, 4", rest[0].Content, rest[1].Content)
 	}
 	// The window is full again; queue_empty follows the acks.
 	ws.ack(append(rest, got[2])...)
-	if f, err := ws.next(5 * time.Second); err != nil || f.Type != relay.FrameQueueEmpty {
+	if f, err := ws.next(5 * time.Second); err != nil || f.Type != wire.FrameQueueEmpty {
 		t.Errorf("after the last acks: %+v, %v; want queue_empty", f, err)
 	}
 }
@@ -457,8 +458,8 @@ func TestOneConnectionPerDevice(t *testing.T) {
 	old.drain()
 	fresh := e.connect(bob)
 	fresh.drain()
-	if code := old.closed(); code != relay.CloseReplaced {
-		t.Errorf("old connection closed with %d, want %d", code, relay.CloseReplaced)
+	if code := old.closed(); code != wire.CloseReplaced {
+		t.Errorf("old connection closed with %d, want %d", code, wire.CloseReplaced)
 	}
 	e.send(alice, bob.Account, nil, "", text("to the new one"))
 	if got := fresh.envelope(); string(got.Content) != "to the new one" {
@@ -477,16 +478,16 @@ func TestRemovedDevicesAreDisconnected(t *testing.T) {
 	if r := e.call("POST", "/v1/accounts", nil, newDevice(t).registration(t, e.verified(bobNumber), 0), true); r.Status != 200 {
 		t.Fatalf("re-register: %d", r.Status)
 	}
-	if code := ws.closed(); code != relay.CloseDeviceRemoved {
-		t.Errorf("re-registration closed the old socket with %d, want %d", code, relay.CloseDeviceRemoved)
+	if code := ws.closed(); code != wire.CloseDeviceRemoved {
+		t.Errorf("re-registration closed the old socket with %d, want %d", code, wire.CloseDeviceRemoved)
 	}
 	wa := e.connect(alice)
 	wa.drain()
 	if r := e.call("DELETE", "/v1/accounts/me", alice, nil, true); r.Status != 204 {
 		t.Fatalf("delete account: %d", r.Status)
 	}
-	if code := wa.closed(); code != relay.CloseDeviceRemoved {
-		t.Errorf("account deletion closed the socket with %d, want %d", code, relay.CloseDeviceRemoved)
+	if code := wa.closed(); code != wire.CloseDeviceRemoved {
+		t.Errorf("account deletion closed the socket with %d, want %d", code, wire.CloseDeviceRemoved)
 	}
 	if _, resp, err := e.dial(alice); err == nil || resp == nil || resp.StatusCode != 401 {
 		t.Errorf("deleted account connected again: %v", err)
@@ -509,7 +510,7 @@ func TestHostileFrames(t *testing.T) {
 		{"bad id", websocket.TextMessage, []byte(`{"type":"ack","ids":["nope"]}`), websocket.ClosePolicyViolation},
 		{"no ids", websocket.TextMessage, []byte(`{"type":"ack","ids":[]}`), websocket.ClosePolicyViolation},
 		{"too many ids", websocket.TextMessage, []byte(`{"type":"ack","ids":[` + strings.TrimSuffix(strings.Repeat(`"00000000-0000-4000-8000-000000000000",`, 1001), ",") + `]}`), websocket.ClosePolicyViolation},
-		{"oversized", websocket.TextMessage, bytes.Repeat([]byte("x"), relay.MaxClientFrame+1), websocket.CloseMessageTooBig},
+		{"oversized", websocket.TextMessage, bytes.Repeat([]byte("x"), wire.MaxClientFrame+1), websocket.CloseMessageTooBig},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ws := e.connect(bob)
@@ -594,8 +595,8 @@ func TestDeviceRemovedElsewhereIsDisconnected(t *testing.T) {
 	if err := e.db.DeleteAccount(context.Background(), id); err != nil {
 		t.Fatal(err)
 	}
-	if code := wb.closed(); code != relay.CloseDeviceRemoved {
-		t.Errorf("the removed device's socket closed with %d, want %d", code, relay.CloseDeviceRemoved)
+	if code := wb.closed(); code != wire.CloseDeviceRemoved {
+		t.Errorf("the removed device's socket closed with %d, want %d", code, wire.CloseDeviceRemoved)
 	}
 	// Alice's device still exists: her socket stays.
 	wa.ws.SetReadDeadline(time.Now().Add(400 * time.Millisecond))

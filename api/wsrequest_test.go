@@ -11,7 +11,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/parleyhq/parley/relay"
+	"github.com/parleyhq/parley/wire"
 )
 
 // request sends a request frame on s.
@@ -21,21 +21,21 @@ func (s *socket) request(id uint64, verb, path string, headers map[string]string
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	if err := s.ws.WriteJSON(relay.Frame{Type: relay.FrameRequest, ID: id, Verb: verb, Path: path, Headers: headers, Body: raw}); err != nil {
+	if err := s.ws.WriteJSON(wire.Frame{Type: wire.FrameRequest, ID: id, Verb: verb, Path: path, Headers: headers, Body: raw}); err != nil {
 		s.t.Fatal(err)
 	}
 }
 
 // response reads frames until a response arrives (envelopes on the way
 // are returned too).
-func (s *socket) response() (relay.Frame, map[string]any) {
+func (s *socket) response() (wire.Frame, map[string]any) {
 	s.t.Helper()
 	for {
 		f, err := s.next(5 * time.Second)
 		if err != nil {
 			s.t.Fatalf("waiting for a response: %v", err)
 		}
-		if f.Type != relay.FrameResponse {
+		if f.Type != wire.FrameResponse {
 			continue
 		}
 		var body map[string]any
@@ -156,7 +156,7 @@ func TestWebSocketRequestErrors(t *testing.T) {
 		}
 	}
 	// The sender's rate limit applies: 429 with Retry-After.
-	var limited relay.Frame
+	var limited wire.Frame
 	for i := range 10 {
 		wa.request(uint64(100+i), "PUT", "/v1/messages/"+bob.Account, nil, wsSend("x", 1, 1234))
 		if f, _ := wa.response(); f.Status == 429 {
@@ -247,7 +247,7 @@ func FuzzRequestFrames(f *testing.F) {
 				ws.ws.Close() // silent (an ack): start afresh
 				ws = nil
 				return
-			case got.Type != relay.FrameResponse:
+			case got.Type != wire.FrameResponse:
 				continue
 			case got.Status >= 500:
 				t.Fatalf("frame %q: answered %d %s", frame, got.Status, got.Body)

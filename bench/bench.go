@@ -30,7 +30,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/parleyhq/parley/protocol"
-	"github.com/parleyhq/parley/relay"
+	"github.com/parleyhq/parley/wire"
 )
 
 // MaxDevices is how many distinct test numbers the generator can use.
@@ -197,7 +197,7 @@ type Conn struct {
 
 	pmu     sync.Mutex
 	lastID  uint64
-	pending map[uint64]chan relay.Frame // requests awaiting their response
+	pending map[uint64]chan wire.Frame // requests awaiting their response
 	ended   bool
 }
 
@@ -214,7 +214,7 @@ func (c *Client) Connect(ctx context.Context, d Device, i int) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Conn{ws: ws, pending: map[uint64]chan relay.Frame{}}, nil
+	return &Conn{ws: ws, pending: map[uint64]chan wire.Frame{}}, nil
 }
 
 // Close closes the socket.
@@ -222,7 +222,7 @@ func (c *Conn) Close() error { return c.ws.Close() }
 
 // Receive reads frames until the socket ends, acknowledging every envelope
 // and calling onEnvelope for it, and handing responses to their senders.
-func (c *Conn) Receive(onEnvelope func(*relay.WireEnvelope)) error {
+func (c *Conn) Receive(onEnvelope func(*wire.Envelope)) error {
 	defer func() {
 		c.pmu.Lock()
 		c.ended = true
@@ -237,11 +237,11 @@ func (c *Conn) Receive(onEnvelope func(*relay.WireEnvelope)) error {
 		if err != nil {
 			return err
 		}
-		var f relay.Frame
+		var f wire.Frame
 		if err := json.Unmarshal(data, &f); err != nil {
 			return err
 		}
-		if f.Type == relay.FrameResponse {
+		if f.Type == wire.FrameResponse {
 			c.pmu.Lock()
 			ch := c.pending[f.ID]
 			delete(c.pending, f.ID)
@@ -251,12 +251,12 @@ func (c *Conn) Receive(onEnvelope func(*relay.WireEnvelope)) error {
 			}
 			continue
 		}
-		if f.Type != relay.FrameEnvelope {
+		if f.Type != wire.FrameEnvelope {
 			continue
 		}
 		onEnvelope(f.Envelope)
 		c.mu.Lock()
-		err = c.ws.WriteJSON(relay.Frame{Type: relay.FrameAck, IDs: []uuid.UUID{f.Envelope.ID}})
+		err = c.ws.WriteJSON(wire.Frame{Type: wire.FrameAck, IDs: []uuid.UUID{f.Envelope.ID}})
 		c.mu.Unlock()
 		if err != nil {
 			return err
@@ -286,7 +286,7 @@ func (c *Conn) Send(ctx context.Context, to Device, content []byte) (int, error)
 	if err != nil {
 		return 0, err
 	}
-	ch := make(chan relay.Frame, 1)
+	ch := make(chan wire.Frame, 1)
 	c.pmu.Lock()
 	if c.ended {
 		c.pmu.Unlock()
@@ -297,7 +297,7 @@ func (c *Conn) Send(ctx context.Context, to Device, content []byte) (int, error)
 	c.pending[id] = ch
 	c.pmu.Unlock()
 	c.mu.Lock()
-	err = c.ws.WriteJSON(relay.Frame{Type: relay.FrameRequest, ID: id, Verb: "PUT", Path: "/v1/messages/" + to.Account, Body: body})
+	err = c.ws.WriteJSON(wire.Frame{Type: wire.FrameRequest, ID: id, Verb: "PUT", Path: "/v1/messages/" + to.Account, Body: body})
 	c.mu.Unlock()
 	if err != nil {
 		return 0, err
@@ -386,7 +386,7 @@ func (c *Client) Run(ctx context.Context, devs []Device, s Scenario, pid int) (R
 		lastAt    time.Time
 	)
 	for _, conn := range conns {
-		go conn.Receive(func(e *relay.WireEnvelope) {
+		go conn.Receive(func(e *wire.Envelope) {
 			now := time.Now()
 			if len(e.Content) < 8 {
 				return
@@ -567,7 +567,7 @@ func ReadUsage(pid int) (Usage, error) {
 }
 
 // WireEnvelope is an envelope as a device receives it.
-type WireEnvelope = relay.WireEnvelope
+type WireEnvelope = wire.Envelope
 
 // xeddsaSign signs msg as a client signs its prekeys.
 func xeddsaSign(k protocol.PrivateKey, msg []byte) []byte {

@@ -8,12 +8,12 @@ import (
 
 	"github.com/parleyhq/parley/cli/content"
 	"github.com/parleyhq/parley/protocol"
-	"github.com/parleyhq/parley/relay"
 	"github.com/parleyhq/parley/store/clientdb"
+	"github.com/parleyhq/parley/wire"
 )
 
 // applySenderKey stores a member device's sender key for a group.
-func (a *Account) applySenderKey(ctx context.Context, tx *clientdb.Tx, ev *Event, env *relay.WireEnvelope, skd *content.SenderKeyDistribution) error {
+func (a *Account) applySenderKey(ctx context.Context, tx *clientdb.Tx, ev *Event, env *wire.Envelope, skd *content.SenderKeyDistribution) error {
 	m, err := parseDistribution(skd.Message)
 	if err != nil {
 		return err
@@ -83,7 +83,7 @@ func (a *Account) applyGroupUpdate(ctx context.Context, tx *clientdb.Tx, ev *Eve
 
 // applyGroupMessage records a message sent to a group we are in by one of
 // its members (or by another of our devices).
-func (a *Account) applyGroupMessage(ctx context.Context, tx *clientdb.Tx, ev *Event, env *relay.WireEnvelope, c *content.Content, plaintext []byte) error {
+func (a *Account) applyGroupMessage(ctx context.Context, tx *clientdb.Tx, ev *Event, env *wire.Envelope, c *content.Content, plaintext []byte) error {
 	g, err := loadGroup(ctx, tx, c.GroupID)
 	if err != nil && !errors.Is(err, clientdb.ErrNotFound) {
 		return local(err)

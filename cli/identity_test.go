@@ -11,7 +11,7 @@ import (
 
 	"github.com/parleyhq/parley/cli/content"
 	"github.com/parleyhq/parley/protocol"
-	"github.com/parleyhq/parley/relay"
+	"github.com/parleyhq/parley/wire"
 )
 
 // TestForgedOwnDevice: a message that claims to come from another device of
@@ -42,7 +42,7 @@ func TestForgedOwnDevice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := &relay.WireEnvelope{ID: uuid.New(), Type: int(m.Type), SourceAccount: uuid.MustParse(bob.ID), SourceDevice: 2,
+	env := &wire.Envelope{ID: uuid.New(), Type: int(m.Type), SourceAccount: uuid.MustParse(bob.ID), SourceDevice: 2,
 		Timestamp: time.Now().UnixMilli(), Content: m.Bytes}
 	ev, _, err := bob.process(ctx, env)
 	if err != nil {

@@ -17,8 +17,8 @@ import (
 	"github.com/parleyhq/parley/cli/relayclient"
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/protocol"
-	"github.com/parleyhq/parley/provisioning"
 	"github.com/parleyhq/parley/store/clientdb"
+	"github.com/parleyhq/parley/wire"
 )
 
 // provisionMessage is what the primary device seals to a new device: who
@@ -210,7 +210,7 @@ func (a *Account) AddDevice(ctx context.Context, uri string) error {
 	}
 	if dropped && a.notice != nil {
 		a.notice(fmt.Sprintf("%d contacts and %d groups are too many to hand to the new device (the relay takes %d KiB); it starts without them and learns them as messages arrive",
-			len(m.Contacts), len(m.Groups), provisioning.MaxBody>>10))
+			len(m.Contacts), len(m.Groups), wire.MaxProvisioningBody>>10))
 	}
 	if err := a.relay.DeliverProvisioning(ctx, address, sealed); err != nil {
 		return err
@@ -229,7 +229,7 @@ func sealProvisioning(m provisionMessage, pub *[32]byte) (sealed []byte, dropped
 			return nil, false, err
 		}
 		sealed, err := box.SealAnonymous(nil, plain, pub, rand.Reader)
-		if err != nil || len(sealed) <= provisioning.MaxBody || dropped {
+		if err != nil || len(sealed) <= wire.MaxProvisioningBody || dropped {
 			return sealed, dropped, err
 		}
 		m.Contacts, m.Groups, m.Conversations, dropped = nil, nil, nil, true

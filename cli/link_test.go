@@ -14,8 +14,8 @@ import (
 	"github.com/parleyhq/parley/cli/content"
 	"github.com/parleyhq/parley/cli/vault"
 	"github.com/parleyhq/parley/protocol"
-	"github.com/parleyhq/parley/provisioning"
 	"github.com/parleyhq/parley/store/clientdb"
+	"github.com/parleyhq/parley/wire"
 )
 
 // A provisioning message whose contacts, groups or conversations are
@@ -105,7 +105,7 @@ func TestSealProvisioningDropsWhatDoesNotFit(t *testing.T) {
 		mm := m
 		mm.Contacts = m.Contacts[:c.contacts]
 		sealed, dropped, err := sealProvisioning(mm, pub)
-		if err != nil || dropped != c.dropped || len(sealed) > provisioning.MaxBody {
+		if err != nil || dropped != c.dropped || len(sealed) > wire.MaxProvisioningBody {
 			t.Fatalf("%d contacts: %d bytes, dropped %v, %v", c.contacts, len(sealed), dropped, err)
 		}
 		plain, ok := box.OpenAnonymous(nil, sealed, pub, priv)

@@ -15,8 +15,8 @@ import (
 	"github.com/parleyhq/parley/cli/content"
 	"github.com/parleyhq/parley/cli/relayclient"
 	"github.com/parleyhq/parley/protocol"
-	"github.com/parleyhq/parley/relay"
 	"github.com/parleyhq/parley/store/clientdb"
+	"github.com/parleyhq/parley/wire"
 )
 
 // Event is one received envelope, as shown to the user or printed as JSON.
@@ -91,7 +91,7 @@ func (a *Account) Receive(ctx context.Context, o ReceiveOptions) error {
 	}
 	// Buffered beyond the relay's delivery window, so the reader keeps
 	// answering pings while an attachment downloads.
-	frames := make(chan relay.Frame, 256)
+	frames := make(chan wire.Frame, 256)
 	readErr := make(chan error, 1)
 	go func() {
 		for {
@@ -130,9 +130,9 @@ func (a *Account) Receive(ctx context.Context, o ReceiveOptions) error {
 			var ce *websocket.CloseError
 			if errors.As(err, &ce) {
 				switch ce.Code {
-				case relay.CloseReplaced:
+				case wire.CloseReplaced:
 					return fmt.Errorf("%w: another connection of this device took over", relayclient.ErrUnavailable)
-				case relay.CloseDeviceRemoved:
+				case wire.CloseDeviceRemoved:
 					return &relayclient.Error{Status: 401, Code: "device_removed", Message: "this device was removed or the account re-registered elsewhere"}
 				}
 			}
@@ -142,10 +142,10 @@ func (a *Account) Receive(ctx context.Context, o ReceiveOptions) error {
 			return fmt.Errorf("%w: %w", relayclient.ErrUnavailable, err)
 		case f := <-frames:
 			switch f.Type {
-			case relay.FrameQueueEmpty:
+			case wire.FrameQueueEmpty:
 				drained = true
 				resetIdle()
-			case relay.FrameEnvelope:
+			case wire.FrameEnvelope:
 				if f.Envelope == nil {
 					continue
 				}
@@ -178,7 +178,7 @@ func (a *Account) Receive(ctx context.Context, o ReceiveOptions) error {
 // or parse is an Event of kind "error" (the session changes roll back); an
 // error return means the local store failed and the envelope must not be
 // acknowledged.
-func (a *Account) process(ctx context.Context, env *relay.WireEnvelope) (ev Event, dup bool, err error) {
+func (a *Account) process(ctx context.Context, env *wire.Envelope) (ev Event, dup bool, err error) {
 	ev = Event{EnvelopeID: env.ID.String(), SenderAccount: env.SourceAccount.String(), SenderDevice: env.SourceDevice,
 		Timestamp: env.Timestamp, ServerTimestamp: env.ServerTimestamp}
 	hash := sha256.Sum256(env.Content)
@@ -252,7 +252,7 @@ var errRollback = errors.New("roll back")
 // decrypt returns the plaintext of env and, for a group message, its
 // group. Malformed input is refused by the protocol package's strict
 // parsers before any cryptography; a panic would still become an error.
-func decrypt(ctx context.Context, st *signalStore, env *relay.WireEnvelope) (plaintext []byte, group string, err error) {
+func decrypt(ctx context.Context, st *signalStore, env *wire.Envelope) (plaintext []byte, group string, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: decryption failed on it (%v)", ErrBadEnvelope, r)
@@ -297,7 +297,7 @@ func decryptError(err error) error {
 }
 
 // apply stores what a decrypted message means and fills in ev.
-func (a *Account) apply(ctx context.Context, tx *clientdb.Tx, ev *Event, env *relay.WireEnvelope, plaintext []byte, group string) error {
+func (a *Account) apply(ctx context.Context, tx *clientdb.Tx, ev *Event, env *wire.Envelope, plaintext []byte, group string) error {
 	c, err := content.Unmarshal(plaintext)
 	if err != nil {
 		return err

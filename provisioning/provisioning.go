@@ -26,19 +26,14 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/parleyhq/parley/ratelimit"
+	"github.com/parleyhq/parley/wire"
 )
 
-// Limits.
-const (
-	// TTL is how long a new device waits for its provisioning message.
-	TTL = 10 * time.Minute
-	// MaxBody bounds a provisioning message. Besides the account's keys it
-	// carries the account's contacts, groups and conversation settings to
-	// the new device (about 200 bytes a contact).
-	MaxBody = 256 << 10
-	// CloseExpired closes a socket whose wait ran out.
-	CloseExpired = 4002
-)
+// TTL is how long a new device waits for its provisioning message. It and
+// the message's size bound and the socket's close code are in package wire
+// (ProvisioningTTL, MaxProvisioningBody, CloseProvisioningExpired), which
+// clients share.
+const TTL = wire.ProvisioningTTL
 
 // ErrNoMailbox reports an address nobody is waiting at (unknown, expired or
 // already given its message).
@@ -57,14 +52,6 @@ type Store interface {
 	// ErrNoMailbox.
 	MailboxBody(ctx context.Context, hash []byte) ([]byte, error)
 	CloseMailbox(ctx context.Context, hash []byte) error
-}
-
-// Frame is what the provisioning socket sends, as JSON text messages:
-// first {"type":"address"}, later {"type":"message"}.
-type Frame struct {
-	Type    string `json:"type"`
-	Address string `json:"address,omitempty"`
-	Body    []byte `json:"body,omitempty"`
 }
 
 // Limits bound the provisioning sockets of one node: they are opened
@@ -220,8 +207,8 @@ func (s *Service) Deliver(ctx context.Context, address string, body []byte) erro
 	if !validAddress(address) {
 		return errors.Join(ErrInvalid, errors.New("malformed address"))
 	}
-	if len(body) == 0 || len(body) > MaxBody {
-		return errors.Join(ErrInvalid, fmt.Errorf("the message must be 1 byte to %d KiB", MaxBody>>10))
+	if len(body) == 0 || len(body) > wire.MaxProvisioningBody {
+		return errors.Join(ErrInvalid, fmt.Errorf("the message must be 1 byte to %d KiB", wire.MaxProvisioningBody>>10))
 	}
 	hash := addressHash(address)
 	if err := s.store.DeliverToMailbox(ctx, hash, body, s.now()); err != nil {
@@ -267,7 +254,7 @@ func (s *Service) Accept(w http.ResponseWriter, r *http.Request, fail func(statu
 		delete(s.waiters, key)
 		s.mu.Unlock()
 	}()
-	if err := s.write(conn, Frame{Type: "address", Address: address}); err != nil {
+	if err := s.write(conn, wire.ProvisioningFrame{Type: "address", Address: address}); err != nil {
 		return
 	}
 	// The device sends nothing; reading notices when it hangs up.
@@ -290,7 +277,7 @@ func (s *Service) Accept(w http.ResponseWriter, r *http.Request, fail func(statu
 		case <-gone:
 			return
 		case <-deadline.C:
-			conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(CloseExpired, "provisioning timed out"), time.Now().Add(time.Second))
+			conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(wire.CloseProvisioningExpired, "provisioning timed out"), time.Now().Add(time.Second))
 			return
 		case <-woken:
 		case <-tick.C:
@@ -304,14 +291,14 @@ func (s *Service) Accept(w http.ResponseWriter, r *http.Request, fail func(statu
 		if body == nil {
 			continue
 		}
-		if s.write(conn, Frame{Type: "message", Body: body}) == nil {
+		if s.write(conn, wire.ProvisioningFrame{Type: "message", Body: body}) == nil {
 			conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "delivered"), time.Now().Add(time.Second))
 		}
 		return
 	}
 }
 
-func (s *Service) write(conn *websocket.Conn, f Frame) error {
+func (s *Service) write(conn *websocket.Conn, f wire.ProvisioningFrame) error {
 	conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	return conn.WriteJSON(f)
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/parleyhq/parley/accounts"
 	"github.com/parleyhq/parley/ratelimit"
+	"github.com/parleyhq/parley/wire"
 )
 
 // maxOnlinePending bounds online-only envelopes waiting for a connection's
@@ -53,11 +54,11 @@ func (s *Service) Serve(ws *websocket.Conn, p accounts.Principal, serve RequestF
 
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &conn{s: s, ws: ws, account: p.Account, device: p.Device, since: s.now().UnixMilli(),
-		serve: serve, ctx: ctx, cancel: cancel, requests: make(chan struct{}, MaxRequestsInFlight)}
+		serve: serve, ctx: ctx, cancel: cancel, requests: make(chan struct{}, wire.MaxRequestsInFlight)}
 	if s.cfg.FrameRate > 0 && s.cfg.FrameBurst > 0 {
 		c.frames = rate.NewLimiter(rate.Limit(s.cfg.FrameRate), s.cfg.FrameBurst)
 	}
-	ws.SetReadLimit(MaxClientFrame)
+	ws.SetReadLimit(wire.MaxClientFrame)
 	old, ok := s.hub.add(c)
 	if !ok { // shutdown began meanwhile
 		c.close(websocket.CloseGoingAway, "server shutting down")
@@ -65,7 +66,7 @@ func (s *Service) Serve(ws *websocket.Conn, p accounts.Principal, serve RequestF
 		return nil
 	}
 	if old != nil {
-		old.close(CloseReplaced, "replaced by a newer connection")
+		old.close(wire.CloseReplaced, "replaced by a newer connection")
 	}
 	s.bus.Publish(Event{Kind: EventConnected, Account: p.Account, Device: p.Device, At: c.since})
 	c.schedulePing()
@@ -92,7 +93,7 @@ type conn struct {
 	frames   *rate.Limiter
 	overRate bool
 	// serve answers request frames, each in its own goroutine (at most
-	// MaxRequestsInFlight at once: requests holds a token for each) under
+	// wire.MaxRequestsInFlight at once: requests holds a token for each) under
 	// ctx, which cancel ends when the connection finishes.
 	serve    RequestFunc
 	ctx      context.Context
@@ -247,7 +248,7 @@ func (c *conn) deliver() {
 			first := !c.emptySent
 			c.emptySent = true
 			c.mu.Unlock()
-			if first && !c.write(Frame{Type: FrameQueueEmpty}) {
+			if first && !c.write(wire.Frame{Type: wire.FrameQueueEmpty}) {
 				return
 			}
 		}
@@ -265,7 +266,7 @@ func (c *conn) deliver() {
 // closing.
 func (c *conn) writeEnvelopes(envs []Envelope) bool {
 	for _, e := range envs {
-		if !c.write(Frame{Type: FrameEnvelope, Envelope: wireEnvelope(e)}) {
+		if !c.write(wire.Frame{Type: wire.FrameEnvelope, Envelope: wireEnvelope(e)}) {
 			return false
 		}
 	}
@@ -275,7 +276,7 @@ func (c *conn) writeEnvelopes(envs []Envelope) bool {
 // write sends one frame within the write timeout; a peer too slow to take
 // it loses the connection (its envelopes stay queued). On false the
 // connection is closing.
-func (c *conn) write(f Frame) bool {
+func (c *conn) write(f wire.Frame) bool {
 	b, err := json.Marshal(f)
 	if err != nil {
 		c.s.log.Error("encode frame", "err", err)
@@ -337,16 +338,16 @@ func (c *conn) readLoop() {
 			c.close(websocket.CloseUnsupportedData, "frames must be JSON text")
 			continue
 		}
-		var f Frame
+		var f wire.Frame
 		if err := json.Unmarshal(data, &f, json.RejectUnknownMembers(true)); err != nil {
 			c.close(websocket.ClosePolicyViolation, "malformed frame")
 			continue
 		}
 		switch {
-		case f.Type == FrameAck && f.Envelope == nil && len(f.IDs) > 0 && len(f.IDs) <= MaxAckIDs && f.ID == 0 &&
+		case f.Type == wire.FrameAck && f.Envelope == nil && len(f.IDs) > 0 && len(f.IDs) <= wire.MaxAckIDs && f.ID == 0 &&
 			f.Verb == "" && f.Path == "" && f.Status == 0 && f.Headers == nil && f.Body == nil:
 			c.ack(f.IDs)
-		case f.Type == FrameRequest && f.Envelope == nil && f.IDs == nil && f.ID > 0 && f.Verb != "" && f.Path != "" && f.Status == 0:
+		case f.Type == wire.FrameRequest && f.Envelope == nil && f.IDs == nil && f.ID > 0 && f.Verb != "" && f.Path != "" && f.Status == 0:
 			c.mu.Lock()
 			closing := c.closing
 			c.mu.Unlock()
@@ -360,9 +361,9 @@ func (c *conn) readLoop() {
 }
 
 // request serves a request frame in its own goroutine and writes the
-// response. Past MaxRequestsInFlight the read loop waits for a slot, so a
+// response. Past wire.MaxRequestsInFlight the read loop waits for a slot, so a
 // client sending faster than the relay answers is slowed, not buffered.
-func (c *conn) request(f Frame) {
+func (c *conn) request(f wire.Frame) {
 	select {
 	case c.requests <- struct{}{}:
 	case <-c.ctx.Done():
@@ -377,12 +378,12 @@ func (c *conn) request(f Frame) {
 			// take the node down.
 			if v := recover(); v != nil {
 				c.s.log.Error("request frame panicked", "panic", v, "stack", string(debug.Stack()))
-				c.write(Frame{Type: FrameResponse, ID: f.ID, Status: http.StatusInternalServerError,
+				c.write(wire.Frame{Type: wire.FrameResponse, ID: f.ID, Status: http.StatusInternalServerError,
 					Body: jsontext.Value(`{"error":{"code":"internal_error","message":"internal error"}}`)})
 			}
 		}()
 		resp := c.serve(c.ctx, accounts.Principal{Account: c.account, Device: c.device}, f)
-		resp.Type, resp.ID = FrameResponse, f.ID
+		resp.Type, resp.ID = wire.FrameResponse, f.ID
 		c.mu.Lock()
 		closing := c.closing
 		c.mu.Unlock()
@@ -393,7 +394,7 @@ func (c *conn) request(f Frame) {
 }
 
 // allowFrame takes one frame from the connection's frame budget. The
-// first frame over it closes the connection with CloseFrameRate; frames
+// first frame over it closes the connection with wire.CloseFrameRate; frames
 // over it are dropped. Frames within it are handled even while the
 // connection closes, so acks sent during a graceful drain still count.
 // Only the read loop calls it (gorilla runs control handlers there too).
@@ -404,7 +405,7 @@ func (c *conn) allowFrame() bool {
 	if !c.overRate {
 		c.overRate = true
 		c.s.log.Warn("websocket frame rate exceeded; closing", "account", c.account, "device", c.device)
-		c.close(CloseFrameRate, "frame rate limit exceeded")
+		c.close(wire.CloseFrameRate, "frame rate limit exceeded")
 	}
 	return false
 }
@@ -438,7 +439,7 @@ func (c *conn) schedulePing() {
 		if every := c.s.cfg.DeviceCheckInterval; every > 0 && time.Since(checked) >= every {
 			checked = time.Now()
 			if c.removed() {
-				c.close(CloseDeviceRemoved, "device removed")
+				c.close(wire.CloseDeviceRemoved, "device removed")
 				return
 			}
 		}

@@ -4,6 +4,8 @@ import (
 	"sync"
 
 	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/wire"
 )
 
 // hub indexes this node's live connections by device.
@@ -97,9 +99,9 @@ func (h *hub) disconnect(ev Event) {
 	h.mu.Unlock()
 	for _, c := range victims {
 		if ev.Kind == EventDisconnect {
-			c.close(CloseDeviceRemoved, "device removed")
+			c.close(wire.CloseDeviceRemoved, "device removed")
 		} else {
-			c.close(CloseReplaced, "replaced by a newer connection")
+			c.close(wire.CloseReplaced, "replaced by a newer connection")
 		}
 	}
 }

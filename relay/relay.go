@@ -94,7 +94,7 @@ type Config struct {
 	DeviceCheckInterval time.Duration
 	// FrameRate is how many frames per second (data frames and pings) a
 	// connection may send, sustained, and FrameBurst how many at once; a
-	// connection over it is closed with CloseFrameRate.
+	// connection over it is closed with wire.CloseFrameRate.
 	FrameRate  float64
 	FrameBurst int
 	// ReconnectBurst is how many connections one device may open on this

@@ -9,7 +9,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/parleyhq/parley/provisioning"
+	"github.com/parleyhq/parley/wire"
 )
 
 // LinkCode asks the relay for a one-time code that lets one new device
@@ -66,8 +66,8 @@ func (c *Client) WaitForProvisioning(ctx context.Context) (*ProvisioningSocket, 
 	if err != nil {
 		return nil, fmt.Errorf("%w: provisioning socket: %w", ErrUnavailable, err)
 	}
-	conn.SetReadLimit(2 * provisioning.MaxBody) // base64 in a JSON frame
-	var f provisioning.Frame
+	conn.SetReadLimit(2 * wire.MaxProvisioningBody) // base64 in a JSON frame
+	var f wire.ProvisioningFrame
 	if err := conn.ReadJSON(&f); err != nil || f.Type != "address" || f.Address == "" {
 		conn.Close()
 		return nil, fmt.Errorf("%w: the provisioning socket sent no address (%v)", ErrUnavailable, err)
@@ -80,10 +80,10 @@ func (c *Client) WaitForProvisioning(ctx context.Context) (*ProvisioningSocket, 
 func (p *ProvisioningSocket) Message(ctx context.Context) ([]byte, error) {
 	stop := context.AfterFunc(ctx, func() { p.conn.Close() })
 	defer stop()
-	var f provisioning.Frame
+	var f wire.ProvisioningFrame
 	if err := p.conn.ReadJSON(&f); err != nil {
-		if websocket.IsCloseError(err, provisioning.CloseExpired) {
-			return nil, fmt.Errorf("no device approved the link within %v", provisioning.TTL)
+		if websocket.IsCloseError(err, wire.CloseProvisioningExpired) {
+			return nil, fmt.Errorf("no device approved the link within %v", wire.ProvisioningTTL)
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()

@@ -21,7 +21,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
 
-	"github.com/parleyhq/parley/relay"
+	"github.com/parleyhq/parley/wire"
 )
 
 // Client talks to one relay, optionally as one device.
@@ -374,12 +374,12 @@ type Socket struct {
 	wmu    sync.Mutex // serialises writes: acks and requests
 	// frames are what the reader goroutine read, responses excepted; err
 	// is why it stopped (set before frames is closed).
-	frames chan relay.Frame
+	frames chan wire.Frame
 	err    error
 
 	pmu     sync.Mutex
 	lastID  uint64
-	pending map[uint64]chan relay.Frame // requests awaiting their response
+	pending map[uint64]chan wire.Frame // requests awaiting their response
 	ended   bool
 }
 
@@ -414,7 +414,7 @@ func (c *Client) Connect(ctx context.Context) (*Socket, error) {
 		return nil, fmt.Errorf("%w: websocket: %w", ErrUnavailable, err)
 	}
 	conn.SetReadLimit(1 << 20)
-	s := &Socket{conn: conn, client: c, frames: make(chan relay.Frame, maxQueuedFrames), pending: map[uint64]chan relay.Frame{}}
+	s := &Socket{conn: conn, client: c, frames: make(chan wire.Frame, maxQueuedFrames), pending: map[uint64]chan wire.Frame{}}
 	// The relay pings every 30 s; silence for 90 s means the link is gone.
 	const silence = 90 * time.Second
 	conn.SetPingHandler(func(data string) error {
@@ -432,11 +432,11 @@ func (s *Socket) read(silence time.Duration) {
 	var err error
 	for {
 		s.conn.SetReadDeadline(time.Now().Add(silence))
-		var f relay.Frame
+		var f wire.Frame
 		if err = s.conn.ReadJSON(&f); err != nil {
 			break
 		}
-		if f.Type == relay.FrameResponse {
+		if f.Type == wire.FrameResponse {
 			s.pmu.Lock()
 			ch := s.pending[f.ID]
 			delete(s.pending, f.ID)
@@ -468,22 +468,22 @@ func (s *Socket) read(silence time.Duration) {
 }
 
 // Read returns the next frame (envelopes, queue_empty). A closed socket's
-// error wraps *websocket.CloseError (codes relay.CloseReplaced,
-// relay.CloseDeviceRemoved).
-func (s *Socket) Read() (relay.Frame, error) {
+// error wraps *websocket.CloseError (codes wire.CloseReplaced,
+// wire.CloseDeviceRemoved).
+func (s *Socket) Read() (wire.Frame, error) {
 	f, ok := <-s.frames
 	if !ok {
-		return relay.Frame{}, s.err
+		return wire.Frame{}, s.err
 	}
 	return f, nil
 }
 
-// Ack acknowledges envelopes by id (at most relay.MaxAckIDs at once).
+// Ack acknowledges envelopes by id (at most wire.MaxAckIDs at once).
 func (s *Socket) Ack(ids ...uuid.UUID) error {
-	return s.write(relay.Frame{Type: relay.FrameAck, IDs: ids})
+	return s.write(wire.Frame{Type: wire.FrameAck, IDs: ids})
 }
 
-func (s *Socket) write(f relay.Frame) error {
+func (s *Socket) write(f wire.Frame) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
@@ -503,11 +503,11 @@ func (s *Socket) request(ctx context.Context, path, idempotencyKey string, body,
 	if err != nil {
 		return err
 	}
-	f := relay.Frame{Type: relay.FrameRequest, Verb: "PUT", Path: path, Body: raw}
+	f := wire.Frame{Type: wire.FrameRequest, Verb: "PUT", Path: path, Body: raw}
 	if idempotencyKey != "" {
 		f.Headers = map[string]string{"Idempotency-Key": idempotencyKey}
 	}
-	ch := make(chan relay.Frame, 1)
+	ch := make(chan wire.Frame, 1)
 	s.pmu.Lock()
 	if s.ended {
 		s.pmu.Unlock()

@@ -44,3 +44,29 @@ func TestHelpAndVersion(t *testing.T) {
 		t.Errorf("parleyd serve --bogus printed %d lines:\n%s", lines, b)
 	}
 }
+
+// The client shares only package wire (and the client's own database)
+// with the relay: no server package is linked into parley, so client and
+// server evolve apart and meet only at the wire formats.
+func TestNoServerPackagesInTheClient(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pkg := range strings.Fields(string(out)) {
+		rest, ok := strings.CutPrefix(pkg, "github.com/parleyhq/parley/")
+		if !ok {
+			continue
+		}
+		top, _, _ := strings.Cut(rest, "/")
+		switch top {
+		case "cmd", "cli", "protocol", "wire", "phone", "safetynumber", "version":
+		case "store":
+			if rest != "store/clientdb" {
+				t.Errorf("parley links the relay's %s", pkg)
+			}
+		default:
+			t.Errorf("parley links the relay's %s", pkg)
+		}
+	}
+}

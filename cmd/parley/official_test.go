@@ -31,7 +31,7 @@ import (
 	"github.com/parleyhq/parley/cli/content"
 	"github.com/parleyhq/parley/cli/relayclient"
 	"github.com/parleyhq/parley/internal/libsignalpeer"
-	relaywire "github.com/parleyhq/parley/relay"
+	"github.com/parleyhq/parley/wire"
 )
 
 // Envelope types on the relay (cli's EnvelopeSignal, EnvelopePreKey and
@@ -74,7 +74,7 @@ type mobile struct {
 
 // received is one envelope the mobile processed.
 type received struct {
-	env     *relaywire.WireEnvelope
+	env     *wire.Envelope
 	content *content.Content // nil when err is set
 	group   string           // for a type-4 envelope: the group it belongs to
 	err     error
@@ -317,9 +317,9 @@ func (m *mobile) receive() []received {
 			m.fatalf("websocket: %v", err)
 		}
 		switch f.Type {
-		case relaywire.FrameQueueEmpty:
+		case wire.FrameQueueEmpty:
 			return out
-		case relaywire.FrameEnvelope:
+		case wire.FrameEnvelope:
 			if f.Envelope == nil {
 				m.fatalf("an envelope frame without an envelope")
 			}
@@ -337,7 +337,7 @@ func (m *mobile) receive() []received {
 
 // process decrypts one envelope with official libsignal and applies what
 // it carries (sender keys, group updates).
-func (m *mobile) process(env *relaywire.WireEnvelope) received {
+func (m *mobile) process(env *wire.Envelope) received {
 	m.t.Helper()
 	r := received{env: env}
 	from := libsignalpeer.Address{Name: env.SourceAccount.String(), DeviceID: uint32(env.SourceDevice)}

@@ -22,7 +22,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
 
-	"github.com/parleyhq/parley/relay"
+	"github.com/parleyhq/parley/wire"
 )
 
 // serveExit runs parleyd serve with args and env and returns its output and
@@ -154,7 +154,7 @@ func TestRegistrationLocked423HasNoLastSeen(t *testing.T) {
 }
 
 // closeFrameRate is the close code api/websocket.md documents for a device
-// over the frame rate (relay.CloseFrameRate), spelled out so this test also
+// over the frame rate (wire.CloseFrameRate), spelled out so this test also
 // builds against a relay without it.
 const closeFrameRate = 4003
 
@@ -176,7 +176,7 @@ func TestWebSocketFrameFloodClosed(t *testing.T) {
 			}
 		}
 	}()
-	frame, _ := json.Marshal(relay.Frame{Type: relay.FrameAck, IDs: []uuid.UUID{uuid.New()}})
+	frame, _ := json.Marshal(wire.Frame{Type: wire.FrameAck, IDs: []uuid.UUID{uuid.New()}})
 	// Well over the burst (100) at far over the rate (20/s).
 	for i := 0; i < 1000; i++ {
 		if err := ws.WriteMessage(websocket.TextMessage, frame); err != nil {

@@ -19,8 +19,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
 
-	"github.com/parleyhq/parley/relay"
 	"github.com/parleyhq/parley/store/postgres/pgtest"
+	"github.com/parleyhq/parley/wire"
 )
 
 // device is a registered device as a client holds it.
@@ -70,10 +70,10 @@ type received struct {
 	emptyQueue int
 }
 
-func (r *received) add(f relay.Frame) {
+func (r *received) add(f wire.Frame) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if f.Type == relay.FrameQueueEmpty {
+	if f.Type == wire.FrameQueueEmpty {
 		r.emptyQueue++
 		return
 	}
@@ -116,13 +116,13 @@ func (r *received) arrivedOnce(t *testing.T, sent []string) {
 // receive reads and acknowledges envelopes on ws until it breaks.
 func (r *received) receive(ws *websocket.Conn) error {
 	for {
-		var f relay.Frame
+		var f wire.Frame
 		if err := ws.ReadJSON(&f); err != nil {
 			return err
 		}
 		r.add(f)
-		if f.Type == relay.FrameEnvelope {
-			if err := ws.WriteJSON(relay.Frame{Type: relay.FrameAck, IDs: []uuid.UUID{f.Envelope.ID}}); err != nil {
+		if f.Type == wire.FrameEnvelope {
+			if err := ws.WriteJSON(wire.Frame{Type: wire.FrameAck, IDs: []uuid.UUID{f.Envelope.ID}}); err != nil {
 				return err
 			}
 		}
@@ -357,16 +357,16 @@ func TestGracefulShutdownLosesNothing(t *testing.T) {
 	}
 	// Acknowledge the first 5 only.
 	for i := range 20 {
-		var f relay.Frame
-		if err := ws.ReadJSON(&f); err != nil || f.Type != relay.FrameEnvelope {
+		var f wire.Frame
+		if err := ws.ReadJSON(&f); err != nil || f.Type != wire.FrameEnvelope {
 			t.Fatalf("frame %d: %+v %v", i, f, err)
 		}
 		if i < 5 {
-			ws.WriteJSON(relay.Frame{Type: relay.FrameAck, IDs: []uuid.UUID{f.Envelope.ID}})
+			ws.WriteJSON(wire.Frame{Type: wire.FrameAck, IDs: []uuid.UUID{f.Envelope.ID}})
 		}
 	}
-	var f relay.Frame
-	if err := ws.ReadJSON(&f); err != nil || f.Type != relay.FrameQueueEmpty {
+	var f wire.Frame
+	if err := ws.ReadJSON(&f); err != nil || f.Type != wire.FrameQueueEmpty {
 		t.Fatalf("want queue_empty: %+v %v", f, err)
 	}
 	p.cmd.Process.Signal(syscall.SIGTERM)
@@ -389,7 +389,7 @@ func TestGracefulShutdownLosesNothing(t *testing.T) {
 		if err := ws.ReadJSON(&f); err != nil {
 			t.Fatal(err)
 		}
-		if f.Type == relay.FrameQueueEmpty {
+		if f.Type == wire.FrameQueueEmpty {
 			break
 		}
 		again = append(again, string(f.Envelope.Content))

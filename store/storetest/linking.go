@@ -13,6 +13,7 @@ import (
 	"github.com/parleyhq/parley/accounts"
 	"github.com/parleyhq/parley/provisioning"
 	"github.com/parleyhq/parley/store"
+	"github.com/parleyhq/parley/wire"
 )
 
 var linkingTests = []struct {
@@ -144,7 +145,7 @@ func testMailboxes(t *testing.T, db *store.DB) {
 		t.Fatalf("closed mailbox: %v", err)
 	}
 	// The largest message the relay accepts fits the table.
-	big := random(provisioning.MaxBody)
+	big := random(wire.MaxProvisioningBody)
 	if err := db.OpenMailbox(ctx, box, now.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
