@@ -63,6 +63,7 @@ func ValidatingProxy(t testing.TB, target string) string {
 		}
 		var body []byte
 		if resp.StatusCode != http.StatusSwitchingProtocols {
+			var err error
 			body, err = io.ReadAll(resp.Body)
 			if err != nil {
 				return err
