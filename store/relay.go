@@ -50,7 +50,7 @@ var pairSizes = [...]int{1, 4, 16, 64}
 
 // inChunks calls f for ids in order, in chunks padded to one of sizes
 // (ascending): f gets the padded size and the chunk's arguments.
-func inChunks[T any](sizes []int, ids []T, f func(n int, args []any) error) error {
+func inChunks[T any](sizes []int, ids []T, f func(n int, args []any)) {
 	for len(ids) > 0 {
 		n := sizes[len(sizes)-1]
 		for _, size := range sizes {
@@ -65,11 +65,8 @@ func inChunks[T any](sizes []int, ids []T, f func(n int, args []any) error) erro
 		for i := range args {
 			args[i] = chunk[min(i, len(chunk)-1)] // pad with a repeat
 		}
-		if err := f(n, args); err != nil {
-			return err
-		}
+		f(n, args)
 	}
-	return nil
 }
 
 // qLockDevices reads (and, with the dialect's LockRows, locks) the devices
@@ -134,14 +131,13 @@ type queueChange struct {
 func countQueuesStmts(changes []queueChange) []Statement {
 	slices.SortFunc(changes, func(a, b queueChange) int { return compareQueues(a.queueKey, b.queueKey) })
 	var stmts []Statement
-	_ = inChunks(pairSizes[:], changes, func(n int, padded []any) error {
+	inChunks(pairSizes[:], changes, func(n int, padded []any) {
 		args := make([]any, 0, 5*n)
 		for _, c := range padded {
 			c := c.(queueChange)
 			args = append(args, c.account.String(), c.device, c.n, c.bytes, c.seq)
 		}
 		stmts = append(stmts, Statement{Query: qCountQueues(n), Args: args})
-		return nil
 	})
 	return stmts
 }
@@ -163,7 +159,7 @@ func buildCountShares(n int) string {
 
 // rowChunks cuts n rows into multi-row statements of insertSizes rows,
 // calling f with each chunk's first row and size.
-func rowChunks(n int, f func(from, size int) error) error {
+func rowChunks(n int, f func(from, size int)) {
 	for from := 0; from < n; {
 		size := insertSizes[len(insertSizes)-1]
 		for _, s := range insertSizes {
@@ -172,12 +168,9 @@ func rowChunks(n int, f func(from, size int) error) error {
 				break
 			}
 		}
-		if err := f(from, size); err != nil {
-			return err
-		}
+		f(from, size)
 		from += size
 	}
-	return nil
 }
 
 // envelopeColumns are the columns an insert fills, in order.
@@ -547,7 +540,7 @@ func (db *DB) lockStmts(accts []uuid.UUID, queues map[queueKey]*queueState) []St
 		ids[i] = a.String()
 	}
 	var stmts []Statement
-	_ = inChunks(inSizes[:], ids, func(n int, args []any) error {
+	inChunks(inSizes[:], ids, func(n int, args []any) {
 		stmts = append(stmts, Statement{Query: db.qLockDevices(n), Args: args, Scan: func(r Row) error {
 			var account string
 			var device int
@@ -562,7 +555,6 @@ func (db *DB) lockStmts(accts []uuid.UUID, queues map[queueKey]*queueState) []St
 			queues[queueKey{a, device}] = q
 			return nil
 		}})
-		return nil
 	})
 	return stmts
 }
@@ -583,7 +575,7 @@ func shareStmts(reqs []relay.Request, shares map[shareKey]queueUsage) []Statemen
 		}
 	}
 	var stmts []Statement
-	_ = inChunks(pairSizes[:], pairs, func(n int, args []any) error {
+	inChunks(pairSizes[:], pairs, func(n int, args []any) {
 		flat := make([]any, 0, 2*n)
 		for _, a := range args {
 			p := a.(pair)
@@ -598,7 +590,6 @@ func shareStmts(reqs []relay.Request, shares map[shareKey]queueUsage) []Statemen
 			shares[k] = u
 			return nil
 		}})
-		return nil
 	})
 	return stmts
 }
@@ -610,7 +601,7 @@ func insertStmts(inserts []pendingInsert) []Statement {
 		byID[in.env.ID.String()] = i
 	}
 	var stmts []Statement
-	_ = rowChunks(len(inserts), func(from, n int) error {
+	rowChunks(len(inserts), func(from, n int) {
 		args := make([]any, 0, n*13)
 		for _, in := range inserts[from : from+n] {
 			e := in.env
@@ -637,7 +628,6 @@ func insertStmts(inserts []pendingInsert) []Statement {
 			inserts[i].env.Seq = seq
 			return nil
 		}})
-		return nil
 	})
 	return stmts
 }
@@ -707,14 +697,13 @@ func addSharesStmts(added map[shareKey]queueUsage) []Statement {
 		return bytes.Compare(a.source[:], b.source[:])
 	})
 	var stmts []Statement
-	_ = rowChunks(len(keys), func(from, n int) error {
+	rowChunks(len(keys), func(from, n int) {
 		args := make([]any, 0, 5*n)
 		for _, k := range keys[from : from+n] {
 			u := added[k]
 			args = append(args, k.account.String(), k.device, k.source.String(), u.n, u.bytes)
 		}
 		stmts = append(stmts, Statement{Query: qCountShares(n), Args: args})
-		return nil
 	})
 	return stmts
 }
@@ -880,7 +869,7 @@ func deleteStmts(acks []relay.Ack, removed map[shareKey]queueUsage) []Statement 
 		seqs[i] = a.Seq
 	}
 	var stmts []Statement
-	_ = inChunks(inSizes[:], seqs, func(n int, args []any) error {
+	inChunks(inSizes[:], seqs, func(n int, args []any) {
 		stmts = append(stmts, Statement{Query: qDeleteEnvelopes(n), Args: args, Scan: func(r Row) error {
 			var k shareKey
 			var size int64
@@ -891,7 +880,6 @@ func deleteStmts(acks []relay.Ack, removed map[shareKey]queueUsage) []Statement 
 			removed[k] = queueUsage{u.n + 1, u.bytes + size}
 			return nil
 		}})
-		return nil
 	})
 	return stmts
 }
@@ -961,12 +949,11 @@ func (db *DB) PurgeExpired(ctx context.Context, now time.Time, limit int) (int, 
 			return err
 		}
 		stmts := db.lockStmts(accts, map[queueKey]*queueState{})
-		_ = inChunks(inSizes[:], accts, func(n int, args []any) error {
+		inChunks(inSizes[:], accts, func(n int, args []any) {
 			for i, a := range args {
 				args[i] = a.(uuid.UUID).String()
 			}
 			stmts = append(stmts, Statement{Query: `DELETE FROM queue_shares WHERE envelopes <= 0 AND account_id IN (` + placeholders(1, n) + `)`, Args: args})
-			return nil
 		})
 		return q.Run(ctx, stmts...)
 	})
