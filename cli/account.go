@@ -28,7 +28,7 @@ import (
 	"github.com/parleyhq/parley/cli/vault"
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/protocol"
-	"github.com/parleyhq/parley/store/clientdb"
+	"github.com/parleyhq/parley/cli/clientdb"
 )
 
 // DefaultServer is the relay used when neither --server, PARLEY_SERVER nor

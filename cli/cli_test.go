@@ -22,7 +22,7 @@ import (
 	"github.com/parleyhq/parley/cli/relayclient"
 	"github.com/parleyhq/parley/keys"
 	"github.com/parleyhq/parley/protocol"
-	"github.com/parleyhq/parley/store/clientdb"
+	"github.com/parleyhq/parley/cli/clientdb"
 	"github.com/parleyhq/parley/store/sqlite"
 )
 

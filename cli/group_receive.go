@@ -8,7 +8,7 @@ import (
 
 	"github.com/parleyhq/parley/cli/content"
 	"github.com/parleyhq/parley/protocol"
-	"github.com/parleyhq/parley/store/clientdb"
+	"github.com/parleyhq/parley/cli/clientdb"
 	"github.com/parleyhq/parley/wire"
 )
 

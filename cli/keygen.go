@@ -9,7 +9,7 @@ import (
 
 	"github.com/parleyhq/parley/cli/relayclient"
 	"github.com/parleyhq/parley/protocol"
-	"github.com/parleyhq/parley/store/clientdb"
+	"github.com/parleyhq/parley/cli/clientdb"
 )
 
 // Prekey housekeeping.

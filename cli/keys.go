@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/cli/relayclient"
-	"github.com/parleyhq/parley/store/clientdb"
+	"github.com/parleyhq/parley/cli/clientdb"
 )
 
 // keyCheckInterval throttles Maintain's questions to the relay.

@@ -11,7 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/parleyhq/parley/protocol"
-	"github.com/parleyhq/parley/store/clientdb"
+	"github.com/parleyhq/parley/cli/clientdb"
 )
 
 // TrustMode says how keys never seen before, and changed keys, are trusted

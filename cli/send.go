@@ -12,7 +12,7 @@ import (
 	"github.com/parleyhq/parley/cli/relayclient"
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/protocol"
-	"github.com/parleyhq/parley/store/clientdb"
+	"github.com/parleyhq/parley/cli/clientdb"
 )
 
 // Result is the outcome of sending to one recipient.

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/cli/content"
-	"github.com/parleyhq/parley/store/clientdb"
+	"github.com/parleyhq/parley/cli/clientdb"
 )
 
 // ownDevicesTTL is how long the list of our other devices is trusted

@@ -7,7 +7,7 @@ import (
 	"os"
 
 	"github.com/parleyhq/parley/cli/content"
-	"github.com/parleyhq/parley/store/clientdb"
+	"github.com/parleyhq/parley/cli/clientdb"
 )
 
 // timer returns a conversation's disappearing-message timer in seconds.

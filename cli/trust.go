@@ -7,7 +7,7 @@ import (
 
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/safetynumber"
-	"github.com/parleyhq/parley/store/clientdb"
+	"github.com/parleyhq/parley/cli/clientdb"
 )
 
 // Identity is a contact's identity key as we know it.

@@ -7,7 +7,7 @@ import (
 	"fmt"
 
 	"github.com/parleyhq/parley/protocol"
-	"github.com/parleyhq/parley/store/clientdb"
+	"github.com/parleyhq/parley/cli/clientdb"
 )
 
 // Store formats. A store without metaProtocol was written by a parley that

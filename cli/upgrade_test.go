@@ -10,7 +10,7 @@ import (
 
 	"github.com/parleyhq/parley/bench"
 	"github.com/parleyhq/parley/protocol"
-	"github.com/parleyhq/parley/store/clientdb"
+	"github.com/parleyhq/parley/cli/clientdb"
 )
 
 // makeLegacy rewrites a's store into the formats parley kept before PQXDH
