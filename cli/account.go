@@ -23,12 +23,12 @@ import (
 
 	"golang.org/x/crypto/argon2"
 
+	"github.com/parleyhq/parley/cli/clientdb"
 	"github.com/parleyhq/parley/cli/content"
 	"github.com/parleyhq/parley/cli/relayclient"
 	"github.com/parleyhq/parley/cli/vault"
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/protocol"
-	"github.com/parleyhq/parley/cli/clientdb"
 )
 
 // DefaultServer is the relay used when neither --server, PARLEY_SERVER nor

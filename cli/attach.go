@@ -14,9 +14,9 @@ import (
 	"unicode"
 
 	"github.com/parleyhq/parley/cli/attachment"
+	"github.com/parleyhq/parley/cli/clientdb"
 	"github.com/parleyhq/parley/cli/content"
 	"github.com/parleyhq/parley/cli/relayclient"
-	"github.com/parleyhq/parley/cli/clientdb"
 )
 
 // SavedAttachment is a received file: where it was saved, or why not.

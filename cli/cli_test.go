@@ -18,11 +18,11 @@ import (
 	"github.com/parleyhq/parley/accounts"
 	"github.com/parleyhq/parley/api/apitest"
 	"github.com/parleyhq/parley/bench"
+	"github.com/parleyhq/parley/cli/clientdb"
 	"github.com/parleyhq/parley/cli/content"
 	"github.com/parleyhq/parley/cli/relayclient"
 	"github.com/parleyhq/parley/keys"
 	"github.com/parleyhq/parley/protocol"
-	"github.com/parleyhq/parley/cli/clientdb"
 	"github.com/parleyhq/parley/store/sqlite"
 )
 

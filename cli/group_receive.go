@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/parleyhq/parley/cli/clientdb"
 	"github.com/parleyhq/parley/cli/content"
 	"github.com/parleyhq/parley/protocol"
-	"github.com/parleyhq/parley/cli/clientdb"
 	"github.com/parleyhq/parley/wire"
 )
 

@@ -10,9 +10,9 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/parleyhq/parley/cli/clientdb"
 	"github.com/parleyhq/parley/cli/content"
 	"github.com/parleyhq/parley/protocol"
-	"github.com/parleyhq/parley/cli/clientdb"
 	"github.com/parleyhq/parley/store/sqlite"
 )
 

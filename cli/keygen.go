@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/parleyhq/parley/cli/clientdb"
 	"github.com/parleyhq/parley/cli/relayclient"
 	"github.com/parleyhq/parley/protocol"
-	"github.com/parleyhq/parley/cli/clientdb"
 )
 
 // Prekey housekeeping.

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"time"
 
-	"github.com/parleyhq/parley/cli/relayclient"
 	"github.com/parleyhq/parley/cli/clientdb"
+	"github.com/parleyhq/parley/cli/relayclient"
 )
 
 // keyCheckInterval throttles Maintain's questions to the relay.

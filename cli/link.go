@@ -13,11 +13,11 @@ import (
 
 	"golang.org/x/crypto/nacl/box"
 
+	"github.com/parleyhq/parley/cli/clientdb"
 	"github.com/parleyhq/parley/cli/content"
 	"github.com/parleyhq/parley/cli/relayclient"
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/protocol"
-	"github.com/parleyhq/parley/cli/clientdb"
 	"github.com/parleyhq/parley/wire"
 )
 

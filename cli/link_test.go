@@ -11,10 +11,10 @@ import (
 
 	"golang.org/x/crypto/nacl/box"
 
+	"github.com/parleyhq/parley/cli/clientdb"
 	"github.com/parleyhq/parley/cli/content"
 	"github.com/parleyhq/parley/cli/vault"
 	"github.com/parleyhq/parley/protocol"
-	"github.com/parleyhq/parley/cli/clientdb"
 	"github.com/parleyhq/parley/wire"
 )
 

@@ -10,8 +10,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/parleyhq/parley/protocol"
 	"github.com/parleyhq/parley/cli/clientdb"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // TrustMode says how keys never seen before, and changed keys, are trusted

@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/parleyhq/parley/cli/clientdb"
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/safetynumber"
-	"github.com/parleyhq/parley/cli/clientdb"
 )
 
 // Identity is a contact's identity key as we know it.

@@ -6,8 +6,8 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/parleyhq/parley/protocol"
 	"github.com/parleyhq/parley/cli/clientdb"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // Store formats. A store without metaProtocol was written by a parley that

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/bench"
-	"github.com/parleyhq/parley/protocol"
 	"github.com/parleyhq/parley/cli/clientdb"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // makeLegacy rewrites a's store into the formats parley kept before PQXDH
