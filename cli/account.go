@@ -231,6 +231,9 @@ func (a *Account) Close() error { return a.db.Close() }
 // Dir is the account's directory.
 func (a *Account) Dir() string { return a.dir }
 
+// ConfigDir is the directory that holds this and the other accounts.
+func (a *Account) ConfigDir() string { return filepath.Dir(a.dir) }
+
 // Meta keys.
 const (
 	metaServer         = "server"

@@ -11,11 +11,11 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/parleyhq/parley/cli/clientdb"
 	"github.com/parleyhq/parley/cli/content"
 	"github.com/parleyhq/parley/cli/relayclient"
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/protocol"
-	"github.com/parleyhq/parley/cli/clientdb"
 )
 
 // EnvelopeSenderKey is the envelope type of group messages: a version byte
@@ -132,9 +132,9 @@ func (a *Account) group(ctx context.Context, id string) (Group, error) {
 // replace theirs when they apply the update), so the removed member cannot
 // read what is sent afterwards; the group's attachment bucket gets a new
 // member secret.
-func (a *Account) UpdateGroup(ctx context.Context, c GroupChange) (Group, []Result, error) {
+func (a *Account) UpdateGroup(ctx context.Context, c GroupChange) (Group, Sent, error) {
 	if err := a.requireRegistered(); err != nil {
-		return Group{}, nil, err
+		return Group{}, Sent{}, err
 	}
 	var g Group
 	if c.ID == "" {
@@ -145,20 +145,20 @@ func (a *Account) UpdateGroup(ctx context.Context, c GroupChange) (Group, []Resu
 	} else {
 		var err error
 		if g, err = a.group(ctx, c.ID); err != nil {
-			return g, nil, err
+			return g, Sent{}, err
 		}
 	}
 	old := slices.Clone(g.Members)
 	if c.Name != nil {
 		if len(*c.Name) > 256 {
-			return g, nil, fmt.Errorf("%w: group names are at most 256 bytes", ErrUsage)
+			return g, Sent{}, fmt.Errorf("%w: group names are at most 256 bytes", ErrUsage)
 		}
 		g.Name = *c.Name
 	}
 	for _, n := range c.Add {
 		r, err := a.resolveMember(ctx, n)
 		if err != nil {
-			return g, nil, err
+			return g, Sent{}, err
 		}
 		if !g.has(r.Account) {
 			g.Members = append(g.Members, content.GroupMember{Account: r.Account, Number: r.Number})
@@ -168,10 +168,10 @@ func (a *Account) UpdateGroup(ctx context.Context, c GroupChange) (Group, []Resu
 	for _, n := range c.Remove {
 		r, err := a.resolveMember(ctx, n)
 		if err != nil {
-			return g, nil, err
+			return g, Sent{}, err
 		}
 		if r.Account == a.ID {
-			return g, nil, fmt.Errorf("%w: to leave a group use quitGroup", ErrUsage)
+			return g, Sent{}, fmt.Errorf("%w: to leave a group use quitGroup", ErrUsage)
 		}
 		if g.has(r.Account) {
 			removed = append(removed, r.Account)
@@ -179,12 +179,12 @@ func (a *Account) UpdateGroup(ctx context.Context, c GroupChange) (Group, []Resu
 		}
 	}
 	if len(g.Members) > content.MaxGroupMembers {
-		return g, nil, fmt.Errorf("%w: a group has at most %d members", ErrUsage, content.MaxGroupMembers)
+		return g, Sent{}, fmt.Errorf("%w: a group has at most %d members", ErrUsage, content.MaxGroupMembers)
 	}
 	if c.ExpireTimer != nil {
 		t := *c.ExpireTimer
 		if t < 0 || t > content.MaxExpireTimer || (t > 0 && t < MinTimer) {
-			return g, nil, fmt.Errorf("%w: the timer must be 0 (off) or %d to %d seconds", ErrUsage, MinTimer, content.MaxExpireTimer)
+			return g, Sent{}, fmt.Errorf("%w: the timer must be 0 (off) or %d to %d seconds", ErrUsage, MinTimer, content.MaxExpireTimer)
 		}
 		g.ExpireTimer = t
 	}
@@ -199,16 +199,16 @@ func (a *Account) UpdateGroup(ctx context.Context, c GroupChange) (Group, []Resu
 		return forgetRemoved(ctx, tx, g.ID, a.ID, removed)
 	})
 	if err != nil {
-		return g, nil, local(err)
+		return g, Sent{}, local(err)
 	}
 	if len(removed) > 0 {
 		if err := a.rotateGroupBucket(ctx, g.ID); err != nil {
-			return g, nil, err
+			return g, Sent{}, err
 		}
 	}
 	if c.ExpireTimer != nil {
 		if err := a.matchBucketRetention(ctx, g.ID, g.ExpireTimer); err != nil {
-			return g, nil, err
+			return g, Sent{}, err
 		}
 	}
 	// Everyone who was or is a member hears of the change; removed members
@@ -219,8 +219,7 @@ func (a *Account) UpdateGroup(ctx context.Context, c GroupChange) (Group, []Resu
 			to = append(to, m)
 		}
 	}
-	results := a.announce(ctx, g, to)
-	return g, results, nil
+	return g, a.announce(ctx, g, to), nil
 }
 
 // forgetRemoved drops the sender keys a removal makes unsafe: ours (so a
@@ -245,11 +244,11 @@ func forgetRemoved(ctx context.Context, tx *clientdb.Tx, group, self string, rem
 
 // announce sends the group's state to members (and our other devices) and
 // records it in the group's history.
-func (a *Account) announce(ctx context.Context, g Group, to []content.GroupMember) []Result {
+func (a *Account) announce(ctx context.Context, g Group, to []content.GroupMember) Sent {
 	c := &content.Content{Timestamp: a.now().UnixMilli(), GroupUpdate: g.state(), ExpireTimer: g.ExpireTimer}
 	body, err := a.marshal(c)
 	if err != nil {
-		return []Result{{Err: err}}
+		return Sent{Timestamp: c.Timestamp, Results: []Result{{Err: err}}}
 	}
 	var results []Result
 	for _, m := range to {
@@ -274,15 +273,15 @@ func (a *Account) announce(ctx context.Context, g Group, to []content.GroupMembe
 	}); err != nil {
 		results = append(results, Result{Err: local(err)})
 	}
-	return results
+	return Sent{Timestamp: c.Timestamp, Results: results}
 }
 
 // QuitGroup leaves a group: the other members are told, and this device
 // forgets the group's keys.
-func (a *Account) QuitGroup(ctx context.Context, id string) ([]Result, error) {
+func (a *Account) QuitGroup(ctx context.Context, id string) (Sent, error) {
 	g, err := a.group(ctx, id)
 	if err != nil {
-		return nil, err
+		return Sent{}, err
 	}
 	to := slices.Clone(g.Members)
 	g.Members = slices.DeleteFunc(g.Members, func(m content.GroupMember) bool { return m.Account == a.ID })
@@ -294,7 +293,7 @@ func (a *Account) QuitGroup(ctx context.Context, id string) ([]Result, error) {
 		}
 		return errors.Join(tx.DeleteSenderKeys(ctx, g.ID, ""), tx.UnmarkShared(ctx, g.ID, ""))
 	}); err != nil {
-		return nil, local(err)
+		return Sent{}, local(err)
 	}
 	return a.announce(ctx, g, to), nil
 }

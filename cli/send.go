@@ -8,11 +8,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/parleyhq/parley/cli/clientdb"
 	"github.com/parleyhq/parley/cli/content"
 	"github.com/parleyhq/parley/cli/relayclient"
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/protocol"
-	"github.com/parleyhq/parley/cli/clientdb"
 )
 
 // Result is the outcome of sending to one recipient.
@@ -20,6 +20,13 @@ type Result struct {
 	Recipient string // the number given
 	Account   string
 	Err       error
+}
+
+// Sent is what a message to several recipients did: its timestamp (which
+// names the message to receipts and quotes) and one result per recipient.
+type Sent struct {
+	Timestamp int64
+	Results   []Result
 }
 
 // SendText sends text to each recipient (E.164 numbers) and records it in
@@ -33,32 +40,99 @@ func (a *Account) SendText(ctx context.Context, text string, recipients ...strin
 // conversation's bucket on the relay (created the first time) and sent as
 // a pointer inside the message. The text may be empty when there are files.
 func (a *Account) Send(ctx context.Context, text string, files []string, recipients ...string) (int64, []Result, error) {
+	s, err := a.SendMessage(ctx, Message{Text: text, Files: files, Recipients: recipients})
+	return s.Timestamp, s.Results, err
+}
+
+// Message is an outgoing message to one or more people.
+type Message struct {
+	Text       string
+	Files      []string // paths of files to attach
+	Recipients []string // E.164 numbers; our own number is a note to self
+	// NotifySelf sends a note to self as an ordinary incoming message to
+	// our other devices instead of as a copy of a sent message (so they
+	// notify), as signal-cli's --notify-self does.
+	NotifySelf bool
+}
+
+// SendMessage sends m to each recipient and records it in the history. A
+// failure for one recipient does not stop the others; it is in their Result.
+func (a *Account) SendMessage(ctx context.Context, m Message) (Sent, error) {
 	if err := a.requireRegistered(); err != nil {
-		return 0, nil, err
+		return Sent{}, err
 	}
-	if text == "" && len(files) == 0 {
-		return 0, nil, fmt.Errorf("%w: empty message", ErrUsage)
+	if m.Text == "" && len(m.Files) == 0 {
+		return Sent{}, fmt.Errorf("%w: empty message", ErrUsage)
 	}
-	out, err := checkFiles(files)
+	out, err := checkFiles(m.Files)
 	if err != nil {
-		return 0, nil, err
+		return Sent{}, err
 	}
-	c := content.Content{Timestamp: a.now().UnixMilli(), Text: text}
+	c := content.Content{Timestamp: a.now().UnixMilli(), Text: m.Text}
 	body, err := a.marshal(&c)
 	if err != nil {
-		return 0, nil, fmt.Errorf("%w: %w", ErrUsage, err)
+		return Sent{}, fmt.Errorf("%w: %w", ErrUsage, err)
 	}
-	for _, number := range recipients { // a malformed argument sends nothing
+	for _, number := range m.Recipients { // a malformed argument sends nothing
 		if _, err := phone.Parse(number); err != nil {
-			return 0, nil, fmt.Errorf("%w: recipient %q: %v", ErrUsage, number, err)
+			return Sent{}, fmt.Errorf("%w: recipient %q: %v", ErrUsage, number, err)
 		}
 	}
-	results := make([]Result, len(recipients))
-	for i, number := range recipients {
-		results[i].Recipient = number
-		results[i].Account, results[i].Err = a.sendTo(ctx, number, c, body, out)
+	s := Sent{Timestamp: c.Timestamp, Results: make([]Result, len(m.Recipients))}
+	for i, number := range m.Recipients {
+		s.Results[i].Recipient = number
+		if a.isSelf(number) {
+			s.Results[i].Account, s.Results[i].Err = a.ID, a.noteToSelf(ctx, c, out, m.NotifySelf)
+			continue
+		}
+		s.Results[i].Account, s.Results[i].Err = a.sendTo(ctx, number, c, body, out)
 	}
-	return c.Timestamp, results, nil
+	return s, nil
+}
+
+// isSelf reports whether number is this account's.
+func (a *Account) isSelf(number string) bool {
+	n, err := phone.Parse(number)
+	return err == nil && n.String() == a.Number
+}
+
+// noteToSelf records a message to ourselves and shows it on our other
+// devices: as a copy of a sent message (the way Signal's Note to Self
+// syncs), or with notify as an ordinary message that they announce.
+func (a *Account) noteToSelf(ctx context.Context, c content.Content, files []outgoingFile, notify bool) error {
+	self := clientdb.Recipient{Account: a.ID, Number: a.Number}
+	timer, err := a.timer(ctx, a.ID)
+	if err != nil {
+		return err
+	}
+	c.ExpireTimer = timer
+	sent, err := a.withAttachments(ctx, a.ID, c, files)
+	if err != nil {
+		return err
+	}
+	body, err := a.marshal(sent)
+	if err != nil {
+		return err
+	}
+	if notify {
+		others, err := a.otherDevices(ctx)
+		if err != nil {
+			return err
+		}
+		if len(others) > 0 {
+			if err := a.sessionsWith(ctx, self, others); err != nil {
+				return err
+			}
+			return a.deliver(ctx, self, c.Timestamp, body, timer, true)
+		}
+	} else if err := a.syncSent(ctx, self, sent, timer); err != nil {
+		return err
+	}
+	return a.db.Update(ctx, func(tx *clientdb.Tx) error {
+		_, err := tx.AddMessage(ctx, clientdb.Message{Conversation: a.ID, Outgoing: true, SenderDevice: a.DeviceID,
+			SentMS: c.Timestamp, ReceivedMS: a.now().UnixMilli(), Status: clientdb.StatusSent, Body: body})
+		return local(err)
+	})
 }
 
 // sendTo sends one message to one recipient and records it. body is c
@@ -86,7 +160,7 @@ func (a *Account) sendTo(ctx context.Context, number string, c content.Content, 
 	if err := a.deliver(ctx, r, c.Timestamp, body, timer, true); err != nil {
 		return r.Account, err
 	}
-	a.syncSent(ctx, r, sent, timer)
+	a.syncSentOrLog(ctx, r, sent, timer)
 	return r.Account, nil
 }
 
@@ -122,6 +196,24 @@ func (a *Account) SendTyping(ctx context.Context, recipient string, started bool
 		return err
 	}
 	return a.sendContent(ctx, r, &content.Content{Timestamp: a.now().UnixMilli(), Typing: &content.Typing{Started: started}}, true)
+}
+
+// MarkRead tells number that we read its messages with these timestamps
+// (a read receipt, as signal-cli's sendReceipt sends).
+func (a *Account) MarkRead(ctx context.Context, number string, timestamps []int64) (Sent, error) {
+	if err := a.requireRegistered(); err != nil {
+		return Sent{}, err
+	}
+	if len(timestamps) == 0 || len(timestamps) > content.MaxReceiptTimestamps {
+		return Sent{}, fmt.Errorf("%w: a receipt names 1 to %d messages", ErrUsage, content.MaxReceiptTimestamps)
+	}
+	r, err := a.resolve(ctx, number)
+	if err != nil {
+		return Sent{}, err
+	}
+	c := &content.Content{Timestamp: a.now().UnixMilli(), Receipt: &content.Receipt{Type: content.Read, Timestamps: timestamps}}
+	err = a.sendContent(ctx, r, c, false)
+	return Sent{Timestamp: c.Timestamp, Results: []Result{{Recipient: number, Account: r.Account, Err: err}}}, nil
 }
 
 // SendReceipt acknowledges messages of account by their timestamps.

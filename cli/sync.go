@@ -7,8 +7,8 @@ import (
 	"slices"
 	"time"
 
-	"github.com/parleyhq/parley/cli/content"
 	"github.com/parleyhq/parley/cli/clientdb"
+	"github.com/parleyhq/parley/cli/content"
 )
 
 // ownDevicesTTL is how long the list of our other devices is trusted
@@ -35,26 +35,28 @@ func (a *Account) otherDevices(ctx context.Context) ([]int, error) {
 }
 
 // syncSent copies a message we sent to dest to our other devices, so the
-// conversation appears on all of them. A failure is logged: the message
-// itself went out.
-func (a *Account) syncSent(ctx context.Context, dest clientdb.Recipient, m *content.Content, timer int64) {
+// conversation appears on all of them.
+func (a *Account) syncSent(ctx context.Context, dest clientdb.Recipient, m *content.Content, timer int64) error {
 	others, err := a.otherDevices(ctx)
-	if err == nil && len(others) == 0 {
-		return
+	if err != nil || len(others) == 0 {
+		return err
 	}
 	self := clientdb.Recipient{Account: a.ID, Number: a.Number}
-	if err == nil {
-		err = a.sessionsWith(ctx, self, others)
+	if err := a.sessionsWith(ctx, self, others); err != nil {
+		return err
 	}
-	if err == nil {
-		var body []byte
-		body, err = a.marshal(&content.Content{Timestamp: m.Timestamp,
-			SyncSent: &content.SyncSent{Destination: dest.Account, DestinationNumber: dest.Number, Message: m}})
-		if err == nil {
-			err = a.sendPlaintext(ctx, self, body, sendOpts{Timestamp: m.Timestamp, ExpiresIn: timer})
-		}
-	}
+	body, err := a.marshal(&content.Content{Timestamp: m.Timestamp,
+		SyncSent: &content.SyncSent{Destination: dest.Account, DestinationNumber: dest.Number, Message: m}})
 	if err != nil {
+		return err
+	}
+	return a.sendPlaintext(ctx, self, body, sendOpts{Timestamp: m.Timestamp, ExpiresIn: timer})
+}
+
+// syncSentOrLog is syncSent for a message that already went out: a
+// failure to copy it is logged, not returned.
+func (a *Account) syncSentOrLog(ctx context.Context, dest clientdb.Recipient, m *content.Content, timer int64) {
+	if err := a.syncSent(ctx, dest, m, timer); err != nil {
 		a.log.WarnContext(ctx, "sent message not copied to this account's other devices", "err", err)
 	}
 }

@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/parleyhq/parley/cli/content"
 	"github.com/parleyhq/parley/cli/clientdb"
+	"github.com/parleyhq/parley/cli/content"
 )
 
 // timer returns a conversation's disappearing-message timer in seconds.
@@ -52,7 +52,7 @@ func (a *Account) SetTimer(ctx context.Context, number string, seconds int64) er
 	if err := a.deliver(ctx, r, c.Timestamp, body, seconds, false); err != nil { // the notice stays, as the receiver's does
 		return err
 	}
-	a.syncSent(ctx, r, c, seconds)
+	a.syncSentOrLog(ctx, r, c, seconds)
 	return nil
 }
 

@@ -68,6 +68,9 @@ type Content struct {
 // MaxGroupMembers bounds a group (the relay's multi-recipient limit).
 const MaxGroupMembers = 1000
 
+// MaxReceiptTimestamps bounds the messages one receipt names.
+const MaxReceiptTimestamps = 1000
+
 // GroupState is a group as its members agree on it; a higher Revision
 // replaces a lower one.
 type GroupState struct {
@@ -169,8 +172,8 @@ func (c *Content) Validate() error {
 		return fmt.Errorf("%w: text longer than %d bytes", ErrMalformed, MaxText)
 	case c.Receipt != nil && c.Receipt.Type != Delivery && c.Receipt.Type != Read:
 		return fmt.Errorf("%w: unknown receipt type", ErrMalformed)
-	case c.Receipt != nil && (len(c.Receipt.Timestamps) == 0 || len(c.Receipt.Timestamps) > 1000):
-		return fmt.Errorf("%w: a receipt names 1 to 1000 messages", ErrMalformed)
+	case c.Receipt != nil && (len(c.Receipt.Timestamps) == 0 || len(c.Receipt.Timestamps) > MaxReceiptTimestamps):
+		return fmt.Errorf("%w: a receipt names 1 to %d messages", ErrMalformed, MaxReceiptTimestamps)
 	case c.SyncSent != nil && (c.SyncSent.Message == nil || c.SyncSent.Message.SyncSent != nil || c.SyncSent.Destination == "" ||
 		len(c.SyncSent.Destination) > 64 || len(c.SyncSent.DestinationNumber) > 16):
 		return fmt.Errorf("%w: malformed sent-message copy", ErrMalformed)

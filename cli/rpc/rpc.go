@@ -1,11 +1,19 @@
 // Package rpc is parley's JSON-RPC 2.0 interface for bots and
-// integrations (`parley daemon`), shaped like signal-cli's jsonRpc mode:
-// one request or batch per line, one method per command, and every
-// received envelope pushed to every connection as a "receive" notification.
+// integrations (`parley jsonRpc`, `parley daemon`), speaking signal-cli's
+// dialect (man signal-cli-jsonrpc(5)): one request or batch per line, the
+// method and parameter names of signal-cli's commands, its result shapes
+// (package signalcli) and every received envelope pushed as a "receive"
+// notification, so a bot written for signal-cli drives parley unchanged.
 //
-// Application errors carry the negated exit code of the equivalent command
-// (-1 user error, -2 unexpected, -3 server or network, -4 untrusted
-// identity, -5 rate limited), with data.retry_after_seconds when known.
+// Like signal-cli, a parameter that takes several values accepts one value
+// or a list, under its name or its plural, and parameters parley does not
+// know are ignored (logged with -v). signal-cli features parley lacks
+// (stickers, mentions, quotes, view-once, group admins and links…) are
+// refused with a user error rather than silently dropped.
+//
+// Application errors use signal-cli's codes: -1 user error, -3 server or
+// network, -4 untrusted identity, -5 rate limited (with
+// data.retry_after_seconds when known), -32603 anything else.
 package rpc
 
 import (
@@ -20,7 +28,7 @@ import (
 	"sync"
 
 	"github.com/parleyhq/parley/cli"
-	"github.com/parleyhq/parley/cli/relayclient"
+	"github.com/parleyhq/parley/cli/signalcli"
 )
 
 // MaxLine bounds one request line.
@@ -34,23 +42,43 @@ const (
 	CodeInvalidParams  = -32602
 )
 
+// ReceiveMode says when received envelopes are pushed.
+type ReceiveMode int
+
+const (
+	// OnStart pushes every envelope to every connection as it arrives.
+	OnStart ReceiveMode = iota
+	// Manual pushes envelopes only to subscriptions (subscribeReceive),
+	// wrapped with their subscription id, and receiving starts with the
+	// first subscription.
+	Manual
+)
+
 // Server answers requests against one account.
 type Server struct {
 	account *cli.Account
 	log     *slog.Logger
+	mode    ReceiveMode
 
-	mu    sync.Mutex
-	conns map[*conn]struct{}
+	mu         sync.Mutex
+	conns      map[*conn]struct{}
+	nextSub    int
+	subscribed chan struct{} // closed by the first subscribeReceive
 }
 
 // New returns a Server for a.
-func New(a *cli.Account, log *slog.Logger) *Server {
-	return &Server{account: a, log: log, conns: make(map[*conn]struct{})}
+func New(a *cli.Account, mode ReceiveMode, log *slog.Logger) *Server {
+	return &Server{account: a, log: log, mode: mode, conns: make(map[*conn]struct{}), subscribed: make(chan struct{})}
 }
 
+// Subscribed is closed once a client has subscribed to received
+// envelopes; in OnStart mode it never is.
+func (s *Server) Subscribed() <-chan struct{} { return s.subscribed }
+
 type conn struct {
-	mu sync.Mutex
-	w  io.Writer
+	mu   sync.Mutex
+	w    io.Writer
+	subs map[int]bool // Manual mode: this connection's subscriptions
 }
 
 func (c *conn) write(v any) error {
@@ -85,23 +113,40 @@ type Error struct {
 	Data    map[string]any `json:"data,omitempty"`
 }
 
+func (e *Error) Error() string { return e.Message }
+
 type notification struct {
 	JSONRPC string `json:"jsonrpc"`
 	Method  string `json:"method"`
 	Params  any    `json:"params"`
 }
 
-// Notify sends a received event to every connection.
+// Notify pushes a received event to every connection (OnStart) or
+// every subscription (Manual).
 func (s *Server) Notify(ev cli.Event) {
+	r := signalcli.Receive(s.account.Number, ev)
 	s.mu.Lock()
-	conns := make([]*conn, 0, len(s.conns))
+	type target struct {
+		c   *conn
+		sub int
+	}
+	var to []target
 	for c := range s.conns {
-		conns = append(conns, c)
+		if s.mode == OnStart {
+			to = append(to, target{c, -1})
+			continue
+		}
+		for sub := range c.subs {
+			to = append(to, target{c, sub})
+		}
 	}
 	s.mu.Unlock()
-	n := notification{JSONRPC: "2.0", Method: "receive", Params: map[string]any{"account": s.account.Number, "envelope": ev}}
-	for _, c := range conns {
-		if err := c.write(n); err != nil {
+	for _, t := range to {
+		var params any = r
+		if t.sub >= 0 {
+			params = map[string]any{"subscription": t.sub, "result": r}
+		}
+		if err := t.c.write(notification{JSONRPC: "2.0", Method: "receive", Params: params}); err != nil {
 			s.log.Debug("notification not delivered", "err", err)
 		}
 	}
@@ -109,7 +154,7 @@ func (s *Server) Notify(ev cli.Event) {
 
 // Serve handles one connection until r ends or ctx is done.
 func (s *Server) Serve(ctx context.Context, r io.Reader, w io.Writer) error {
-	c := &conn{w: w}
+	c := &conn{w: w, subs: make(map[int]bool)}
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
@@ -128,7 +173,7 @@ func (s *Server) Serve(ctx context.Context, r io.Reader, w io.Writer) error {
 		if len(line) == 0 {
 			continue
 		}
-		if out := s.handleLine(ctx, line); out != nil {
+		if out := s.handleLine(ctx, c, line); out != nil {
 			if err := c.write(out); err != nil {
 				return err
 			}
@@ -142,7 +187,7 @@ func (s *Server) Serve(ctx context.Context, r io.Reader, w io.Writer) error {
 
 // handleLine answers one line: a request, a notification or a batch. It
 // returns nil when nothing is to be sent back.
-func (s *Server) handleLine(ctx context.Context, line []byte) any {
+func (s *Server) handleLine(ctx context.Context, c *conn, line []byte) any {
 	if line[0] == '[' {
 		var batch []json.RawMessage
 		if err := json.Unmarshal(line, &batch); err != nil {
@@ -153,7 +198,7 @@ func (s *Server) handleLine(ctx context.Context, line []byte) any {
 		}
 		var out []response
 		for _, b := range batch {
-			if r := s.handle(ctx, b); r != nil {
+			if r := s.handle(ctx, c, b); r != nil {
 				out = append(out, *r)
 			}
 		}
@@ -162,7 +207,7 @@ func (s *Server) handleLine(ctx context.Context, line []byte) any {
 		}
 		return out
 	}
-	if r := s.handle(ctx, line); r != nil {
+	if r := s.handle(ctx, c, line); r != nil {
 		return *r
 	}
 	return nil
@@ -172,7 +217,7 @@ func parseError(err error) response {
 	return response{JSONRPC: "2.0", Error: &Error{Code: CodeParse, Message: "parse error: " + err.Error()}, ID: json.RawMessage("null")}
 }
 
-func (s *Server) handle(ctx context.Context, raw []byte) *response {
+func (s *Server) handle(ctx context.Context, c *conn, raw []byte) *response {
 	var req request
 	if err := json.Unmarshal(raw, &req); err != nil {
 		var syn *json.SyntaxError
@@ -187,9 +232,9 @@ func (s *Server) handle(ctx context.Context, raw []byte) *response {
 		if id == nil {
 			id = json.RawMessage("null")
 		}
-		return &response{JSONRPC: "2.0", Error: &Error{Code: CodeInvalidRequest, Message: `a request needs "jsonrpc":"2.0" and a method`}, ID: id}
+		return &response{JSONRPC: "2.0", Error: &Error{Code: CodeInvalidRequest, Message: `method field must be set (and "jsonrpc":"2.0")`}, ID: id}
 	}
-	result, rerr := s.call(ctx, req.Method, req.Params)
+	result, rerr := s.call(ctx, c, req.Method, req.Params)
 	if id == nil { // a notification: no answer, even on error
 		if rerr != nil {
 			s.log.Debug("notification failed", "method", req.Method, "err", rerr.Message)
@@ -203,215 +248,4 @@ func (s *Server) handle(ctx context.Context, raw []byte) *response {
 		result = struct{}{}
 	}
 	return &response{JSONRPC: "2.0", Result: result, ID: id}
-}
-
-// params decodes p strictly into v.
-func params(p json.RawMessage, v any) *Error {
-	if len(p) == 0 || string(p) == "null" {
-		p = []byte("{}")
-	}
-	d := json.NewDecoder(bytes.NewReader(p))
-	d.DisallowUnknownFields()
-	if err := d.Decode(v); err != nil {
-		return &Error{Code: CodeInvalidParams, Message: "invalid params: " + err.Error()}
-	}
-	return nil
-}
-
-// appError turns a command's error into a JSON-RPC error.
-func appError(err error) *Error {
-	e := &Error{Code: -cli.ExitCode(err), Message: err.Error()}
-	var re *relayclient.Error
-	if errors.As(err, &re) && re.RetryAfter > 0 {
-		e.Data = map[string]any{"retry_after_seconds": int(re.RetryAfter.Seconds())}
-	}
-	return e
-}
-
-// recipients accepts signal-cli's "recipient" as one string or a list.
-type recipients []string
-
-func (r *recipients) UnmarshalJSON(b []byte) error {
-	var one string
-	if json.Unmarshal(b, &one) == nil {
-		*r = []string{one}
-		return nil
-	}
-	var many []string
-	if err := json.Unmarshal(b, &many); err != nil {
-		return errors.New("recipient must be a number or a list of numbers")
-	}
-	*r = many
-	return nil
-}
-
-// SendResult is one recipient's outcome in a send.
-type SendResult struct {
-	Recipient string `json:"recipient"`
-	// Type is SUCCESS, UNTRUSTED_IDENTITY, RATE_LIMIT, NETWORK_FAILURE,
-	// UNREGISTERED or FAILURE.
-	Type  string `json:"type"`
-	Error string `json:"error,omitempty"`
-}
-
-func (s *Server) call(ctx context.Context, method string, p json.RawMessage) (any, *Error) {
-	a := s.account
-	switch method {
-	case "send":
-		var in struct {
-			Recipient   recipients `json:"recipient"`
-			GroupID     string     `json:"groupId"`
-			Message     string     `json:"message"`
-			Attachments []string   `json:"attachments"`
-		}
-		if e := params(p, &in); e != nil {
-			return nil, e
-		}
-		if in.GroupID != "" {
-			if len(in.Recipient) > 0 {
-				return nil, &Error{Code: CodeInvalidParams, Message: "invalid params: give recipient or groupId, not both"}
-			}
-			ts, err := a.SendGroup(ctx, in.GroupID, in.Message, in.Attachments)
-			if err != nil {
-				return nil, appError(err)
-			}
-			return map[string]any{"timestamp": ts}, nil
-		}
-		if len(in.Recipient) == 0 {
-			return nil, &Error{Code: CodeInvalidParams, Message: "invalid params: recipient is required"}
-		}
-		ts, results, err := a.Send(ctx, in.Message, in.Attachments, in.Recipient...)
-		if err != nil {
-			return nil, appError(err)
-		}
-		out := make([]SendResult, len(results))
-		for i, r := range results {
-			out[i] = SendResult{Recipient: r.Recipient, Type: resultType(r.Err)}
-			if r.Err != nil {
-				out[i].Error = r.Err.Error()
-			}
-		}
-		return map[string]any{"timestamp": ts, "results": out}, nil
-	case "sendTyping":
-		var in struct {
-			Recipient string `json:"recipient"`
-			Stop      bool   `json:"stop"`
-		}
-		if e := params(p, &in); e != nil {
-			return nil, e
-		}
-		return nil, appErrorOrNil(a.SendTyping(ctx, in.Recipient, !in.Stop))
-	case "updateContact":
-		var in struct {
-			Recipient  string `json:"recipient"`
-			Expiration *int64 `json:"expiration"`
-		}
-		if e := params(p, &in); e != nil {
-			return nil, e
-		}
-		if in.Expiration == nil {
-			return nil, &Error{Code: CodeInvalidParams, Message: "invalid params: expiration (seconds, 0: off) is required"}
-		}
-		return nil, appErrorOrNil(a.SetTimer(ctx, in.Recipient, *in.Expiration))
-	case "listGroups":
-		if e := params(p, &struct{}{}); e != nil {
-			return nil, e
-		}
-		gs, err := a.Groups(ctx)
-		if err != nil {
-			return nil, appError(err)
-		}
-		return gs, nil
-	case "listIdentities":
-		var in struct {
-			Number string `json:"number"`
-		}
-		if e := params(p, &in); e != nil {
-			return nil, e
-		}
-		ids, err := a.Identities(ctx, in.Number)
-		if err != nil {
-			return nil, appError(err)
-		}
-		if ids == nil {
-			ids = []cli.Identity{}
-		}
-		return ids, nil
-	case "trust":
-		var in struct {
-			Recipient            string `json:"recipient"`
-			VerifiedSafetyNumber string `json:"verifiedSafetyNumber"`
-			TrustAllKnownKeys    bool   `json:"trustAllKnownKeys"`
-		}
-		if e := params(p, &in); e != nil {
-			return nil, e
-		}
-		if (in.VerifiedSafetyNumber == "") == !in.TrustAllKnownKeys {
-			return nil, &Error{Code: CodeInvalidParams, Message: "invalid params: give exactly one of verifiedSafetyNumber or trustAllKnownKeys"}
-		}
-		return nil, appErrorOrNil(a.Trust(ctx, in.Recipient, in.VerifiedSafetyNumber))
-	case "listDevices":
-		if e := params(p, &struct{}{}); e != nil {
-			return nil, e
-		}
-		ds, err := a.Devices(ctx)
-		if err != nil {
-			return nil, appError(err)
-		}
-		return ds, nil
-	case "removeDevice":
-		var in struct {
-			DeviceID int `json:"deviceId"`
-		}
-		if e := params(p, &in); e != nil {
-			return nil, e
-		}
-		return nil, appErrorOrNil(a.RemoveDevice(ctx, in.DeviceID))
-	case "setPin":
-		var in struct {
-			Pin string `json:"pin"`
-		}
-		if e := params(p, &in); e != nil {
-			return nil, e
-		}
-		if in.Pin == "" {
-			return nil, &Error{Code: CodeInvalidParams, Message: "invalid params: pin is required (removePin removes it)"}
-		}
-		return nil, appErrorOrNil(a.SetPin(ctx, in.Pin))
-	case "removePin":
-		if e := params(p, &struct{}{}); e != nil {
-			return nil, e
-		}
-		return nil, appErrorOrNil(a.SetPin(ctx, ""))
-	case "whoami":
-		if e := params(p, &struct{}{}); e != nil {
-			return nil, e
-		}
-		return map[string]any{"number": a.Number, "account": a.ID, "deviceId": a.DeviceID}, nil
-	}
-	return nil, &Error{Code: CodeMethodNotFound, Message: fmt.Sprintf("method %q not found", method)}
-}
-
-func appErrorOrNil(err error) *Error {
-	if err == nil {
-		return nil
-	}
-	return appError(err)
-}
-
-func resultType(err error) string {
-	switch cli.ExitCode(err) {
-	case cli.ExitOK:
-		return "SUCCESS"
-	case cli.ExitUntrusted:
-		return "UNTRUSTED_IDENTITY"
-	case cli.ExitRateLimit:
-		return "RATE_LIMIT"
-	case cli.ExitIO:
-		return "NETWORK_FAILURE"
-	}
-	if relayclient.IsCode(err, "number_not_registered") {
-		return "UNREGISTERED"
-	}
-	return "FAILURE"
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/parleyhq/parley/cli"
 	"github.com/parleyhq/parley/cli/content"
+	"github.com/parleyhq/parley/cli/signalcli"
 	"github.com/parleyhq/parley/safetynumber"
 )
 
@@ -43,6 +44,11 @@ func init() {
 		"unregister":     cmdUnregister,
 		"setPassphrase":  cmdSetPassphrase,
 		"daemon":         cmdDaemon,
+		"jsonRpc":        cmdJSONRPC,
+		"sendReceipt":    cmdSendReceipt,
+		"listContacts":   cmdListContacts,
+		"getUserStatus":  cmdGetUserStatus,
+		"listAccounts":   cmdListAccounts,
 	}
 }
 
@@ -144,8 +150,10 @@ func cmdSend(ctx context.Context, e *env, args []string) error {
 	fs.Var(&files, "attachment", "attach a `FILE` (repeatable)")
 	group := fs.String("g", "", "send to the group with this `ID`")
 	fs.StringVar(group, "group-id", "", "")
+	noteToSelf := fs.Bool("note-to-self", false, "send to yourself (your other devices)")
+	notifySelf := fs.Bool("notify-self", false, "a note to self arrives on your other devices as a new message, not a sent copy")
 	minPos := 1
-	if slices.Contains(args, "-g") || slices.Contains(args, "--group-id") || slices.ContainsFunc(args, func(s string) bool {
+	if slices.Contains(args, "--note-to-self") || slices.Contains(args, "-g") || slices.Contains(args, "--group-id") || slices.ContainsFunc(args, func(s string) bool {
 		return strings.HasPrefix(s, "-g=") || strings.HasPrefix(s, "--group-id=")
 	}) {
 		minPos = 0
@@ -171,25 +179,27 @@ func cmdSend(ctx context.Context, e *env, args []string) error {
 		if len(recipients) > 0 {
 			return fmt.Errorf("%w: send -g GROUP takes no recipients", cli.ErrUsage)
 		}
-		ts, err := a.SendGroup(ctx, *group, text, files)
+		if *noteToSelf {
+			return fmt.Errorf("%w: send -g GROUP is not a note to self", cli.ErrUsage)
+		}
+		gid, err := groupArg(*group)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintln(e.stdout, ts)
-		return nil
+		ts, err := a.SendGroup(ctx, gid, text, files)
+		if err != nil {
+			return err
+		}
+		return reportSent(e, cli.Sent{Timestamp: ts}, gid)
 	}
-	ts, results, err := a.Send(ctx, text, files, recipients...)
+	if *noteToSelf {
+		recipients = append(recipients, a.Number)
+	}
+	sent, err := a.SendMessage(ctx, cli.Message{Text: text, Files: files, Recipients: recipients, NotifySelf: *notifySelf})
 	if err != nil {
 		return err
 	}
-	failed := reportResults(e, results)
-	if failed != nil && !slices.ContainsFunc(results, func(r cli.Result) bool { return r.Err == nil }) {
-		return failed // nobody got it
-	}
-	// Somebody got it: the message exists (its timestamp identifies it in
-	// receipts), and the failures were reported on stderr.
-	fmt.Fprintln(e.stdout, ts)
-	return nil
+	return reportSent(e, sent, "")
 }
 
 // reported is an error already printed; only its exit code matters.
@@ -217,10 +227,16 @@ func cmdReceive(ctx context.Context, e *env, args []string) error {
 	if *timeout < 0 {
 		t = -1
 	}
-	return a.Receive(ctx, cli.ReceiveOptions{Timeout: t, SendReadReceipts: *read, OutputDir: *output, Handle: printer(e.stdout, *asJSON)})
+	handle := printer(e.stdout, *asJSON)
+	if e.json {
+		enc := json.NewEncoder(e.stdout)
+		handle = func(ev cli.Event) { enc.Encode(signalcli.Receive(a.Number, ev)) }
+	}
+	return a.Receive(ctx, cli.ReceiveOptions{Timeout: t, SendReadReceipts: *read, OutputDir: *output, Handle: handle})
 }
 
-// printer formats events for humans or as JSON lines.
+// printer formats events for humans or as JSON lines in parley's flat
+// shape (receive --json).
 func printer(w io.Writer, asJSON bool) func(cli.Event) {
 	enc := json.NewEncoder(w)
 	return func(ev cli.Event) {
@@ -366,6 +382,9 @@ func cmdListIdentities(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if e.json {
+		return writeJSON(e, signalcli.Identities(ids))
+	}
 	if *asJSON {
 		return json.NewEncoder(e.stdout).Encode(orEmpty(ids))
 	}
@@ -432,6 +451,9 @@ func cmdListDevices(ctx context.Context, e *env, args []string) error {
 	ds, err := a.Devices(ctx)
 	if err != nil {
 		return err
+	}
+	if e.json {
+		return writeJSON(e, signalcli.Devices(ds))
 	}
 	if *asJSON {
 		return json.NewEncoder(e.stdout).Encode(orEmpty(ds))

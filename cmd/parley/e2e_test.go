@@ -331,9 +331,10 @@ func TestDaemon(t *testing.T) {
 		if n["method"] != "receive" {
 			t.Fatalf("unexpected line %v", n)
 		}
-		env := n["params"].(map[string]any)["envelope"].(map[string]any)
-		if env["type"] == "message" {
-			if env["text"] != "hello bot" || env["sender"] != bob.number {
+		params := n["params"].(map[string]any)
+		env := params["envelope"].(map[string]any)
+		if data, ok := env["dataMessage"].(map[string]any); ok {
+			if data["message"] != "hello bot" || env["sourceNumber"] != bob.number || params["account"] != alice.number {
 				t.Fatalf("notification %v", n)
 			}
 			break
@@ -344,8 +345,10 @@ func TestDaemon(t *testing.T) {
 		code float64
 	}{
 		{`{"jsonrpc":"2.0","method":"nope","id":2}`, -32601},
-		{`{"jsonrpc":"2.0","method":"send","params":{"message":"x"},"id":3}`, -32602},
-		{`{"jsonrpc":"2.0","method":"send","params":{"recipient":"+1","message":"x","extra":1},"id":4}`, -32602},
+		{`{"jsonrpc":"2.0","method":"send","params":{"message":"x"},"id":3}`, -1},
+		{`{"jsonrpc":"2.0","method":"send","params":{"recipient":5,"message":"x"},"id":4}`, -32602},
+		{`{"jsonrpc":"2.0","method":"send","params":["x"],"id":4}`, -32602},
+		{`{"jsonrpc":"2.0","method":"send","params":{"recipient":"+1","message":"x","viewOnce":true},"id":4}`, -1},
 		{`{"jsonrpc":"2.0","method":"send","params":{"recipient":"not a number","message":"x"},"id":5}`, -1},
 		{`{"id":6}`, -32600},
 		{`{"jsonrpc":"2.0","method":`, -32700},

@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"strings"
 
 	"github.com/parleyhq/parley/cli"
+	"github.com/parleyhq/parley/cli/signalcli"
 )
 
 // cmdUpdateGroup creates a group (without -g, printing its id) or changes
@@ -28,7 +30,11 @@ func cmdUpdateGroup(ctx context.Context, e *env, args []string) error {
 	if _, err := parse(fs, args, 0, 0); err != nil {
 		return err
 	}
-	c := cli.GroupChange{ID: *id, Add: add, Remove: remove}
+	gid, err := groupArg(*id)
+	if err != nil {
+		return err
+	}
+	c := cli.GroupChange{ID: gid, Add: add, Remove: remove}
 	fs.Visit(func(f *flag.Flag) {
 		if f.Name == "n" || f.Name == "name" {
 			c.Name = name
@@ -38,14 +44,18 @@ func cmdUpdateGroup(ctx context.Context, e *env, args []string) error {
 		c.ExpireTimer = expire
 	}
 	return withAccount(ctx, e, func(a *cli.Account) error {
-		g, results, err := a.UpdateGroup(ctx, c)
+		g, sent, err := a.UpdateGroup(ctx, c)
 		if err != nil {
 			return err
+		}
+		if e.json {
+			failed := reportResults(e, sent.Results)
+			return errors.Join(writeJSON(e, signalcli.Results(sent, g.ID)), failed)
 		}
 		if *id == "" {
 			fmt.Fprintf(e.stdout, "Created group %s\n", g.ID)
 		}
-		return reportResults(e, results)
+		return reportResults(e, sent.Results)
 	})
 }
 
@@ -59,12 +69,20 @@ func cmdQuitGroup(ctx context.Context, e *env, args []string) error {
 	if *id == "" {
 		return fmt.Errorf("%w: quitGroup needs -g GROUP_ID", cli.ErrUsage)
 	}
+	gid, err := groupArg(*id)
+	if err != nil {
+		return err
+	}
 	return withAccount(ctx, e, func(a *cli.Account) error {
-		results, err := a.QuitGroup(ctx, *id)
+		sent, err := a.QuitGroup(ctx, gid)
 		if err != nil {
 			return err
 		}
-		return reportResults(e, results)
+		if e.json {
+			failed := reportResults(e, sent.Results)
+			return errors.Join(writeJSON(e, signalcli.Results(sent, gid)), failed)
+		}
+		return reportResults(e, sent.Results)
 	})
 }
 
@@ -78,6 +96,9 @@ func cmdListGroups(ctx context.Context, e *env, args []string) error {
 		gs, err := a.Groups(ctx)
 		if err != nil {
 			return err
+		}
+		if e.json {
+			return writeJSON(e, signalcli.Groups(gs))
 		}
 		if *asJSON {
 			return json.NewEncoder(e.stdout).Encode(orEmpty(gs))
@@ -95,6 +116,18 @@ func cmdListGroups(ctx context.Context, e *env, args []string) error {
 		}
 		return nil
 	})
+}
+
+// groupArg reads a group id as parley or signal-cli writes it ("" stays "").
+func groupArg(id string) (string, error) {
+	if id == "" {
+		return "", nil
+	}
+	gid, err := signalcli.ParseGroupID(id)
+	if err != nil {
+		return "", fmt.Errorf("%w: -g %q: %v", cli.ErrUsage, id, err)
+	}
+	return gid, nil
 }
 
 // reportResults prints per-member failures and returns the first.

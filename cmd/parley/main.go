@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,7 +24,7 @@ import (
 	"github.com/parleyhq/parley/version"
 )
 
-const usage = `usage: parley [-a ACCOUNT] [--server URL] [--config DIR] [--trust-new-identities MODE] COMMAND [ARGS…]
+const usage = `usage: parley [-a ACCOUNT] [-o json] [--server URL] [--config DIR] [--trust-new-identities MODE] COMMAND [ARGS…]
 
 Global options:
   -a, --account NUMBER         the account (E.164); optional when only one exists
@@ -31,15 +32,20 @@ Global options:
   --config DIR                 where accounts live (default %s)
   --trust-new-identities MODE  on-first-use (default), always or never
   --passphrase-file FILE       passphrase for a protected key file (or $PARLEY_PASSPHRASE)
+  -o, --output json            results as signal-cli prints them with -o json
   -v, --verbose                log to stderr
 
 Commands:
   register [--pin PIN]                  request a verification code by SMS
   verify CODE [--pin PIN]               finish registering with the code
-  send [-m TEXT | --message-from-stdin] [-a FILE]… RECIPIENT…
+  send [-m TEXT | --message-from-stdin] [-a FILE]… [--notify-self] RECIPIENT…
+                                        (your own number, or --note-to-self: a note to self)
   receive [--timeout SECONDS] [--json] [--send-read-receipts] [--output DIR]
   chat RECIPIENT                        interactive conversation (/attach PATH sends a file)
   sendTyping RECIPIENT [--stop]
+  sendReceipt RECIPIENT -t TIMESTAMP…   mark their messages read
+  listContacts [RECIPIENT…]             people this account knows
+  getUserStatus NUMBER…                 whether numbers are registered on the relay
   updateContact RECIPIENT -e SECONDS    disappearing-message timer (0: off)
   listIdentities [-n NUMBER] [--json]
   trust RECIPIENT (--verified-safety-number N | --trust-all-known-keys)
@@ -49,12 +55,15 @@ Commands:
   listDevices [--json] | removeDevice -d ID
   unregister [--delete-local-account-data]
   setPassphrase                         protect the key file (passphrase from $PARLEY_NEW_PASSPHRASE or --new-passphrase-file)
-  daemon [--socket PATH] [--no-stdio]   JSON-RPC 2.0 on stdin/stdout and a unix socket
+  jsonRpc [--receive-mode MODE]         signal-cli's JSON-RPC on stdin/stdout (man signal-cli-jsonrpc)
+  daemon [--socket [PATH]] [--tcp [HOST:PORT]] [--no-stdio] [--receive-mode MODE]
+                                        the same JSON-RPC on stdin/stdout, a unix socket and TCP
   updateGroup [-g ID] [-n NAME] [-m MEMBER]… [-r MEMBER]… [-e SECONDS]
                                         create a group (without -g) or change one
   quitGroup -g ID                       leave a group
   listGroups [--json]
   send -g ID [-m TEXT] [-a FILE]…       send to a group
+  listAccounts                          the accounts in the config directory
   version                               this build of parley
   help                                  this text; COMMAND --help shows a command's flags
 
@@ -71,6 +80,8 @@ func main() {
 
 // env is what every command gets.
 type env struct {
+	// json is -o json: results in signal-cli's JSON shapes (cli/signalcli).
+	json   bool
 	opts   cli.Options
 	stdin  io.Reader
 	stdout io.Writer
@@ -88,6 +99,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	g.StringVar(&dir, "config", cli.DefaultDir(), "")
 	g.StringVar(&trust, "trust-new-identities", string(cli.TrustOnFirstUse), "")
 	g.StringVar(&passFile, "passphrase-file", "", "")
+	output := g.String("o", "plain-text", "")
+	g.StringVar(output, "output", "plain-text", "")
 	g.BoolVar(&verbose, "v", false, "")
 	g.BoolVar(&verbose, "verbose", false, "")
 	if err := g.Parse(args); err != nil || g.NArg() == 0 {
@@ -105,11 +118,14 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err != nil {
 		return report(stderr, err)
 	}
+	if *output != "plain-text" && *output != "json" {
+		return report(stderr, fmt.Errorf("%w: -o is plain-text or json, not %q", cli.ErrUsage, *output))
+	}
 	level := slog.LevelError + 1
 	if verbose {
 		level = slog.LevelDebug
 	}
-	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, opts: cli.Options{
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, json: *output == "json", opts: cli.Options{
 		Dir: dir, Number: account, Server: server, Trust: mode,
 		Passphrase: passphraseSource(passFile, "PARLEY_PASSPHRASE"),
 		Log:        slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
@@ -124,7 +140,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			fmt.Fprintf(stdout, usage, cli.DefaultServer, cli.DefaultDir())
 			return cli.ExitOK
 		case "version":
-			fmt.Fprintln(stdout, version.String("parley"))
+			if e.json {
+				json.NewEncoder(stdout).Encode(map[string]string{"version": strings.TrimPrefix(version.String("parley"), "parley ")})
+			} else {
+				fmt.Fprintln(stdout, version.String("parley"))
+			}
 			return cli.ExitOK
 		}
 		fmt.Fprintf(stderr, "parley: unknown command %q (parley help lists them)\n", name)
