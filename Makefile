@@ -24,7 +24,7 @@ run: build
 # scripts/with-strace installs strace for the test that counts parleyd's fsyncs.
 test:
 	$(GO) vet ./...
-	scripts/with-postgres scripts/with-s3 scripts/with-libsignal scripts/with-strace scripts/with-redocly $(GO) test -race -count=1 ./...
+	scripts/with-postgres scripts/with-s3 scripts/with-libsignal scripts/with-signal-sdk scripts/with-strace scripts/with-redocly $(GO) test -race -count=1 ./...
 	cd deploy/validate && $(GO) test -count=1 ./...
 
 # Without PostgreSQL (its tests skip).
@@ -53,6 +53,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzParseEvent -fuzztime=$(FUZZTIME) ./relay
 	$(GO) test -run='^$$' -fuzz=FuzzUnmarshal -fuzztime=$(FUZZTIME) ./cli/content
 	$(GO) test -run='^$$' -fuzz=FuzzEnvelope -fuzztime=$(FUZZTIME) ./cli
+	$(GO) test -run='^$$' -fuzz=FuzzRequestLines -fuzztime=$(FUZZTIME) ./cli/rpc
 	$(GO) test -run='^$$' -fuzz=FuzzDecrypt -fuzztime=$(FUZZTIME) ./cli/attachment
 	$(GO) test -run='^$$' -fuzz=FuzzObjectURL -fuzztime=$(FUZZTIME) ./attachments
 	$(GO) test -run='^$$' -fuzz='^FuzzParseSignalMessage$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s ./protocol
