@@ -63,6 +63,9 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParseSessionRecord$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s ./protocol
 	$(GO) test -run='^$$' -fuzz='^FuzzParseSenderKeyRecord$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s ./protocol
 	$(GO) test -run='^$$' -fuzz='^FuzzDecrypt$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s ./protocol
+	$(GO) test -run='^$$' -fuzz='^FuzzUnseal$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s ./protocol
+	$(GO) test -run='^$$' -fuzz='^FuzzParseSenderCertificate$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s ./protocol
+	$(GO) test -run='^$$' -fuzz='^FuzzParseMultiRecipientMessage$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s ./protocol
 	$(GO) test -run='^$$' -fuzz='^FuzzRecv$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s ./protocol/spqr
 	$(GO) test -run='^$$' -fuzz='^FuzzState$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s ./protocol/spqr
 
