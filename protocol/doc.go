@@ -7,7 +7,9 @@
 // Kyber1024 prekeys), session setup by PQXDH, the Double Ratchet with
 // Signal's post-quantum ratchet (SPQR, package spqr) in the version-4 wire
 // format, session records that keep earlier sessions for late messages,
-// and sender keys for groups. The API follows libsignal's: stores are
+// sender keys for groups, and sealed sender (certificates, version 1
+// sealing, and unsealing of versions 1 and 2, with the server's parse of
+// the multi-recipient form). The API follows libsignal's: stores are
 // interfaces the caller implements over its own database, and every
 // operation that fails leaves the stores as they were.
 //

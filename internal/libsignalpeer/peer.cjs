@@ -19,6 +19,7 @@ const { pathToFileURL } = require('node:url');
 const PKG = '@signalapp/libsignal-client';
 
 let S; // the libsignal module, once loaded
+let SSMRM; // its SealedSenderMultiRecipientMessage class (a module of its own, not re-exported by index.js)
 let pkgVersion = '';
 
 async function load() {
@@ -29,6 +30,7 @@ async function load() {
   pkgVersion = String(pj.version);
   // The package is an ES module; import() loads it from CommonJS on every Node >= 20.
   S = await import(pathToFileURL(path.join(dir, pj.main || 'dist/index.js')).href);
+  SSMRM = (await import(pathToFileURL(path.join(dir, 'dist/SealedSenderMultiRecipientMessage.js')).href)).default;
 }
 
 // ---- argument helpers: they throw on bad input, and the op's try/catch answers with an error.
@@ -60,6 +62,18 @@ function int(v, what, min = 0, max = 0xffffffff) {
     throw bad(`${what}: want an integer in [${min}, ${max}]`);
   }
   return v;
+}
+
+// A non-negative safe integer, for timestamps and expirations in milliseconds.
+function num(v, what) {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
+    throw bad(`${what}: want a non-negative integer`);
+  }
+  return v;
+}
+
+function optStr(v, what) {
+  return v === undefined || v === null ? null : str(v, what);
 }
 
 function str(v, what) {
@@ -275,6 +289,84 @@ function sessionDetails(serialized) {
     version: v ? Number(v.value) : 0,
     previousSessions: previous,
     pqRatchet: !!pq && pq.bytes.length > 0,
+  };
+}
+
+// ---- UnidentifiedSenderMessageContent from raw bytes. 0.103 builds a
+// CiphertextMessage only from a PlaintextContent (CiphertextMessage.from);
+// Signal, PreKey and SenderKey messages exist as CiphertextMessages only as
+// the results of signalEncrypt/groupEncrypt. So a USMC around given message
+// bytes is encoded here the way libsignal's UnidentifiedSenderMessageContent::new
+// encodes it (sealed_sender.proto UnidentifiedSenderMessage.Message: type 1,
+// senderCertificate 2, content 3, contentHint 4 unless Default, groupId 5
+// unless empty; prost writes fields in number order) and then parsed with the
+// official UnidentifiedSenderMessageContent.deserialize. For PlaintextContent
+// both ways are taken and must agree, which checks this encoder.
+
+// CiphertextMessageType -> UnidentifiedSenderMessage.Message.Type
+const usmcProtoType = { 2: 2, 3: 1, 7: 7, 8: 8 };
+
+function pbVarint(out, v) {
+  let n = BigInt(v);
+  do {
+    let b = Number(n & 0x7fn);
+    n >>= 7n;
+    if (n > 0n) b |= 0x80;
+    out.push(b);
+  } while (n > 0n);
+}
+
+function pbBytesField(out, field, u8) {
+  pbVarint(out, (field << 3) | 2);
+  pbVarint(out, u8.length);
+  for (const b of u8) out.push(b);
+}
+
+function pbVarintField(out, field, v) {
+  pbVarint(out, field << 3);
+  pbVarint(out, v);
+}
+
+function encodeUsmc(type, certificate, contents, contentHint, groupId) {
+  const out = [];
+  pbVarintField(out, 1, usmcProtoType[type]);
+  pbBytesField(out, 2, certificate);
+  pbBytesField(out, 3, contents);
+  if (contentHint !== 0) pbVarintField(out, 4, contentHint);
+  if (groupId && groupId.length > 0) pbBytesField(out, 5, groupId);
+  return new Uint8Array(out);
+}
+
+function usmcFromRaw(type, contents, certBytes, contentHint, groupId) {
+  if (!(type in usmcProtoType)) throw bad(`type ${type}: want 2 (Whisper), 3 (PreKey), 7 (SenderKey) or 8 (Plaintext)`);
+  // The contents must be a message of that type, as in a CiphertextMessage.
+  let plaintext = null;
+  if (type === S.CiphertextMessageType.Whisper) S.SignalMessage.deserialize(contents);
+  else if (type === S.CiphertextMessageType.PreKey) S.PreKeySignalMessage.deserialize(contents);
+  else if (type === S.CiphertextMessageType.SenderKey) S.SenderKeyMessage.deserialize(contents);
+  else plaintext = S.PlaintextContent.deserialize(contents);
+  const cert = S.SenderCertificate.deserialize(certBytes);
+  const usmc = S.UnidentifiedSenderMessageContent.deserialize(
+    encodeUsmc(type, cert.serialize(), contents, contentHint, groupId));
+  if (plaintext) {
+    const official = S.UnidentifiedSenderMessageContent.new(
+      S.CiphertextMessage.from(plaintext), cert, contentHint, groupId);
+    if (Buffer.compare(Buffer.from(official.serialize()), Buffer.from(usmc.serialize())) !== 0) {
+      throw new Error('peer: UnidentifiedSenderMessageContent encoding differs from libsignal\'s');
+    }
+    return official;
+  }
+  return usmc;
+}
+
+function usmcResult(usmc) {
+  const g = usmc.groupId();
+  return {
+    type: usmc.msgType(),
+    contents: b64(usmc.contents()),
+    senderCertificate: b64(usmc.senderCertificate().serialize()),
+    contentHint: usmc.contentHint(),
+    groupId: g === null || g === undefined ? null : b64(g),
   };
 }
 
@@ -539,6 +631,126 @@ const ops = {
       displayable: f.displayableFingerprint().toString(),
       scannable: b64(f.scannableFingerprint().toBuffer()),
     };
+  },
+
+  // ---- sealed sender
+
+  async newKeyPair() {
+    const k = S.PrivateKey.generate();
+    return { publicKey: b64(k.getPublicKey().serialize()), privateKey: b64(k.serialize()) };
+  },
+
+  async newServerCertificate(req) {
+    const cert = S.ServerCertificate.new(
+      int(req.keyId, 'keyId'),
+      publicKey(req.serverKey, 'serverKey'),
+      S.PrivateKey.deserialize(bytes(req.trustRootPrivate, 'trustRootPrivate')),
+    );
+    return { certificate: b64(cert.serialize()) };
+  },
+
+  async newSenderCertificate(req) {
+    const cert = S.SenderCertificate.new(
+      str(req.senderUuid, 'senderUuid'),
+      optStr(req.senderE164, 'senderE164'),
+      int(req.senderDeviceId, 'senderDeviceId', 1, 127),
+      publicKey(req.senderKey, 'senderKey'),
+      num(req.expiration, 'expiration'),
+      S.ServerCertificate.deserialize(bytes(req.serverCertificate, 'serverCertificate')),
+      S.PrivateKey.deserialize(bytes(req.serverPrivate, 'serverPrivate')),
+    );
+    return { certificate: b64(cert.serialize()) };
+  },
+
+  async validateSenderCertificate(req) {
+    const cert = S.SenderCertificate.deserialize(bytes(req.certificate, 'certificate'));
+    const valid = cert.validate(publicKey(req.trustRoot, 'trustRoot'), num(req.time, 'time'));
+    const server = cert.serverCertificate();
+    return {
+      valid,
+      senderUuid: cert.senderUuid(),
+      senderE164: cert.senderE164() ?? null,
+      senderDeviceId: cert.senderDeviceId(),
+      expiration: Number(cert.expiration()),
+      key: b64(cert.key().serialize()),
+      serverKeyId: server.keyId(),
+      serverKey: b64(server.key().serialize()),
+    };
+  },
+
+  async sealedEncrypt(req) {
+    const c = getClient(req);
+    const body = await S.sealedSenderEncryptMessage(
+      bytes(req.plaintext, 'plaintext'), address(req.address),
+      S.SenderCertificate.deserialize(bytes(req.senderCertificate, 'senderCertificate')),
+      c.stores.sessions, c.stores.identity);
+    return { body: b64(body) };
+  },
+
+  async sealedDecrypt(req) {
+    const c = getClient(req);
+    const r = await S.sealedSenderDecryptMessage(
+      bytes(req.body, 'body'), publicKey(req.trustRoot, 'trustRoot'), num(req.timestamp, 'timestamp'),
+      optStr(req.localE164, 'localE164'), str(req.localUuid, 'localUuid'),
+      int(req.localDeviceId, 'localDeviceId', 1, 127),
+      c.stores.sessions, c.stores.identity, c.stores.preKeys, c.stores.signedPreKeys, c.stores.kyberPreKeys);
+    return {
+      senderUuid: r.senderUuid(),
+      senderE164: r.senderE164() ?? null,
+      deviceId: r.deviceId(),
+      plaintext: b64(r.message()),
+    };
+  },
+
+  async sealedDecryptToUsmc(req) {
+    const c = getClient(req);
+    return usmcResult(await S.sealedSenderDecryptToUsmc(bytes(req.body, 'body'), c.stores.identity));
+  },
+
+  async sealedEncryptUsmc(req) {
+    const c = getClient(req);
+    const addr = address(req.address);
+    const usmc = usmcFromRaw(
+      int(req.type, 'type', 0, 255), bytes(req.contents, 'contents'),
+      bytes(req.senderCertificate, 'senderCertificate'), int(req.contentHint ?? 0, 'contentHint'),
+      optBytes(req.groupId, 'groupId'));
+    return { body: b64(await S.sealedSenderEncrypt(usmc, addr, c.stores.identity)) };
+  },
+
+  async multiRecipientEncrypt(req) {
+    const c = getClient(req);
+    if (!Array.isArray(req.recipients)) throw bad('recipients: want an array of addresses');
+    const recipients = req.recipients.map((a, i) => address(a, `recipients[${i}]`));
+    const excluded = req.excluded === undefined || req.excluded === null ? [] : req.excluded;
+    if (!Array.isArray(excluded)) throw bad('excluded: want an array of service id strings');
+    const excludedIds = excluded.map((s, i) => S.ServiceId.parseFromServiceIdString(str(s, `excluded[${i}]`)));
+    const msg = await S.groupEncrypt(c.local, str(req.distributionId, 'distributionId'), c.stores.senderKeys,
+      bytes(req.plaintext, 'plaintext'));
+    const usmc = S.UnidentifiedSenderMessageContent.new(
+      msg, S.SenderCertificate.deserialize(bytes(req.senderCertificate, 'senderCertificate')),
+      int(req.contentHint ?? 0, 'contentHint'), optBytes(req.groupId, 'groupId'));
+    const body = await S.sealedSenderMultiRecipientEncrypt({
+      content: usmc,
+      recipients,
+      excludedRecipients: excludedIds,
+      identityStore: c.stores.identity,
+      sessionStore: c.stores.sessions,
+    });
+    return { body: b64(body) };
+  },
+
+  async multiRecipientParse(req) {
+    const m = new SSMRM(bytes(req.body, 'body'));
+    const recipients = Object.entries(m.recipientsByServiceIdString()).map(([serviceId, r]) => ({
+      serviceId,
+      devices: r.deviceIds.map((d, i) => ({ deviceId: d, registrationId: r.registrationIds[i] })),
+      message: b64(m.messageForRecipient(r)),
+    }));
+    return { recipients, excluded: [...m.excludedRecipientServiceIdStrings()] };
+  },
+
+  async multiRecipientForSingle(req) {
+    return { message: b64(S.sealedSenderMultiRecipientMessageForSingleRecipient(bytes(req.body, 'body'))) };
   },
 };
 

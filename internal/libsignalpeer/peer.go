@@ -56,6 +56,34 @@
 //	groupDecrypt {client, sender, body}           -> {plaintext}
 //	fingerprint {version, iterations, localId, localKey, remoteId, remoteKey}
 //	                                              -> {displayable, scannable}
+//	newKeyPair                                    -> {publicKey, privateKey}
+//	newServerCertificate {keyId, serverKey, trustRootPrivate}
+//	                                              -> {certificate}
+//	newSenderCertificate {senderUuid, senderE164|null, senderDeviceId, senderKey, expiration,
+//	               serverCertificate, serverPrivate}
+//	                                              -> {certificate}
+//	validateSenderCertificate {certificate, trustRoot, time}
+//	                                              -> {valid, senderUuid, senderE164|null, senderDeviceId,
+//	                                                  expiration, key, serverKeyId, serverKey}
+//	sealedEncrypt {client, address, senderCertificate, plaintext}
+//	                                              -> {body}
+//	sealedDecrypt {client, body, trustRoot, timestamp, localE164|null, localUuid, localDeviceId}
+//	                                              -> {senderUuid, senderE164|null, deviceId, plaintext}
+//	sealedDecryptToUsmc {client, body}            -> {type, contents, senderCertificate, contentHint,
+//	                                                  groupId|null}
+//	sealedEncryptUsmc {client, address, type, contents, senderCertificate, contentHint, groupId|null}
+//	                                              -> {body}
+//	multiRecipientEncrypt {client, recipients:[address], excluded?:[serviceId], senderCertificate,
+//	               distributionId, plaintext, contentHint, groupId|null}
+//	                                              -> {body}
+//	multiRecipientParse {body}                    -> {recipients:[{serviceId, devices:[{deviceId,
+//	                                                  registrationId}], message}], excluded:[serviceId]}
+//	multiRecipientForSingle {body}                -> {message}
+//
+// Times (expiration, time, timestamp) are milliseconds since 1970 as JSON
+// numbers. Sealed sender addresses and service ids are service id strings
+// (an ACI's bare UUID, "PNI:" and a UUID for a PNI): multiRecipientEncrypt
+// refuses recipients whose address name is not one.
 package libsignalpeer
 
 import (
@@ -93,6 +121,17 @@ const (
 	TypeSenderKey = 7
 	// TypePlaintext is a PlaintextContent.
 	TypePlaintext = 8
+)
+
+// Content hints of an UnidentifiedSenderMessageContent, as libsignal's
+// ContentHint numbers them.
+const (
+	// ContentHintDefault: the sender will not resend; show an error at once.
+	ContentHintDefault = 0
+	// ContentHintResendable: the sender will try to resend; delay any error.
+	ContentHintResendable = 1
+	// ContentHintImplicit: show no error at all (typing messages, receipts).
+	ContentHintImplicit = 2
 )
 
 // Trust policies for a client's identity store, see [Peer.SetTrust].
@@ -839,6 +878,328 @@ func (p *Peer) Fingerprint(in FingerprintInput) (displayable string, scannable [
 	}
 	err = p.Call("fingerprint", in, &r)
 	return r.Displayable, r.Scannable, err
+}
+
+// ---- sealed sender
+
+// KeyPair is an EC (Curve25519) key pair, serialized as libsignal does.
+type KeyPair struct {
+	// PublicKey is the serialized public key (33 bytes, type byte 0x05 first).
+	PublicKey []byte `json:"publicKey"`
+	// PrivateKey is the serialized private key (32 bytes).
+	PrivateKey []byte `json:"privateKey"`
+}
+
+// NewKeyPair generates an EC key pair (PrivateKey.generate), for a trust
+// root or a server certificate's key.
+func (p *Peer) NewKeyPair() (KeyPair, error) {
+	var k KeyPair
+	err := p.Call("newKeyPair", nil, &k)
+	return k, err
+}
+
+// NewServerCertificate makes a server certificate for serverKey (a
+// serialized public key) with id keyID, signed by the trust root's private
+// key (ServerCertificate.new), and returns it serialized.
+func (p *Peer) NewServerCertificate(keyID uint32, serverKey, trustRootPrivate []byte) (certificate []byte, err error) {
+	var r struct {
+		Certificate []byte `json:"certificate"`
+	}
+	err = p.Call("newServerCertificate", struct {
+		KeyID            uint32 `json:"keyId"`
+		ServerKey        []byte `json:"serverKey"`
+		TrustRootPrivate []byte `json:"trustRootPrivate"`
+	}{keyID, nonNil(serverKey), nonNil(trustRootPrivate)}, &r)
+	return r.Certificate, err
+}
+
+// SenderCertificateInput are the arguments of libsignal's SenderCertificate.new.
+type SenderCertificateInput struct {
+	// SenderUUID is the sender's ACI (a UUID string).
+	SenderUUID string
+	// SenderE164 is the sender's phone number, or "" for none.
+	SenderE164 string
+	// SenderDeviceID is the sender's device id.
+	SenderDeviceID uint32
+	// SenderKey is the sender's identity public key, serialized.
+	SenderKey []byte
+	// Expiration is when the certificate expires, in milliseconds since 1970.
+	Expiration uint64
+	// ServerCertificate is the signing server certificate, serialized.
+	ServerCertificate []byte
+	// ServerPrivate is the private key of the server certificate's key.
+	ServerPrivate []byte
+}
+
+// NewSenderCertificate makes a sender certificate signed by the server key
+// (SenderCertificate.new) and returns it serialized.
+func (p *Peer) NewSenderCertificate(in SenderCertificateInput) (certificate []byte, err error) {
+	var r struct {
+		Certificate []byte `json:"certificate"`
+	}
+	err = p.Call("newSenderCertificate", struct {
+		SenderUUID        string  `json:"senderUuid"`
+		SenderE164        *string `json:"senderE164"`
+		SenderDeviceID    uint32  `json:"senderDeviceId"`
+		SenderKey         []byte  `json:"senderKey"`
+		Expiration        uint64  `json:"expiration"`
+		ServerCertificate []byte  `json:"serverCertificate"`
+		ServerPrivate     []byte  `json:"serverPrivate"`
+	}{in.SenderUUID, optString(in.SenderE164), in.SenderDeviceID, nonNil(in.SenderKey), in.Expiration,
+		nonNil(in.ServerCertificate), nonNil(in.ServerPrivate)}, &r)
+	return r.Certificate, err
+}
+
+// SenderCertificateInfo is what libsignal reads from a sender certificate.
+type SenderCertificateInfo struct {
+	// Valid is SenderCertificate.validate(trustRoot, time): the server
+	// certificate is signed by the trust root, the sender certificate by the
+	// server key, and time is not after the expiration.
+	Valid bool `json:"valid"`
+	// SenderUUID is the sender's ACI string.
+	SenderUUID string `json:"senderUuid"`
+	// SenderE164 is the sender's phone number, or "" for none.
+	SenderE164 string `json:"senderE164"`
+	// SenderDeviceID is the sender's device id.
+	SenderDeviceID uint32 `json:"senderDeviceId"`
+	// Expiration is the expiration in milliseconds since 1970.
+	Expiration uint64 `json:"expiration"`
+	// Key is the sender's identity public key, serialized.
+	Key []byte `json:"key"`
+	// ServerKeyID is the id of the signing server certificate.
+	ServerKeyID uint32 `json:"serverKeyId"`
+	// ServerKey is the server certificate's public key, serialized.
+	ServerKey []byte `json:"serverKey"`
+}
+
+// ValidateSenderCertificate parses certificate and validates it against the
+// serialized trust root public key at time (milliseconds since 1970). A
+// certificate that does not parse is an error; one that parses but does not
+// validate has Valid false.
+func (p *Peer) ValidateSenderCertificate(certificate, trustRoot []byte, time uint64) (SenderCertificateInfo, error) {
+	var r SenderCertificateInfo
+	err := p.Call("validateSenderCertificate", struct {
+		Certificate []byte `json:"certificate"`
+		TrustRoot   []byte `json:"trustRoot"`
+		Time        uint64 `json:"time"`
+	}{nonNil(certificate), nonNil(trustRoot), time}, &r)
+	return r, err
+}
+
+// SealedEncrypt encrypts plaintext from client to addr on their session and
+// seals it with senderCertificate (sealedSenderEncryptMessage), returning
+// the sealed sender (v1) message. client needs a session with addr, as for
+// [Peer.Encrypt].
+func (p *Peer) SealedEncrypt(client string, addr Address, senderCertificate, plaintext []byte) (body []byte, err error) {
+	var r struct {
+		Body []byte `json:"body"`
+	}
+	err = p.Call("sealedEncrypt", struct {
+		Client            string  `json:"client"`
+		Address           Address `json:"address"`
+		SenderCertificate []byte  `json:"senderCertificate"`
+		Plaintext         []byte  `json:"plaintext"`
+	}{client, addr, nonNil(senderCertificate), nonNil(plaintext)}, &r)
+	return r.Body, err
+}
+
+// SealedDecryptInput are the arguments of [Peer.SealedDecrypt] besides the client.
+type SealedDecryptInput struct {
+	// Body is the sealed sender message (v1, or a v2 received message).
+	Body []byte
+	// TrustRoot is the trust root public key the sender certificate must chain to.
+	TrustRoot []byte
+	// Timestamp is the time the certificate is checked at, in milliseconds since 1970.
+	Timestamp uint64
+	// LocalE164 is the recipient's phone number, or "" for none.
+	LocalE164 string
+	// LocalUUID is the recipient's ACI string.
+	LocalUUID string
+	// LocalDeviceID is the recipient's device id.
+	LocalDeviceID uint32
+}
+
+// SealedDecryptResult is the outcome of [Peer.SealedDecrypt].
+type SealedDecryptResult struct {
+	// SenderUUID is the sender's ACI string from its certificate.
+	SenderUUID string `json:"senderUuid"`
+	// SenderE164 is the sender's phone number, or "" for none.
+	SenderE164 string `json:"senderE164"`
+	// DeviceID is the sender's device id.
+	DeviceID uint32 `json:"deviceId"`
+	// Plaintext is the decrypted message.
+	Plaintext []byte `json:"plaintext"`
+}
+
+// SealedDecrypt unseals and decrypts a sealed sender message that client
+// received (sealedSenderDecryptMessage, with client's stores): it validates
+// the sender certificate and decrypts the Signal or PreKey message inside.
+func (p *Peer) SealedDecrypt(client string, in SealedDecryptInput) (SealedDecryptResult, error) {
+	var r SealedDecryptResult
+	err := p.Call("sealedDecrypt", struct {
+		Client        string  `json:"client"`
+		Body          []byte  `json:"body"`
+		TrustRoot     []byte  `json:"trustRoot"`
+		Timestamp     uint64  `json:"timestamp"`
+		LocalE164     *string `json:"localE164"`
+		LocalUUID     string  `json:"localUuid"`
+		LocalDeviceID uint32  `json:"localDeviceId"`
+	}{client, nonNil(in.Body), nonNil(in.TrustRoot), in.Timestamp, optString(in.LocalE164), in.LocalUUID, in.LocalDeviceID}, &r)
+	r.Plaintext = nonNil(r.Plaintext)
+	return r, err
+}
+
+// USMC is an UnidentifiedSenderMessageContent: the inner layer of a sealed
+// sender message.
+type USMC struct {
+	// Type is the ciphertext message type of Contents ([TypeWhisper],
+	// [TypePreKey], [TypeSenderKey] or [TypePlaintext]).
+	Type int `json:"type"`
+	// Contents is the serialized message of that type.
+	Contents []byte `json:"contents"`
+	// SenderCertificate is the serialized sender certificate.
+	SenderCertificate []byte `json:"senderCertificate"`
+	// ContentHint is a ContentHint* value.
+	ContentHint int `json:"contentHint"`
+	// GroupID is the group id, or nil for none.
+	GroupID []byte `json:"groupId"`
+}
+
+// SealedDecryptToUSMC unseals a sealed sender message (v1, or a v2
+// received message) that client received (sealedSenderDecryptToUsmc, with
+// client's identity store) without decrypting its contents or validating
+// the sender certificate.
+func (p *Peer) SealedDecryptToUSMC(client string, body []byte) (USMC, error) {
+	var r USMC
+	err := p.Call("sealedDecryptToUsmc", struct {
+		Client string `json:"client"`
+		Body   []byte `json:"body"`
+	}{client, nonNil(body)}, &r)
+	r.Contents = nonNil(r.Contents)
+	return r, err
+}
+
+// SealedEncryptUSMC seals u for addr (UnidentifiedSenderMessageContent.new,
+// then sealedSenderEncrypt with client's identity store) and returns the
+// sealed sender (v1) message: to send a message encrypted beforehand, such
+// as a group SenderKeyMessage, sealed. u.Contents must parse as a message of
+// u.Type. client needs addr's identity key, not a session.
+func (p *Peer) SealedEncryptUSMC(client string, addr Address, u USMC) (body []byte, err error) {
+	var r struct {
+		Body []byte `json:"body"`
+	}
+	u.Contents, u.SenderCertificate = nonNil(u.Contents), nonNil(u.SenderCertificate)
+	err = p.Call("sealedEncryptUsmc", struct {
+		Client  string  `json:"client"`
+		Address Address `json:"address"`
+		USMC
+	}{client, addr, u}, &r)
+	return r.Body, err
+}
+
+// MultiRecipientInput are the arguments of [Peer.MultiRecipientEncrypt]
+// besides the client.
+type MultiRecipientInput struct {
+	// Recipients are the recipient devices; client needs a session with
+	// each, and each name must be a service id string.
+	Recipients []Address
+	// Excluded are service id strings of recipients deliberately left out.
+	Excluded []string
+	// SenderCertificate is the serialized sender certificate.
+	SenderCertificate []byte
+	// DistributionID is the sender key's distribution id (a UUID string).
+	DistributionID string
+	// Plaintext is the group message.
+	Plaintext []byte
+	// ContentHint is a ContentHint* value.
+	ContentHint int
+	// GroupID is the group id, or nil for none.
+	GroupID []byte
+}
+
+// MultiRecipientEncrypt encrypts plaintext with client's sender key for
+// in.DistributionID (groupEncrypt, sending as client's own address), wraps
+// it in an UnidentifiedSenderMessageContent and seals it for all recipients
+// at once (sealedSenderMultiRecipientEncrypt). It returns the Sealed Sender
+// v2 "sent message" a client uploads to the server.
+func (p *Peer) MultiRecipientEncrypt(client string, in MultiRecipientInput) (body []byte, err error) {
+	var r struct {
+		Body []byte `json:"body"`
+	}
+	if in.Recipients == nil {
+		in.Recipients = []Address{}
+	}
+	err = p.Call("multiRecipientEncrypt", struct {
+		Client            string    `json:"client"`
+		Recipients        []Address `json:"recipients"`
+		Excluded          []string  `json:"excluded,omitempty"`
+		SenderCertificate []byte    `json:"senderCertificate"`
+		DistributionID    string    `json:"distributionId"`
+		Plaintext         []byte    `json:"plaintext"`
+		ContentHint       int       `json:"contentHint"`
+		GroupID           []byte    `json:"groupId"`
+	}{client, in.Recipients, in.Excluded, nonNil(in.SenderCertificate), in.DistributionID, nonNil(in.Plaintext),
+		in.ContentHint, in.GroupID}, &r)
+	return r.Body, err
+}
+
+// RecipientDevice is one device of a recipient of a Sealed Sender v2 message.
+type RecipientDevice struct {
+	// DeviceID is the device id.
+	DeviceID uint32 `json:"deviceId"`
+	// RegistrationID is the registration id the sender's session names.
+	RegistrationID uint32 `json:"registrationId"`
+}
+
+// MultiRecipient is one recipient of a Sealed Sender v2 message.
+type MultiRecipient struct {
+	// ServiceID is the recipient's service id string.
+	ServiceID string `json:"serviceId"`
+	// Devices are the recipient's devices the message is for.
+	Devices []RecipientDevice `json:"devices"`
+	// Message is the Sealed Sender v2 "received message" the server delivers
+	// to each of these devices.
+	Message []byte `json:"message"`
+}
+
+// MultiRecipientMessage is a parsed Sealed Sender v2 "sent message".
+type MultiRecipientMessage struct {
+	// Recipients are the recipients, in the order the message lists them.
+	Recipients []MultiRecipient `json:"recipients"`
+	// Excluded are the service id strings of excluded recipients.
+	Excluded []string `json:"excluded"`
+}
+
+// MultiRecipientParse parses a Sealed Sender v2 sent message as a server
+// does (SealedSenderMultiRecipientMessage) and returns each recipient's
+// devices and received message.
+func (p *Peer) MultiRecipientParse(body []byte) (MultiRecipientMessage, error) {
+	var r MultiRecipientMessage
+	err := p.Call("multiRecipientParse", struct {
+		Body []byte `json:"body"`
+	}{nonNil(body)}, &r)
+	return r, err
+}
+
+// MultiRecipientForSingle returns the received message for the only
+// recipient of a Sealed Sender v2 sent message
+// (sealedSenderMultiRecipientMessageForSingleRecipient).
+func (p *Peer) MultiRecipientForSingle(body []byte) (message []byte, err error) {
+	var r struct {
+		Message []byte `json:"message"`
+	}
+	err = p.Call("multiRecipientForSingle", struct {
+		Body []byte `json:"body"`
+	}{nonNil(body)}, &r)
+	return r.Message, err
+}
+
+// optString makes "" encode as null.
+func optString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }
 
 // nonNil makes nil bytes encode as "" rather than null, so empty inputs

@@ -680,3 +680,400 @@ func TestSetAddressName(t *testing.T) {
 		t.Fatalf("unknown client: %v", err)
 	}
 }
+
+// ---- sealed sender
+
+const (
+	ssAlice = "0c8ad4c4-4e6a-4c8e-9a36-2b6f4f0e7a11"
+	ssBob   = "5b2f7e3d-1c9a-4f6b-8e2d-7a4c3b1e9f22"
+	ssCarol = "a9e1d2c3-b4f5-4a6b-9c8d-e7f6a5b4c333"
+	ssDave  = "d4c3b2a1-9f8e-4d7c-8b6a-5f4e3d2c1b44"
+
+	ssExpiration = uint64(1_900_000_000_000) // ms, in 2030
+	ssNow        = ssExpiration - 86_400_000
+)
+
+// sealedCerts makes a trust root, a server certificate (id 7) signed by it,
+// and a sender certificate for uuid.device with identityKey expiring at
+// ssExpiration; it returns the trust root's public key and the sender
+// certificate.
+func sealedCerts(t *testing.T, p *Peer, uuid string, device uint32, e164 string, identityKey []byte) (trustRoot, cert []byte) {
+	t.Helper()
+	root, err := p.NewKeyPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := p.NewKeyPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := p.NewServerCertificate(7, server.PublicKey, root.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err = p.NewSenderCertificate(SenderCertificateInput{
+		SenderUUID: uuid, SenderE164: e164, SenderDeviceID: device, SenderKey: identityKey,
+		Expiration: ssExpiration, ServerCertificate: sc, ServerPrivate: server.PrivateKey,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root.PublicKey, cert
+}
+
+// sealedClient makes client name with address name uuid and generated keys.
+func sealedClient(t *testing.T, p *Peer, name, uuid string, registrationID, deviceID uint32) *KeyMaterial {
+	t.Helper()
+	if _, err := p.NewClientWith(name, ClientOptions{AddressName: uuid, RegistrationID: registrationID, DeviceID: deviceID}); err != nil {
+		t.Fatal(err)
+	}
+	k, err := p.GenerateKeys(name, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func TestSenderCertificate(t *testing.T) {
+	p := Start(t)
+	root, err := p.NewKeyPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(root.PublicKey) != 33 || root.PublicKey[0] != 0x05 || len(root.PrivateKey) != 32 {
+		t.Fatalf("key pair: %d-byte public key starting %x, %d-byte private key", len(root.PublicKey), root.PublicKey[:1], len(root.PrivateKey))
+	}
+	server, _ := p.NewKeyPair()
+	other, _ := p.NewKeyPair()
+	sender, _ := p.NewKeyPair()
+	sc, err := p.NewServerCertificate(0x1234, server.PublicKey, root.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := SenderCertificateInput{
+		SenderUUID: ssAlice, SenderE164: "+14155550101", SenderDeviceID: 3, SenderKey: sender.PublicKey,
+		Expiration: ssExpiration, ServerCertificate: sc, ServerPrivate: server.PrivateKey,
+	}
+	cert, err := p.NewSenderCertificate(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := p.ValidateSenderCertificate(cert, root.PublicKey, ssNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := SenderCertificateInfo{
+		Valid: true, SenderUUID: ssAlice, SenderE164: "+14155550101", SenderDeviceID: 3, Expiration: ssExpiration,
+		Key: sender.PublicKey, ServerKeyID: 0x1234, ServerKey: server.PublicKey,
+	}
+	if fmt.Sprint(info) != fmt.Sprint(want) {
+		t.Fatalf("certificate info %+v, want %+v", info, want)
+	}
+	for _, c := range []struct {
+		name  string
+		root  []byte
+		time  uint64
+		valid bool
+	}{
+		{"at expiration", root.PublicKey, ssExpiration, true},
+		{"after expiration", root.PublicKey, ssExpiration + 1, false},
+		{"another trust root", other.PublicKey, ssNow, false},
+	} {
+		info, err := p.ValidateSenderCertificate(cert, c.root, c.time)
+		if err != nil || info.Valid != c.valid {
+			t.Errorf("%s: valid %v, %v; want %v", c.name, info.Valid, err, c.valid)
+		}
+	}
+	// A server certificate signed by another root does not validate.
+	sc2, _ := p.NewServerCertificate(1, server.PublicKey, other.PrivateKey)
+	in.ServerCertificate, in.SenderE164 = sc2, ""
+	cert2, err := p.NewSenderCertificate(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := p.ValidateSenderCertificate(cert2, root.PublicKey, ssNow); err != nil || info.Valid || info.SenderE164 != "" {
+		t.Fatalf("certificate of a foreign server: %+v, %v", info, err)
+	}
+	if info, _ := p.ValidateSenderCertificate(cert2, other.PublicKey, ssNow); !info.Valid {
+		t.Fatalf("certificate against its own root: %+v", info)
+	}
+	// A certificate signed with another key than the server certificate's does not validate.
+	in.ServerCertificate, in.ServerPrivate = sc, other.PrivateKey
+	cert3, _ := p.NewSenderCertificate(in)
+	if info, err := p.ValidateSenderCertificate(cert3, root.PublicKey, ssNow); err != nil || info.Valid {
+		t.Fatalf("certificate signed with the wrong key: %+v, %v", info, err)
+	}
+	if _, err := p.ValidateSenderCertificate([]byte{1, 2, 3}, root.PublicKey, ssNow); err == nil {
+		t.Fatal("garbage certificate parsed")
+	} else {
+		t.Logf("garbage certificate: %v", err)
+	}
+}
+
+func TestSealedSender(t *testing.T) {
+	p := Start(t)
+	alice := Address{Name: ssAlice, DeviceID: 1}
+	bob := Address{Name: ssBob, DeviceID: 1}
+	ka := sealedClient(t, p, "alice", ssAlice, 1111, 1)
+	kb := sealedClient(t, p, "bob", ssBob, 2222, 1)
+	if err := p.ProcessBundle("alice", bob, kb.Bundle(0, 0)); err != nil {
+		t.Fatal(err)
+	}
+	root, cert := sealedCerts(t, p, ssAlice, 1, "+14155550101", ka.IdentityKey)
+	in := SealedDecryptInput{TrustRoot: root, Timestamp: ssNow, LocalUUID: ssBob, LocalDeviceID: 1}
+
+	body, err := p.SealedEncrypt("alice", bob, cert, []byte("sealed hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.Body = body
+	got, err := p.SealedDecrypt("bob", in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.SenderUUID != ssAlice || got.SenderE164 != "+14155550101" || got.DeviceID != 1 || string(got.Plaintext) != "sealed hello" {
+		t.Fatalf("bob unsealed %+v", got)
+	}
+	if _, err := p.SealedDecrypt("bob", in); !HasCode(err, "DuplicatedMessage") {
+		t.Fatalf("replayed sealed message: %v", err)
+	}
+
+	// Unsealed only: until bob answers, alice's messages are PreKey messages.
+	body, err = p.SealedEncrypt("alice", bob, cert, []byte("second"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := p.SealedDecryptToUSMC("bob", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Type != TypePreKey || !bytes.Equal(u.SenderCertificate, cert) || u.ContentHint != ContentHintDefault || u.GroupID != nil {
+		t.Fatalf("usmc %+v", u)
+	}
+	if pt, err := p.Decrypt("bob", alice, u.Type, u.Contents); err != nil || string(pt) != "second" {
+		t.Fatalf("bob's decrypt of the unsealed contents: %q, %v", pt, err)
+	}
+
+	// Expired certificate, foreign trust root, message for someone else.
+	body, _ = p.SealedEncrypt("alice", bob, cert, []byte("third"))
+	for _, c := range []struct {
+		name string
+		mod  func(*SealedDecryptInput)
+	}{
+		{"expired certificate", func(in *SealedDecryptInput) { in.Timestamp = ssExpiration + 1 }},
+		{"foreign trust root", func(in *SealedDecryptInput) { in.TrustRoot = kb.IdentityKey }},
+		{"garbage", func(in *SealedDecryptInput) { in.Body = []byte{0x11, 1, 2, 3} }},
+	} {
+		in2 := in
+		in2.Body = body
+		c.mod(&in2)
+		_, err := p.SealedDecrypt("bob", in2)
+		var e *Error
+		if !errors.As(err, &e) {
+			t.Fatalf("%s: %v, want an *Error", c.name, err)
+		}
+		t.Logf("%s: %v (code %d)", c.name, e, e.Code)
+	}
+	if _, err := p.SealedDecryptToUSMC("alice", body); err == nil {
+		t.Fatal("alice unsealed a message sealed for bob")
+	}
+	in.Body = body
+	if got, err := p.SealedDecrypt("bob", in); err != nil || string(got.Plaintext) != "third" {
+		t.Fatalf("third: %+v, %v", got, err)
+	}
+
+	// A message encrypted beforehand, sealed with a content hint and a group id.
+	send(t, p, "bob", "alice", bob, alice, "hi alice", TypeWhisper)
+	typ, whisper, err := p.Encrypt("alice", bob, []byte("pre-encrypted"))
+	if err != nil || typ != TypeWhisper {
+		t.Fatalf("encrypt: %d, %v", typ, err)
+	}
+	want := USMC{Type: TypeWhisper, Contents: whisper, SenderCertificate: cert, ContentHint: ContentHintResendable, GroupID: []byte("group id")}
+	body, err = p.SealedEncryptUSMC("alice", bob, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u, err := p.SealedDecryptToUSMC("bob", body); err != nil || fmt.Sprint(u) != fmt.Sprint(want) {
+		t.Fatalf("usmc %+v, %v; want %+v", u, err, want)
+	}
+	in.Body = body
+	if got, err := p.SealedDecrypt("bob", in); err != nil || string(got.Plaintext) != "pre-encrypted" {
+		t.Fatalf("pre-encrypted: %+v, %v", got, err)
+	}
+	_, whisper, _ = p.Encrypt("alice", bob, []byte("plain usmc"))
+	body, _ = p.SealedEncryptUSMC("alice", bob, USMC{Type: TypeWhisper, Contents: whisper, SenderCertificate: cert})
+	in.Body = body
+	if got, err := p.SealedDecrypt("bob", in); err != nil || string(got.Plaintext) != "plain usmc" {
+		t.Fatalf("plain usmc: %+v, %v", got, err)
+	}
+	// PlaintextContent (0xC0, a Content protobuf, 0x80 padding) is sealed
+	// through libsignal's own UnidentifiedSenderMessageContent.new too, and
+	// the peer checks its encoding of the content against it.
+	plain := []byte{0xc0, 0x0a, 0x02, 'h', 'i', 0x80}
+	for _, w := range []USMC{
+		{Type: TypePlaintext, Contents: plain, SenderCertificate: cert},
+		{Type: TypePlaintext, Contents: plain, SenderCertificate: cert, ContentHint: ContentHintImplicit, GroupID: []byte{9, 8, 7}},
+	} {
+		body, err := p.SealedEncryptUSMC("alice", bob, w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u, err := p.SealedDecryptToUSMC("bob", body); err != nil || fmt.Sprint(u) != fmt.Sprint(w) {
+			t.Fatalf("plaintext usmc %+v, %v; want %+v", u, err, w)
+		}
+	}
+	if _, err := p.SealedEncryptUSMC("alice", bob, USMC{Type: TypeSenderKey, Contents: []byte{1, 2, 3}, SenderCertificate: cert}); err == nil {
+		t.Fatal("sealed garbage as a SenderKeyMessage")
+	}
+	if _, err := p.SealedEncryptUSMC("alice", bob, USMC{Type: 5, Contents: whisper, SenderCertificate: cert}); !HasCode(err, "BadRequest") {
+		t.Fatalf("type 5: %v", err)
+	}
+	// Without a session there is nothing to seal.
+	if _, err := p.SealedEncrypt("alice", Address{Name: ssCarol, DeviceID: 1}, cert, []byte("x")); err == nil {
+		t.Fatal("sealed encrypt without a session")
+	}
+}
+
+func TestSealedSenderMultiRecipient(t *testing.T) {
+	p := Start(t)
+	alice := Address{Name: ssAlice, DeviceID: 1}
+	bob1 := Address{Name: ssBob, DeviceID: 1}
+	bob2 := Address{Name: ssBob, DeviceID: 2}
+	carol := Address{Name: ssCarol, DeviceID: 2}
+	ka := sealedClient(t, p, "alice", ssAlice, 1111, 1)
+	recipients := []struct {
+		client string
+		addr   Address
+		reg    uint32
+	}{{"bob", bob1, 2222}, {"bob2", bob2, 2223}, {"carol", carol, 3333}}
+	for _, r := range recipients {
+		k := sealedClient(t, p, r.client, r.addr.Name, r.reg, r.addr.DeviceID)
+		if err := p.ProcessBundle("alice", r.addr, k.Bundle(0, 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, cert := sealedCerts(t, p, ssAlice, 1, "", ka.IdentityKey)
+	const dist = "6f1c2b3a-4d5e-4f60-8172-839495a6b7c8"
+	skdm, err := p.CreateDistribution("alice", alice, dist)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recipients {
+		if err := p.ProcessDistribution(r.client, alice, skdm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	groupID := []byte("a group id of 32 bytes.........!")
+	sent, err := p.MultiRecipientEncrypt("alice", MultiRecipientInput{
+		Recipients: []Address{bob1, carol, bob2}, Excluded: []string{ssDave},
+		SenderCertificate: cert, DistributionID: dist, Plaintext: []byte("to the group"),
+		ContentHint: ContentHintResendable, GroupID: groupID,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := p.MultiRecipientParse(sent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(m.Excluded, []string{ssDave}) || len(m.Recipients) != 2 {
+		t.Fatalf("parsed: %d recipients, excluded %v", len(m.Recipients), m.Excluded)
+	}
+	byID := map[string]MultiRecipient{}
+	for _, r := range m.Recipients {
+		byID[r.ServiceID] = r
+	}
+	wantDevices := map[string][]RecipientDevice{
+		ssBob:   {{1, 2222}, {2, 2223}},
+		ssCarol: {{2, 3333}},
+	}
+	for id, want := range wantDevices {
+		r, ok := byID[id]
+		if !ok {
+			t.Fatalf("recipient %s missing from %+v", id, m.Recipients)
+		}
+		got := slices.Clone(r.Devices)
+		slices.SortFunc(got, func(a, b RecipientDevice) int { return int(a.DeviceID) - int(b.DeviceID) })
+		if !slices.Equal(got, want) {
+			t.Fatalf("%s: devices %v, want %v", id, r.Devices, want)
+		}
+	}
+	for _, r := range recipients {
+		if r.client == "bob2" {
+			// All of a recipient's devices get one message, sealed to the
+			// identity key alice holds for it (bob's device 1's). Real linked
+			// devices share that key; the peer's bob2 has one of its own.
+			continue
+		}
+		msg := byID[r.addr.Name].Message
+		u, err := p.SealedDecryptToUSMC(r.client, msg)
+		if err != nil {
+			t.Fatalf("%s: %v", r.client, err)
+		}
+		if u.Type != TypeSenderKey || !bytes.Equal(u.SenderCertificate, cert) || u.ContentHint != ContentHintResendable ||
+			!bytes.Equal(u.GroupID, groupID) {
+			t.Fatalf("%s: usmc %+v", r.client, u)
+		}
+		if pt, err := p.GroupDecrypt(r.client, alice, u.Contents); err != nil || string(pt) != "to the group" {
+			t.Fatalf("%s: group decrypt %q, %v", r.client, pt, err)
+		}
+	}
+	// A received message is for its recipient only.
+	if _, err := p.SealedDecryptToUSMC("carol", byID[ssBob].Message); err == nil {
+		t.Fatal("carol unsealed bob's message")
+	}
+
+	// One recipient: the received message is the one the single-recipient
+	// helper derives, and readable.
+	sent, err = p.MultiRecipientEncrypt("alice", MultiRecipientInput{
+		Recipients: []Address{carol}, SenderCertificate: cert, DistributionID: dist, Plaintext: []byte("just carol"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	single, err := p.MultiRecipientForSingle(sent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err = p.MultiRecipientParse(sent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Recipients) != 1 || len(m.Excluded) != 0 || !bytes.Equal(m.Recipients[0].Message, single) {
+		t.Fatalf("single recipient: %+v vs %x", m, single)
+	}
+	u, err := p.SealedDecryptToUSMC("carol", single)
+	if err != nil || u.Type != TypeSenderKey || u.ContentHint != ContentHintDefault || u.GroupID != nil {
+		t.Fatalf("carol's usmc %+v, %v", u, err)
+	}
+	if pt, err := p.GroupDecrypt("carol", alice, u.Contents); err != nil || string(pt) != "just carol" {
+		t.Fatalf("carol: %q, %v", pt, err)
+	}
+
+	// A group message sealed one-to-one.
+	gm, err := p.GroupEncrypt("alice", alice, dist, []byte("sealed v1 group message"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := p.SealedEncryptUSMC("alice", bob2, USMC{Type: TypeSenderKey, Contents: gm, SenderCertificate: cert, GroupID: groupID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u, err := p.SealedDecryptToUSMC("bob2", body); err != nil || u.Type != TypeSenderKey || !bytes.Equal(u.Contents, gm) {
+		t.Fatalf("bob2's usmc %+v, %v", u, err)
+	}
+	if pt, err := p.GroupDecrypt("bob2", alice, gm); err != nil || string(pt) != "sealed v1 group message" {
+		t.Fatalf("bob2: %q, %v", pt, err)
+	}
+
+	// Recipients need sessions and service id names.
+	_, err = p.MultiRecipientEncrypt("alice", MultiRecipientInput{
+		Recipients: []Address{{Name: ssDave, DeviceID: 1}}, SenderCertificate: cert, DistributionID: dist, Plaintext: []byte("x"),
+	})
+	if err == nil {
+		t.Fatal("multi-recipient encrypt without a session")
+	}
+	if _, err := p.MultiRecipientParse([]byte{0x23, 1, 2}); err == nil {
+		t.Fatal("garbage sent message parsed")
+	}
+}
