@@ -145,6 +145,11 @@ type Store interface {
 	Register(ctx context.Context, r StoredRegistration, now time.Time) (uuid.UUID, error)
 	// SetRegistrationLock stores a lock hash, or clears the lock when nil.
 	SetRegistrationLock(ctx context.Context, account uuid.UUID, hash []byte) error
+	// SetUnidentifiedAccess stores how the account accepts sealed-sender
+	// messages, or returns ErrNotFound.
+	SetUnidentifiedAccess(ctx context.Context, account uuid.UUID, a UnidentifiedAccess) error
+	// UnidentifiedAccess returns the settings of those accounts that exist.
+	UnidentifiedAccess(ctx context.Context, accounts []uuid.UUID) (map[uuid.UUID]UnidentifiedAccess, error)
 	// DeviceCredential returns a device's hashed credential and the day it
 	// was last seen, or ErrNotFound.
 	DeviceCredential(ctx context.Context, account uuid.UUID, device int) (hash []byte, lastSeenDay int, err error)

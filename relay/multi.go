@@ -30,12 +30,19 @@ type DeviceRef struct {
 type Recipient struct {
 	Account uuid.UUID
 	Devices []DeviceRef
+	// Content, if set, is this recipient's own ciphertext instead of the
+	// shared one (a sealed sender v2 message: each recipient's copy
+	// carries its own key material).
+	Content []byte
 }
 
 // MultiSend is one ciphertext for many accounts (a group message encrypted
 // once with a sender key), with each recipient's device list.
 type MultiSend struct {
+	// Sender is zero for a sealed-sender send (see Send.Sealed).
 	Sender         accounts.Principal
+	Sealed         bool
+	ClientAddress  string
 	Timestamp      int64
 	IdempotencyKey string
 	ExpiresIn      time.Duration
@@ -90,12 +97,12 @@ func (s *Service) SendMulti(ctx context.Context, req MultiSend) (Receipt, error)
 	if err := validateMulti(req); err != nil {
 		return Receipt{}, err
 	}
-	if err := s.admit(req.Sender); err != nil {
+	if err := s.admit(Send{Sender: req.Sender, Sealed: req.Sealed, ClientAddress: req.ClientAddress}); err != nil {
 		return Receipt{}, err
 	}
 	now := s.now()
 	expires := s.expiry(now, req.ExpiresIn)
-	b := MultiBatch{Sender: req.Sender, Now: now, SharedContent: true, QueueMaxEnvelopes: s.cfg.QueueMaxEnvelopes, QueueMaxBytes: s.cfg.QueueMaxBytes,
+	b := MultiBatch{Sender: req.Sender, Now: now, SharedContent: !req.ownContents(), QueueMaxEnvelopes: s.cfg.QueueMaxEnvelopes, QueueMaxBytes: s.cfg.QueueMaxBytes,
 		QueueSenderMaxEnvelopes: s.cfg.QueueSenderMaxEnvelopes, QueueSenderMaxBytes: s.cfg.QueueSenderMaxBytes}
 	if req.IdempotencyKey != "" {
 		k := sha256.Sum256([]byte(req.IdempotencyKey))
@@ -143,12 +150,15 @@ func (s *Service) SendMulti(ctx context.Context, req MultiSend) (Receipt, error)
 		}
 		return nil
 	}
-	var devices int64
+	var devices, stored int64
 	for _, p := range b.Parts {
 		devices += int64(len(p.Envelopes))
+		for _, e := range p.Envelopes {
+			stored += int64(len(e.Content))
+		}
 	}
-	size := int64(len(req.Content))
-	c, err := s.charge(req.Sender, devices, devices*size)
+	size := stored / max(devices, 1) // per envelope, to refund skipped ones
+	c, err := s.charge(budgetKey(Send{Sender: req.Sender, Sealed: req.Sealed, ClientAddress: req.ClientAddress}), devices, stored)
 	if err != nil {
 		if b.Key == nil {
 			return Receipt{}, err
@@ -163,11 +173,11 @@ func (s *Service) SendMulti(ctx context.Context, req MultiSend) (Receipt, error)
 	res := s.commits.enqueue(ctx, Request{Batch: b, Check: check})
 	rc, err := res.Receipt, res.Err
 	if err != nil {
-		c.refund(devices, devices*size)
+		c.refund(devices, stored)
 		return Receipt{}, err
 	}
 	if rc.Replayed {
-		c.refund(devices, devices*size)
+		c.refund(devices, stored)
 		return rc, nil
 	}
 	c.refund(int64(len(rc.Skipped)), int64(len(rc.Skipped))*size)
@@ -178,14 +188,23 @@ func (s *Service) SendMulti(ctx context.Context, req MultiSend) (Receipt, error)
 func (req MultiSend) sends() []Send {
 	out := make([]Send, 0, len(req.Recipients))
 	for _, r := range req.Recipients {
-		send := Send{Sender: req.Sender, Destination: r.Account, Timestamp: req.Timestamp, IdempotencyKey: req.IdempotencyKey,
-			ExpiresIn: req.ExpiresIn, Urgent: req.Urgent}
+		send := Send{Sender: req.Sender, Sealed: req.Sealed, ClientAddress: req.ClientAddress, Destination: r.Account,
+			Timestamp: req.Timestamp, IdempotencyKey: req.IdempotencyKey, ExpiresIn: req.ExpiresIn, Urgent: req.Urgent}
+		content := req.Content
+		if r.Content != nil {
+			content = r.Content
+		}
 		for _, d := range r.Devices {
-			send.Envelopes = append(send.Envelopes, Outgoing{Device: d.Device, RegistrationID: d.RegistrationID, Type: req.Type, Content: req.Content})
+			send.Envelopes = append(send.Envelopes, Outgoing{Device: d.Device, RegistrationID: d.RegistrationID, Type: req.Type, Content: content})
 		}
 		out = append(out, send)
 	}
 	return out
+}
+
+// ownContents reports whether recipients carry their own ciphertexts.
+func (req MultiSend) ownContents() bool {
+	return slices.ContainsFunc(req.Recipients, func(r Recipient) bool { return r.Content != nil })
 }
 
 // validateMulti checks the recipient list; every recipient's part must be
@@ -234,6 +253,10 @@ func multiRequestHash(req MultiSend) [32]byte {
 	h.Write(req.Content)
 	for _, r := range req.Recipients {
 		h.Write(r.Account[:])
+		if r.Content != nil { // absent before sealed sender: hashes of shared sends stay as they were
+			num(int64(len(r.Content)))
+			h.Write(r.Content)
+		}
 		num(int64(len(r.Devices)))
 		for _, d := range r.Devices {
 			num(int64(d.Device))

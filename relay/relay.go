@@ -177,7 +177,15 @@ type Outgoing struct {
 
 // Send is a send request: envelopes for every device of one account.
 type Send struct {
+	// Sender is the sending device; zero for a sealed-sender send.
 	Sender      accounts.Principal
+	// Sealed marks a sealed-sender send, admitted by the destination's
+	// unidentified-access key (checked by the caller): its envelopes are
+	// stored without a source and must be of type TypeUnidentifiedSender.
+	// Its rate limits and budgets apply per ClientAddress and per
+	// destination, the only things the relay knows of its sender.
+	Sealed        bool
+	ClientAddress string
 	Destination uuid.UUID
 	Timestamp   int64 // client's timestamp, Unix ms
 	// IdempotencyKey, if not empty, makes a retried request store nothing
@@ -220,6 +228,10 @@ const (
 	// up; other senders still reach it.
 	SkipSenderShare SkipReason = "sender_share_full"
 )
+
+// TypeUnidentifiedSender is the envelope type of a sealed-sender message
+// (Signal's Envelope.Type UNIDENTIFIED_SENDER): the sender is inside.
+const TypeUnidentifiedSender = 6
 
 // Errors returned by Send.
 var (
@@ -417,7 +429,7 @@ func (s *Service) Send(ctx context.Context, req Send) (Receipt, error) {
 	if err := validate(req); err != nil {
 		return Receipt{}, err
 	}
-	if err := s.admit(req.Sender); err != nil {
+	if err := s.admit(req); err != nil {
 		return Receipt{}, err
 	}
 	now := s.now()
@@ -445,7 +457,7 @@ func (s *Service) Send(ctx context.Context, req Send) (Receipt, error) {
 		size += int64(len(o.Content))
 		sizes[o.Device] = int64(len(o.Content))
 	}
-	c, err := s.charge(req.Sender, int64(len(b.Envelopes)), size)
+	c, err := s.charge(budgetKey(req), int64(len(b.Envelopes)), size)
 	if err != nil {
 		if b.Key == nil {
 			return Receipt{}, err
@@ -477,6 +489,15 @@ func (s *Service) Send(ctx context.Context, req Send) (Receipt, error) {
 	return rc, nil
 }
 
+// budgetKey names whose storage budgets a send spends: its account's, or
+// for a sealed send its client address's.
+func budgetKey(req Send) string {
+	if req.Sealed {
+		return "sealed-from:" + req.ClientAddress
+	}
+	return req.Sender.Account.String()
+}
+
 // charge is what a send was charged against its account's budgets.
 type charge struct {
 	s   *Service
@@ -487,8 +508,7 @@ type charge struct {
 // stored envelopes and bytes, or refuses the send: *ratelimit.Error when
 // the budget will have room later, ErrInvalid when one request asks for
 // more than a whole budget.
-func (s *Service) charge(sender accounts.Principal, envelopes, bytes int64) (charge, error) {
-	key := sender.Account.String()
+func (s *Service) charge(key string, envelopes, bytes int64) (charge, error) {
 	if burst := s.storedEnvelopes.Burst(); burst > 0 && envelopes > burst {
 		return charge{}, fmt.Errorf("%w: a request may store at most %d envelopes (one per recipient device); this one stores %d", ErrInvalid, burst, envelopes)
 	}
@@ -513,9 +533,15 @@ func (c charge) refund(envelopes, bytes int64) {
 
 // admit applies the sender's rate limit and refuses sends while shutting
 // down.
-func (s *Service) admit(sender accounts.Principal) error {
-	if ok, wait := s.limit.Allow(sender.Account.String() + "." + strconv.Itoa(sender.Device)); !ok {
-		return &ratelimit.Error{RetryAfter: wait}
+func (s *Service) admit(req Send) error {
+	keys := []string{req.Sender.Account.String() + "." + strconv.Itoa(req.Sender.Device)}
+	if req.Sealed {
+		keys = []string{"sealed-from:" + req.ClientAddress, "sealed-to:" + req.Destination.String()}
+	}
+	for _, k := range keys {
+		if ok, wait := s.limit.Allow(k); !ok {
+			return &ratelimit.Error{RetryAfter: wait}
+		}
 	}
 	if s.closing() {
 		return ErrShuttingDown
@@ -705,6 +731,8 @@ func validate(req Send) error {
 			return bad("envelope %d: registration id must be 1 to 16380", i)
 		case e.Type < 1 || e.Type > MaxEnvelopeType:
 			return bad("envelope %d: type must be 1 to %d", i, MaxEnvelopeType)
+		case req.Sealed != (e.Type == TypeUnidentifiedSender):
+			return bad("envelope %d: type %d is for sealed-sender sends only, and they use only it", i, TypeUnidentifiedSender)
 		case len(e.Content) == 0:
 			return bad("envelope %d: content is empty", i)
 		case len(e.Content) > limit:

@@ -133,6 +133,54 @@ func (db *DB) SetRegistrationLock(ctx context.Context, account uuid.UUID, hash [
 	return db.execOne(ctx, accounts.ErrNotFound, `UPDATE accounts SET reglock_hash = $2, reglock_failures = 0, reglock_failure_day = 0 WHERE id = $1`, account.String(), hash)
 }
 
+// SetUnidentifiedAccess implements accounts.Store.
+func (db *DB) SetUnidentifiedAccess(ctx context.Context, account uuid.UUID, a accounts.UnidentifiedAccess) error {
+	return db.execOne(ctx, accounts.ErrNotFound, `UPDATE accounts SET unidentified_access_key = $2, unrestricted_unidentified_access = $3 WHERE id = $1`,
+		account.String(), a.Key, a.Unrestricted)
+}
+
+// accessLookupChunk bounds the ids one lookup statement names (a
+// multi-recipient send names up to 1000 accounts).
+const accessLookupChunk = 100
+
+// UnidentifiedAccess implements accounts.Store.
+func (db *DB) UnidentifiedAccess(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]accounts.UnidentifiedAccess, error) {
+	out := make(map[uuid.UUID]accounts.UnidentifiedAccess, len(ids))
+	for from := 0; from < len(ids); from += accessLookupChunk {
+		chunk := ids[from:min(from+accessLookupChunk, len(ids))]
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id.String()
+		}
+		rows, err := db.r.QueryContext(ctx, `SELECT id, unidentified_access_key, unrestricted_unidentified_access FROM accounts WHERE id IN (`+
+			placeholders(1, len(chunk))+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("load unidentified access: %w", err)
+		}
+		for rows.Next() {
+			var id string
+			var a accounts.UnidentifiedAccess
+			if err := rows.Scan(&id, &a.Key, &a.Unrestricted); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("load unidentified access: %w", err)
+			}
+			u, err := uuid.Parse(id)
+			if err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("load unidentified access: %w", err)
+			}
+			out[u] = a
+		}
+		if err := rows.Close(); err != nil {
+			return nil, err
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("load unidentified access: %w", err)
+		}
+	}
+	return out, nil
+}
+
 // DeviceCredential implements accounts.Store.
 func (db *DB) DeviceCredential(ctx context.Context, account uuid.UUID, device int) ([]byte, int, error) {
 	var cred []byte

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"maps"
@@ -201,6 +202,11 @@ func buildInsertEnvelopes(n int) string {
 	return b.String()
 }
 
+// sealedSource is the source account under which sealed envelopes (no
+// source) count in queue_shares: all sealed senders share one share of a
+// device's queue.
+const sealedSource = "00000000-0000-0000-0000-000000000000"
+
 // scanShare reads a row that starts (account, device, source account)
 // into k, and the rest into more.
 func scanShare(rows Row, k *shareKey, more ...any) error {
@@ -217,7 +223,7 @@ func scanShare(rows Row, k *shareKey, more ...any) error {
 }
 
 func buildDeleteEnvelopes(n int) string {
-	return `DELETE FROM envelopes WHERE seq IN (` + placeholders(1, n) + `) RETURNING account_id, device_id, source_account, size`
+	return `DELETE FROM envelopes WHERE seq IN (` + placeholders(1, n) + `) RETURNING account_id, device_id, coalesce(source_account, '` + sealedSource + `'), size`
 }
 
 // Enqueue stores a single-destination send (a batch of one request); the
@@ -612,8 +618,13 @@ func insertStmts(inserts []pendingInsert) []Statement {
 			} else {
 				content = e.Content
 			}
-			args = append(args, e.ID.String(), in.account.String(), e.DestDevice, e.Type, e.SourceAccount.String(),
-				e.SourceDevice, e.ClientTimestamp, ms(e.ServerTimestamp), ms(e.ExpiresAt), e.Urgent, content, len(e.Content), contentID)
+			var source any
+			var sourceDevice any
+			if e.SourceAccount != uuid.Nil { // sealed envelopes have no source
+				source, sourceDevice = e.SourceAccount.String(), e.SourceDevice
+			}
+			args = append(args, e.ID.String(), in.account.String(), e.DestDevice, e.Type, source,
+				sourceDevice, e.ClientTimestamp, ms(e.ServerTimestamp), ms(e.ExpiresAt), e.Urgent, content, len(e.Content), contentID)
 		}
 		stmts = append(stmts, Statement{Query: qInsertEnvelopes(n), Args: args, Scan: func(r Row) error {
 			var seq int64
@@ -805,16 +816,21 @@ func (db *DB) Pending(ctx context.Context, account uuid.UUID, device int, after 
 	var out []relay.Envelope
 	for rows.Next() {
 		e := relay.Envelope{DestDevice: device}
-		var id, src string
+		var id string
+		var src sql.NullString
+		var srcDevice sql.NullInt64
 		var server, expires int64
-		if err := rows.Scan(&e.Seq, &id, &e.Type, &src, &e.SourceDevice, &e.ClientTimestamp, &server, &expires, &e.Urgent, &e.Content); err != nil {
+		if err := rows.Scan(&e.Seq, &id, &e.Type, &src, &srcDevice, &e.ClientTimestamp, &server, &expires, &e.Urgent, &e.Content); err != nil {
 			return nil, fmt.Errorf("read queue: %w", err)
 		}
 		if e.ID, err = uuid.Parse(id); err != nil {
 			return nil, fmt.Errorf("read queue: envelope id: %w", err)
 		}
-		if e.SourceAccount, err = uuid.Parse(src); err != nil {
-			return nil, fmt.Errorf("read queue: source: %w", err)
+		if src.Valid { // else sealed: no source
+			if e.SourceAccount, err = uuid.Parse(src.String); err != nil {
+				return nil, fmt.Errorf("read queue: source: %w", err)
+			}
+			e.SourceDevice = int(srcDevice.Int64)
 		}
 		e.ServerTimestamp, e.ExpiresAt = fromMS(server), fromMS(expires)
 		out = append(out, e)

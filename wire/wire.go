@@ -66,10 +66,12 @@ type Frame struct {
 
 // Envelope is an envelope as delivered to a device.
 type Envelope struct {
-	ID              uuid.UUID `json:"id"`
-	Type            int       `json:"type"`
-	SourceAccount   uuid.UUID `json:"source_account"`
-	SourceDevice    int       `json:"source_device"`
+	ID   uuid.UUID `json:"id"`
+	Type int       `json:"type"`
+	// SourceAccount and SourceDevice are absent for a sealed-sender
+	// envelope (type 6): its sender is inside the encryption.
+	SourceAccount   uuid.UUID `json:"source_account,omitzero"`
+	SourceDevice    int       `json:"source_device,omitzero"`
 	Timestamp       int64     `json:"timestamp"`        // sender's clock, Unix ms
 	ServerTimestamp int64     `json:"server_timestamp"` // relay's clock, Unix ms
 	ExpiresAt       int64     `json:"expires_at,omitzero"`

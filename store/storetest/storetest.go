@@ -53,6 +53,7 @@ func Run(t *testing.T, open Opener) {
 	tests = append(tests, linkingTests...)
 	tests = append(tests, auditTests...)
 	tests = append(tests, budgetTests...)
+	tests = append(tests, sealedTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
