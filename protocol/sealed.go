@@ -501,6 +501,36 @@ func SealedSenderEncrypt(ctx context.Context, rand io.Reader, store interface {
 	return SealV1(rand, ours, theirs, u)
 }
 
+// CheckSealedIdentity checks, before a sealed one-to-one message is
+// decrypted, that the identity key its certificate vouches for is the one
+// the inner message uses: the key a PreKey message carries, or the key of
+// the session a message continues. (Unseal already checked that the
+// sealing used that key.) Other message types are refused.
+func CheckSealedIdentity(ctx context.Context, store SessionStore, u *UnidentifiedContent) error {
+	sender := Address{Name: u.Sender.SenderUUID, DeviceID: u.Sender.SenderDevice}
+	switch u.Type {
+	case TypePreKey:
+		m, err := ParsePreKeySignalMessage(u.Contents)
+		if err != nil {
+			return err
+		}
+		if !m.IdentityKey.Equal(u.Sender.IdentityKey) {
+			return fmt.Errorf("%w: the certificate's identity key is not the message's", ErrSealedSender)
+		}
+	case TypeSignal:
+		rec, err := store.LoadSession(ctx, sender)
+		if err != nil {
+			return fmt.Errorf("load session: %w", err)
+		}
+		if k, ok := rec.RemoteIdentity(); ok && !k.Equal(u.Sender.IdentityKey) {
+			return fmt.Errorf("%w: the certificate's identity key is not the session's", ErrSealedSender)
+		}
+	default:
+		return fmt.Errorf("%w: message type %d is not one-to-one", ErrSealedSender, u.Type)
+	}
+	return nil
+}
+
 // SealedResult is a decrypted sealed message and who sent it.
 type SealedResult struct {
 	Sender     Address // the certificate's account (UUID) and device
@@ -533,12 +563,34 @@ func SealedSenderDecrypt(ctx context.Context, rand io.Reader, store Store, body 
 	if self && sender.DeviceID == local.DeviceID {
 		return nil, ErrSealedSenderSelfSend
 	}
-	if u.Type != TypeSignal && u.Type != TypePreKey {
-		return nil, fmt.Errorf("%w: message type %d is not one-to-one", ErrSealedSender, u.Type)
+	if err := CheckSealedIdentity(ctx, store, u); err != nil {
+		return nil, err
 	}
 	plain, err := Decrypt(ctx, rand, store, local, sender, u.Type, u.Contents)
 	if err != nil {
 		return nil, err
 	}
 	return &SealedResult{Sender: sender, SenderE164: u.Sender.SenderE164, Plaintext: plain, Content: u}, nil
+}
+
+// ProfileKeySize is the size of a Signal profile key.
+const ProfileKeySize = 32
+
+// DeriveAccessKey derives the unidentified-access key (16 bytes) a
+// profile key grants, as Signal's zkgroup ProfileKey.deriveAccessKey does:
+// the first 16 bytes of AES-256-GCM of 16 zero bytes under the profile key
+// with a zero nonce.
+func DeriveAccessKey(profileKey []byte) ([]byte, error) {
+	if len(profileKey) != ProfileKeySize {
+		return nil, fmt.Errorf("%w: profile key is %d bytes, want %d", ErrInvalidKey, len(profileKey), ProfileKeySize)
+	}
+	block, err := aes.NewCipher(profileKey)
+	if err != nil {
+		return nil, err
+	}
+	gcm, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	return gcm.Seal(nil, make([]byte, gcm.NonceSize()), make([]byte, 16), nil)[:16], nil
 }

@@ -201,3 +201,24 @@ func TestInteropSealedSenderMultiRecipient(t *testing.T) {
 		t.Error("a member unsealed the form meant for another")
 	}
 }
+
+// The unidentified-access key we derive from a profile key is official
+// zkgroup's.
+func TestInteropDeriveAccessKey(t *testing.T) {
+	peer := libsignalpeer.Start(t)
+	for range 5 {
+		pk := make([]byte, protocol.ProfileKeySize)
+		rand.Read(pk)
+		want, err := peer.DeriveAccessKey(pk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := protocol.DeriveAccessKey(pk)
+		if err != nil || !bytes.Equal(got, want) || len(got) != 16 {
+			t.Fatalf("access key %x, official %x (%v)", got, want, err)
+		}
+	}
+	if _, err := protocol.DeriveAccessKey(make([]byte, 31)); err == nil {
+		t.Error("a 31-byte profile key was accepted")
+	}
+}

@@ -143,6 +143,31 @@ func TestSealedSenderForbidden(t *testing.T) {
 	if res, err := protocol.SealedSenderDecrypt(ctx, rand.Reader, bob.store, good, op.root.Public, now, bob.addr, ""); err != nil || string(res.Plaintext) != "x" {
 		t.Fatalf("the good message after the refused ones: %v", err)
 	}
+	// A certificate that names Alice's account with Mallory's key, on
+	// Alice's own ciphertext resealed by Mallory: the sealing and the
+	// certificate agree, but the inner message is under Alice's identity.
+	carol := newDevice(t, 4)
+	pair(t, alice, carol)
+	inner := alice.encrypt(t, carol.addr, "captured")
+	forged, err := protocol.NewSenderCertificate(rand.Reader, protocol.SenderCertificate{SenderUUID: alice.addr.Name, SenderDevice: alice.addr.DeviceID,
+		Expires: now.Add(time.Hour), IdentityKey: mallory.identity.Public, Signer: op.cert}, op.server.Private)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := protocol.NewUnidentifiedContent(inner, forged, protocol.HintDefault, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resealed, err := protocol.SealV1(rand.Reader, mallory.identity, carol.identity.Public, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := protocol.SealedSenderDecrypt(ctx, rand.Reader, carol.store, resealed, op.root.Public, now, carol.addr, ""); !errors.Is(err, protocol.ErrSealedSender) {
+		t.Errorf("a certificate whose key is not the session's: %v", err)
+	}
+	if got, err := carol.decrypt(alice.addr, inner); err != nil || string(got) != "captured" {
+		t.Errorf("the session was changed by the refused message: %q %v", got, err)
+	}
 	// A revoked server certificate id never validates.
 	revoked := newOperator(t, 0xDEADC357)
 	if revoked.senderCert(t, alice, now.Add(time.Hour)).Validate(revoked.root.Public, now) {

@@ -20,6 +20,7 @@ const PKG = '@signalapp/libsignal-client';
 
 let S; // the libsignal module, once loaded
 let SSMRM; // its SealedSenderMultiRecipientMessage class (a module of its own, not re-exported by index.js)
+let ZK; // its zkgroup module (profile keys)
 let pkgVersion = '';
 
 async function load() {
@@ -31,6 +32,7 @@ async function load() {
   // The package is an ES module; import() loads it from CommonJS on every Node >= 20.
   S = await import(pathToFileURL(path.join(dir, pj.main || 'dist/index.js')).href);
   SSMRM = (await import(pathToFileURL(path.join(dir, 'dist/SealedSenderMultiRecipientMessage.js')).href)).default;
+  ZK = await import(pathToFileURL(path.join(dir, 'dist/zkgroup/index.js')).href);
 }
 
 // ---- argument helpers: they throw on bad input, and the op's try/catch answers with an error.
@@ -751,6 +753,10 @@ const ops = {
 
   async multiRecipientForSingle(req) {
     return { message: b64(S.sealedSenderMultiRecipientMessageForSingleRecipient(bytes(req.body, 'body'))) };
+  },
+
+  async deriveAccessKey(req) {
+    return { accessKey: b64(new ZK.ProfileKey(bytes(req.profileKey, 'profileKey')).deriveAccessKey()) };
   },
 };
 

@@ -79,6 +79,7 @@
 //	multiRecipientParse {body}                    -> {recipients:[{serviceId, devices:[{deviceId,
 //	                                                  registrationId}], message}], excluded:[serviceId]}
 //	multiRecipientForSingle {body}                -> {message}
+//	deriveAccessKey {profileKey}                  -> {accessKey}
 //
 // Times (expiration, time, timestamp) are milliseconds since 1970 as JSON
 // numbers. Sealed sender addresses and service ids are service id strings
@@ -1209,4 +1210,16 @@ func nonNil(b []byte) []byte {
 		return []byte{}
 	}
 	return b
+}
+
+// DeriveAccessKey is official zkgroup's ProfileKey.deriveAccessKey: the
+// unidentified-access key a 32-byte profile key grants.
+func (p *Peer) DeriveAccessKey(profileKey []byte) (accessKey []byte, err error) {
+	var r struct {
+		AccessKey []byte `json:"accessKey"`
+	}
+	err = p.Call("deriveAccessKey", struct {
+		ProfileKey []byte `json:"profileKey"`
+	}{profileKey}, &r)
+	return r.AccessKey, err
 }
