@@ -50,12 +50,14 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzVerify -fuzztime=$(FUZZTIME) ./keys
 	$(GO) test -run='^$$' -fuzz='^FuzzRequests$$' -fuzztime=$(FUZZTIME) ./api
 	$(GO) test -run='^$$' -fuzz=FuzzRequestFrames -fuzztime=$(FUZZTIME) ./api
+	$(GO) test -run='^$$' -fuzz='^FuzzSealedRequests$$' -fuzztime=$(FUZZTIME) ./api
 	$(GO) test -run='^$$' -fuzz=FuzzParseEvent -fuzztime=$(FUZZTIME) ./relay
 	$(GO) test -run='^$$' -fuzz=FuzzUnmarshal -fuzztime=$(FUZZTIME) ./cli/content
 	$(GO) test -run='^$$' -fuzz=FuzzEnvelope -fuzztime=$(FUZZTIME) ./cli
 	$(GO) test -run='^$$' -fuzz=FuzzRequestLines -fuzztime=$(FUZZTIME) ./cli/rpc
 	$(GO) test -run='^$$' -fuzz=FuzzDecrypt -fuzztime=$(FUZZTIME) ./cli/attachment
 	$(GO) test -run='^$$' -fuzz=FuzzObjectURL -fuzztime=$(FUZZTIME) ./attachments
+	$(GO) test -run='^$$' -fuzz=FuzzParseServerKey -fuzztime=$(FUZZTIME) ./sealedsender
 	$(GO) test -run='^$$' -fuzz='^FuzzParseSignalMessage$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s ./protocol
 	$(GO) test -run='^$$' -fuzz='^FuzzParsePreKeySignalMessage$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s ./protocol
 	$(GO) test -run='^$$' -fuzz='^FuzzParseSenderKeyMessage$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s ./protocol

@@ -136,6 +136,8 @@ func classify(err error) *Error {
 		{accounts.ErrBadRegistrationID, 422, "invalid_registration_id", false},
 		{accounts.ErrBadLockToken, 422, "invalid_lock_token", false},
 		{accounts.ErrUnauthorized, 401, "unauthorized", false},
+		{accounts.ErrUnidentifiedAccess, 401, "unauthorized", false},
+		{accounts.ErrBadUnidentifiedAccessKey, 422, "invalid_unidentified_access_key", false},
 		{accounts.ErrForbidden, 403, "forbidden", false},
 		{accounts.ErrPrimary, 409, "primary_device", false},
 		{accounts.ErrNotFound, 404, "not_found", false},

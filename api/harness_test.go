@@ -32,6 +32,7 @@ import (
 	"github.com/parleyhq/parley/provisioning"
 	"github.com/parleyhq/parley/ratelimit"
 	"github.com/parleyhq/parley/relay"
+	"github.com/parleyhq/parley/sealedsender"
 	"github.com/parleyhq/parley/store"
 	"github.com/parleyhq/parley/store/sqlite"
 	"github.com/parleyhq/parley/verify"
@@ -86,6 +87,9 @@ type envConfig struct {
 	directoryAddress ratelimit.Rule
 	attach           attachments.Config
 	now              func() time.Time
+	// sealed issues sender certificates: a fresh server key by default,
+	// nil for a relay without sealed sender.
+	sealed *sealedsender.Issuer
 }
 
 type envOption func(*envConfig)
@@ -109,6 +113,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	cfg.bundles.requester = ratelimit.Rule{Burst: 50, Every: time.Second}
 	cfg.bundles.pair = prekeys.DefaultPairRule
 	cfg.bundles.target = ratelimit.Rule{Burst: 30, Every: time.Second}
+	cfg.sealed = newIssuer(t, newTrustRoot(t), 1)
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -144,7 +149,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		t.Fatal(err)
 	}
 	s := &api.Server{Accounts: accts, Verify: v, PreKeys: pre, Keys: db, DB: db, Relay: rel, Directory: dir, Attachments: att,
-		Provisioning: prov, Log: log}
+		Provisioning: prov, Log: log, SealedSender: cfg.sealed}
 
 	router := apitest.Router(t)
 	e := &env{t: t, db: db, logBuf: buf, router: router, relay: rel, attach: att, disk: diskDir}

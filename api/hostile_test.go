@@ -151,6 +151,13 @@ func TestHostileInput(t *testing.T) {
 		{"directory: huge number", "POST", "/v1/directory", alice, `{"number":"+` + strings.Repeat("4", 100000) + `"}`, 422, "invalid_number"},
 		{"directory: oversized body", "POST", "/v1/directory", alice, `{"number":"` + strings.Repeat(" ", 600<<10) + `"}`, 413, "body_too_large"},
 		{"directory: no auth", "POST", "/v1/directory", nil, `{"number":"+442079460102"}`, 401, "unauthorized"},
+		{"certificate: no auth", "GET", "/v1/certificate/delivery", nil, ``, 401, "unauthorized"},
+		{"certificate: another account's id", "GET", "/v1/certificate/delivery", &creds{Account: bob.Account, Device: 1, Secret: alice.Secret}, ``, 401, "unauthorized"},
+		{"certificate: device 2 not linked", "GET", "/v1/certificate/delivery", &creds{Account: alice.Account, Device: 2, Secret: alice.Secret}, ``, 401, "unauthorized"},
+		{"certificate: POST", "POST", "/v1/certificate/delivery", alice, `{}`, 405, "method_not_allowed"},
+		{"certificate: path below", "GET", "/v1/certificate/delivery/1", alice, ``, 404, "not_found"},
+		{"trust root: PUT", "PUT", "/v1/certificate/trust-root", nil, `{"trust_root":"` + raw33 + `","key_id":1}`, 405, "method_not_allowed"},
+		{"trust root: traversal", "GET", "/v1/certificate/trust-root/..%2f..%2froot.key", nil, ``, 404, "not_found"},
 		{"websocket: plain GET", "GET", "/v1/websocket", bob, ``, 426, "upgrade_required"},
 		{"websocket: no auth", "GET", "/v1/websocket", nil, ``, 401, "unauthorized"},
 		{"unknown endpoint", "GET", "/v1/nope", nil, ``, 404, "not_found"},
@@ -292,6 +299,7 @@ func FuzzRequests(f *testing.F) {
 		{"POST", "/v1/attachments/buckets"}, {"POST", "/v1/attachments/buckets/" + bkt.id + "/uploads"},
 		{"POST", "/v1/attachments/buckets/" + bkt.id + "/downloads"}, {"PUT", "/v1/attachments/buckets/" + bkt.id + "/member-secret"},
 		{"PUT", "/v1/attachments/buckets/" + bkt.id + "/retention"}, {"POST", "/v1/attachments/buckets/" + bkt.id + "/delete"},
+		{"GET", "/v1/certificate/delivery"}, {"GET", "/v1/certificate/trust-root"},
 	}
 	f.Fuzz(func(t *testing.T, which uint8, body []byte) {
 		e := *shared
@@ -299,7 +307,7 @@ func FuzzRequests(f *testing.F) {
 		ep := endpoints[int(which)%len(endpoints)]
 		var c *creds
 		if ep.path == "/v1/keys" || strings.HasPrefix(ep.path, "/v1/accounts/me") || strings.HasPrefix(ep.path, "/v1/messages") || ep.path == "/v1/directory" ||
-			strings.HasPrefix(ep.path, "/v1/attachments/") || strings.HasPrefix(ep.path, "/v1/provisioning/") {
+			strings.HasPrefix(ep.path, "/v1/attachments/") || strings.HasPrefix(ep.path, "/v1/provisioning/") || ep.path == "/v1/certificate/delivery" {
 			c = alice
 		}
 		r := e.call(ep.method, ep.path, c, body, false)

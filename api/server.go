@@ -27,6 +27,7 @@ import (
 	"github.com/parleyhq/parley/provisioning"
 	"github.com/parleyhq/parley/ratelimit"
 	"github.com/parleyhq/parley/relay"
+	"github.com/parleyhq/parley/sealedsender"
 	"github.com/parleyhq/parley/verify"
 )
 
@@ -63,6 +64,10 @@ type Server struct {
 	// account; nil uses DefaultLockChangeRule. Every change is audited, so
 	// this also bounds what one account can write to the audit log.
 	LockChanges *ratelimit.Limiter
+	// SealedSender, if set, issues sender certificates for sealed sender;
+	// without it the certificate endpoints answer 404
+	// sealed_sender_disabled.
+	SealedSender *sealedsender.Issuer
 
 	// metrics is set by Handler, for requests served over WebSockets.
 	metrics *metrics
@@ -126,6 +131,7 @@ func (s *Server) Handler() http.Handler {
 	authed("DELETE /v1/accounts/me", s.deleteAccount)
 	authed("PUT /v1/accounts/me/registration-lock", s.setLock)
 	authed("DELETE /v1/accounts/me/registration-lock", s.removeLock)
+	authed("PUT /v1/accounts/me/unidentified-access", s.setUnidentifiedAccess)
 
 	authed("GET /v1/devices", s.listDevices)
 	authed("DELETE /v1/devices/{device}", s.removeDevice)
@@ -138,11 +144,15 @@ func (s *Server) Handler() http.Handler {
 
 	authed("POST /v1/directory", s.lookupNumber)
 
+	authed("GET /v1/certificate/delivery", s.senderCertificate)
+	public("GET /v1/certificate/trust-root", s.trustRoot)
+
 	authed("PUT /v1/keys", s.uploadKeys)
 	authed("GET /v1/keys/count", s.countKeys)
 	authed("GET /v1/keys/{account}/{device}", s.fetchBundle)
 
-	authed("PUT /v1/messages/{account}", s.sendMessages)
+	handle("PUT /v1/messages/{account}", s.sendMessagesOrSealed)
+	handle("PUT /v1/messages/multi_recipient", s.sendMultiRecipientSealed)
 	authed("PUT /v1/messages", s.sendMulti)
 	authed("GET /v1/websocket", s.websocket)
 

@@ -39,6 +39,15 @@ const (
 			request_hash = excluded.request_hash, server_ts = excluded.server_ts, expires_at = excluded.expires_at,
 			skipped = excluded.skipped
 		WHERE send_receipts.expires_at <= $7`
+	// Sealed sends have no sending device: their keys stand alone.
+	qSealedReceipt = `SELECT request_hash, server_ts, skipped FROM sealed_send_receipts
+		WHERE key_hash = $1 AND expires_at > $2`
+	qStoreSealedReceipt = `INSERT INTO sealed_send_receipts (key_hash, request_hash, server_ts, expires_at, skipped)
+		VALUES ($1, $2, $3, $4, $6)
+		ON CONFLICT (key_hash) DO UPDATE SET
+			request_hash = excluded.request_hash, server_ts = excluded.server_ts, expires_at = excluded.expires_at,
+			skipped = excluded.skipped
+		WHERE sealed_send_receipts.expires_at <= $5`
 )
 
 // inSizes are the lengths IN lists are padded to (with repeats), so that
@@ -509,7 +518,11 @@ type receiptRow struct {
 
 // lookup reads the first answer to a send with b's idempotency key.
 func (rr *receiptRow) lookup(b relay.MultiBatch) Statement {
-	return Statement{Query: qReceipt, Args: []any{b.Sender.Account.String(), b.Sender.Device, b.Key, ms(b.Now)},
+	q, args := qReceipt, []any{b.Sender.Account.String(), b.Sender.Device, b.Key, ms(b.Now)}
+	if b.Sender.Account == uuid.Nil {
+		q, args = qSealedReceipt, []any{b.Key, ms(b.Now)}
+	}
+	return Statement{Query: q, Args: args,
 		Scan: func(r Row) error {
 			rr.found = true
 			return r.Scan(&rr.requestHash, &rr.serverTS, &rr.skipped)
@@ -532,6 +545,10 @@ func (rr *receiptRow) result(b relay.MultiBatch) relay.Result {
 // replaces only an expired receipt: 0 rows affected means a concurrent
 // request with this key committed first.
 func storeReceiptStmt(b relay.MultiBatch, skipped []relay.Skipped, affected *int64) Statement {
+	if b.Sender.Account == uuid.Nil { // a sealed send
+		return Statement{Query: qStoreSealedReceipt, Args: []any{b.Key, b.RequestHash, ms(b.Now), ms(b.KeyExpires), ms(b.Now),
+			encodeSkipped(skipped)}, RowsAffected: affected}
+	}
 	return Statement{Query: qStoreReceipt, Args: []any{b.Sender.Account.String(), b.Sender.Device, b.Key, b.RequestHash, ms(b.Now),
 		ms(b.KeyExpires), ms(b.Now), encodeSkipped(skipped)}, RowsAffected: affected}
 }
@@ -939,8 +956,10 @@ func (db *DB) PurgeExpired(ctx context.Context, now time.Time, limit int) (int, 
 	if err != nil {
 		return 0, fmt.Errorf("purge expired envelopes: %w", err)
 	}
-	if _, err := db.w.ExecContext(ctx, `DELETE FROM send_receipts WHERE expires_at <= $1`, ms(now)); err != nil {
-		return n, fmt.Errorf("purge idempotency keys: %w", err)
+	for _, table := range []string{"send_receipts", "sealed_send_receipts"} {
+		if _, err := db.w.ExecContext(ctx, `DELETE FROM `+table+` WHERE expires_at <= $1`, ms(now)); err != nil {
+			return n, fmt.Errorf("purge idempotency keys: %w", err)
+		}
 	}
 	// Shared contents no envelope points at any more (all acknowledged,
 	// purged, or their devices removed).

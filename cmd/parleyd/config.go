@@ -17,6 +17,7 @@ import (
 	"github.com/parleyhq/parley/provisioning"
 	"github.com/parleyhq/parley/ratelimit"
 	"github.com/parleyhq/parley/relay"
+	"github.com/parleyhq/parley/sealedsender"
 	"github.com/parleyhq/parley/store/sqlite"
 	"github.com/parleyhq/parley/verify"
 )
@@ -96,6 +97,11 @@ type config struct {
 	AttachmentDir string
 	S3            attachments.S3Config
 	Attach        attachments.Config
+
+	// Sealed sender: the server certificate file every replica shares
+	// (sealed sender is off without it) and the sender certificates' lifetime.
+	SenderCertFile     string
+	SenderCertLifetime time.Duration
 }
 
 // envName maps a flag to its environment variable: --data-dir → PARLEY_DATA_DIR.
@@ -188,6 +194,8 @@ func serveFlags(fs *flag.FlagSet) func() (*config, error) {
 	fs.DurationVar(&c.AuditRetention, "audit-retention", audit.DefaultRetention, "how long audit log entries are kept (env PARLEY_AUDIT_RETENTION)")
 	fs.DurationVar(&c.AuditCheckpoint, "audit-checkpoint-interval", 15*time.Minute, "how often the audit log's head (SEQ:MAC, no secret) is written to the server log as an \"audit checkpoint\" line, also at start and shutdown; keep those lines outside the database's reach and check with parleyd admin audit verify --expect-head (env PARLEY_AUDIT_CHECKPOINT_INTERVAL)")
 	fs.DurationVar(&c.SweepInterval, "sweep-interval", time.Minute, "how often expired sessions, envelopes and attachments are deleted (env PARLEY_SWEEP_INTERVAL)")
+	str(&c.SenderCertFile, "sender-certificate-file", "", "`file` made by parleyd server-certificate (server certificate, its private key, the trust root's public key; mode 0600, group or world access refused) that turns sealed sender on: devices get sender certificates from GET /v1/certificate/delivery; every replica gets the same file. Without it sealed sender is off")
+	fs.DurationVar(&c.SenderCertLifetime, "sender-certificate-lifetime", sealedsender.DefaultLifetime, "how long a sender certificate is valid after it is issued, 1m to 168h (env PARLEY_SENDER_CERTIFICATE_LIFETIME)")
 	str(&c.TestNumbersF, "test-numbers-file", "", "`file` of test numbers, one +E164=CODE per line (# comments), for QA and load tests with many numbers")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go's /debug/pprof profiles on the metrics listener (env PARLEY_PPROF)")
 	var tests, allow, deny, acmeDomains multiFlag
@@ -374,6 +382,9 @@ func (c *config) validate() []error {
 	}
 	if c.AuditCheckpoint < time.Second {
 		errs = append(errs, errors.New("--audit-checkpoint-interval must be at least 1s"))
+	}
+	if c.SenderCertLifetime < sealedsender.MinLifetime || c.SenderCertLifetime > sealedsender.MaxLifetime {
+		errs = append(errs, fmt.Errorf("--sender-certificate-lifetime %v: must be 1m to 168h", c.SenderCertLifetime))
 	}
 	if c.SweepInterval < time.Second {
 		errs = append(errs, errors.New("--sweep-interval must be at least 1s"))

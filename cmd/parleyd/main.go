@@ -4,6 +4,10 @@
 //	parleyd serve [flags]        run the relay (embedded SQLite by default)
 //	parleyd migrate [flags]      apply database migrations and exit
 //	parleyd init-secret FILE     create a root secret file for shared deployments
+//	parleyd trust-root --out FILE
+//	                             make the operator's sealed-sender trust root
+//	parleyd server-certificate --trust-root FILE --key-id N --out FILE2
+//	                             make a server certificate (and key) signed by it
 package main
 
 import (
@@ -52,6 +56,12 @@ Usage:
   parleyd serve [flags]       run the relay (see parleyd serve --help)
   parleyd migrate [flags]     apply database migrations and exit
   parleyd init-secret FILE    create a new root secret file (mode 0600)
+  parleyd trust-root --out FILE
+                              make the sealed-sender trust root (keep FILE offline;
+                              clients pin the public key it prints)
+  parleyd server-certificate --trust-root FILE --key-id N --out FILE2
+                              make a server certificate signed by the trust root,
+                              for serve --sender-certificate-file FILE2
   parleyd config-reference    print the configuration reference (deploy/CONFIG.md)
   parleyd check URL           exit 0 if URL answers 200 (container health checks)
   parleyd admin COMMAND       operator commands: audit export|verify, revoke-device,
@@ -108,6 +118,10 @@ func run(args []string, stderr io.Writer) int {
 	case "config-reference":
 		configReference(os.Stdout)
 		return 0
+	case "trust-root":
+		return trustRoot(args[1:], os.Stdout, stderr)
+	case "server-certificate":
+		return serverCertificate(args[1:], os.Stdout, stderr)
 	case "init-secret":
 		if len(args) != 2 {
 			fmt.Fprint(stderr, usage)
@@ -177,6 +191,10 @@ func loadSecret(cfg *config, log *slog.Logger) (*secrets.Root, error) {
 }
 
 func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
+	sealed, err := loadSealedSender(cfg, log)
+	if err != nil {
+		return err
+	}
 	root, err := loadSecret(cfg, log)
 	if err != nil {
 		return err
@@ -288,7 +306,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 	auditLog.SetCoalesceWindow(cfg.AuditCoalesceWindow)
 	srv := &api.Server{Accounts: accts, Verify: verifier, PreKeys: pre, Keys: db, Relay: rel, Directory: dir, Attachments: att,
-		Provisioning: prov, Audit: auditLog, DB: db, Log: log, ClientIPHeader: cfg.ClientIPHeader, Metrics: reg,
+		Provisioning: prov, Audit: auditLog, SealedSender: sealed, DB: db, Log: log, ClientIPHeader: cfg.ClientIPHeader, Metrics: reg,
 		Public: api.PublicLimits{
 			PerIP:  ratelimit.New(rule(cfg.PublicIPRate, cfg.PublicIPBurst), nil),
 			Global: ratelimit.New(rule(cfg.PublicRate, cfg.PublicBurst), nil),

@@ -18,7 +18,8 @@ func configReference(w io.Writer) {
 Every setting of `+"`parleyd serve`"+` (and of `+"`parleyd admin`"+`, which reads the same
 database and secret). Each flag can also be given as the environment variable
 next to it; a flag on the command line wins. Secrets are never flags: the root
-secret is a file (`+"`--secret-file`"+`), the Twilio auth token is a file
+secret is a file (`+"`--secret-file`"+`), so is the sealed-sender server key
+(`+"`--sender-certificate-file`"+`), the Twilio auth token is a file
 (`+"`--twilio-auth-token-file`"+`) or `+"`PARLEY_TWILIO_AUTH_TOKEN`"+`, S3 credentials come
 from the standard AWS chain (`+"`AWS_ACCESS_KEY_ID`"+`/`+"`AWS_SECRET_ACCESS_KEY`"+`, profile,
 web identity, instance role). Durations are Go durations (`+"`90s`, `720h`"+`).

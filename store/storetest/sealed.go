@@ -72,6 +72,19 @@ func testSealedEnvelopes(t *testing.T, db *store.DB) {
 	if rc, err := db.Enqueue(ctx, capped(sealed(b, 1)), accept); err != nil || len(rc.Skipped) != 0 {
 		t.Errorf("after an acknowledgement: %+v, %v", rc, err)
 	}
+	// Idempotency works without a sending device: a retry is answered as
+	// the first attempt was, a different request with the key is refused.
+	first := keyed(capped(sealed(b, 1)), "sealed-key", "r")
+	db.Delete(ctx, acks(b, 1, pending(t, db, b, 1)[0].Seq))
+	if rc, err := db.Enqueue(ctx, first, accept); err != nil || rc.Replayed {
+		t.Fatalf("keyed sealed send: %+v %v", rc, err)
+	}
+	if rc, err := db.Enqueue(ctx, first, accept); err != nil || !rc.Replayed {
+		t.Errorf("its retry: %+v %v", rc, err)
+	}
+	if _, err := db.Enqueue(ctx, keyed(capped(sealed(b, 1)), "sealed-key", "other"), accept); !errors.Is(err, relay.ErrIdempotencyKeyUsed) {
+		t.Errorf("the key with another request: %v", err)
+	}
 	sources := 0
 	for _, e := range pending(t, db, b, 1) {
 		if e.SourceAccount == a {

@@ -40,3 +40,15 @@ CREATE INDEX envelopes_content ON envelopes (content_id) WHERE content_id IS NOT
 -- presents the XOR of theirs.
 ALTER TABLE accounts ADD COLUMN unidentified_access_key BLOB CHECK (unidentified_access_key IS NULL OR length(unidentified_access_key) = 16);
 ALTER TABLE accounts ADD COLUMN unrestricted_unidentified_access INTEGER NOT NULL DEFAULT 0 CHECK (unrestricted_unidentified_access IN (0, 1));
+
+-- Idempotency keys of sealed sends, which have no sending device to file
+-- them under: keyed by the key's SHA-256 alone (clients pick 144 random
+-- bits), kept as long as other receipts.
+CREATE TABLE sealed_send_receipts (
+    key_hash     BLOB    PRIMARY KEY CHECK (length(key_hash) = 32),
+    request_hash BLOB    NOT NULL CHECK (length(request_hash) = 32),
+    server_ts    INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    skipped      TEXT    NOT NULL DEFAULT ''
+) STRICT;
+CREATE INDEX sealed_send_receipts_expiry ON sealed_send_receipts (expires_at);

@@ -1,0 +1,177 @@
+package api
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/accounts"
+	"github.com/parleyhq/parley/protocol"
+	"github.com/parleyhq/parley/relay"
+)
+
+// UnidentifiedAccessHeader carries a sealed send's unidentified-access key
+// (base64) in place of device credentials.
+const UnidentifiedAccessHeader = "Unidentified-Access-Key"
+
+// MultiRecipientMediaType is the body type of a sealed sender v2 send.
+const MultiRecipientMediaType = "application/vnd.signal-messenger.mrm"
+
+// sendMessagesOrSealed is PUT /v1/messages/{account}: with device
+// credentials an ordinary send, with an Unidentified-Access-Key header
+// (and no credentials) a sealed one.
+func (s *Server) sendMessagesOrSealed(w http.ResponseWriter, r *http.Request) error {
+	_, hasKey := r.Header[UnidentifiedAccessHeader]
+	if r.Header.Get("Authorization") != "" || !hasKey {
+		if hasKey {
+			return errorf(http.StatusBadRequest, "ambiguous_credentials", "give device credentials or an Unidentified-Access-Key, not both")
+		}
+		p, err := s.authenticate(r)
+		if err != nil {
+			return err
+		}
+		return s.sendMessages(w, r, p)
+	}
+	dest, err := uuid.Parse(r.PathValue("account"))
+	if err != nil || len(r.PathValue("account")) != 36 {
+		return errorf(http.StatusBadRequest, "invalid_account_id", "account id must be a UUID")
+	}
+	if err := s.checkAccessKey(r, []uuid.UUID{dest}); err != nil {
+		return err
+	}
+	var req sendRequest
+	if err := decodeLimit(w, r, &req, MaxSendBodyBytes); err != nil {
+		return err
+	}
+	if req.ExpiresIn < 0 || req.ExpiresIn > maxExpiresIn {
+		return errorf(http.StatusUnprocessableEntity, "invalid_message", "expires_in must be 0 to 315360000 seconds")
+	}
+	send := relay.Send{
+		Sealed: true, ClientAddress: s.clientIP(r), Destination: dest, Timestamp: req.Timestamp,
+		IdempotencyKey: r.Header.Get("Idempotency-Key"), ExpiresIn: time.Duration(req.ExpiresIn) * time.Second,
+		Online: req.Online, Urgent: req.Urgent,
+	}
+	if _, ok := r.Header["Idempotency-Key"]; ok && send.IdempotencyKey == "" {
+		return errorf(http.StatusUnprocessableEntity, "invalid_message", "Idempotency-Key must not be empty")
+	}
+	for _, m := range req.Messages {
+		send.Envelopes = append(send.Envelopes, relay.Outgoing{Device: m.DeviceID, RegistrationID: m.RegistrationID, Type: m.Type, Content: m.Content})
+	}
+	rc, err := s.Relay.Send(r.Context(), send)
+	return answerSent(w, rc, err)
+}
+
+// checkAccessKey admits a sealed send to the accounts in to by the
+// request's Unidentified-Access-Key (for several accounts, the XOR of
+// theirs). A missing, malformed or wrong key and an unknown account all
+// answer the same 401.
+func (s *Server) checkAccessKey(r *http.Request, to []uuid.UUID) error {
+	key, err := base64.StdEncoding.DecodeString(r.Header.Get(UnidentifiedAccessHeader))
+	if err != nil {
+		key = nil // compared anyway, so a malformed key takes as long as a wrong one
+	}
+	return s.Accounts.CheckUnidentifiedAccess(r.Context(), to, key)
+}
+
+// sendMultiRecipientSealed is PUT /v1/messages/multi_recipient: a sealed
+// sender v2 message for many accounts (Signal's format, parsed only as far
+// as its routing headers), admitted by the XOR of the recipients'
+// unidentified-access keys. Each recipient's devices get the recipient's
+// own copy, stored without a source.
+func (s *Server) sendMultiRecipientSealed(w http.ResponseWriter, r *http.Request) error {
+	if r.Header.Get("Authorization") != "" {
+		return errorf(http.StatusBadRequest, "ambiguous_credentials", "a multi-recipient sealed send takes an Unidentified-Access-Key, not device credentials")
+	}
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, MultiRecipientMediaType) {
+		return errorf(http.StatusUnsupportedMediaType, "unsupported_media_type", "request body must be "+MultiRecipientMediaType)
+	}
+	q := r.URL.Query()
+	ts, err := strconv.ParseInt(q.Get("ts"), 10, 64)
+	if err != nil || ts <= 0 {
+		return errorf(http.StatusUnprocessableEntity, "invalid_message", "ts must be the message's timestamp, Unix ms")
+	}
+	flag := func(name string) (bool, error) {
+		switch q.Get(name) {
+		case "", "false":
+			return false, nil
+		case "true":
+			return true, nil
+		}
+		return false, errorf(http.StatusUnprocessableEntity, "invalid_message", name+" must be true or false")
+	}
+	online, err := flag("online")
+	if err != nil {
+		return err
+	}
+	urgent, err := flag("urgent")
+	if err != nil {
+		return err
+	}
+	if online {
+		return errorf(http.StatusUnprocessableEntity, "invalid_message", "online-only multi-recipient sends are not supported; send them one by one")
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxSendBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return errorf(http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("request body exceeds %d KiB", MaxSendBodyBytes>>10))
+		}
+		return errorf(http.StatusBadRequest, "bad_body", "could not read request body")
+	}
+	m, err := protocol.ParseMultiRecipientMessage(body)
+	if err != nil {
+		return errorf(http.StatusBadRequest, "invalid_multi_recipient_message", "body is not a sealed sender v2 message: "+err.Error())
+	}
+	send := relay.MultiSend{Sealed: true, ClientAddress: s.clientIP(r), Timestamp: ts, Urgent: urgent,
+		IdempotencyKey: r.Header.Get("Idempotency-Key"), Type: relay.TypeUnidentifiedSender}
+	if _, ok := r.Header["Idempotency-Key"]; ok && send.IdempotencyKey == "" {
+		return errorf(http.StatusUnprocessableEntity, "invalid_message", "Idempotency-Key must not be empty")
+	}
+	var to []uuid.UUID
+	for i, rc := range m.Recipients {
+		account, err := uuid.Parse(rc.ServiceID)
+		if err != nil || len(rc.ServiceID) != 36 {
+			return errorf(http.StatusBadRequest, "invalid_account_id", fmt.Sprintf("recipient %d: only account ids (ACIs) receive here", i))
+		}
+		rcpt := relay.Recipient{Account: account, Content: m.ReceivedBy(rc)}
+		for _, d := range rc.Devices {
+			rcpt.Devices = append(rcpt.Devices, relay.DeviceRef{Device: int(d.DeviceID), RegistrationID: int(d.RegistrationID)})
+		}
+		send.Recipients = append(send.Recipients, rcpt)
+		to = append(to, account)
+	}
+	if err := s.checkAccessKey(r, to); err != nil {
+		return err
+	}
+	rc, err := s.Relay.SendMulti(r.Context(), send)
+	return answerSent(w, rc, err)
+}
+
+type unidentifiedAccessRequest struct {
+	Key          *Bytes `json:"unidentified_access_key"`
+	Unrestricted bool   `json:"unrestricted"`
+}
+
+// setUnidentifiedAccess is PUT /v1/accounts/me/unidentified-access.
+func (s *Server) setUnidentifiedAccess(w http.ResponseWriter, r *http.Request, p accounts.Principal) error {
+	var req unidentifiedAccessRequest
+	if err := decodeLimit(w, r, &req, 1<<10); err != nil {
+		return err
+	}
+	a := accounts.UnidentifiedAccess{Unrestricted: req.Unrestricted}
+	if req.Key != nil {
+		a.Key = []byte(*req.Key)
+	}
+	if err := s.Accounts.SetUnidentifiedAccess(r.Context(), p, a); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
