@@ -82,8 +82,12 @@ type Options struct {
 	// Notice, if set, is told things the user should read once (such as an
 	// upgrade of the account's store).
 	Notice func(string)
-	Log    *slog.Logger
-	Now    func() time.Time
+	// TrustRoot, if set, is the operator trust root (a serialized public
+	// key) the relay's sealed-sender certificates must chain to; without
+	// it the relay's root is learned at registration and pinned.
+	TrustRoot []byte
+	Log       *slog.Logger
+	Now       func() time.Time
 }
 
 // Account is an open account directory.
@@ -116,6 +120,9 @@ type Account struct {
 	// ownDevicesAt: sent messages are copied to them.
 	ownDevices   []int
 	ownDevicesAt time.Time
+	// trustRoot is Options.TrustRoot; sealed is the sealed-sender state.
+	trustRoot *protocol.PublicKey
+	sealed    sealedState
 }
 
 // DefaultDir is the config directory: $XDG_DATA_HOME/parley or
@@ -218,6 +225,13 @@ func open(ctx context.Context, o Options, create bool) (*Account, error) {
 		return nil, err
 	}
 	a := &Account{dir: dir, db: db, key: key, log: o.Log, now: o.Now, trust: o.Trust, progress: o.Progress, notice: o.Notice, Number: number}
+	if o.TrustRoot != nil {
+		k, err := protocol.ParsePublicKey(o.TrustRoot)
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("%w: trust root: %w", ErrUsage, err), db.Close())
+		}
+		a.trustRoot = &k
+	}
 	if err := a.load(ctx, o.Server); err != nil {
 		return nil, errors.Join(err, db.Close())
 	}
@@ -292,7 +306,7 @@ func (a *Account) load(ctx context.Context, server string) error {
 		}
 		a.identity = &ik
 		a.relay.User, a.relay.Password = deviceName(a.ID, a.DeviceID), string(cred)
-		return nil
+		return a.sealed.read(ctx, tx)
 	})
 	if err == nil && pending != "" && a.notice != nil {
 		a.notice(pending)
@@ -381,12 +395,34 @@ func (a *Account) Verify(ctx context.Context, code, pin string) error {
 		if err := tx.DeleteSessions(ctx, "", true); err != nil {
 			return err
 		}
-		return errors.Join(saveDevice(ctx, tx, id, device, regID, cred, ik), tx.DeleteValue(ctx, metaPendingSession))
+		return errors.Join(saveDevice(ctx, tx, id, device, regID, cred, ik), tx.DeleteValue(ctx, metaPendingSession),
+			tx.DeleteValue(ctx, metaAccessKeyPublished)) // a new registration publishes it again
 	})
 	if err != nil {
 		return err
 	}
-	return a.load(ctx, a.Server)
+	if err := a.load(ctx, a.Server); err != nil {
+		return err
+	}
+	return a.setupAfterRegistration(ctx)
+}
+
+// setupAfterRegistration sets up sealed sender on a new device. Only a
+// trust root other than the pinned one fails the command; other problems
+// leave sealed sender off for now (Maintain tries again) and are told.
+func (a *Account) setupAfterRegistration(ctx context.Context) error {
+	err := a.SetupSealedSender(ctx)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrTrustRootChanged):
+		return fmt.Errorf("%w: registered, but %w; sealed sender stays off", ErrUsage, err)
+	}
+	a.log.WarnContext(ctx, "sealed sender not set up yet", "err", err)
+	if a.notice != nil {
+		a.notice("sealed sender is not set up yet (it is tried again later): " + err.Error())
+	}
+	return nil
 }
 
 // newCredential is a device's random credential (256 bits, base64url).

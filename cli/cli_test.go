@@ -126,7 +126,7 @@ func TestHostileEnvelopes(t *testing.T) {
 		t.Fatal(err)
 	}
 	pt, _ := content.Marshal(&content.Content{Timestamp: time.Now().UnixMilli(), Text: "genuine"})
-	msgs, err := alice.encrypt(ctx, r, pt, false)
+	msgs, err := alice.encrypt(ctx, r, pt, false, nil)
 	if err != nil || len(msgs) != 1 {
 		t.Fatal(err, msgs)
 	}

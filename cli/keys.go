@@ -30,6 +30,12 @@ func (a *Account) Maintain(ctx context.Context) {
 		return
 	}
 	a.maintained = now
+	if err := a.SetupSealedSender(ctx); err != nil {
+		a.log.WarnContext(ctx, "sealed sender not set up", "err", err)
+		if errors.Is(err, ErrTrustRootChanged) && a.notice != nil {
+			a.notice(err.Error() + "; messages are sent identified until this is resolved")
+		}
+	}
 	if err := a.replaceKEMPreKeys(ctx); err != nil {
 		a.log.WarnContext(ctx, "cannot replace the Kyber prekeys of before PQXDH", "err", err)
 	}

@@ -36,6 +36,10 @@ type provisionMessage struct {
 	Contacts        []provisionedContact      `json:"contacts,omitempty"`
 	Groups          []Group                   `json:"groups,omitempty"`
 	Conversations   []provisionedConversation `json:"conversations,omitempty"`
+	// ProfileKey and TrustRoot are the account's sealed-sender state: its
+	// profile key (every device shares it) and the pinned operator root.
+	ProfileKey []byte `json:"profile_key,omitempty"`
+	TrustRoot  []byte `json:"trust_root,omitempty"`
 }
 
 // provisionedContact is a contact as the primary device knows it.
@@ -45,6 +49,7 @@ type provisionedContact struct {
 	IdentityKey []byte `json:"identity_key,omitempty"`
 	Trust       int    `json:"trust"`
 	KeyAddedMS  int64  `json:"key_added_ms,omitempty"`
+	ProfileKey  []byte `json:"profile_key,omitempty"`
 }
 
 // provisionedConversation is a conversation's timer and attachment
@@ -248,11 +253,21 @@ func (a *Account) provisioned(ctx context.Context, tx *clientdb.Tx, m *provision
 		if r.Account == a.ID {
 			continue
 		}
+		pk, err := tx.ProfileKey(ctx, r.Account)
+		if err != nil && !errors.Is(err, clientdb.ErrNotFound) {
+			return err
+		}
 		m.Contacts = append(m.Contacts, provisionedContact{Account: r.Account, Number: r.Number,
-			IdentityKey: r.IdentityKey, Trust: r.Trust, KeyAddedMS: r.KeyAddedMS})
+			IdentityKey: r.IdentityKey, Trust: r.Trust, KeyAddedMS: r.KeyAddedMS, ProfileKey: pk})
 		conversations = append(conversations, r.Account)
 	}
 	if m.Groups, err = loadGroups(ctx, tx); err != nil {
+		return err
+	}
+	if m.ProfileKey, err = tx.Value(ctx, metaProfileKey); err != nil && !errors.Is(err, clientdb.ErrNotFound) {
+		return err
+	}
+	if m.TrustRoot, err = tx.Value(ctx, metaTrustRoot); err != nil && !errors.Is(err, clientdb.ErrNotFound) {
 		return err
 	}
 	for _, g := range m.Groups {
@@ -301,6 +316,34 @@ func adoptProvisioned(ctx context.Context, tx *clientdb.Tx, m provisionMessage) 
 		}
 		if err := tx.PutRecipient(ctx, clientdb.Recipient{Account: c.Account, Number: c.Number,
 			IdentityKey: c.IdentityKey, Trust: c.Trust, KeyAddedMS: c.KeyAddedMS}); err != nil {
+			return err
+		}
+		if c.ProfileKey != nil {
+			if len(c.ProfileKey) != protocol.ProfileKeySize {
+				return bad("contact profile key")
+			}
+			if err := tx.SetProfileKey(ctx, c.Account, c.ProfileKey); err != nil {
+				return err
+			}
+		}
+	}
+	if m.ProfileKey != nil {
+		if len(m.ProfileKey) != protocol.ProfileKeySize {
+			return bad("profile key")
+		}
+		if err := tx.SetValue(ctx, metaProfileKey, m.ProfileKey, true); err != nil {
+			return err
+		}
+		// The primary published the access key; this device need not.
+		if err := tx.SetValue(ctx, metaAccessKeyPublished, []byte("1"), false); err != nil {
+			return err
+		}
+	}
+	if m.TrustRoot != nil {
+		if _, err := protocol.ParsePublicKey(m.TrustRoot); err != nil {
+			return bad("trust root")
+		}
+		if err := tx.SetValue(ctx, metaTrustRoot, m.TrustRoot, false); err != nil {
 			return err
 		}
 	}

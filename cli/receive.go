@@ -53,6 +53,9 @@ type Event struct {
 	// seconds that a message or "timer" event carries (0: off).
 	ExpireTimer int64  `json:"expire_timer,omitzero"`
 	Error       string `json:"error,omitzero"`
+	// Sealed marks an envelope that came sealed: the relay did not see
+	// who sent it (the sender is from its certificate).
+	Sealed bool `json:"sealed,omitzero"`
 
 	pending []content.Attachment // still to download
 	grant   *content.BucketGrant
@@ -198,9 +201,17 @@ func (a *Account) process(ctx context.Context, env *wire.Envelope) (ev Event, du
 			return errRollback
 		}
 		st := a.store(tx)
-		plaintext, group, err := decrypt(ctx, st, env)
+		inner := env
+		if env.Type == EnvelopeSealed {
+			if inner, err = a.unseal(ctx, st, env); err != nil {
+				failure = err
+				return errRollback
+			}
+			ev.SenderAccount, ev.SenderDevice, ev.Sealed = inner.SourceAccount.String(), inner.SourceDevice, true
+		}
+		plaintext, group, err := decrypt(ctx, st, inner)
 		if err == nil {
-			err = a.apply(ctx, tx, &ev, env, plaintext, group)
+			err = a.apply(ctx, tx, &ev, inner, plaintext, group)
 		}
 		if err != nil {
 			failure = err
@@ -306,6 +317,12 @@ func (a *Account) apply(ctx context.Context, tx *clientdb.Tx, ev *Event, env *wi
 	// everything else only over pairwise sessions.
 	if c.GroupID != group {
 		return fmt.Errorf("%w: group mismatch between the envelope and its content", ErrBadEnvelope)
+	}
+	if c.ProfileKey != nil && ev.SenderAccount != a.ID {
+		// The sender shares its profile key: we may now write to it sealed.
+		if err := tx.SetProfileKey(ctx, ev.SenderAccount, c.ProfileKey); err != nil {
+			return local(err)
+		}
 	}
 	if group != "" {
 		return a.applyGroupMessage(ctx, tx, ev, env, c, plaintext)

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/parleyhq/parley/cli/clientdb"
@@ -269,7 +270,7 @@ const maxSendAttempts = 4
 
 // marshal encodes c, stamped with our number.
 func (a *Account) marshal(c *content.Content) ([]byte, error) {
-	c.SenderNumber = a.Number
+	c.SenderNumber, c.ProfileKey = a.Number, a.profileKey()
 	return content.Marshal(c)
 }
 
@@ -298,17 +299,31 @@ func (a *Account) sendPlaintext(ctx context.Context, r clientdb.Recipient, plain
 		a.log.WarnContext(ctx, "cannot replace the Kyber prekeys of before PQXDH", "err", err)
 	}
 	a.mu.Unlock()
+	seal := a.sealingFor(ctx, r)
 	var lastErr error
 	for range maxSendAttempts {
-		msgs, err := a.encrypt(ctx, r, plaintext, !o.Online)
+		msgs, err := a.encrypt(ctx, r, plaintext, !o.Online, seal)
 		if err != nil {
 			return err
 		}
 		if len(msgs) == 0 {
 			return nil // online-only and no session yet: nothing worth a key fetch
 		}
-		err = a.submit(ctx, r.Account, relayclient.Send{Timestamp: o.Timestamp, Online: o.Online, Urgent: o.Urgent,
-			ExpiresIn: o.ExpiresIn, Messages: msgs})
+		req := relayclient.Send{Timestamp: o.Timestamp, Online: o.Online, Urgent: o.Urgent, ExpiresIn: o.ExpiresIn, Messages: msgs}
+		if seal != nil {
+			err = a.submitSealed(ctx, r.Account, req, seal.accessKey)
+			var re *relayclient.Error
+			if errors.As(err, &re) && re.Status == http.StatusUnauthorized {
+				// Our copy of their profile key is stale, or they no
+				// longer admit it: send identified (this message is
+				// encrypted again, so nothing is sent twice).
+				a.log.InfoContext(ctx, "the relay refused the unidentified-access key; sending identified", "account", r.Account)
+				seal = nil
+				continue
+			}
+		} else {
+			err = a.submit(ctx, r.Account, req)
+		}
 		if err == nil {
 			return nil
 		}
@@ -348,6 +363,22 @@ func (a *Account) submit(ctx context.Context, account string, req relayclient.Se
 	}
 	return a.retryWithKey(ctx, func(key string) error {
 		sent, err := a.relay.SendMessages(ctx, account, req, key)
+		if err == nil {
+			a.reportSkipped(ctx, sent)
+		}
+		return err
+	})
+}
+
+// submitSealed sends a sealed request (over HTTP, without credentials),
+// retrying transport failures with one idempotency key like submit.
+func (a *Account) submitSealed(ctx context.Context, account string, req relayclient.Send, accessKey []byte) error {
+	if req.Online {
+		_, err := a.relay.SendSealed(ctx, account, req, "", accessKey)
+		return err
+	}
+	return a.retryWithKey(ctx, func(key string) error {
+		sent, err := a.relay.SendSealed(ctx, account, req, key, accessKey)
 		if err == nil {
 			a.reportSkipped(ctx, sent)
 		}
@@ -398,7 +429,7 @@ func (a *Account) retryWithKey(ctx context.Context, send func(key string) error)
 // (no session yet, or one we started that went unanswered too long): their
 // bundles are fetched and the old state, if any, is archived, so late
 // answers on it still decrypt. Without fetch, such devices are skipped.
-func (a *Account) encrypt(ctx context.Context, r clientdb.Recipient, plaintext []byte, fetch bool) ([]relayclient.Outgoing, error) {
+func (a *Account) encrypt(ctx context.Context, r clientdb.Recipient, plaintext []byte, fetch bool, seal *sealing) ([]relayclient.Outgoing, error) {
 	var devices, stale []int
 	if err := a.db.Update(ctx, func(tx *clientdb.Tx) (err error) {
 		st := a.store(tx)
@@ -450,7 +481,13 @@ func (a *Account) encrypt(ctx context.Context, r clientdb.Recipient, plaintext [
 			if !rec.HasCurrentSession(st.now) {
 				continue // online-only sends start no sessions
 			}
-			msg, err := protocol.Encrypt(ctx, rand.Reader, st, address(a.ID, a.DeviceID), addr, plaintext, st.now)
+			var msg protocol.CiphertextMessage
+			if seal != nil {
+				msg.Type = EnvelopeSealed
+				msg.Bytes, err = protocol.SealedSenderEncrypt(ctx, rand.Reader, st, addr, seal.cert, plaintext, st.now)
+			} else {
+				msg, err = protocol.Encrypt(ctx, rand.Reader, st, address(a.ID, a.DeviceID), addr, plaintext, st.now)
+			}
 			if errors.As(err, new(*protocol.UntrustedIdentityError)) {
 				return &UntrustedError{Number: r.Number, Account: r.Account}
 			}

@@ -690,6 +690,26 @@ func (tx *Tx) Timer(ctx context.Context, conversation string) (int64, error) {
 	return int64(binary.BigEndian.Uint64(b)), nil
 }
 
+// ProfileKey returns a contact's profile key, or ErrNotFound.
+func (tx *Tx) ProfileKey(ctx context.Context, account string) ([]byte, error) {
+	var v []byte
+	err := tx.tx.QueryRowContext(ctx, `SELECT sealed FROM profile_keys WHERE account_id = ?`, account).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	return tx.open(v, "profile key", account)
+}
+
+// SetProfileKey records a contact's profile key.
+func (tx *Tx) SetProfileKey(ctx context.Context, account string, key []byte) error {
+	_, err := tx.tx.ExecContext(ctx, `INSERT INTO profile_keys (account_id, sealed) VALUES (?, ?)
+		ON CONFLICT (account_id) DO UPDATE SET sealed = excluded.sealed`, account, tx.sealed(key, "profile key", account))
+	return err
+}
+
 // SetTimer sets a conversation's timer (0 turns it off) and reports
 // whether it changed.
 func (tx *Tx) SetTimer(ctx context.Context, conversation string, seconds int64) (bool, error) {

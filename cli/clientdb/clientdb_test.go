@@ -126,6 +126,7 @@ func TestSealMetadataMigration(t *testing.T) {
 			`ALTER TABLE recipients DROP COLUMN number_sealed`,
 			`ALTER TABLE recipients DROP COLUMN identity_sealed`,
 			`DROP TABLE conversation_timers`,
+			`DROP TABLE profile_keys`, // migration 7's
 			`PRAGMA user_version = 5`,
 		} {
 			if _, err := tx.tx.ExecContext(ctx, q); err != nil {

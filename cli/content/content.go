@@ -39,10 +39,15 @@ type Content struct {
 	// SenderNumber is the sender's E.164 number, so a recipient who has
 	// never looked them up can show it; receivers confirm it against the
 	// relay's directory before believing it.
-	SenderNumber string   `json:"sender_number,omitzero"`
-	Text         string   `json:"text,omitzero"`
-	Receipt      *Receipt `json:"receipt,omitzero"`
-	Typing       *Typing  `json:"typing,omitzero"`
+	SenderNumber string `json:"sender_number,omitzero"`
+	// ProfileKey is the sender's profile key (32 bytes), shared with
+	// everyone it writes to, as Signal shares it with contacts: the
+	// unidentified-access key that admits sealed-sender messages to it
+	// derives from it.
+	ProfileKey []byte   `json:"profile_key,omitzero"`
+	Text       string   `json:"text,omitzero"`
+	Receipt    *Receipt `json:"receipt,omitzero"`
+	Typing     *Typing  `json:"typing,omitzero"`
 	// Attachments point to encrypted files in a chat bucket on the relay.
 	Attachments []Attachment `json:"attachments,omitzero"`
 	// Bucket shares the conversation's attachment bucket; sent with every
@@ -168,6 +173,8 @@ func (c *Content) Validate() error {
 	switch {
 	case c.Timestamp <= 0:
 		return fmt.Errorf("%w: no timestamp", ErrMalformed)
+	case c.ProfileKey != nil && len(c.ProfileKey) != 32:
+		return fmt.Errorf("%w: a profile key is 32 bytes", ErrMalformed)
 	case len(c.Text) > MaxText:
 		return fmt.Errorf("%w: text longer than %d bytes", ErrMalformed, MaxText)
 	case c.Receipt != nil && c.Receipt.Type != Delivery && c.Receipt.Type != Read:

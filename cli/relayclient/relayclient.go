@@ -96,7 +96,7 @@ func (c *Client) do(ctx context.Context, method, path string, header http.Header
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if c.User != "" {
+	if c.User != "" && req.Header.Get(unidentifiedAccessHeader) == "" { // a sealed send must not say who sends it
 		req.SetBasicAuth(c.User, c.Password)
 	}
 	resp, err := c.http.Do(req)

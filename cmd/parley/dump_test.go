@@ -26,14 +26,16 @@ var ipAddress = regexp.MustCompile(`\b\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\b|::1\b
 // attachment, a group, a disappearing-message timer) through real clients
 // and relay, then dumps every table of the relay's database: no phone
 // number (in any common spelling), client IP address, message text, file
-// name or file content may appear anywhere.
+// name or file content may appear anywhere, and sealed envelopes have no
+// source.
 func TestDatabaseDump(t *testing.T) {
 	for _, backend := range []string{"sqlite", "postgres"} {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
 			data := filepath.Join(dir, "data")
-			args := []string{"--data-dir", data}
+			sealedFlags, _ := sealedSenderFiles(t)
+			args := append([]string{"--data-dir", data}, sealedFlags...)
 			dsn := ""
 			if backend == "postgres" {
 				dsn = pgtest.Database(t)
@@ -98,7 +100,7 @@ func TestDatabaseDump(t *testing.T) {
 			for _, s := range append(secrets, "Cardiology night team", "labresults-jdoe", string(fileData[:20])) {
 				forbidden = append(forbidden, []byte(s))
 			}
-			rows := 0
+			rows, sealed := 0, 0
 			for _, tbl := range db.Tables() {
 				dump, err := db.DumpTable(ctx, tbl)
 				if err != nil {
@@ -106,6 +108,13 @@ func TestDatabaseDump(t *testing.T) {
 				}
 				for _, row := range dump {
 					rows++
+					if tbl == "envelopes" && fmt.Sprint(row["type"]) == "6" {
+						// Sealed: the relay keeps no sender for it.
+						sealed++
+						if row["source_account"] != nil || row["source_device"] != nil {
+							t.Errorf("a sealed envelope stored with source %v.%v", row["source_account"], row["source_device"])
+						}
+					}
 					for col, v := range row {
 						var b []byte
 						switch x := v.(type) {
@@ -130,6 +139,9 @@ func TestDatabaseDump(t *testing.T) {
 			}
 			if rows < 20 {
 				t.Fatalf("only %d rows dumped; the conversation did not reach the database?", rows)
+			}
+			if sealed == 0 {
+				t.Error("no sealed envelope queued: the last message to bob should have gone sealed")
 			}
 		})
 	}

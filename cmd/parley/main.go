@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -32,6 +33,8 @@ Global options:
   --config DIR                 where accounts live (default %s)
   --trust-new-identities MODE  on-first-use (default), always or never
   --passphrase-file FILE       passphrase for a protected key file (or $PARLEY_PASSPHRASE)
+  --trust-root KEY             the relay operator's sealed-sender trust root (base64; or
+                               $PARLEY_TRUST_ROOT); without it the relay's is pinned at registration
   -o, --output json            results as signal-cli prints them with -o json
   -v, --verbose                log to stderr
 
@@ -99,6 +102,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	g.StringVar(&dir, "config", cli.DefaultDir(), "")
 	g.StringVar(&trust, "trust-new-identities", string(cli.TrustOnFirstUse), "")
 	g.StringVar(&passFile, "passphrase-file", "", "")
+	trustRoot := g.String("trust-root", os.Getenv("PARLEY_TRUST_ROOT"), "")
 	output := g.String("o", "plain-text", "")
 	g.StringVar(output, "output", "plain-text", "")
 	g.BoolVar(&verbose, "v", false, "")
@@ -118,6 +122,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err != nil {
 		return report(stderr, err)
 	}
+	var root []byte
+	if *trustRoot != "" {
+		if root, err = base64.StdEncoding.DecodeString(*trustRoot); err != nil {
+			return report(stderr, fmt.Errorf("%w: --trust-root is the operator's public key in base64 (parleyd trust-root prints it)", cli.ErrUsage))
+		}
+	}
 	if *output != "plain-text" && *output != "json" {
 		return report(stderr, fmt.Errorf("%w: -o is plain-text or json, not %q", cli.ErrUsage, *output))
 	}
@@ -126,7 +136,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		level = slog.LevelDebug
 	}
 	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, json: *output == "json", opts: cli.Options{
-		Dir: dir, Number: account, Server: server, Trust: mode,
+		Dir: dir, Number: account, Server: server, Trust: mode, TrustRoot: root,
 		Passphrase: passphraseSource(passFile, "PARLEY_PASSPHRASE"),
 		Log:        slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
 		Progress:   progressFor(stderr),

@@ -41,6 +41,7 @@ const (
 	envWhisper   = libsignalpeer.TypeWhisper
 	envPreKey    = libsignalpeer.TypePreKey
 	envSenderKey = 4
+	envSealed    = 6 // a sealed-sender envelope
 	// groupFrame is the version byte before a SenderKeyMessage in a
 	// type-4 envelope (cli.groupFrameVersion).
 	groupFrame = 3
@@ -70,6 +71,9 @@ type mobile struct {
 	distIDs  map[string]string   // group -> our sender key's distribution id
 	shared   map[string][]string // group -> accounts we handed our sender key
 	senders  map[string]string   // "account.device/distributionId" -> group, from processed distributions
+	// trustRoot, when set, is the operator root sealed envelopes must
+	// chain to.
+	trustRoot []byte
 }
 
 // received is one envelope the mobile processed.
@@ -77,6 +81,8 @@ type received struct {
 	env     *wire.Envelope
 	content *content.Content // nil when err is set
 	group   string           // for a type-4 envelope: the group it belongs to
+	sealed  bool             // it came sealed; from is the certificate's sender
+	from    libsignalpeer.Address
 	err     error
 }
 
@@ -349,6 +355,11 @@ func (m *mobile) process(env *wire.Envelope) received {
 		if err == nil && !slices.Contains(m.devices[from.Name], env.SourceDevice) {
 			m.devices[from.Name] = append(m.devices[from.Name], env.SourceDevice)
 		}
+	case envSealed:
+		var res libsignalpeer.SealedDecryptResult
+		res, err = m.p.SealedDecrypt(m.client, libsignalpeer.SealedDecryptInput{Body: env.Content, TrustRoot: m.trustRoot,
+			Timestamp: uint64(time.Now().UnixMilli()), LocalUUID: m.account, LocalDeviceID: 1})
+		pt, r.sealed, from = res.Plaintext, true, libsignalpeer.Address{Name: res.SenderUUID, DeviceID: res.DeviceID}
 	case envSenderKey:
 		if len(env.Content) < 2 || env.Content[0] != groupFrame {
 			err = fmt.Errorf("group frame version %x", env.Content[:min(1, len(env.Content))])
@@ -362,6 +373,7 @@ func (m *mobile) process(env *wire.Envelope) received {
 		r.err = err
 		return r
 	}
+	r.from = from
 	c, err := content.Unmarshal(pt)
 	if err != nil {
 		r.err = err

@@ -1,0 +1,178 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	_ "modernc.org/sqlite"
+
+	"github.com/parleyhq/parley/api/apitest"
+	"github.com/parleyhq/parley/bench"
+	"github.com/parleyhq/parley/cli/clientdb"
+	"github.com/parleyhq/parley/protocol"
+)
+
+// startSealedRelay is startRelayIn with sealed sender configured: a trust
+// root and a server certificate made by parleyd's own commands. It returns
+// the relay's URL, its data directory and the root's public key.
+func startSealedRelay(t *testing.T) (string, string, []byte) {
+	t.Helper()
+	dir := t.TempDir()
+	root, cert := filepath.Join(dir, "root.json"), filepath.Join(dir, "server-cert.json")
+	for _, args := range [][]string{{"trust-root", "--out", root}, {"server-certificate", "--trust-root", root, "--key-id", "1", "--out", cert}} {
+		if out, err := exec.Command(parleyd, args...).CombinedOutput(); err != nil {
+			t.Fatalf("parleyd %v: %v\n%s", args, err, out)
+		}
+	}
+	raw, err := os.ReadFile(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r struct {
+		PublicKey []byte `json:"public_key"`
+	}
+	if err := json.Unmarshal(raw, &r); err != nil || len(r.PublicKey) != 33 {
+		t.Fatalf("trust root file: %v", err)
+	}
+	data := filepath.Join(dir, "data")
+	s, err := bench.Spawn(parleyd, dir, 10, testCode, nil, "--data-dir", data, "--sender-certificate-file", cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop() })
+	return apitest.ValidatingProxy(t, s.Base), data, r.PublicKey
+}
+
+// sourcelessEnvelopes counts the envelopes the relay holds without a source.
+func sourcelessEnvelopes(t *testing.T, data string) (sealed, identified int) {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(data, "parley.db")+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.QueryRow(`SELECT count(*) FILTER (WHERE source_account IS NULL AND source_device IS NULL), count(*) FILTER (WHERE source_account IS NOT NULL) FROM envelopes`).Scan(&sealed, &identified); err != nil {
+		t.Fatal(err)
+	}
+	return sealed, identified
+}
+
+// TestSealedSender: once two people have written to each other, their
+// messages (and receipts) travel sealed: the relay stores them with no
+// source, and the receiver knows the sender from the certificate. A stale
+// access key falls back to an identified send.
+func TestSealedSender(t *testing.T) {
+	ctx := context.Background()
+	server, data, _ := startSealedRelay(t)
+	alice, bob := newAccount(t, server, 0), newAccount(t, server, 1)
+
+	// Alice holds no profile key of Bob's yet: identified.
+	if _, res, err := alice.SendText(ctx, "hello", bob.Number); err != nil || res[0].Err != nil {
+		t.Fatalf("send: %v %v", err, res)
+	}
+	if sealed, identified := sourcelessEnvelopes(t, data); sealed != 0 || identified != 1 {
+		t.Fatalf("first message: %d sealed, %d identified", sealed, identified)
+	}
+	evs := receiveAll(t, bob)
+	if len(evs) != 1 || evs[0].Sealed || evs[0].Text != "hello" {
+		t.Fatalf("bob received %+v", evs)
+	}
+	// Bob learned Alice's profile key from it: his reply, and the
+	// delivery receipt he sent, go sealed.
+	if _, res, err := bob.SendText(ctx, "hi back", alice.Number); err != nil || res[0].Err != nil {
+		t.Fatalf("reply: %v %v", err, res)
+	}
+	if sealed, _ := sourcelessEnvelopes(t, data); sealed != 2 {
+		t.Fatalf("%d sealed envelopes after bob's receipt and reply, want 2", sealed)
+	}
+	evs = receiveAll(t, alice)
+	var sawReply, sawReceipt bool
+	for _, e := range evs {
+		switch {
+		case e.Kind == "message" && e.Text == "hi back":
+			sawReply = e.Sealed && e.Sender == bob.Number && e.SenderAccount == bob.ID && e.SenderDevice == 1
+		case e.Kind == "receipt":
+			sawReceipt = e.Sealed && e.SenderAccount == bob.ID
+		}
+	}
+	if !sawReply || !sawReceipt {
+		t.Fatalf("alice received %+v", evs)
+	}
+	// Now Alice has Bob's key too.
+	if _, res, err := alice.SendText(ctx, "sealed now", bob.Number); err != nil || res[0].Err != nil {
+		t.Fatal(err, res)
+	}
+	if m := messagesIn(receiveAll(t, bob)); len(m) != 1 || !m[0].Sealed || m[0].Text != "sealed now" || m[0].Sender != alice.Number {
+		t.Fatalf("bob received %+v", m)
+	}
+	receiveAll(t, alice) // the receipt
+
+	// A stale profile key: the relay refuses the access key with 401 and
+	// the message goes identified instead, once.
+	stale := make([]byte, protocol.ProfileKeySize)
+	rand.Read(stale)
+	if err := alice.db.Update(ctx, func(tx *clientdb.Tx) error { return tx.SetProfileKey(ctx, bob.ID, stale) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, res, err := alice.SendText(ctx, "after a stale key", bob.Number); err != nil || res[0].Err != nil {
+		t.Fatalf("send with a stale key: %v %v", err, res)
+	}
+	if m := messagesIn(receiveAll(t, bob)); len(m) != 1 || m[0].Sealed || m[0].Text != "after a stale key" {
+		t.Fatalf("bob received %+v", m)
+	}
+}
+
+// messagesIn keeps the message events (receipts also arrive).
+func messagesIn(evs []Event) []Event {
+	var out []Event
+	for _, e := range evs {
+		if e.Kind == "message" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// TestTrustRootPinned: an account told to pin another trust root than the
+// relay's refuses it at registration; one that pinned the relay's keeps it
+// (a relay that later shows another root is refused).
+func TestTrustRootPinned(t *testing.T) {
+	ctx := context.Background()
+	server, _, root := startSealedRelay(t)
+	other, _ := protocol.GenerateKeyPair(rand.Reader)
+	a, _, err := Register(ctx, Options{Dir: t.TempDir(), Number: bench.Number(2), Server: server, TrustRoot: other.Public.Bytes()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if err := a.Verify(ctx, testCode, ""); !errors.Is(err, ErrTrustRootChanged) {
+		t.Fatalf("verify with another root pinned: %v", err)
+	}
+	b, _, err := Register(ctx, Options{Dir: t.TempDir(), Number: bench.Number(3), Server: server, TrustRoot: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.Verify(ctx, testCode, ""); err != nil {
+		t.Fatalf("verify with the relay's root given: %v", err)
+	}
+	if b.sealed.root == nil || !b.sealed.root.Equal(mustKey(t, root)) || b.sealed.profileKey == nil {
+		t.Fatalf("sealed state after registration: %+v", b.sealed.root)
+	}
+}
+
+func mustKey(t *testing.T, b []byte) protocol.PublicKey {
+	t.Helper()
+	k, err := protocol.ParsePublicKey(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
