@@ -371,6 +371,10 @@ func (a *Account) SendGroup(ctx context.Context, id, text string, files []string
 	if err != nil {
 		return 0, err
 	}
+	// Members whose profile key we hold get their copy sealed, one
+	// request each; the rest (and our own devices) share one
+	// multi-recipient request.
+	targets = a.sendSealedGroupCopies(ctx, targets, frame, c.Timestamp, g.ExpireTimer)
 	if len(targets) > 0 {
 		if err := a.submitGroup(ctx, g.ID, targets, frame, c.Timestamp, g.ExpireTimer); err != nil {
 			return 0, err

@@ -275,11 +275,96 @@ func (a *Account) unseal(ctx context.Context, st *signalStore, env *wire.Envelop
 	if u.Sender.SenderUUID == st.self && int(u.Sender.SenderDevice) == st.device {
 		return nil, fmt.Errorf("%w: %w", ErrBadEnvelope, protocol.ErrSealedSenderSelfSend)
 	}
-	if err := protocol.CheckSealedIdentity(ctx, st, u); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadEnvelope, err)
-	}
 	inner := *env
 	inner.SourceAccount, inner.SourceDevice = id, int(u.Sender.SenderDevice)
 	inner.Type, inner.Content = int(u.Type), bytes.Clone(u.Contents)
+	if u.Type == protocol.TypeSenderKey {
+		// A group message: its sender-key signature proves the sender
+		// only to those who hold its key, handed over the pairwise
+		// session with the identity key we know, which must be the
+		// certificate's.
+		r, err := st.tx.Recipient(ctx, u.Sender.SenderUUID)
+		if err != nil && !errors.Is(err, clientdb.ErrNotFound) {
+			return nil, local(err)
+		}
+		if r.IdentityKey == nil || !bytes.Equal(r.IdentityKey, u.Sender.IdentityKey.Bytes()) {
+			return nil, fmt.Errorf("%w: a sealed group message whose certificate's identity key is not the sender's we know", ErrBadEnvelope)
+		}
+		inner.Type, inner.Content = EnvelopeSenderKey, append([]byte{groupFrameVersion}, u.Contents...)
+		return &inner, nil
+	}
+	if err := protocol.CheckSealedIdentity(ctx, st, u); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadEnvelope, err)
+	}
 	return &inner, nil
+}
+
+// sendSealedGroupCopies sends frame (our SenderKeyMessage for a group, in
+// parley's framing) sealed to each target we can seal for: sealed sender
+// v1 with the group message inside (type 7), one copy for all of a
+// target's devices, admitted by its access key. It returns the targets
+// still to be sent to identified: those we cannot seal for, and those
+// whose sealed send failed for any reason (the identified multi-recipient
+// send then repairs device lists and sender keys as it always does).
+func (a *Account) sendSealedGroupCopies(ctx context.Context, targets []clientdb.Recipient, frame []byte, ts, timer int64) []clientdb.Recipient {
+	var rest []clientdb.Recipient
+	for _, t := range targets {
+		seal := a.sealingFor(ctx, t)
+		if seal == nil {
+			rest = append(rest, t)
+			continue
+		}
+		if err := a.sendSealedGroupCopy(ctx, t, frame, ts, timer, seal); err != nil {
+			a.log.InfoContext(ctx, "group message to a member sent identified", "account", t.Account, "err", err)
+			rest = append(rest, t)
+		}
+	}
+	return rest
+}
+
+func (a *Account) sendSealedGroupCopy(ctx context.Context, t clientdb.Recipient, frame []byte, ts, timer int64, seal *sealing) error {
+	var req relayclient.Send
+	var body []byte
+	err := a.db.Update(ctx, func(tx *clientdb.Tx) error {
+		r, err := tx.Recipient(ctx, t.Account)
+		if err != nil {
+			return err
+		}
+		theirs, err := protocol.ParsePublicKey(r.IdentityKey)
+		if err != nil {
+			return fmt.Errorf("no identity key of %s to seal to: %w", t.Account, err)
+		}
+		u, err := protocol.NewUnidentifiedContent(protocol.CiphertextMessage{Type: protocol.TypeSenderKey, Bytes: frame[1:]},
+			seal.cert, protocol.HintResendable, nil)
+		if err != nil {
+			return err
+		}
+		if body, err = protocol.SealV1(rand.Reader, *a.identity, theirs, u); err != nil {
+			return err
+		}
+		devs, err := tx.SessionDevices(ctx, t.Account)
+		if err != nil {
+			return err
+		}
+		req = relayclient.Send{Timestamp: ts, Urgent: true, ExpiresIn: timer}
+		for _, d := range devs {
+			b, err := tx.Session(ctx, t.Account, d)
+			if err != nil {
+				return err
+			}
+			reg, err := remoteRegistrationID(b)
+			if err != nil {
+				return err
+			}
+			req.Messages = append(req.Messages, relayclient.Outgoing{DeviceID: d, RegistrationID: uint32(reg), Type: EnvelopeSealed, Content: body})
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(req.Messages) == 0 {
+		return errors.New("no sessions with its devices")
+	}
+	return a.submitSealed(ctx, t.Account, req, seal.accessKey)
 }

@@ -176,3 +176,41 @@ func mustKey(t *testing.T, b []byte) protocol.PublicKey {
 	}
 	return k
 }
+
+// TestSealedGroupMessage: a group message goes sealed to every member
+// whose profile key the sender holds (one sealed copy per member) and
+// identified to the others; members decrypt both alike.
+func TestSealedGroupMessage(t *testing.T) {
+	ctx := context.Background()
+	server, data, _ := startSealedRelay(t)
+	alice, bob, carol := newAccount(t, server, 0), newAccount(t, server, 1), newAccount(t, server, 2)
+	// Bob writes to Alice: she learns his profile key. Carol never does.
+	if _, res, err := bob.SendText(ctx, "hi alice", alice.Number); err != nil || res[0].Err != nil {
+		t.Fatal(err, res)
+	}
+	receiveAll(t, alice)
+	name := "Sealed crew"
+	g, _, err := alice.UpdateGroup(ctx, GroupChange{Name: &name, Add: []string{bob.Number, carol.Number}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	receiveAll(t, bob)
+	receiveAll(t, carol)
+	before, _ := sourcelessEnvelopes(t, data)
+	if _, err := alice.SendGroup(ctx, g.ID, "to the crew", nil); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := sourcelessEnvelopes(t, data)
+	if after-before != 2 {
+		t.Errorf("%d sealed envelopes, want 2: bob's copy of the group message and of alice's group key before it", after-before)
+	}
+	for _, c := range []struct {
+		who    *Account
+		sealed bool
+	}{{bob, true}, {carol, false}} {
+		m := messagesIn(receiveAll(t, c.who))
+		if len(m) != 1 || m[0].Text != "to the crew" || m[0].Group != g.ID || m[0].Sealed != c.sealed || m[0].SenderAccount != alice.ID {
+			t.Errorf("%s received %+v", c.who.Number, m)
+		}
+	}
+}
