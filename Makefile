@@ -17,8 +17,17 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/...
 
+# Sealed sender is on: a development trust root and server certificate are
+# made in DATA_DIR the first time (a production trust root stays offline:
+# deploy/README.md).
 run: build
-	$(BIN)/parleyd serve --listen $(LISTEN) --data-dir $(DATA_DIR) $(RUN_FLAGS)
+	@mkdir -p $(DATA_DIR)
+	@test -f $(DATA_DIR)/sender-certificate.json || { \
+		$(BIN)/parleyd trust-root --out $(DATA_DIR)/trust-root.json >/dev/null && \
+		$(BIN)/parleyd server-certificate --trust-root $(DATA_DIR)/trust-root.json --key-id 1 \
+			--out $(DATA_DIR)/sender-certificate.json; }
+	$(BIN)/parleyd serve --listen $(LISTEN) --data-dir $(DATA_DIR) \
+		--sender-certificate-file $(DATA_DIR)/sender-certificate.json $(RUN_FLAGS)
 
 # Every test, both storage backends: PostgreSQL is started by scripts/with-postgres;
 # scripts/with-strace installs strace for the test that counts parleyd's fsyncs.
