@@ -368,3 +368,19 @@ func (a *Account) sendSealedGroupCopy(ctx context.Context, t clientdb.Recipient,
 	}
 	return a.submitSealed(ctx, t.Account, req, seal.accessKey)
 }
+
+// SetUnrestrictedUnidentifiedAccess lets anyone send this account sealed
+// messages (true), or only those holding its profile key (false).
+func (a *Account) SetUnrestrictedUnidentifiedAccess(ctx context.Context, unrestricted bool) error {
+	if err := a.requireRegistered(); err != nil {
+		return err
+	}
+	var key []byte
+	if pk := a.profileKey(); pk != nil {
+		var err error
+		if key, err = protocol.DeriveAccessKey(pk); err != nil {
+			return err
+		}
+	}
+	return a.relay.SetUnidentifiedAccess(ctx, key, unrestricted)
+}

@@ -127,6 +127,16 @@ func TestSealedSender(t *testing.T) {
 	if m := messagesIn(receiveAll(t, bob)); len(m) != 1 || m[0].Sealed || m[0].Text != "after a stale key" {
 		t.Fatalf("bob received %+v", m)
 	}
+	// Bob lets anyone send him sealed messages: the stale key is admitted.
+	if err := bob.SetUnrestrictedUnidentifiedAccess(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, res, err := alice.SendText(ctx, "unrestricted", bob.Number); err != nil || res[0].Err != nil {
+		t.Fatal(err, res)
+	}
+	if m := messagesIn(receiveAll(t, bob)); len(m) != 1 || !m[0].Sealed || m[0].Text != "unrestricted" {
+		t.Fatalf("bob received %+v", m)
+	}
 }
 
 // messagesIn keeps the message events (receipts also arrive).

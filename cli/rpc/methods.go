@@ -39,6 +39,7 @@ var methods = map[string]method{
 	"removePin":          (*Server).removePin,
 	"version":            (*Server).version,
 	"listAccounts":       (*Server).listAccounts,
+	"updateAccount":      (*Server).updateAccount,
 	"subscribeReceive":   (*Server).subscribeReceive,
 	"unsubscribeReceive": (*Server).unsubscribeReceive,
 	"whoami":             (*Server).whoami,
@@ -415,6 +416,19 @@ func (s *Server) listAccounts(context.Context, *conn, *params) (any, error) {
 		out = append(out, map[string]string{"number": n})
 	}
 	return out, nil
+}
+
+func (s *Server) updateAccount(ctx context.Context, _ *conn, p *params) (any, error) {
+	p.unsupported("updateAccount", "deviceName", "discoverableByNumber", "numberSharing", "username", "deleteUsername")
+	_, set := p.m["unrestrictedUnidentifiedSender"]
+	on := p.bool("unrestrictedUnidentifiedSender")
+	if p.err != nil {
+		return nil, p.err
+	}
+	if !set {
+		return nil, userError("updateAccount: unrestrictedUnidentifiedSender is the account setting parley has")
+	}
+	return struct{}{}, s.account.SetUnrestrictedUnidentifiedAccess(ctx, on)
 }
 
 func (s *Server) subscribeReceive(_ context.Context, c *conn, _ *params) (any, error) {

@@ -49,6 +49,7 @@ func init() {
 		"listContacts":   cmdListContacts,
 		"getUserStatus":  cmdGetUserStatus,
 		"listAccounts":   cmdListAccounts,
+		"updateAccount":  cmdUpdateAccount,
 	}
 }
 
@@ -512,3 +513,20 @@ type multiFlag []string
 
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func cmdUpdateAccount(ctx context.Context, e *env, args []string) error {
+	fs := flag.NewFlagSet("updateAccount", flag.ContinueOnError)
+	unrestricted := fs.String("unrestricted-unidentified-sender", "", "`true`: anyone may send you sealed messages; false: only people you wrote to")
+	if _, err := parse(fs, args, 0, 0); err != nil {
+		return err
+	}
+	var on bool
+	switch *unrestricted {
+	case "true":
+		on = true
+	case "false":
+	default:
+		return fmt.Errorf("%w: updateAccount --unrestricted-unidentified-sender true|false", cli.ErrUsage)
+	}
+	return withAccount(ctx, e, func(a *cli.Account) error { return a.SetUnrestrictedUnidentifiedAccess(ctx, on) })
+}

@@ -66,6 +66,8 @@ Commands:
   quitGroup -g ID                       leave a group
   listGroups [--json]
   send -g ID [-m TEXT] [-a FILE]…       send to a group
+  updateAccount --unrestricted-unidentified-sender true|false
+                                        let anyone send you sealed messages, or only people you wrote to
   listAccounts                          the accounts in the config directory
   version                               this build of parley
   help                                  this text; COMMAND --help shows a command's flags

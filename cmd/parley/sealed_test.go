@@ -49,6 +49,10 @@ func TestSealedSenderCLI(t *testing.T) {
 	if out := bob.ok("receive", "--json", "--timeout", "0.5"); strings.Contains(out, `"sealed":true`) || !strings.Contains(out, "first, identified") {
 		t.Fatalf("bob's first receive:\n%s", out)
 	}
+	if _, errs, code := bob.run("", "updateAccount", "--unrestricted-unidentified-sender", "maybe"); code != 1 || !strings.Contains(errs, "true|false") {
+		t.Errorf("updateAccount with a bad value: exit %d %s", code, errs)
+	}
+	bob.ok("updateAccount", "--unrestricted-unidentified-sender", "false")
 	bob.ok("send", "-m", "second, sealed", alice.number)
 	out := alice.ok("receive", "--json", "--timeout", "0.5")
 	var found bool
