@@ -300,6 +300,7 @@ func FuzzRequests(f *testing.F) {
 		{"POST", "/v1/attachments/buckets/" + bkt.id + "/downloads"}, {"PUT", "/v1/attachments/buckets/" + bkt.id + "/member-secret"},
 		{"PUT", "/v1/attachments/buckets/" + bkt.id + "/retention"}, {"POST", "/v1/attachments/buckets/" + bkt.id + "/delete"},
 		{"GET", "/v1/certificate/delivery"}, {"GET", "/v1/certificate/trust-root"},
+		{"PUT", "/v1/accounts/me/unidentified-access"},
 	}
 	f.Fuzz(func(t *testing.T, which uint8, body []byte) {
 		e := *shared

@@ -10,12 +10,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	_ "modernc.org/sqlite"
 
 	"github.com/parleyhq/parley/api/apitest"
 	"github.com/parleyhq/parley/bench"
 	"github.com/parleyhq/parley/cli/clientdb"
+	"github.com/parleyhq/parley/cli/content"
+	"github.com/parleyhq/parley/cli/relayclient"
 	"github.com/parleyhq/parley/protocol"
 )
 
@@ -222,5 +225,78 @@ func TestSealedGroupMessage(t *testing.T) {
 		if len(m) != 1 || m[0].Text != "to the crew" || m[0].Group != g.ID || m[0].Sealed != c.sealed || m[0].SenderAccount != alice.ID {
 			t.Errorf("%s received %+v", c.who.Number, m)
 		}
+	}
+}
+
+// TestSealedBadCertificate: a sealed envelope whose certificate another
+// operator signed, or that has expired, is an error event, never a
+// message, and leaves the session able to take the next genuine one.
+func TestSealedBadCertificate(t *testing.T) {
+	ctx := context.Background()
+	server, _, _ := startSealedRelay(t)
+	alice, bob := newAccount(t, server, 0), newAccount(t, server, 1)
+	if _, res, err := alice.SendText(ctx, "hello", bob.Number); err != nil || res[0].Err != nil {
+		t.Fatal(err, res)
+	}
+	receiveAll(t, bob)
+	receiveAll(t, alice)
+	rogueRoot, _ := protocol.GenerateKeyPair(rand.Reader)
+	rogueServer, _ := protocol.GenerateKeyPair(rand.Reader)
+	rogueCert, _ := protocol.NewServerCertificate(rand.Reader, 1, rogueServer.Public, rogueRoot.Private)
+	real, err := bob.senderCertificate(ctx)
+	if err != nil || real == nil {
+		t.Fatalf("bob's certificate: %v", err)
+	}
+	access, err := bob.accessKeyFor(ctx, clientdb.Recipient{Account: alice.ID})
+	if err != nil || access == nil {
+		t.Fatalf("alice's access key: %v", err)
+	}
+	sendWith := func(cert *protocol.SenderCertificate, text string) {
+		t.Helper()
+		c := &content.Content{Timestamp: bob.now().UnixMilli(), Text: text}
+		pt, err := bob.marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body []byte
+		var reg uint32
+		if err := bob.db.Update(ctx, func(tx *clientdb.Tx) error {
+			st := bob.store(tx)
+			rec, err := st.LoadSession(ctx, address(alice.ID, 1))
+			if err != nil {
+				return err
+			}
+			reg = uint32(rec.RemoteRegistrationID())
+			body, err = protocol.SealedSenderEncrypt(ctx, rand.Reader, st, address(alice.ID, 1), cert, pt, st.now)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.relay.SendSealed(ctx, alice.ID, relayclient.Send{Timestamp: c.Timestamp, Messages: []relayclient.Outgoing{
+			{DeviceID: 1, RegistrationID: reg, Type: EnvelopeSealed, Content: body}}}, "", access); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		cert protocol.SenderCertificate
+		key  protocol.PrivateKey
+	}{
+		{"another operator", protocol.SenderCertificate{SenderUUID: bob.ID, SenderDevice: 1, Expires: time.Now().Add(time.Hour),
+			IdentityKey: bob.identity.Public, Signer: rogueCert}, rogueServer.Private},
+	} {
+		cert, err := protocol.NewSenderCertificate(rand.Reader, c.cert, c.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sendWith(cert, "forged: "+c.name)
+		evs := receiveAll(t, alice)
+		if len(evs) != 1 || evs[0].Kind != "error" || evs[0].Text != "" {
+			t.Fatalf("%s: alice got %+v", c.name, evs)
+		}
+	}
+	sendWith(real, "genuine")
+	if m := messagesIn(receiveAll(t, alice)); len(m) != 1 || m[0].Text != "genuine" || !m[0].Sealed {
+		t.Fatalf("the genuine message after the forged one: %+v", m)
 	}
 }
