@@ -134,21 +134,31 @@ func (s *Server) sendMultiRecipientSealed(w http.ResponseWriter, r *http.Request
 	if _, ok := r.Header["Idempotency-Key"]; ok && send.IdempotencyKey == "" {
 		return errorf(http.StatusUnprocessableEntity, "invalid_message", "Idempotency-Key must not be empty")
 	}
-	var to []uuid.UUID
+	// Bounded before anything is looked up or copied: each recipient gets
+	// a copy of the shared part.
+	if len(m.Recipients) == 0 || len(m.Recipients) > relay.MaxRecipients {
+		return errorf(http.StatusUnprocessableEntity, "invalid_message", fmt.Sprintf("a multi-recipient send has 1 to %d recipients", relay.MaxRecipients))
+	}
+	if m.ReceivedSize() > relay.MaxContentBytes {
+		return errorf(http.StatusUnprocessableEntity, "invalid_message", fmt.Sprintf("each recipient's copy would exceed %d bytes", relay.MaxContentBytes))
+	}
+	to := make([]uuid.UUID, len(m.Recipients))
 	for i, rc := range m.Recipients {
 		account, err := uuid.Parse(rc.ServiceID)
 		if err != nil || len(rc.ServiceID) != 36 {
 			return errorf(http.StatusBadRequest, "invalid_account_id", fmt.Sprintf("recipient %d: only account ids (ACIs) receive here", i))
 		}
-		rcpt := relay.Recipient{Account: account, Content: m.ReceivedBy(rc)}
+		to[i] = account
+	}
+	if err := s.checkAccessKey(r, to); err != nil {
+		return err
+	}
+	for i, rc := range m.Recipients {
+		rcpt := relay.Recipient{Account: to[i], Content: m.ReceivedBy(rc)}
 		for _, d := range rc.Devices {
 			rcpt.Devices = append(rcpt.Devices, relay.DeviceRef{Device: int(d.DeviceID), RegistrationID: int(d.RegistrationID)})
 		}
 		send.Recipients = append(send.Recipients, rcpt)
-		to = append(to, account)
-	}
-	if err := s.checkAccessKey(r, to); err != nil {
-		return err
 	}
 	rc, err := s.Relay.SendMulti(r.Context(), send)
 	return answerSent(w, rc, err)

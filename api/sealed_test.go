@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -38,6 +39,18 @@ func mrm(account string, device byte, regID uint16) []byte {
 	b = append(b, device, byte(regID>>8), byte(regID))
 	b = append(b, bytes.Repeat([]byte{7}, 48)...)    // C and AT
 	return append(b, bytes.Repeat([]byte{9}, 64)...) // E.pub and ciphertext
+}
+
+// manyRecipients is a sent message naming n made-up accounts.
+func manyRecipients(n int) []byte {
+	b := []byte{0x23}
+	b = binary.AppendUvarint(b, uint64(n))
+	for range n {
+		id := uuid.New()
+		b = append(append(append(b, 0), id[:]...), 1, 0, 1)
+		b = append(b, make([]byte, 48)...)
+	}
+	return append(b, make([]byte, 64)...)
 }
 
 // Hostile and malformed sealed sends and access-key settings: each a clear
@@ -83,6 +96,8 @@ func TestSealedHostile(t *testing.T) {
 		{"multi: truncated", "PUT", "/v1/messages/multi_recipient?ts=1", nil, mrmHeader(key), mrm(bob.Account, 1, 1234)[:20], 400, "invalid_multi_recipient_message"},
 		{"multi: device 0", "PUT", "/v1/messages/multi_recipient?ts=1", nil, mrmHeader(key), append(mrm(bob.Account, 1, 1234)[:19], 0x80), 400, "invalid_multi_recipient_message"},
 		{"multi: stale registration id", "PUT", "/v1/messages/multi_recipient?ts=1", nil, mrmHeader(key), mrm(bob.Account, 1, 99), 409, ""},
+		{"multi: over 1000 recipients", "PUT", "/v1/messages/multi_recipient?ts=1", nil, mrmHeader(key), manyRecipients(1001), 422, "invalid_message"},
+		{"multi: copies over 96 KiB", "PUT", "/v1/messages/multi_recipient?ts=1", nil, mrmHeader(key), append(mrm(bob.Account, 1, 1234), make([]byte, 96<<10)...), 422, "invalid_message"},
 		{"multi: oversized", "PUT", "/v1/messages/multi_recipient?ts=1", nil, mrmHeader(key), append(mrm(bob.Account, 1, 1234), make([]byte, 5<<20)...), 413, "body_too_large"},
 	} {
 		r := e.callHeader(c.method, c.path, c.c, c.body, c.h, false)

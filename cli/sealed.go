@@ -265,8 +265,12 @@ func (a *Account) unseal(ctx context.Context, st *signalStore, env *wire.Envelop
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadEnvelope, err)
 	}
-	if !u.Sender.Validate(*root, st.now) {
-		return nil, fmt.Errorf("%w: its sender certificate does not chain to the pinned trust root or has expired", ErrBadEnvelope)
+	// Checked at the time the relay took the envelope, as Signal's
+	// clients do: a message queued while we were offline is not refused
+	// because its sender's certificate expired since. (The relay could
+	// lie about that time, but it issues the certificates anyway.)
+	if !u.Sender.Validate(*root, time.UnixMilli(env.ServerTimestamp)) {
+		return nil, fmt.Errorf("%w: its sender certificate does not chain to the pinned trust root or had expired when the relay took it", ErrBadEnvelope)
 	}
 	id, err := uuid.Parse(u.Sender.SenderUUID)
 	if err != nil || len(u.Sender.SenderUUID) != 36 {
@@ -375,12 +379,15 @@ func (a *Account) SetUnrestrictedUnidentifiedAccess(ctx context.Context, unrestr
 	if err := a.requireRegistered(); err != nil {
 		return err
 	}
-	var key []byte
-	if pk := a.profileKey(); pk != nil {
-		var err error
-		if key, err = protocol.DeriveAccessKey(pk); err != nil {
-			return err
-		}
+	pk := a.profileKey()
+	if pk == nil {
+		// Publishing without the key would take the account's access key
+		// away from the relay and lock its contacts out of sealed sends.
+		return fmt.Errorf("%w: this device has no profile key yet (the relay has no sealed sender, or the primary device has not set it up; change it there)", ErrUsage)
+	}
+	key, err := protocol.DeriveAccessKey(pk)
+	if err != nil {
+		return err
 	}
 	return a.relay.SetUnidentifiedAccess(ctx, key, unrestricted)
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	_ "modernc.org/sqlite"
 
 	"github.com/parleyhq/parley/api/apitest"
@@ -20,11 +21,13 @@ import (
 	"github.com/parleyhq/parley/cli/content"
 	"github.com/parleyhq/parley/cli/relayclient"
 	"github.com/parleyhq/parley/protocol"
+	"github.com/parleyhq/parley/sealedsender"
 )
 
 // startSealedRelay is startRelayIn with sealed sender configured: a trust
 // root and a server certificate made by parleyd's own commands. It returns
-// the relay's URL, its data directory and the root's public key.
+// the relay's URL, its data directory and the root's public key; the
+// server certificate file is serverCertFile(data).
 func startSealedRelay(t *testing.T) (string, string, []byte) {
 	t.Helper()
 	dir := t.TempDir()
@@ -52,6 +55,10 @@ func startSealedRelay(t *testing.T) (string, string, []byte) {
 	t.Cleanup(func() { s.Stop() })
 	return apitest.ValidatingProxy(t, s.Base), data, r.PublicKey
 }
+
+// serverCertFile is the server certificate file of the relay whose data
+// directory is data.
+func serverCertFile(data string) string { return filepath.Join(filepath.Dir(data), "server-cert.json") }
 
 // sourcelessEnvelopes counts the envelopes the relay holds without a source.
 func sourcelessEnvelopes(t *testing.T, data string) (sealed, identified int) {
@@ -229,11 +236,12 @@ func TestSealedGroupMessage(t *testing.T) {
 }
 
 // TestSealedBadCertificate: a sealed envelope whose certificate another
-// operator signed, or that has expired, is an error event, never a
-// message, and leaves the session able to take the next genuine one.
+// operator signed, or that had expired when the relay took it, is an
+// error event, never a message, and leaves the session able to take the
+// next genuine one.
 func TestSealedBadCertificate(t *testing.T) {
 	ctx := context.Background()
-	server, _, _ := startSealedRelay(t)
+	server, data, _ := startSealedRelay(t)
 	alice, bob := newAccount(t, server, 0), newAccount(t, server, 1)
 	if _, res, err := alice.SendText(ctx, "hello", bob.Number); err != nil || res[0].Err != nil {
 		t.Fatal(err, res)
@@ -277,23 +285,51 @@ func TestSealedBadCertificate(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, c := range []struct {
-		name string
-		cert protocol.SenderCertificate
-		key  protocol.PrivateKey
-	}{
-		{"another operator", protocol.SenderCertificate{SenderUUID: bob.ID, SenderDevice: 1, Expires: time.Now().Add(time.Hour),
-			IdentityKey: bob.identity.Public, Signer: rogueCert}, rogueServer.Private},
-	} {
-		cert, err := protocol.NewSenderCertificate(rand.Reader, c.cert, c.key)
+	// The relay's own server key, to issue certificates at chosen times.
+	key, err := sealedsender.LoadServerKey(serverCertFile(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuer, err := sealedsender.NewIssuer(key, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issued := func(at time.Time) *protocol.SenderCertificate {
+		t.Helper()
+		raw, _, err := issuer.Issue(uuid.MustParse(bob.ID), 1, bob.identity.Public.Bytes(), at)
 		if err != nil {
 			t.Fatal(err)
 		}
-		sendWith(cert, "forged: "+c.name)
+		c, err := protocol.ParseSenderCertificate(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	forged, err := protocol.NewSenderCertificate(rand.Reader, protocol.SenderCertificate{SenderUUID: bob.ID, SenderDevice: 1,
+		Expires: time.Now().Add(time.Hour), IdentityKey: bob.identity.Public, Signer: rogueCert}, rogueServer.Private)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		cert *protocol.SenderCertificate
+	}{
+		{"another operator", forged},
+		{"expired when the relay took it", issued(time.Now().Add(-2 * time.Hour))},
+	} {
+		sendWith(c.cert, "refused: "+c.name)
 		evs := receiveAll(t, alice)
 		if len(evs) != 1 || evs[0].Kind != "error" || evs[0].Text != "" {
 			t.Fatalf("%s: alice got %+v", c.name, evs)
 		}
+	}
+	// Current when the relay took it, expired by the time alice reads it
+	// (she was offline): accepted, as Signal's clients do.
+	sendWith(issued(time.Now().Add(-time.Hour+1500*time.Millisecond)), "queued while she was away")
+	time.Sleep(2 * time.Second)
+	if m := messagesIn(receiveAll(t, alice)); len(m) != 1 || m[0].Text != "queued while she was away" || !m[0].Sealed {
+		t.Fatalf("a message queued before its certificate expired: %+v", m)
 	}
 	sendWith(real, "genuine")
 	if m := messagesIn(receiveAll(t, alice)); len(m) != 1 || m[0].Text != "genuine" || !m[0].Sealed {

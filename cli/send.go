@@ -270,7 +270,14 @@ const maxSendAttempts = 4
 
 // marshal encodes c, stamped with our number.
 func (a *Account) marshal(c *content.Content) ([]byte, error) {
-	c.SenderNumber, c.ProfileKey = a.Number, a.profileKey()
+	c.SenderNumber = a.Number
+	if c.Text != "" || len(c.Attachments) > 0 || c.GroupUpdate != nil || c.TimerUpdate {
+		// Our profile key goes to people we chose to write to (and the
+		// groups we run), never in what parley sends by itself (receipts
+		// to strangers who wrote first): holding it admits sealed
+		// messages to us.
+		c.ProfileKey = a.profileKey()
+	}
 	return content.Marshal(c)
 }
 
@@ -313,11 +320,14 @@ func (a *Account) sendPlaintext(ctx context.Context, r clientdb.Recipient, plain
 		if seal != nil {
 			err = a.submitSealed(ctx, r.Account, req, seal.accessKey)
 			var re *relayclient.Error
-			if errors.As(err, &re) && re.Status == http.StatusUnauthorized {
-				// Our copy of their profile key is stale, or they no
-				// longer admit it: send identified (this message is
-				// encrypted again, so nothing is sent twice).
-				a.log.InfoContext(ctx, "the relay refused the unidentified-access key; sending identified", "account", r.Account)
+			if errors.As(err, &re) && (re.Status == http.StatusUnauthorized || re.Status == http.StatusTooManyRequests) {
+				// 401: our copy of their profile key is stale, or they no
+				// longer admit it. 429: sealed sends to them (or from our
+				// address) are at their limit, or all sealed senders'
+				// share of their queue is used up. Either way, send
+				// identified (the message is encrypted again, so nothing
+				// is sent twice).
+				a.log.InfoContext(ctx, "sealed send refused; sending identified", "account", r.Account, "status", re.Status)
 				seal = nil
 				continue
 			}

@@ -224,6 +224,9 @@ func ParseMultiRecipientMessage(b []byte) (*MultiRecipientMessage, error) {
 	return m, nil
 }
 
+// ReceivedSize is the size of each recipient's copy (ReceivedBy).
+func (m *MultiRecipientMessage) ReceivedSize() int { return 1 + v2KeySize + v2TagSize + len(m.shared) }
+
 // ReceivedBy is the message as recipient r receives it (the same for each
 // of r's devices): the v2 version byte, r's C and AT, then the shared part.
 func (m *MultiRecipientMessage) ReceivedBy(r MultiRecipient) []byte {

@@ -97,7 +97,11 @@ func (s *Service) SendMulti(ctx context.Context, req MultiSend) (Receipt, error)
 	if err := validateMulti(req); err != nil {
 		return Receipt{}, err
 	}
-	if err := s.admit(Send{Sender: req.Sender, Sealed: req.Sealed, ClientAddress: req.ClientAddress}); err != nil {
+	dests := make([]uuid.UUID, len(req.Recipients))
+	for i, r := range req.Recipients {
+		dests[i] = r.Account
+	}
+	if err := s.admit(Send{Sender: req.Sender, Sealed: req.Sealed, ClientAddress: req.ClientAddress}, dests...); err != nil {
 		return Receipt{}, err
 	}
 	now := s.now()

@@ -533,10 +533,19 @@ func (c charge) refund(envelopes, bytes int64) {
 
 // admit applies the sender's rate limit and refuses sends while shutting
 // down.
-func (s *Service) admit(req Send) error {
+func (s *Service) admit(req Send, destinations ...uuid.UUID) error {
 	keys := []string{req.Sender.Account.String() + "." + strconv.Itoa(req.Sender.Device)}
 	if req.Sealed {
-		keys = []string{"sealed-from:" + req.ClientAddress, "sealed-to:" + req.Destination.String()}
+		// Only what the relay sees of a sealed sender counts: its client
+		// address, and each destination (so one address cannot flood an
+		// account, nor one account's senders starve another's).
+		if len(destinations) == 0 {
+			destinations = []uuid.UUID{req.Destination}
+		}
+		keys = []string{"sealed-from:" + req.ClientAddress}
+		for _, d := range destinations {
+			keys = append(keys, "sealed-to:"+d.String())
+		}
 	}
 	for _, k := range keys {
 		if ok, wait := s.limit.Allow(k); !ok {

@@ -28,6 +28,10 @@ import (
 type Client struct {
 	base *url.URL
 	http *http.Client
+	// unidentified carries sealed sends: its own transport, no connection
+	// reuse, so a sealed send never travels on a connection that carried
+	// this device's credentials.
+	unidentified *http.Client
 	// User and Password authenticate requests as a device ("ACCOUNT.DEVICE"
 	// and its credential); empty for the unauthenticated verification calls.
 	User, Password string
@@ -42,7 +46,10 @@ func New(base string) (*Client, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("server %q: want an http:// or https:// URL", base)
 	}
-	return &Client{base: u, http: &http.Client{Timeout: 60 * time.Second}}, nil
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DisableKeepAlives = true
+	return &Client{base: u, http: &http.Client{Timeout: 60 * time.Second},
+		unidentified: &http.Client{Timeout: 60 * time.Second, Transport: tr}}, nil
 }
 
 // Error is an error answer from the relay.
@@ -96,10 +103,13 @@ func (c *Client) do(ctx context.Context, method, path string, header http.Header
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if c.User != "" && req.Header.Get(unidentifiedAccessHeader) == "" { // a sealed send must not say who sends it
+	hc := c.http
+	if req.Header.Get(unidentifiedAccessHeader) != "" {
+		hc = c.unidentified // a sealed send must not say, or show by its connection, who sends it
+	} else if c.User != "" {
 		req.SetBasicAuth(c.User, c.Password)
 	}
-	resp, err := c.http.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
