@@ -26,29 +26,49 @@ const MaxSendBodyBytes = 4 << 20
 const maxExpiresIn = 10 * 365 * 24 * 3600
 
 func (s *Server) sendMessages(w http.ResponseWriter, r *http.Request, p accounts.Principal) error {
-	dest, err := uuid.Parse(r.PathValue("account"))
-	if err != nil || len(r.PathValue("account")) != 36 {
-		return errorf(http.StatusBadRequest, "invalid_account_id", "account id must be a UUID")
-	}
-	var req sendRequest
-	if err := decodeLimit(w, r, &req, MaxSendBodyBytes); err != nil {
+	dest, err := destination(r)
+	if err != nil {
 		return err
 	}
+	send, err := decodeSend(w, r, dest)
+	if err != nil {
+		return err
+	}
+	send.Sender = p
+	rc, err := s.Relay.Send(r.Context(), send)
+	return answerSent(w, rc, err)
+}
+
+// destination reads the {account} of a send's path.
+func destination(r *http.Request) (uuid.UUID, error) {
+	dest, err := uuid.Parse(r.PathValue("account"))
+	if err != nil || len(r.PathValue("account")) != 36 {
+		return uuid.Nil, errorf(http.StatusBadRequest, "invalid_account_id", "account id must be a UUID")
+	}
+	return dest, nil
+}
+
+// decodeSend reads the body and Idempotency-Key of a send to dest; the
+// caller says who sends it.
+func decodeSend(w http.ResponseWriter, r *http.Request, dest uuid.UUID) (relay.Send, error) {
+	var req sendRequest
+	if err := decodeLimit(w, r, &req, MaxSendBodyBytes); err != nil {
+		return relay.Send{}, err
+	}
 	if req.ExpiresIn < 0 || req.ExpiresIn > maxExpiresIn {
-		return errorf(http.StatusUnprocessableEntity, "invalid_message", "expires_in must be 0 to 315360000 seconds")
+		return relay.Send{}, errorf(http.StatusUnprocessableEntity, "invalid_message", "expires_in must be 0 to 315360000 seconds")
 	}
 	send := relay.Send{
-		Sender: p, Destination: dest, Timestamp: req.Timestamp, IdempotencyKey: r.Header.Get("Idempotency-Key"),
+		Destination: dest, Timestamp: req.Timestamp, IdempotencyKey: r.Header.Get("Idempotency-Key"),
 		ExpiresIn: time.Duration(req.ExpiresIn) * time.Second, Online: req.Online, Urgent: req.Urgent,
 	}
 	if _, ok := r.Header["Idempotency-Key"]; ok && send.IdempotencyKey == "" {
-		return errorf(http.StatusUnprocessableEntity, "invalid_message", "Idempotency-Key must not be empty")
+		return relay.Send{}, errorf(http.StatusUnprocessableEntity, "invalid_message", "Idempotency-Key must not be empty")
 	}
 	for _, m := range req.Messages {
 		send.Envelopes = append(send.Envelopes, relay.Outgoing{Device: m.DeviceID, RegistrationID: m.RegistrationID, Type: m.Type, Content: m.Content})
 	}
-	rc, err := s.Relay.Send(r.Context(), send)
-	return answerSent(w, rc, err)
+	return send, nil
 }
 
 func (s *Server) websocket(w http.ResponseWriter, r *http.Request, p accounts.Principal) error {

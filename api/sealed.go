@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/google/uuid"
 
@@ -39,31 +38,18 @@ func (s *Server) sendMessagesOrSealed(w http.ResponseWriter, r *http.Request) er
 		}
 		return s.sendMessages(w, r, p)
 	}
-	dest, err := uuid.Parse(r.PathValue("account"))
-	if err != nil || len(r.PathValue("account")) != 36 {
-		return errorf(http.StatusBadRequest, "invalid_account_id", "account id must be a UUID")
+	dest, err := destination(r)
+	if err != nil {
+		return err
 	}
 	if err := s.checkAccessKey(r, []uuid.UUID{dest}); err != nil {
 		return err
 	}
-	var req sendRequest
-	if err := decodeLimit(w, r, &req, MaxSendBodyBytes); err != nil {
+	send, err := decodeSend(w, r, dest)
+	if err != nil {
 		return err
 	}
-	if req.ExpiresIn < 0 || req.ExpiresIn > maxExpiresIn {
-		return errorf(http.StatusUnprocessableEntity, "invalid_message", "expires_in must be 0 to 315360000 seconds")
-	}
-	send := relay.Send{
-		Sealed: true, ClientAddress: s.clientIP(r), Destination: dest, Timestamp: req.Timestamp,
-		IdempotencyKey: r.Header.Get("Idempotency-Key"), ExpiresIn: time.Duration(req.ExpiresIn) * time.Second,
-		Online: req.Online, Urgent: req.Urgent,
-	}
-	if _, ok := r.Header["Idempotency-Key"]; ok && send.IdempotencyKey == "" {
-		return errorf(http.StatusUnprocessableEntity, "invalid_message", "Idempotency-Key must not be empty")
-	}
-	for _, m := range req.Messages {
-		send.Envelopes = append(send.Envelopes, relay.Outgoing{Device: m.DeviceID, RegistrationID: m.RegistrationID, Type: m.Type, Content: m.Content})
-	}
+	send.Sealed, send.ClientAddress = true, s.clientIP(r)
 	rc, err := s.Relay.Send(r.Context(), send)
 	return answerSent(w, rc, err)
 }
