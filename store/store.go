@@ -177,7 +177,7 @@ func (db *DB) Close() error {
 // Tables lists the application's tables, for tests that inspect what the
 // relay stores.
 func (db *DB) Tables() []string {
-	return []string{"accounts", "devices", "signed_prekeys", "kem_last_resort_prekeys", "ec_prekeys", "kem_prekeys", "verification_sessions", "envelopes", "envelope_contents", "queue_shares", "send_receipts", "sealed_send_receipts", "attachment_buckets", "attachment_objects", "link_codes", "provisioning_mailboxes", "audit_log", "audit_key_check", "sms_budget"}
+	return []string{"accounts", "devices", "signed_prekeys", "kem_last_resort_prekeys", "ec_prekeys", "kem_prekeys", "verification_sessions", "envelopes", "envelope_contents", "queue_shares", "send_receipts", "sealed_send_receipts", "attachment_buckets", "attachment_objects", "link_codes", "provisioning_mailboxes", "audit_log", "audit_key_check", "sms_budget", "push_targets"}
 }
 
 // DumpTable returns every row of table as column → value, for tests and

@@ -54,6 +54,7 @@ func Run(t *testing.T, open Opener) {
 	tests = append(tests, auditTests...)
 	tests = append(tests, budgetTests...)
 	tests = append(tests, sealedTests...)
+	tests = append(tests, pushTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -1,0 +1,194 @@
+package push
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Store is what the Dispatcher needs of the database.
+type Store interface {
+	// ClaimPush returns the device's target and true if the device may
+	// be pushed now: it has a target, was not pushed within interval
+	// before now and is not backed off; the claim is recorded in the same
+	// statement, so of several replicas only one gets true.
+	ClaimPush(ctx context.Context, account uuid.UUID, device int, now time.Time, interval time.Duration) (Target, bool, error)
+	// BackOffPush delays the device's next push until until.
+	BackOffPush(ctx context.Context, account uuid.UUID, device int, until time.Time) error
+	// DeletePushTarget removes the device's target if it is still t.
+	DeletePushTarget(ctx context.Context, account uuid.UUID, device int, t Target) error
+	// HasPending reports whether the device has undelivered envelopes.
+	HasPending(ctx context.Context, account uuid.UUID, device int, now time.Time) (bool, error)
+}
+
+// Config tunes a Dispatcher.
+type Config struct {
+	// Delay is how long after envelopes are stored the device is
+	// checked: a device connected anywhere has drained them by then.
+	Delay time.Duration
+	// Interval is the least time between two pushes to one device.
+	Interval time.Duration
+	// Workers push at once; Queue bounds the pushes waiting for one
+	// (more are dropped and counted).
+	Workers, Queue int
+	// Timeout bounds one push.
+	Timeout time.Duration
+}
+
+// DefaultConfig is the Dispatcher's default tuning.
+var DefaultConfig = Config{Delay: 2 * time.Second, Interval: time.Minute, Workers: 4, Queue: 10000, Timeout: 10 * time.Second}
+
+type deviceKey struct {
+	account uuid.UUID
+	device  int
+}
+
+// Dispatcher schedules and sends wake-ups.
+type Dispatcher struct {
+	store   Store
+	senders map[Kind]Sender
+	live    func(uuid.UUID, int) bool
+	cfg     Config
+	log     *slog.Logger
+	now     func() time.Time
+
+	queue chan deviceKey
+
+	mu        sync.Mutex
+	scheduled map[deviceKey]bool // device → urgent, waiting for its check
+
+	sent, failed, gone *prometheus.CounterVec
+	dropped            prometheus.Counter
+	latency            *prometheus.HistogramVec
+}
+
+// NewDispatcher returns a Dispatcher pushing through senders (by kind);
+// live reports a device connected to this node. Metrics are registered
+// with reg when it is not nil.
+func NewDispatcher(store Store, senders map[Kind]Sender, live func(uuid.UUID, int) bool, cfg Config, log *slog.Logger, reg prometheus.Registerer) *Dispatcher {
+	d := &Dispatcher{store: store, senders: senders, live: live, cfg: cfg, log: log, now: time.Now,
+		queue: make(chan deviceKey, cfg.Queue), scheduled: map[deviceKey]bool{},
+		sent:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_push_sent_total", Help: "Wake-ups the push services accepted."}, []string{"kind"}),
+		failed:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_push_failed_total", Help: "Wake-ups that failed, by kind and reason (gone, retry, error)."}, []string{"kind", "reason"}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_push_dropped_total", Help: "Wake-ups dropped because the push queue was full."}),
+		gone:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_push_targets_deleted_total", Help: "Push targets deleted because their service said they are gone."}, []string{"kind"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "parley_push_latency_seconds", Help: "Time a push service took to answer.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12)}, []string{"kind"}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{d.sent, d.failed, d.dropped, d.gone, d.latency} {
+			reg.MustRegister(c)
+		}
+	}
+	return d
+}
+
+// Stored tells the dispatcher that envelopes were stored for a device
+// that was not connected here. It never blocks: the check runs Delay
+// later, and a burst of envelopes gives one check.
+func (d *Dispatcher) Stored(account uuid.UUID, device int, urgent bool) {
+	k := deviceKey{account, device}
+	d.mu.Lock()
+	was, waiting := d.scheduled[k]
+	d.scheduled[k] = was || urgent
+	d.mu.Unlock()
+	if waiting {
+		return
+	}
+	time.AfterFunc(d.cfg.Delay, func() {
+		select {
+		case d.queue <- k:
+		default:
+			d.mu.Lock()
+			delete(d.scheduled, k)
+			d.mu.Unlock()
+			d.dropped.Inc()
+			d.log.Warn("push queue full; wake-up dropped", "account", account, "device", device)
+		}
+	})
+}
+
+// Run pushes until ctx ends.
+func (d *Dispatcher) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for range max(d.cfg.Workers, 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case k := <-d.queue:
+					d.mu.Lock()
+					urgent := d.scheduled[k]
+					delete(d.scheduled, k)
+					d.mu.Unlock()
+					d.check(ctx, k, urgent)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// check pushes to k if it still has undelivered envelopes, is not
+// connected here, and no replica pushed it within the interval.
+func (d *Dispatcher) check(ctx context.Context, k deviceKey, urgent bool) {
+	if d.live != nil && d.live(k.account, k.device) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.Timeout)
+	defer cancel()
+	now := d.now()
+	pending, err := d.store.HasPending(ctx, k.account, k.device, now)
+	if err != nil || !pending {
+		if err != nil {
+			d.log.Warn("push check failed", "account", k.account, "device", k.device, "err", err)
+		}
+		return
+	}
+	t, ok, err := d.store.ClaimPush(ctx, k.account, k.device, now, d.cfg.Interval)
+	if err != nil || !ok {
+		if err != nil {
+			d.log.Warn("push claim failed", "account", k.account, "device", k.device, "err", err)
+		}
+		return
+	}
+	s := d.senders[t.Kind]
+	if s == nil {
+		d.failed.WithLabelValues(string(t.Kind), "not_configured").Inc()
+		d.log.Warn("device has a push target of a service this relay is not configured for", "kind", t.Kind, "account", k.account, "device", k.device)
+		return
+	}
+	start := time.Now()
+	err = s.Push(ctx, t, urgent)
+	d.latency.WithLabelValues(string(t.Kind)).Observe(time.Since(start).Seconds())
+	var re *RetryError
+	switch {
+	case err == nil:
+		d.sent.WithLabelValues(string(t.Kind)).Inc()
+	case errors.Is(err, ErrGone):
+		d.failed.WithLabelValues(string(t.Kind), "gone").Inc()
+		if err := d.store.DeletePushTarget(ctx, k.account, k.device, t); err != nil {
+			d.log.Warn("cannot delete a gone push target", "account", k.account, "device", k.device, "err", err)
+			return
+		}
+		d.gone.WithLabelValues(string(t.Kind)).Inc()
+		d.log.Info("push target gone; deleted", "kind", t.Kind, "account", k.account, "device", k.device)
+	case errors.As(err, &re):
+		d.failed.WithLabelValues(string(t.Kind), "retry").Inc()
+		if err := d.store.BackOffPush(ctx, k.account, k.device, now.Add(max(re.After, d.cfg.Interval))); err != nil {
+			d.log.Warn("cannot back a push target off", "account", k.account, "device", k.device, "err", err)
+		}
+		d.log.Info("push service asked to back off", "kind", t.Kind, "account", k.account, "device", k.device, "after", re.After)
+	default:
+		d.failed.WithLabelValues(string(t.Kind), "error").Inc()
+		d.log.Warn("push failed", "kind", t.Kind, "account", k.account, "device", k.device, "err", err)
+	}
+}
