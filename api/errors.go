@@ -14,6 +14,7 @@ import (
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/prekeys"
 	"github.com/parleyhq/parley/provisioning"
+	"github.com/parleyhq/parley/push"
 	"github.com/parleyhq/parley/ratelimit"
 	"github.com/parleyhq/parley/relay"
 	"github.com/parleyhq/parley/verify"
@@ -137,6 +138,7 @@ func classify(err error) *Error {
 		{accounts.ErrBadLockToken, 422, "invalid_lock_token", false},
 		{accounts.ErrUnauthorized, 401, "unauthorized", false},
 		{accounts.ErrUnidentifiedAccess, 401, "unauthorized", false},
+		{push.ErrInvalidTarget, 422, "invalid_push_target", true},
 		{accounts.ErrBadUnidentifiedAccessKey, 422, "invalid_unidentified_access_key", false},
 		{accounts.ErrForbidden, 403, "forbidden", false},
 		{accounts.ErrPrimary, 409, "primary_device", false},

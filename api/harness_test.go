@@ -23,6 +23,7 @@ import (
 
 	"github.com/parleyhq/parley/accounts"
 	"github.com/parleyhq/parley/api"
+	"github.com/parleyhq/parley/push"
 	"github.com/parleyhq/parley/api/apitest"
 	"github.com/parleyhq/parley/attachments"
 	"github.com/parleyhq/parley/directory"
@@ -149,7 +150,8 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		t.Fatal(err)
 	}
 	s := &api.Server{Accounts: accts, Verify: v, PreKeys: pre, Keys: db, DB: db, Relay: rel, Directory: dir, Attachments: att,
-		Provisioning: prov, Log: log, SealedSender: cfg.sealed}
+		Provisioning: prov, Log: log, SealedSender: cfg.sealed,
+		Push: api.PushConfig{Targets: db, Kinds: map[push.Kind]bool{push.WebPush: true, push.APNs: true}, VAPIDPublicKey: testVAPIDKey}}
 
 	router := apitest.Router(t)
 	e := &env{t: t, db: db, logBuf: buf, router: router, relay: rel, attach: att, disk: diskDir}

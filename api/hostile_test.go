@@ -300,7 +300,7 @@ func FuzzRequests(f *testing.F) {
 		{"POST", "/v1/attachments/buckets/" + bkt.id + "/downloads"}, {"PUT", "/v1/attachments/buckets/" + bkt.id + "/member-secret"},
 		{"PUT", "/v1/attachments/buckets/" + bkt.id + "/retention"}, {"POST", "/v1/attachments/buckets/" + bkt.id + "/delete"},
 		{"GET", "/v1/certificate/delivery"}, {"GET", "/v1/certificate/trust-root"},
-		{"PUT", "/v1/accounts/me/unidentified-access"},
+		{"PUT", "/v1/accounts/me/unidentified-access"}, {"PUT", "/v1/devices/me/push"}, {"GET", "/v1/push"},
 	}
 	f.Fuzz(func(t *testing.T, which uint8, body []byte) {
 		e := *shared
@@ -308,7 +308,7 @@ func FuzzRequests(f *testing.F) {
 		ep := endpoints[int(which)%len(endpoints)]
 		var c *creds
 		if ep.path == "/v1/keys" || strings.HasPrefix(ep.path, "/v1/accounts/me") || strings.HasPrefix(ep.path, "/v1/messages") || ep.path == "/v1/directory" ||
-			strings.HasPrefix(ep.path, "/v1/attachments/") || strings.HasPrefix(ep.path, "/v1/provisioning/") || ep.path == "/v1/certificate/delivery" {
+			strings.HasPrefix(ep.path, "/v1/attachments/") || strings.HasPrefix(ep.path, "/v1/provisioning/") || ep.path == "/v1/certificate/delivery" || ep.path == "/v1/devices/me/push" {
 			c = alice
 		}
 		r := e.call(ep.method, ep.path, c, body, false)

@@ -46,6 +46,9 @@ type Server struct {
 	Directory *directory.Service
 	// Attachments, if set, serves per-chat attachment buckets.
 	Attachments *attachments.Service
+	// Push holds the devices' push targets and what the relay pushes
+	// through; without Targets the push endpoints are absent.
+	Push PushConfig
 	// Provisioning, if set, runs device linking's provisioning socket.
 	Provisioning *provisioning.Service
 	// Audit, if set, records security-relevant requests.
@@ -140,6 +143,12 @@ func (s *Server) Handler() http.Handler {
 	if s.Provisioning != nil {
 		handle("GET /v1/provisioning", s.provisioningSocket)
 		authed("PUT /v1/provisioning/{address}", s.deliverProvisioning)
+	}
+
+	if s.Push.Targets != nil {
+		authed("PUT /v1/devices/me/push", s.setPushTarget)
+		authed("DELETE /v1/devices/me/push", s.removePushTarget)
+		public("GET /v1/push", s.pushServices)
 	}
 
 	authed("POST /v1/directory", s.lookupNumber)

@@ -102,6 +102,11 @@ type Config struct {
 	// after that; AdmitConnection refuses the rest.
 	ReconnectBurst    int
 	ReconnectInterval time.Duration
+	// Stored, if set, is told about envelopes just stored for a device
+	// that is not connected to this node (once per device per commit),
+	// with whether any was urgent: the push dispatcher wakes the device
+	// if they stay undelivered.
+	Stored func(account uuid.UUID, device int, urgent bool)
 	// Committers is how many batches of sends may be stored at once
 	// (group commit): 1 where the database has one writer (SQLite), more
 	// where a batch can gather while another commits (PostgreSQL).
@@ -654,12 +659,34 @@ func (s *Service) closing() bool {
 // before them (else it reads its queue), or as a wake-up to the other
 // nodes.
 func (s *Service) handOff(stored []Stored) {
+	type device struct {
+		account uuid.UUID
+		id      int
+	}
+	var away map[device]bool // devices not connected here → any urgent
 	for _, st := range stored {
-		if c := s.hub.get(st.Account, st.Envelope.DestDevice); c != nil && c.handOff(st.Envelope) {
+		c := s.hub.get(st.Account, st.Envelope.DestDevice)
+		if c != nil && c.handOff(st.Envelope) {
 			continue
 		}
 		s.bus.Publish(Event{Kind: EventWake, Account: st.Account, Device: st.Envelope.DestDevice})
+		if c == nil && s.cfg.Stored != nil {
+			if away == nil {
+				away = map[device]bool{}
+			}
+			d := device{st.Account, st.Envelope.DestDevice}
+			away[d] = away[d] || st.Envelope.Urgent
+		}
 	}
+	for d, urgent := range away {
+		s.cfg.Stored(d.account, d.id, urgent)
+	}
+}
+
+// Connected reports whether the device has a live connection to this
+// node.
+func (s *Service) Connected(account uuid.UUID, device int) bool {
+	return s.hub.get(account, device) != nil
 }
 
 // OnProvisioning sets what to call when another node reports a message in

@@ -26,6 +26,8 @@ import (
 // from a PARLEY_* environment variable (flags win). Secrets come only from
 // files or the environment, never from flags, so they do not show in ps.
 type config struct {
+	Push pushConfig
+
 	Listen         string
 	MetricsListen  string
 	DataDir        string
@@ -196,6 +198,7 @@ func serveFlags(fs *flag.FlagSet) func() (*config, error) {
 	fs.DurationVar(&c.SweepInterval, "sweep-interval", time.Minute, "how often expired sessions, envelopes and attachments are deleted (env PARLEY_SWEEP_INTERVAL)")
 	str(&c.SenderCertFile, "sender-certificate-file", "", "`file` made by parleyd server-certificate (server certificate, its private key, the trust root's public key; mode 0600, group or world access refused) that turns sealed sender on: devices get sender certificates from GET /v1/certificate/delivery; every replica gets the same file. Without it sealed sender is off")
 	fs.DurationVar(&c.SenderCertLifetime, "sender-certificate-lifetime", sealedsender.DefaultLifetime, "how long a sender certificate is valid after it is issued, 1m to 168h (env PARLEY_SENDER_CERTIFICATE_LIFETIME)")
+	c.Push.flags(fs, str)
 	str(&c.TestNumbersF, "test-numbers-file", "", "`file` of test numbers, one +E164=CODE per line (# comments), for QA and load tests with many numbers")
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve Go's /debug/pprof profiles on the metrics listener (env PARLEY_PPROF)")
 	var tests, allow, deny, acmeDomains multiFlag
@@ -389,6 +392,7 @@ func (c *config) validate() []error {
 	if c.SweepInterval < time.Second {
 		errs = append(errs, errors.New("--sweep-interval must be at least 1s"))
 	}
+	errs = append(errs, c.Push.validate()...)
 	twilio := func() {
 		if c.TwilioSID == "" {
 			errs = append(errs, fmt.Errorf("--sms-sender %s needs --twilio-account-sid", c.SMSSender))

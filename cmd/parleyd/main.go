@@ -31,7 +31,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/google/uuid"
 	"github.com/parleyhq/parley/accounts"
+
 	"github.com/parleyhq/parley/api"
 	"github.com/parleyhq/parley/attachments"
 	"github.com/parleyhq/parley/audit"
@@ -56,6 +58,7 @@ Usage:
   parleyd serve [flags]       run the relay (see parleyd serve --help)
   parleyd migrate [flags]     apply database migrations and exit
   parleyd init-secret FILE    create a new root secret file (mode 0600)
+  parleyd webpush-keys --out FILE
   parleyd trust-root --out FILE
                               make the sealed-sender trust root (keep FILE offline;
                               clients pin the public key it prints)
@@ -118,6 +121,8 @@ func run(args []string, stderr io.Writer) int {
 	case "config-reference":
 		configReference(os.Stdout)
 		return 0
+	case "webpush-keys":
+		return webpushKeys(args[1:], os.Stdout, stderr)
 	case "trust-root":
 		return trustRoot(args[1:], os.Stdout, stderr)
 	case "server-certificate":
@@ -268,7 +273,16 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		bus = postgres.NewBus(cfg.DatabaseURL, log)
 	}
 	rcfg.Committers = cfg.CommitWorkers
+	senders, pushInfo, err := pushSetup(cfg.Push, log)
+	if err != nil {
+		return err
+	}
+	pushInfo.Targets = db
+	var live func(uuid.UUID, int) bool
+	dispatcher := newDispatcher(cfg.Push, db, senders, &live, log, reg)
+	rcfg.Stored = dispatcher.Stored
 	rel := relay.New(rcfg, db, bus, log, nil)
+	live = rel.Connected
 	// Provisioning sockets wait on the relay's bus: wired before it runs.
 	plim := provisioning.DefaultLimits()
 	plim.Total, plim.PerAddress = cfg.ProvisioningSockets, cfg.ProvisioningSocketsPerAddress
@@ -278,6 +292,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	runCtx, stopRelay := context.WithCancel(context.Background())
 	defer stopRelay()
 	go func() { _ = rel.Run(runCtx) }()
+	go dispatcher.Run(runCtx)
 
 	sigChecks := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "parley_registration_signature_checks_total",
@@ -306,7 +321,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 	auditLog.SetCoalesceWindow(cfg.AuditCoalesceWindow)
 	srv := &api.Server{Accounts: accts, Verify: verifier, PreKeys: pre, Keys: db, Relay: rel, Directory: dir, Attachments: att,
-		Provisioning: prov, Audit: auditLog, SealedSender: sealed, DB: db, Log: log, ClientIPHeader: cfg.ClientIPHeader, Metrics: reg,
+		Provisioning: prov, Audit: auditLog, SealedSender: sealed, Push: pushInfo, DB: db, Log: log, ClientIPHeader: cfg.ClientIPHeader, Metrics: reg,
 		Public: api.PublicLimits{
 			PerIP:  ratelimit.New(rule(cfg.PublicIPRate, cfg.PublicIPBurst), nil),
 			Global: ratelimit.New(rule(cfg.PublicRate, cfg.PublicBurst), nil),

@@ -1,0 +1,141 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/google/uuid"
+
+	"github.com/parleyhq/parley/api"
+	"github.com/parleyhq/parley/push"
+	"github.com/parleyhq/parley/push/webpush"
+)
+
+// pushConfig is the push wake-up settings of serve.
+type pushConfig struct {
+	Delay, Interval time.Duration
+	Workers, Queue  int
+
+	VAPIDFile      string
+	Subscriber     string
+	WebPushPrivate bool
+	WebPushTTL     time.Duration
+}
+
+func (c *pushConfig) flags(fs *flag.FlagSet, str func(p *string, name, def, usage string)) {
+	d := push.DefaultConfig
+	fs.DurationVar(&c.Delay, "push-delay", d.Delay, "how long after envelopes are stored for a device with no socket here it is checked, and woken if they are still undelivered (env PARLEY_PUSH_DELAY)")
+	fs.DurationVar(&c.Interval, "push-interval", d.Interval, "the least time between two wake-ups of one device, across every replica (env PARLEY_PUSH_INTERVAL)")
+	fs.IntVar(&c.Workers, "push-workers", d.Workers, "wake-ups sent at once (env PARLEY_PUSH_WORKERS)")
+	fs.IntVar(&c.Queue, "push-queue", d.Queue, "wake-ups waiting to be sent before more are dropped (and counted in parley_push_dropped_total) (env PARLEY_PUSH_QUEUE)")
+	str(&c.VAPIDFile, "webpush-vapid-file", "", "`file` made by parleyd webpush-keys (the relay's VAPID key pair, mode 0600) that turns Web Push (UnifiedPush) wake-ups on; every replica gets the same file")
+	str(&c.Subscriber, "webpush-subscriber", "", "the operator's contact for Web Push services, a mailto: or https:// `URL` (required with --webpush-vapid-file)")
+	fs.BoolVar(&c.WebPushPrivate, "webpush-allow-private-endpoints", false, "let Web Push endpoints resolve to loopback, private and link-local addresses (a push server on this network; tests). Off: client-given endpoints cannot make parleyd reach its own network (env PARLEY_WEBPUSH_ALLOW_PRIVATE_ENDPOINTS)")
+	fs.DurationVar(&c.WebPushTTL, "webpush-ttl", 24*time.Hour, "how long a Web Push service keeps an undelivered wake-up (env PARLEY_WEBPUSH_TTL)")
+}
+
+func (c *pushConfig) validate() []error {
+	var errs []error
+	if c.Delay < 0 || c.Delay > time.Hour {
+		errs = append(errs, errors.New("--push-delay must be 0 to 1h"))
+	}
+	if c.Interval < time.Second {
+		errs = append(errs, errors.New("--push-interval must be at least 1s"))
+	}
+	if c.Workers < 1 || c.Queue < 1 {
+		errs = append(errs, errors.New("--push-workers and --push-queue must be at least 1"))
+	}
+	if c.VAPIDFile != "" {
+		if c.Subscriber == "" {
+			errs = append(errs, errors.New("--webpush-vapid-file needs --webpush-subscriber (mailto: or https:// URL)"))
+		}
+		if _, err := webpush.LoadKeys(c.VAPIDFile); err != nil {
+			errs = append(errs, fmt.Errorf("--webpush-vapid-file: %w", err))
+		}
+	}
+	return errs
+}
+
+// pushSetup builds the push senders the config turns on, and what the API
+// tells of them.
+func pushSetup(c pushConfig, log *slog.Logger) (map[push.Kind]push.Sender, api.PushConfig, error) {
+	senders := map[push.Kind]push.Sender{}
+	info := api.PushConfig{Kinds: map[push.Kind]bool{}}
+	if c.VAPIDFile != "" {
+		keys, err := webpush.LoadKeys(c.VAPIDFile)
+		if err != nil {
+			return nil, info, fmt.Errorf("--webpush-vapid-file: %w", err)
+		}
+		s, err := webpush.New(webpush.Config{Keys: keys, Subscriber: c.Subscriber, TTL: c.WebPushTTL, AllowPrivate: c.WebPushPrivate})
+		if err != nil {
+			return nil, info, err
+		}
+		senders[push.WebPush], info.Kinds[push.WebPush], info.VAPIDPublicKey = s, true, keys.PublicKey
+		if c.WebPushPrivate {
+			log.Warn("Web Push endpoints may reach private and loopback addresses (--webpush-allow-private-endpoints)")
+		}
+	}
+	var on []push.Kind
+	for k := range info.Kinds {
+		on = append(on, k)
+	}
+	log.Info("push wake-ups", "services", on)
+	return senders, info, nil
+}
+
+// newDispatcher returns the push dispatcher; live is resolved when called,
+// so the relay it asks can be made after it.
+func newDispatcher(c pushConfig, store push.Store, senders map[push.Kind]push.Sender, live *func(uuid.UUID, int) bool,
+	log *slog.Logger, reg prometheus.Registerer) *push.Dispatcher {
+	return push.NewDispatcher(store, senders, func(a uuid.UUID, d int) bool { return (*live)(a, d) },
+		push.Config{Delay: c.Delay, Interval: c.Interval, Workers: c.Workers, Queue: c.Queue, Timeout: 10 * time.Second}, log, reg)
+}
+
+const webpushKeysUsage = `Usage: parleyd webpush-keys --out FILE
+
+Makes the relay's VAPID key pair for Web Push (UnifiedPush) wake-ups and
+writes it to FILE (JSON, mode 0600; an existing FILE is never replaced).
+It prints the public key, which Web Push clients subscribe with (GET
+/v1/push tells it too). Give FILE to every replica (serve
+--webpush-vapid-file FILE).
+`
+
+// webpushKeys runs `parleyd webpush-keys`.
+func webpushKeys(args []string, stdout, stderr io.Writer) int {
+	var out string
+	ok, code := subcommand("webpush-keys", webpushKeysUsage, args, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&out, "out", "", "the `FILE` to write")
+	})
+	if !ok {
+		return code
+	}
+	if out == "" {
+		fmt.Fprintf(stderr, "parleyd webpush-keys: --out FILE is required\n\n%s", webpushKeysUsage)
+		return 2
+	}
+	keys, err := webpush.GenerateKeys()
+	if err == nil {
+		var b []byte
+		b, _ = json.MarshalIndent(keys, "", "  ")
+		var f *os.File
+		if f, err = os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600); err == nil {
+			_, err = f.Write(append(b, '\n'))
+			err = errors.Join(err, f.Close())
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "parleyd webpush-keys:", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, keys.PublicKey)
+	fmt.Fprintln(stderr, "VAPID key pair written to", out, "- give it to every replica with --webpush-vapid-file")
+	return 0
+}

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"crypto/ecdh"
+	"crypto/rand"
+	"encoding/pem"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/store/postgres/pgtest"
+)
+
+// recordingPushService is a local Web Push service (TLS) that records
+// every push it gets, with its headers and body, and answers 201.
+type recordingPushService struct {
+	srv    *httptest.Server
+	caFile string // its certificate, for parleyd's SSL_CERT_FILE
+
+	mu     sync.Mutex
+	pushes []recordedPush
+}
+
+type recordedPush struct {
+	path   string
+	header http.Header
+	body   []byte
+}
+
+func newRecordingPushService(t *testing.T) *recordingPushService {
+	t.Helper()
+	p := &recordingPushService{}
+	p.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		p.mu.Lock()
+		p.pushes = append(p.pushes, recordedPush{path: r.URL.Path, header: r.Header.Clone(), body: body})
+		p.mu.Unlock()
+		w.WriteHeader(http.StatusCreated)
+	}))
+	t.Cleanup(p.srv.Close)
+	p.caFile = filepath.Join(t.TempDir(), "ca.pem")
+	cert := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.srv.Certificate().Raw})
+	if err := os.WriteFile(p.caFile, cert, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func (p *recordingPushService) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.pushes)
+}
+
+// pushArgs makes a VAPID key file and returns the serve flags that turn
+// Web Push on against local services.
+func pushArgs(t *testing.T) []string {
+	t.Helper()
+	vapid := filepath.Join(t.TempDir(), "vapid.json")
+	if out, err := exec.Command(binary, "webpush-keys", "--out", vapid).CombinedOutput(); err != nil {
+		t.Fatalf("webpush-keys: %v\n%s", err, out)
+	}
+	return []string{"--webpush-vapid-file", vapid, "--webpush-subscriber", "mailto:ops@example.org",
+		"--webpush-allow-private-endpoints", "--push-delay", "300ms", "--push-interval", "1m"}
+}
+
+// registerWebPush gives d a Web Push target at the service.
+func registerWebPush(t *testing.T, p *proc, d device, svc *recordingPushService) {
+	t.Helper()
+	k, _ := ecdh.P256().GenerateKey(rand.Reader)
+	auth := make([]byte, 16)
+	rand.Read(auth)
+	st, body := p.do("PUT", "/v1/devices/me/push", d.user, d.pass, map[string]any{"kind": "webpush",
+		"endpoint": svc.srv.URL + "/push/" + d.account, "p256dh": b64(k.PublicKey().Bytes()), "auth": b64(auth)})
+	if st != 204 {
+		t.Fatalf("register push target: %d %v", st, body)
+	}
+}
+
+func waitPushes(t *testing.T, svc *recordingPushService, want int) {
+	t.Helper()
+	waitCond(t, 10*time.Second, "pushes", func() bool { return svc.count() >= want })
+	time.Sleep(1500 * time.Millisecond) // and no more come
+	if n := svc.count(); n != want {
+		t.Fatalf("%d pushes, want %d", n, want)
+	}
+}
+
+// TestPushWakesOfflineDevice: a device offline with a Web Push target gets
+// exactly one wake-up for a burst of messages, carrying nothing about them;
+// none while its socket is live or within the interval.
+func TestPushWakesOfflineDevice(t *testing.T) {
+	svc := newRecordingPushService(t)
+	p := start(t, []string{"SSL_CERT_FILE=" + svc.caFile}, append([]string{"--data-dir", t.TempDir(),
+		"--test-number", "+12025550100=123456", "--test-number", "+12025550101=123456"}, pushArgs(t)...)...)
+	alice, bob := registerDevice(t, p, "+12025550100"), registerDevice(t, p, "+12025550101")
+	if st, body := p.do("GET", "/v1/push", "", "", nil); st != 200 || !strings.Contains(body["services"].([]any)[0].(string), "webpush") || body["vapid_public_key"] == "" {
+		t.Fatalf("GET /v1/push: %d %v", st, body)
+	}
+	registerWebPush(t, p, bob, svc)
+	var texts []string
+	for i := range 3 {
+		text := "secret message " + string(rune('a'+i))
+		texts = append(texts, text)
+		if st, err := sendText(p, alice, bob, text, "k"+strings.ReplaceAll(text, " ", "-")); st != 200 || err != nil {
+			t.Fatalf("send: %d %v", st, err)
+		}
+	}
+	waitPushes(t, svc, 1)
+	got := svc.pushes[0]
+	for _, bad := range append(texts, alice.account, "+12025550100") {
+		if strings.Contains(string(got.body), bad) || strings.Contains(got.path, alice.account) {
+			t.Errorf("the push carries %q", bad)
+		}
+		for k, v := range got.header {
+			if strings.Contains(strings.Join(v, " "), bad) {
+				t.Errorf("push header %s carries %q", k, bad)
+			}
+		}
+	}
+	if got.header.Get("Content-Encoding") != "aes128gcm" || !strings.HasPrefix(got.header.Get("Authorization"), "vapid t=") {
+		t.Errorf("push headers %v", got.header)
+	}
+	// Woken, the device connects and drains; a message while it is live
+	// pushes nothing, and within the interval nothing pushes again.
+	ws, err := dialSocket(p, bob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := received{ids: map[string]map[string]bool{}}
+	go r.receive(ws)
+	waitCond(t, 10*time.Second, "bob's queue", func() bool { return r.has(texts[2]) })
+	sendText(p, alice, bob, "while connected", "k-live")
+	waitCond(t, 10*time.Second, "the live message", func() bool { return r.has("while connected") })
+	ws.Close()
+	sendText(p, alice, bob, "within the interval", "k-interval")
+	waitPushes(t, svc, 1)
+}
+
+// TestPushOnceAcrossReplicas: two replicas share the database; a burst of
+// sends through both wakes the device once.
+func TestPushOnceAcrossReplicas(t *testing.T) {
+	svc := newRecordingPushService(t)
+	dsn := pgtest.Database(t)
+	secret := filepath.Join(t.TempDir(), "root.key")
+	if out, err := exec.Command(binary, "init-secret", secret).CombinedOutput(); err != nil {
+		t.Fatalf("init-secret: %v\n%s", err, out)
+	}
+	args := append([]string{"--database-url", dsn, "--secret-file", secret}, pushArgs(t)...)
+	env := []string{testNumbers, "SSL_CERT_FILE=" + svc.caFile}
+	a := start(t, env, args...)
+	b := start(t, env, args...)
+	alice, bob := registerDevice(t, a, "+15555550100"), registerDevice(t, a, "+15555550101")
+	registerWebPush(t, b, bob, svc)
+	var wg sync.WaitGroup
+	for i, p := range []*proc{a, b, a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sendText(p, alice, bob, "to bob "+string(rune('a'+i)), "r"+string(rune('a'+i)))
+		}()
+	}
+	wg.Wait()
+	waitPushes(t, svc, 1)
+}
