@@ -23,7 +23,6 @@ import (
 
 	"github.com/parleyhq/parley/accounts"
 	"github.com/parleyhq/parley/api"
-	"github.com/parleyhq/parley/push"
 	"github.com/parleyhq/parley/api/apitest"
 	"github.com/parleyhq/parley/attachments"
 	"github.com/parleyhq/parley/directory"
@@ -31,6 +30,7 @@ import (
 	"github.com/parleyhq/parley/prekeys"
 	"github.com/parleyhq/parley/protocol"
 	"github.com/parleyhq/parley/provisioning"
+	"github.com/parleyhq/parley/push"
 	"github.com/parleyhq/parley/ratelimit"
 	"github.com/parleyhq/parley/relay"
 	"github.com/parleyhq/parley/sealedsender"

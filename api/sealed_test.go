@@ -2,10 +2,10 @@ package api_test
 
 import (
 	"bytes"
-	"encoding/binary"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/binary"
 	"net/http"
 	"testing"
 	"time"
