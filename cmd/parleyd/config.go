@@ -113,7 +113,7 @@ func envName(flagName string) string {
 
 // flagOnly lists the flags that no environment variable can set: settings
 // that would let whoever controls the environment redirect secrets.
-var flagOnly = map[string]bool{"twilio-base-url": true}
+var flagOnly = map[string]bool{"twilio-base-url": true, "apns-url": true, "fcm-url": true}
 
 // multiFlag collects a repeatable flag.
 type multiFlag []string

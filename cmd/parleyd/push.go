@@ -16,6 +16,8 @@ import (
 
 	"github.com/parleyhq/parley/api"
 	"github.com/parleyhq/parley/push"
+	"github.com/parleyhq/parley/push/apns"
+	"github.com/parleyhq/parley/push/fcm"
 	"github.com/parleyhq/parley/push/webpush"
 )
 
@@ -28,6 +30,11 @@ type pushConfig struct {
 	Subscriber     string
 	WebPushPrivate bool
 	WebPushTTL     time.Duration
+
+	APNsKeyFile, APNsKeyID, APNsTeamID string
+	APNsURL                            string // tests only: a flag, never the environment
+	FCMServiceAccount                  string
+	FCMURL                             string // tests only: a flag, never the environment
 }
 
 func (c *pushConfig) flags(fs *flag.FlagSet, str func(p *string, name, def, usage string)) {
@@ -40,6 +47,12 @@ func (c *pushConfig) flags(fs *flag.FlagSet, str func(p *string, name, def, usag
 	str(&c.Subscriber, "webpush-subscriber", "", "the operator's contact for Web Push services, a mailto: or https:// `URL` (required with --webpush-vapid-file)")
 	fs.BoolVar(&c.WebPushPrivate, "webpush-allow-private-endpoints", false, "let Web Push endpoints resolve to loopback, private and link-local addresses (a push server on this network; tests). Off: client-given endpoints cannot make parleyd reach its own network (env PARLEY_WEBPUSH_ALLOW_PRIVATE_ENDPOINTS)")
 	fs.DurationVar(&c.WebPushTTL, "webpush-ttl", 24*time.Hour, "how long a Web Push service keeps an undelivered wake-up (env PARLEY_WEBPUSH_TTL)")
+	str(&c.APNsKeyFile, "apns-key-file", "", "the team's APNs authentication key `file` (.p8) that turns APNs wake-ups on (with --apns-key-id and --apns-team-id)")
+	str(&c.APNsKeyID, "apns-key-id", "", "the APNs key's `id` (10 characters, from Apple's developer site)")
+	str(&c.APNsTeamID, "apns-team-id", "", "the Apple developer team `id`")
+	fs.StringVar(&c.APNsURL, "apns-url", "", "tests only: send APNs pushes to this base `URL` (a local server) instead of Apple's hosts. A command-line flag only")
+	str(&c.FCMServiceAccount, "fcm-service-account-file", "", "the Firebase project's service account key `file` (JSON, mode 0600) that turns FCM wake-ups on")
+	fs.StringVar(&c.FCMURL, "fcm-url", "", "tests only: send FCM requests to this base `URL` (a local server) instead of fcm.googleapis.com. A command-line flag only")
 }
 
 func (c *pushConfig) validate() []error {
@@ -52,6 +65,24 @@ func (c *pushConfig) validate() []error {
 	}
 	if c.Workers < 1 || c.Queue < 1 {
 		errs = append(errs, errors.New("--push-workers and --push-queue must be at least 1"))
+	}
+	if (c.APNsKeyFile != "") != (c.APNsKeyID != "") || (c.APNsKeyFile != "") != (c.APNsTeamID != "") {
+		errs = append(errs, errors.New("APNs needs all of --apns-key-file, --apns-key-id and --apns-team-id"))
+	} else if c.APNsKeyFile != "" {
+		if _, err := apns.New(apns.Config{KeyFile: c.APNsKeyFile, KeyID: c.APNsKeyID, TeamID: c.APNsTeamID}); err != nil {
+			errs = append(errs, fmt.Errorf("--apns-key-file: %w", err))
+		}
+		if err := private(c.APNsKeyFile); err != nil {
+			errs = append(errs, fmt.Errorf("--apns-key-file: %w", err))
+		}
+	}
+	if c.FCMServiceAccount != "" {
+		if _, err := fcm.New(fcm.Config{ServiceAccountFile: c.FCMServiceAccount}); err != nil {
+			errs = append(errs, fmt.Errorf("--fcm-service-account-file: %w", err))
+		}
+		if err := private(c.FCMServiceAccount); err != nil {
+			errs = append(errs, fmt.Errorf("--fcm-service-account-file: %w", err))
+		}
 	}
 	if c.VAPIDFile != "" {
 		if c.Subscriber == "" {
@@ -83,6 +114,26 @@ func pushSetup(c pushConfig, log *slog.Logger) (map[push.Kind]push.Sender, api.P
 			log.Warn("Web Push endpoints may reach private and loopback addresses (--webpush-allow-private-endpoints)")
 		}
 	}
+	if c.APNsKeyFile != "" {
+		if c.APNsURL != "" {
+			log.Warn("APNs pushes go to --apns-url instead of Apple: for tests only", "url", c.APNsURL)
+		}
+		s, err := apns.New(apns.Config{KeyFile: c.APNsKeyFile, KeyID: c.APNsKeyID, TeamID: c.APNsTeamID, URL: c.APNsURL})
+		if err != nil {
+			return nil, info, err
+		}
+		senders[push.APNs], info.Kinds[push.APNs] = s, true
+	}
+	if c.FCMServiceAccount != "" {
+		if c.FCMURL != "" {
+			log.Warn("FCM requests go to --fcm-url instead of Google: for tests only", "url", c.FCMURL)
+		}
+		s, err := fcm.New(fcm.Config{ServiceAccountFile: c.FCMServiceAccount, URL: c.FCMURL})
+		if err != nil {
+			return nil, info, err
+		}
+		senders[push.FCM], info.Kinds[push.FCM] = s, true
+	}
 	var on []push.Kind
 	for k := range info.Kinds {
 		on = append(on, k)
@@ -97,6 +148,18 @@ func newDispatcher(c pushConfig, store push.Store, senders map[push.Kind]push.Se
 	log *slog.Logger, reg prometheus.Registerer) *push.Dispatcher {
 	return push.NewDispatcher(store, senders, func(a uuid.UUID, d int) bool { return (*live)(a, d) },
 		push.Config{Delay: c.Delay, Interval: c.Interval, Workers: c.Workers, Queue: c.Queue, Timeout: 10 * time.Second}, log, reg)
+}
+
+// private refuses a secret file others may read.
+func private(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("%s is accessible by group or others (mode %v); chmod 600 it", path, fi.Mode().Perm())
+	}
+	return nil
 }
 
 const webpushKeysUsage = `Usage: parleyd webpush-keys --out FILE

@@ -2,7 +2,12 @@ package main
 
 import (
 	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"io"
 	"net/http"
@@ -169,4 +174,84 @@ func TestPushOnceAcrossReplicas(t *testing.T) {
 	}
 	wg.Wait()
 	waitPushes(t, svc, 1)
+}
+
+// TestPushAPNsAndFCM: parleyd wakes an iOS device through APNs and an
+// Android device through FCM (local servers standing in for Apple's and
+// Google's, reached over HTTP/2 TLS), one push each, with nothing about
+// the message.
+func TestPushAPNsAndFCM(t *testing.T) {
+	var mu sync.Mutex
+	var seen []recordedPush
+	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if r.URL.Path == "/token" {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"access_token":"local-token","token_type":"Bearer","expires_in":3600}`)
+			return
+		}
+		mu.Lock()
+		seen = append(seen, recordedPush{path: r.URL.Path, header: r.Header.Clone(), body: body})
+		mu.Unlock()
+		w.WriteHeader(http.StatusOK)
+		if strings.Contains(r.URL.Path, "messages:send") {
+			io.WriteString(w, `{"name":"projects/parley-test/messages/1"}`)
+		}
+	}))
+	hs.EnableHTTP2 = true
+	hs.StartTLS()
+	t.Cleanup(hs.Close)
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: hs.Certificate().Raw}), 0o644)
+	// An APNs .p8 key and an FCM service account of our own.
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(ecKey)
+	p8 := filepath.Join(dir, "AuthKey.p8")
+	os.WriteFile(p8, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	der, _ = x509.MarshalPKCS8PrivateKey(rsaKey)
+	sa, _ := json.Marshal(map[string]string{"type": "service_account", "project_id": "parley-test", "client_email": "push@parley-test.iam.gserviceaccount.com",
+		"private_key": string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})), "token_uri": hs.URL + "/token"})
+	saFile := filepath.Join(dir, "sa.json")
+	os.WriteFile(saFile, sa, 0o600)
+
+	p := start(t, []string{"SSL_CERT_FILE=" + ca}, "--data-dir", t.TempDir(), "--test-number", "+12025550100=123456",
+		"--test-number", "+12025550101=123456", "--test-number", "+12025550102=123456", "--push-delay", "300ms",
+		"--apns-key-file", p8, "--apns-key-id", "ABC123DEFG", "--apns-team-id", "TEAM123456", "--apns-url", hs.URL,
+		"--fcm-service-account-file", saFile, "--fcm-url", hs.URL)
+	alice, phone, android := registerDevice(t, p, "+12025550100"), registerDevice(t, p, "+12025550101"), registerDevice(t, p, "+12025550102")
+	apnsToken := strings.Repeat("ab", 32)
+	if st, body := p.do("PUT", "/v1/devices/me/push", phone.user, phone.pass, map[string]any{"kind": "apns", "token": apnsToken, "topic": "org.example.app"}); st != 204 {
+		t.Fatalf("apns target: %d %v", st, body)
+	}
+	if st, body := p.do("PUT", "/v1/devices/me/push", android.user, android.pass, map[string]any{"kind": "fcm", "token": "fcm-registration-token-0123456789"}); st != 204 {
+		t.Fatalf("fcm target: %d %v", st, body)
+	}
+	for i := range 2 {
+		sendText(p, alice, phone, "for the phone", "ph"+string(rune('a'+i)))
+		sendText(p, alice, android, "for the android", "an"+string(rune('a'+i)))
+	}
+	waitCond(t, 10*time.Second, "two pushes", func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) >= 2 })
+	time.Sleep(1500 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 2 {
+		t.Fatalf("%d pushes, want 2: %+v", len(seen), seen)
+	}
+	var apnsSeen, fcmSeen bool
+	for _, s := range seen {
+		switch {
+		case s.path == "/3/device/"+apnsToken:
+			apnsSeen = s.header.Get("apns-push-type") == "background" && string(s.body) == `{"aps":{"content-available":1}}`
+		case s.path == "/v1/projects/parley-test/messages:send":
+			fcmSeen = strings.Contains(string(s.body), `"data":{"parley":"wake"}`) && s.header.Get("Authorization") == "Bearer local-token"
+		}
+		if strings.Contains(string(s.body), "for the") || strings.Contains(string(s.body), alice.account) {
+			t.Errorf("a push carries the message or its sender: %s", s.body)
+		}
+	}
+	if !apnsSeen || !fcmSeen {
+		t.Errorf("pushes %+v", seen)
+	}
 }

@@ -125,12 +125,6 @@ func (p *pushService) checkVAPID(h, origin string) error {
 // with Mozilla's http_ece run by Node.
 func decryptWithHTTPECE(t *testing.T, body, privateKey, auth []byte) ([]byte, error) {
 	modules := os.Getenv("PARLEY_HTTP_ECE_NODE_MODULES")
-	if modules == "" {
-		if os.Getenv("PARLEY_HTTP_ECE_REQUIRED") != "" {
-			t.Fatal("PARLEY_HTTP_ECE_NODE_MODULES is not set (scripts/with-http-ece sets it)")
-		}
-		t.Skip("http_ece not installed: run through scripts/with-http-ece (make test does)")
-	}
 	in, _ := json.Marshal(map[string][]byte{"body": body, "privateKey": privateKey, "authSecret": auth})
 	c := exec.Command("node", "testdata/decrypt.cjs")
 	c.Env = append(os.Environ(), "NODE_PATH="+modules)
@@ -150,6 +144,12 @@ func decryptWithHTTPECE(t *testing.T, body, privateKey, auth []byte) ([]byte, er
 // with a VAPID token that verifies against the relay's key; 404/410 mean
 // gone, 429 a back-off with the service's Retry-After.
 func TestWebPush(t *testing.T) {
+	if os.Getenv("PARLEY_HTTP_ECE_NODE_MODULES") == "" {
+		if os.Getenv("PARLEY_HTTP_ECE_REQUIRED") != "" {
+			t.Fatal("PARLEY_HTTP_ECE_NODE_MODULES is not set (scripts/with-http-ece sets it)")
+		}
+		t.Skip("http_ece not installed: run through scripts/with-http-ece (make test does)")
+	}
 	keys, err := webpush.GenerateKeys()
 	if err != nil {
 		t.Fatal(err)
