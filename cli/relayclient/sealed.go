@@ -58,3 +58,26 @@ func (c *Client) SetUnidentifiedAccess(ctx context.Context, key []byte, unrestri
 	_, err := c.do(ctx, "PUT", "/v1/accounts/me/unidentified-access", nil, body, nil)
 	return err
 }
+
+// PushTarget is a device's push registration (PUT /v1/devices/me/push).
+type PushTarget struct {
+	Kind     string `json:"kind"`
+	Token    string `json:"token,omitempty"`
+	Topic    string `json:"topic,omitempty"`
+	Sandbox  bool   `json:"sandbox,omitempty"`
+	Endpoint string `json:"endpoint,omitempty"`
+	P256DH   []byte `json:"p256dh,omitempty"`
+	Auth     []byte `json:"auth,omitempty"`
+}
+
+// SetPushTarget registers where this device is woken when it is offline.
+func (c *Client) SetPushTarget(ctx context.Context, t PushTarget) error {
+	_, err := c.do(ctx, "PUT", "/v1/devices/me/push", nil, t, nil)
+	return err
+}
+
+// RemovePushTarget stops wake-ups of this device.
+func (c *Client) RemovePushTarget(ctx context.Context) error {
+	_, err := c.do(ctx, "DELETE", "/v1/devices/me/push", nil, nil, nil)
+	return err
+}

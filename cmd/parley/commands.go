@@ -50,6 +50,8 @@ func init() {
 		"getUserStatus":  cmdGetUserStatus,
 		"listAccounts":   cmdListAccounts,
 		"updateAccount":  cmdUpdateAccount,
+		"setPush":        cmdSetPush,
+		"removePush":     cmdRemovePush,
 	}
 }
 
@@ -529,4 +531,23 @@ func cmdUpdateAccount(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("%w: updateAccount --unrestricted-unidentified-sender true|false", cli.ErrUsage)
 	}
 	return withAccount(ctx, e, func(a *cli.Account) error { return a.SetUnrestrictedUnidentifiedAccess(ctx, on) })
+}
+
+func cmdSetPush(ctx context.Context, e *env, args []string) error {
+	fs := flag.NewFlagSet("setPush", flag.ContinueOnError)
+	endpoint := fs.String("webpush", "", "the Web Push (UnifiedPush) endpoint `URL` this device is woken at")
+	if _, err := parse(fs, args, 0, 0); err != nil {
+		return err
+	}
+	if *endpoint == "" {
+		return fmt.Errorf("%w: setPush --webpush URL (the endpoint your UnifiedPush distributor or push server gave)", cli.ErrUsage)
+	}
+	return withAccount(ctx, e, func(a *cli.Account) error { return a.SetWebPush(ctx, *endpoint) })
+}
+
+func cmdRemovePush(ctx context.Context, e *env, args []string) error {
+	if _, err := parse(flag.NewFlagSet("removePush", flag.ContinueOnError), args, 0, 0); err != nil {
+		return err
+	}
+	return withAccount(ctx, e, func(a *cli.Account) error { return a.RemovePush(ctx) })
 }

@@ -19,7 +19,7 @@ func TestHelpAndVersion(t *testing.T) {
 		}
 	}
 	out, _, _ := u.run("", "help")
-	for _, cmd := range []string{"updateGroup", "quitGroup", "listGroups", "send -g", "version", "sendTyping", "daemon", "jsonRpc", "sendReceipt", "listContacts", "getUserStatus", "listAccounts", "updateAccount"} {
+	for _, cmd := range []string{"updateGroup", "quitGroup", "listGroups", "send -g", "version", "sendTyping", "daemon", "jsonRpc", "sendReceipt", "listContacts", "getUserStatus", "listAccounts", "updateAccount", "setPush", "removePush"} {
 		if !strings.Contains(out, "  "+cmd) {
 			t.Errorf("parley help does not list %q", cmd)
 		}

@@ -68,6 +68,8 @@ Commands:
   send -g ID [-m TEXT] [-a FILE]…       send to a group
   updateAccount --unrestricted-unidentified-sender true|false
                                         let anyone send you sealed messages, or only people you wrote to
+  setPush --webpush URL                 wake this device through a UnifiedPush / Web Push endpoint when offline
+  removePush                            stop those wake-ups
   listAccounts                          the accounts in the config directory
   version                               this build of parley
   help                                  this text; COMMAND --help shows a command's flags

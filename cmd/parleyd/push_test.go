@@ -29,8 +29,9 @@ type recordingPushService struct {
 	srv    *httptest.Server
 	caFile string // its certificate, for parleyd's SSL_CERT_FILE
 
-	mu     sync.Mutex
-	pushes []recordedPush
+	mu      sync.Mutex
+	pushes  []recordedPush
+	answers []int // statuses to answer, in turn (then 201)
 }
 
 type recordedPush struct {
@@ -46,8 +47,12 @@ func newRecordingPushService(t *testing.T) *recordingPushService {
 		body, _ := io.ReadAll(r.Body)
 		p.mu.Lock()
 		p.pushes = append(p.pushes, recordedPush{path: r.URL.Path, header: r.Header.Clone(), body: body})
+		status := http.StatusCreated
+		if len(p.answers) > 0 {
+			status, p.answers = p.answers[0], p.answers[1:]
+		}
 		p.mu.Unlock()
-		w.WriteHeader(http.StatusCreated)
+		w.WriteHeader(status)
 	}))
 	t.Cleanup(p.srv.Close)
 	p.caFile = filepath.Join(t.TempDir(), "ca.pem")
@@ -253,5 +258,31 @@ func TestPushAPNsAndFCM(t *testing.T) {
 	}
 	if !apnsSeen || !fcmSeen {
 		t.Errorf("pushes %+v", seen)
+	}
+}
+
+// TestPushGoneTargetDeleted: a Web Push service that answers 410 gets its
+// subscription deleted: the device is not pushed again, and the metrics
+// say so.
+func TestPushGoneTargetDeleted(t *testing.T) {
+	svc := newRecordingPushService(t)
+	svc.answers = []int{http.StatusGone}
+	p := start(t, []string{"SSL_CERT_FILE=" + svc.caFile}, append([]string{"--data-dir", t.TempDir(),
+		"--test-number", "+12025550100=123456", "--test-number", "+12025550101=123456"}, append(pushArgs(t), "--push-interval", "1s")...)...)
+	alice, bob := registerDevice(t, p, "+12025550100"), registerDevice(t, p, "+12025550101")
+	registerWebPush(t, p, bob, svc)
+	sendText(p, alice, bob, "first", "g1")
+	waitPushes(t, svc, 1)
+	time.Sleep(1200 * time.Millisecond) // past the interval
+	sendText(p, alice, bob, "second", "g2")
+	waitPushes(t, svc, 1) // the target is gone: no second push
+	resp, err := http.Get(p.metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	m, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(m), `parley_push_targets_deleted_total{kind="webpush"} 1`) {
+		t.Errorf("metrics lack the deleted target:\n%s", grep(string(m), "parley_push"))
 	}
 }
