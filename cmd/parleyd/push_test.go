@@ -52,6 +52,9 @@ func newRecordingPushService(t *testing.T) *recordingPushService {
 			status, p.answers = p.answers[0], p.answers[1:]
 		}
 		p.mu.Unlock()
+		if status == http.StatusTooManyRequests {
+			w.Header().Set("Retry-After", "120")
+		}
 		w.WriteHeader(status)
 	}))
 	t.Cleanup(p.srv.Close)
@@ -259,6 +262,22 @@ func TestPushAPNsAndFCM(t *testing.T) {
 	if !apnsSeen || !fcmSeen {
 		t.Errorf("pushes %+v", seen)
 	}
+}
+
+// TestPushBacksOff: a Web Push service that answers 429 with Retry-After
+// is not pushed to again before then, though the interval has passed.
+func TestPushBacksOff(t *testing.T) {
+	svc := newRecordingPushService(t)
+	svc.answers = []int{http.StatusTooManyRequests}
+	p := start(t, []string{"SSL_CERT_FILE=" + svc.caFile}, append([]string{"--data-dir", t.TempDir(),
+		"--test-number", "+12025550100=123456", "--test-number", "+12025550101=123456"}, append(pushArgs(t), "--push-interval", "1s")...)...)
+	alice, bob := registerDevice(t, p, "+12025550100"), registerDevice(t, p, "+12025550101")
+	registerWebPush(t, p, bob, svc)
+	sendText(p, alice, bob, "first", "b1")
+	waitPushes(t, svc, 1)
+	time.Sleep(1200 * time.Millisecond) // past the interval, not the back-off
+	sendText(p, alice, bob, "second", "b2")
+	waitPushes(t, svc, 1)
 }
 
 // TestPushGoneTargetDeleted: a Web Push service that answers 410 gets its
