@@ -110,6 +110,16 @@ func (e *RetryError) Error() string {
 	return fmt.Sprintf("push service asked to retry after %v", e.After)
 }
 
+// WithoutURL strips the request URL from a transport error, so logs do
+// not carry device tokens or Web Push endpoints (which let anyone push).
+func WithoutURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
+	}
+	return err
+}
+
 // Sender delivers one wake-up to a target of its kind. Urgent pushes wake
 // the device at once; others may wait for a convenient moment.
 type Sender interface {

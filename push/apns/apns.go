@@ -87,7 +87,7 @@ func (s *Sender) Push(ctx context.Context, t push.Target, _ bool) error {
 		CollapseID: "parley-wake", Expiration: time.Now().Add(s.expiry), Payload: Payload,
 	})
 	if err != nil {
-		return fmt.Errorf("APNs: %w", err)
+		return fmt.Errorf("APNs: %w", push.WithoutURL(err)) // the URL holds the device token
 	}
 	switch {
 	case res.StatusCode == http.StatusOK:

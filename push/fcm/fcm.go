@@ -130,7 +130,7 @@ func (s *Sender) Push(ctx context.Context, t push.Target, urgent bool) error {
 	tok.SetAuthHeader(req)
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("FCM: %w", err)
+		return fmt.Errorf("FCM: %w", push.WithoutURL(err))
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))

@@ -155,7 +155,7 @@ func (s *Sender) Push(ctx context.Context, t push.Target, urgent bool) error {
 		VAPIDPublicKey: s.cfg.Keys.PublicKey, VAPIDPrivateKey: s.cfg.Keys.PrivateKey,
 	})
 	if err != nil {
-		return fmt.Errorf("web push: %w", err)
+		return fmt.Errorf("web push: %w", push.WithoutURL(err))
 	}
 	defer resp.Body.Close()
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
