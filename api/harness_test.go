@@ -151,7 +151,8 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	}
 	s := &api.Server{Accounts: accts, Verify: v, PreKeys: pre, Keys: db, DB: db, Relay: rel, Directory: dir, Attachments: att,
 		Provisioning: prov, Log: log, SealedSender: cfg.sealed,
-		Push: api.PushConfig{Targets: db, Kinds: map[push.Kind]bool{push.WebPush: true, push.APNs: true}, VAPIDPublicKey: testVAPIDKey}}
+		Push: api.PushConfig{Targets: db, Kinds: map[push.Kind]bool{push.WebPush: true, push.APNs: true}, VAPIDPublicKey: testVAPIDKey,
+			APNsTopics: map[string]bool{"org.example.app": true}}}
 
 	router := apitest.Router(t)
 	e := &env{t: t, db: db, logBuf: buf, router: router, relay: rel, attach: att, disk: diskDir}

@@ -25,6 +25,9 @@ type PushConfig struct {
 	// Push clients subscribe with (applicationServerKey); "" without Web
 	// Push.
 	VAPIDPublicKey string
+	// APNsTopics are the apps (bundle ids) devices may register APNs
+	// targets for.
+	APNsTopics map[string]bool
 }
 
 type pushTargetRequest struct {
@@ -56,6 +59,10 @@ func (s *Server) setPushTarget(w http.ResponseWriter, r *http.Request, p account
 	}
 	if !s.Push.Kinds[t.Kind] {
 		return errorf(http.StatusUnprocessableEntity, "push_service_not_configured", "this relay does not push through "+string(t.Kind))
+	}
+	if t.Kind == push.APNs && !s.Push.APNsTopics[t.Topic] {
+		// The relay's team key could wake any app of the team.
+		return errorf(http.StatusUnprocessableEntity, "invalid_push_target", "this relay does not wake the app "+t.Topic)
 	}
 	if err := s.Push.Targets.SetPushTarget(r.Context(), p.Account, p.Device, t); err != nil {
 		return err

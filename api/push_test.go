@@ -2,6 +2,8 @@ package api_test
 
 import (
 	"bytes"
+	"crypto/ecdh"
+	"crypto/rand"
 	"encoding/base64"
 	"testing"
 
@@ -17,7 +19,8 @@ const testVAPIDKey = "BHf3a0KJgnW1lH4Hh6vSzF4b7m1c2pQk9z8x7w6v5u4t3s2r1q0p9o8n7m
 func TestPushTargets(t *testing.T) {
 	e := newEnv(t)
 	_, alice := e.register(aliceNumber, 0)
-	p256 := base64.StdEncoding.EncodeToString(append([]byte{4}, bytes.Repeat([]byte{7}, 64)...))
+	k, _ := ecdh.P256().GenerateKey(rand.Reader)
+	p256 := base64.StdEncoding.EncodeToString(k.PublicKey().Bytes())
 	auth := base64.StdEncoding.EncodeToString(make([]byte, 16))
 	web := map[string]any{"kind": "webpush", "endpoint": "https://push.example.org/u/abc", "p256dh": p256, "auth": auth}
 	for _, c := range []struct {
@@ -29,6 +32,9 @@ func TestPushTargets(t *testing.T) {
 	}{
 		{"web push", alice, web, 204, ""},
 		{"apns", alice, map[string]any{"kind": "apns", "token": "ab12" + string(bytes.Repeat([]byte("cd"), 30)), "topic": "org.example.app"}, 204, ""},
+		{"apns for another app", alice, map[string]any{"kind": "apns", "token": string(bytes.Repeat([]byte("ab"), 32)), "topic": "org.example.other"}, 422, "invalid_push_target"},
+		{"web push key not on the curve", alice, map[string]any{"kind": "webpush", "endpoint": "https://push.example.org/u", "p256dh": base64.StdEncoding.EncodeToString(append([]byte{4}, make([]byte, 64)...)), "auth": auth}, 422, "invalid_push_target"},
+		{"endpoint that escapes past the stored size", alice, map[string]any{"kind": "webpush", "endpoint": "https://push.example.org/" + string(bytes.Repeat([]byte("&"), 1000)), "p256dh": p256, "auth": auth}, 422, "invalid_push_target"},
 		{"fcm not configured", alice, map[string]any{"kind": "fcm", "token": "fcm-registration-token-0123456789"}, 422, "push_service_not_configured"},
 		{"no credentials", nil, web, 401, "unauthorized"},
 		{"unknown kind", alice, map[string]any{"kind": "pager", "token": "x"}, 422, "invalid_push_target"},

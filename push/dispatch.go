@@ -22,8 +22,9 @@ type Store interface {
 	BackOffPush(ctx context.Context, account uuid.UUID, device int, until time.Time) error
 	// DeletePushTarget removes the device's target if it is still t.
 	DeletePushTarget(ctx context.Context, account uuid.UUID, device int, t Target) error
-	// HasPending reports whether the device has undelivered envelopes.
-	HasPending(ctx context.Context, account uuid.UUID, device int, now time.Time) (bool, error)
+	// NeedsPush reports whether the device has a push target and
+	// undelivered envelopes.
+	NeedsPush(ctx context.Context, account uuid.UUID, device int, now time.Time) (bool, error)
 }
 
 // Config tunes a Dispatcher.
@@ -92,7 +93,11 @@ func NewDispatcher(store Store, senders map[Kind]Sender, live func(uuid.UUID, in
 // that was not connected here. It never blocks: the check runs Delay
 // later, and a burst of envelopes gives one check.
 func (d *Dispatcher) Stored(account uuid.UUID, device int, urgent bool) {
-	k := deviceKey{account, device}
+	d.schedule(deviceKey{account, device}, urgent, d.cfg.Delay)
+}
+
+// schedule queues a check of k after wait, unless one is waiting.
+func (d *Dispatcher) schedule(k deviceKey, urgent bool, wait time.Duration) {
 	d.mu.Lock()
 	was, waiting := d.scheduled[k]
 	d.scheduled[k] = was || urgent
@@ -100,7 +105,7 @@ func (d *Dispatcher) Stored(account uuid.UUID, device int, urgent bool) {
 	if waiting {
 		return
 	}
-	time.AfterFunc(d.cfg.Delay, func() {
+	time.AfterFunc(wait, func() {
 		select {
 		case d.queue <- k:
 		default:
@@ -108,7 +113,7 @@ func (d *Dispatcher) Stored(account uuid.UUID, device int, urgent bool) {
 			delete(d.scheduled, k)
 			d.mu.Unlock()
 			d.dropped.Inc()
-			d.log.Warn("push queue full; wake-up dropped", "account", account, "device", device)
+			d.log.Warn("push queue full; wake-up dropped", "account", k.account, "device", k.device)
 		}
 	})
 }
@@ -137,27 +142,35 @@ func (d *Dispatcher) Run(ctx context.Context) {
 	wg.Wait()
 }
 
-// check pushes to k if it still has undelivered envelopes, is not
-// connected here, and no replica pushed it within the interval.
+// check pushes to k if it still has undelivered envelopes and a target,
+// is not connected here, and no replica pushed it within the interval. A
+// device pushed too recently, or whose push failed for a passing reason,
+// is checked again an interval later, so no burst goes without a push.
 func (d *Dispatcher) check(ctx context.Context, k deviceKey, urgent bool) {
 	if d.live != nil && d.live(k.account, k.device) {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, d.cfg.Timeout)
+	again := func() { d.schedule(k, urgent, d.cfg.Interval) }
+	cctx, cancel := context.WithTimeout(ctx, d.cfg.Timeout)
 	defer cancel()
 	now := d.now()
-	pending, err := d.store.HasPending(ctx, k.account, k.device, now)
-	if err != nil || !pending {
-		if err != nil {
-			d.log.Warn("push check failed", "account", k.account, "device", k.device, "err", err)
-		}
+	needs, err := d.store.NeedsPush(cctx, k.account, k.device, now)
+	if err != nil {
+		d.log.Warn("push check failed", "account", k.account, "device", k.device, "err", err)
+		again()
 		return
 	}
-	t, ok, err := d.store.ClaimPush(ctx, k.account, k.device, now, d.cfg.Interval)
-	if err != nil || !ok {
-		if err != nil {
-			d.log.Warn("push claim failed", "account", k.account, "device", k.device, "err", err)
-		}
+	if !needs {
+		return
+	}
+	t, ok, err := d.store.ClaimPush(cctx, k.account, k.device, now, d.cfg.Interval)
+	if err != nil {
+		d.log.Warn("push claim failed", "account", k.account, "device", k.device, "err", err)
+		again()
+		return
+	}
+	if !ok { // pushed within the interval (here or by another replica), or backed off
+		again()
 		return
 	}
 	s := d.senders[t.Kind]
@@ -167,15 +180,18 @@ func (d *Dispatcher) check(ctx context.Context, k deviceKey, urgent bool) {
 		return
 	}
 	start := time.Now()
-	err = s.Push(ctx, t, urgent)
+	err = s.Push(cctx, t, urgent)
 	d.latency.WithLabelValues(string(t.Kind)).Observe(time.Since(start).Seconds())
+	// Follow-ups get their own time: the push may have used all of it.
+	fctx, fcancel := context.WithTimeout(ctx, d.cfg.Timeout)
+	defer fcancel()
 	var re *RetryError
 	switch {
 	case err == nil:
 		d.sent.WithLabelValues(string(t.Kind)).Inc()
 	case errors.Is(err, ErrGone):
 		d.failed.WithLabelValues(string(t.Kind), "gone").Inc()
-		if err := d.store.DeletePushTarget(ctx, k.account, k.device, t); err != nil {
+		if err := d.store.DeletePushTarget(fctx, k.account, k.device, t); err != nil {
 			d.log.Warn("cannot delete a gone push target", "account", k.account, "device", k.device, "err", err)
 			return
 		}
@@ -183,12 +199,14 @@ func (d *Dispatcher) check(ctx context.Context, k deviceKey, urgent bool) {
 		d.log.Info("push target gone; deleted", "kind", t.Kind, "account", k.account, "device", k.device)
 	case errors.As(err, &re):
 		d.failed.WithLabelValues(string(t.Kind), "retry").Inc()
-		if err := d.store.BackOffPush(ctx, k.account, k.device, now.Add(max(re.After, d.cfg.Interval))); err != nil {
+		if err := d.store.BackOffPush(fctx, k.account, k.device, now.Add(max(re.After, d.cfg.Interval))); err != nil {
 			d.log.Warn("cannot back a push target off", "account", k.account, "device", k.device, "err", err)
 		}
 		d.log.Info("push service asked to back off", "kind", t.Kind, "account", k.account, "device", k.device, "after", re.After)
+		d.schedule(k, urgent, max(re.After, d.cfg.Interval))
 	default:
 		d.failed.WithLabelValues(string(t.Kind), "error").Inc()
-		d.log.Warn("push failed", "kind", t.Kind, "account", k.account, "device", k.device, "err", err)
+		d.log.Warn("push failed; trying again later", "kind", t.Kind, "account", k.account, "device", k.device, "err", err)
+		again()
 	}
 }

@@ -16,6 +16,8 @@ package push
 
 import (
 	"context"
+	"crypto/ecdh"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -87,14 +89,23 @@ func (t Target) Validate() error {
 		if len(t.P256DH) != 65 || t.P256DH[0] != 4 || len(t.Auth) != 16 {
 			return bad("a Web Push target has the client's P-256 key (65 bytes) and auth secret (16 bytes)")
 		}
+		if _, err := ecdh.P256().NewPublicKey(t.P256DH); err != nil {
+			return bad("the Web Push key is not a point on P-256")
+		}
 		if t.Token != "" || t.Topic != "" || t.Sandbox {
 			return bad("a Web Push target has no token or topic")
 		}
 	default:
 		return bad("kind is apns, fcm or webpush")
 	}
+	if b, _ := json.Marshal(t); len(b) > MaxTargetBytes {
+		return bad("a target is at most %d bytes stored", MaxTargetBytes)
+	}
 	return nil
 }
+
+// MaxTargetBytes bounds a target as stored (JSON).
+const MaxTargetBytes = 4096
 
 // ErrGone reports a target the push service says no longer exists (an
 // uninstalled app, an expired token or subscription): it is deleted.

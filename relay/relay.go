@@ -102,8 +102,8 @@ type Config struct {
 	// after that; AdmitConnection refuses the rest.
 	ReconnectBurst    int
 	ReconnectInterval time.Duration
-	// Stored, if set, is told about envelopes just stored for a device
-	// that is not connected to this node (once per device per commit),
+	// Stored, if set, is told about envelopes just stored that were not
+	// handed to a connection on this node (once per device per commit),
 	// with whether any was urgent: the push dispatcher wakes the device
 	// if they stay undelivered.
 	Stored func(account uuid.UUID, device int, urgent bool)
@@ -670,7 +670,7 @@ func (s *Service) handOff(stored []Stored) {
 			continue
 		}
 		s.bus.Publish(Event{Kind: EventWake, Account: st.Account, Device: st.Envelope.DestDevice})
-		if c == nil && s.cfg.Stored != nil {
+		if s.cfg.Stored != nil { // not handed off: no socket here, or one closing or behind (the dispatcher checks again)
 			if away == nil {
 				away = map[device]bool{}
 			}

@@ -14,8 +14,10 @@ import (
 	"github.com/parleyhq/parley/push"
 )
 
-// SetPushTarget stores a device's push target, replacing any other; a
-// device that does not exist is accounts.ErrNotFound.
+// SetPushTarget stores a device's push target, replacing any other (when
+// it was last pushed and any back-off stay: registering again does not
+// earn an earlier push); a device that does not exist is
+// accounts.ErrNotFound.
 func (db *DB) SetPushTarget(ctx context.Context, account uuid.UUID, device int, t push.Target) error {
 	b, err := json.Marshal(t)
 	if err != nil {
@@ -23,7 +25,7 @@ func (db *DB) SetPushTarget(ctx context.Context, account uuid.UUID, device int, 
 	}
 	res, err := db.w.ExecContext(ctx, `INSERT INTO push_targets (account_id, device_id, target)
 		SELECT account_id, device_id, $3 FROM devices WHERE account_id = $1 AND device_id = $2
-		ON CONFLICT (account_id, device_id) DO UPDATE SET target = excluded.target, last_push_ms = 0, backoff_ms = 0`,
+		ON CONFLICT (account_id, device_id) DO UPDATE SET target = excluded.target`,
 		account.String(), device, b)
 	if err != nil {
 		return fmt.Errorf("set push target: %w", err)
@@ -94,10 +96,12 @@ func (db *DB) DeletePushTarget(ctx context.Context, account uuid.UUID, device in
 	return err
 }
 
-// HasPending implements push.Store.
-func (db *DB) HasPending(ctx context.Context, account uuid.UUID, device int, now time.Time) (bool, error) {
+// NeedsPush implements push.Store: the device has a target and
+// undelivered envelopes (devices without a target cost one read).
+func (db *DB) NeedsPush(ctx context.Context, account uuid.UUID, device int, now time.Time) (bool, error) {
 	var one int
-	err := db.r.QueryRowContext(ctx, `SELECT 1 FROM envelopes WHERE account_id = $1 AND device_id = $2 AND expires_at > $3 LIMIT 1`,
+	err := db.r.QueryRowContext(ctx, `SELECT 1 FROM push_targets p WHERE p.account_id = $1 AND p.device_id = $2
+		AND EXISTS (SELECT 1 FROM envelopes e WHERE e.account_id = $1 AND e.device_id = $2 AND e.expires_at > $3)`,
 		account.String(), device, ms(now)).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil

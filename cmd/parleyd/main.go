@@ -280,7 +280,9 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	pushInfo.Targets = db
 	var live func(uuid.UUID, int) bool
 	dispatcher := newDispatcher(cfg.Push, db, senders, &live, log, reg)
-	rcfg.Stored = dispatcher.Stored
+	if len(senders) > 0 { // else no store pays for a push check
+		rcfg.Stored = dispatcher.Stored
+	}
 	rel := relay.New(rcfg, db, bus, log, nil)
 	live = rel.Connected
 	// Provisioning sockets wait on the relay's bus: wired before it runs.

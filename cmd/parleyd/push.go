@@ -32,6 +32,7 @@ type pushConfig struct {
 	WebPushTTL     time.Duration
 
 	APNsKeyFile, APNsKeyID, APNsTeamID string
+	APNsTopics                         multiFlag // the apps (bundle ids) the team key may wake
 	APNsURL                            string // tests only: a flag, never the environment
 	FCMServiceAccount                  string
 	FCMURL                             string // tests only: a flag, never the environment
@@ -50,6 +51,7 @@ func (c *pushConfig) flags(fs *flag.FlagSet, str func(p *string, name, def, usag
 	str(&c.APNsKeyFile, "apns-key-file", "", "the team's APNs authentication key `file` (.p8) that turns APNs wake-ups on (with --apns-key-id and --apns-team-id)")
 	str(&c.APNsKeyID, "apns-key-id", "", "the APNs key's `id` (10 characters, from Apple's developer site)")
 	str(&c.APNsTeamID, "apns-team-id", "", "the Apple developer team `id`")
+	fs.Var(&c.APNsTopics, "apns-topic", "an app's bundle `id` devices may register APNs targets for (the team key could wake any of the team's apps); repeatable, required with --apns-key-file (env PARLEY_APNS_TOPIC, comma-separated)")
 	fs.StringVar(&c.APNsURL, "apns-url", "", "tests only: send APNs pushes to this base `URL` (a local server) instead of Apple's hosts. A command-line flag only")
 	str(&c.FCMServiceAccount, "fcm-service-account-file", "", "the Firebase project's service account key `file` (JSON, mode 0600) that turns FCM wake-ups on")
 	fs.StringVar(&c.FCMURL, "fcm-url", "", "tests only: send FCM requests to this base `URL` (a local server) instead of fcm.googleapis.com. A command-line flag only")
@@ -57,8 +59,8 @@ func (c *pushConfig) flags(fs *flag.FlagSet, str func(p *string, name, def, usag
 
 func (c *pushConfig) validate() []error {
 	var errs []error
-	if c.Delay < 0 || c.Delay > time.Hour {
-		errs = append(errs, errors.New("--push-delay must be 0 to 1h"))
+	if c.Delay < 100*time.Millisecond || c.Delay > time.Hour {
+		errs = append(errs, errors.New("--push-delay must be 100ms to 1h (a connected device must have time to drain first)"))
 	}
 	if c.Interval < time.Second {
 		errs = append(errs, errors.New("--push-interval must be at least 1s"))
@@ -69,6 +71,9 @@ func (c *pushConfig) validate() []error {
 	if (c.APNsKeyFile != "") != (c.APNsKeyID != "") || (c.APNsKeyFile != "") != (c.APNsTeamID != "") {
 		errs = append(errs, errors.New("APNs needs all of --apns-key-file, --apns-key-id and --apns-team-id"))
 	} else if c.APNsKeyFile != "" {
+		if len(c.APNsTopics) == 0 {
+			errs = append(errs, errors.New("--apns-key-file needs at least one --apns-topic (the app's bundle id)"))
+		}
 		if _, err := apns.New(apns.Config{KeyFile: c.APNsKeyFile, KeyID: c.APNsKeyID, TeamID: c.APNsTeamID}); err != nil {
 			errs = append(errs, fmt.Errorf("--apns-key-file: %w", err))
 		}
@@ -88,8 +93,10 @@ func (c *pushConfig) validate() []error {
 		if c.Subscriber == "" {
 			errs = append(errs, errors.New("--webpush-vapid-file needs --webpush-subscriber (mailto: or https:// URL)"))
 		}
-		if _, err := webpush.LoadKeys(c.VAPIDFile); err != nil {
+		if keys, err := webpush.LoadKeys(c.VAPIDFile); err != nil {
 			errs = append(errs, fmt.Errorf("--webpush-vapid-file: %w", err))
+		} else if _, err := webpush.New(webpush.Config{Keys: keys, Subscriber: c.Subscriber}); err != nil && c.Subscriber != "" {
+			errs = append(errs, fmt.Errorf("--webpush-subscriber: %w", err))
 		}
 	}
 	return errs
@@ -123,6 +130,10 @@ func pushSetup(c pushConfig, log *slog.Logger) (map[push.Kind]push.Sender, api.P
 			return nil, info, err
 		}
 		senders[push.APNs], info.Kinds[push.APNs] = s, true
+		info.APNsTopics = map[string]bool{}
+		for _, t := range c.APNsTopics {
+			info.APNsTopics[t] = true
+		}
 	}
 	if c.FCMServiceAccount != "" {
 		if c.FCMURL != "" {

@@ -226,7 +226,7 @@ func TestPushAPNsAndFCM(t *testing.T) {
 
 	p := start(t, []string{"SSL_CERT_FILE=" + ca}, "--data-dir", t.TempDir(), "--test-number", "+12025550100=123456",
 		"--test-number", "+12025550101=123456", "--test-number", "+12025550102=123456", "--push-delay", "300ms",
-		"--apns-key-file", p8, "--apns-key-id", "ABC123DEFG", "--apns-team-id", "TEAM123456", "--apns-url", hs.URL,
+		"--apns-key-file", p8, "--apns-key-id", "ABC123DEFG", "--apns-team-id", "TEAM123456", "--apns-topic", "org.example.app", "--apns-url", hs.URL,
 		"--fcm-service-account-file", saFile, "--fcm-url", hs.URL)
 	alice, phone, android := registerDevice(t, p, "+12025550100"), registerDevice(t, p, "+12025550101"), registerDevice(t, p, "+12025550102")
 	apnsToken := strings.Repeat("ab", 32)

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/http"
 	"os"
 	"strconv"
@@ -110,32 +111,65 @@ func New(cfg Config) (*Sender, error) {
 	}
 	c := cfg.Client
 	if c == nil {
-		d := &net.Dialer{Timeout: 10 * time.Second}
+		d := &net.Dialer{Timeout: 5 * time.Second}
 		if !cfg.AllowPrivate {
 			d.Control = refusePrivate
 		}
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.DialContext = d.DialContext
 		tr.Proxy = nil // a proxy would resolve the name itself, past the guard
-		c = &http.Client{Timeout: 15 * time.Second, Transport: tr,
+		// Short: endpoints are client-given, and a slow one holds a
+		// dispatcher worker (every service shares them).
+		c = &http.Client{Timeout: 5 * time.Second, Transport: tr,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
 	return &Sender{cfg: cfg, client: c}, nil
 }
 
 // refusePrivate stops a connection to an address a client-given endpoint
-// must not reach (the relay's own network).
+// must not reach: anything but the public internet (IANA's special-purpose
+// ranges), with IPv4 inside IPv6 (mapped, NAT64) checked as IPv4.
 func refusePrivate(_, address string, _ syscall.RawConn) error {
-	host, _, err := net.SplitHostPort(address)
+	ap, err := netip.ParseAddrPort(address)
 	if err != nil {
 		return err
 	}
-	ip := net.ParseIP(host)
-	if ip == nil || ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
-		ip.IsUnspecified() || ip.IsMulticast() || ip.IsInterfaceLocalMulticast() {
-		return fmt.Errorf("web push endpoint resolves to %s, a local or private address", host)
+	if !publicAddr(ap.Addr()) {
+		return fmt.Errorf("web push endpoint resolves to %s, a local or private address", ap.Addr())
 	}
 	return nil
+}
+
+// nonPublic are the special-purpose ranges (RFC 6890 and IANA's registries)
+// no push service lives in.
+var nonPublic = func() []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range []string{
+		"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+		"192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
+		"203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+		"::/128", "::1/128", "64:ff9b:1::/48", "100::/64", "2001::/23", "2001:db8::/32", "2002::/16",
+		"fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
+	} {
+		out = append(out, netip.MustParsePrefix(p))
+	}
+	return out
+}()
+
+var nat64 = netip.MustParsePrefix("64:ff9b::/96")
+
+func publicAddr(a netip.Addr) bool {
+	a = a.Unmap()
+	if nat64.Contains(a) { // the IPv4 address a NAT64 gateway would reach
+		b := a.As16()
+		a = netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]})
+	}
+	for _, p := range nonPublic {
+		if p.Contains(a) {
+			return false
+		}
+	}
+	return a.IsValid()
 }
 
 // Push implements push.Sender.

@@ -242,3 +242,20 @@ func TestKeyFile(t *testing.T) {
 		t.Error("a file whose public key is another's was accepted")
 	}
 }
+
+// The address guard lets only the public internet through, IPv4 inside
+// IPv6 included.
+func TestPublicAddresses(t *testing.T) {
+	for addr, public := range map[string]bool{
+		"93.184.216.34:443": true, "[2606:2800:220:1:248:1893:25c8:1946]:443": true, "[64:ff9b::5db8:d822]:443": true,
+		"127.0.0.1:443": false, "10.1.2.3:443": false, "100.100.100.200:80": false, "169.254.169.254:80": false,
+		"192.168.1.1:443": false, "198.18.0.1:443": false, "240.0.0.1:443": false, "0.0.0.0:443": false,
+		"[::1]:443": false, "[::ffff:127.0.0.1]:443": false, "[::ffff:10.0.0.1]:443": false, "[64:ff9b::a00:1]:443": false,
+		"[fd00::1]:443": false, "[fe80::1]:443": false, "[2002:c0a8:101::1]:443": false, "[fec0::1]:443": false,
+	} {
+		err := webpush.RefusePrivateForTest(addr)
+		if (err == nil) != public {
+			t.Errorf("%s: %v, want public %v", addr, err, public)
+		}
+	}
+}

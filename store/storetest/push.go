@@ -68,19 +68,33 @@ func testPushTargets(t *testing.T, db *store.DB) {
 	if _, err := db.PushTarget(ctx, a, d); !errors.Is(err, accounts.ErrNotFound) {
 		t.Errorf("a removed device's target: %v", err)
 	}
-	// Pending envelopes.
+	// A push is needed only with a target and undelivered envelopes.
 	b, _ := register(t, db, 0)
-	if p, err := db.HasPending(ctx, b, 1, now); err != nil || p {
-		t.Fatalf("empty queue pending: %v %v", p, err)
-	}
 	if _, err := db.Enqueue(ctx, batch(a, b, 1), accept); err != nil {
 		t.Fatal(err)
 	}
-	if p, err := db.HasPending(ctx, b, 1, now); err != nil || !p {
-		t.Fatalf("queued envelope not pending: %v %v", p, err)
+	if p, err := db.NeedsPush(ctx, b, 1, now); err != nil || p {
+		t.Fatalf("no target, needs push: %v %v", p, err)
 	}
-	if p, err := db.HasPending(ctx, b, 1, now.Add(2*time.Hour)); err != nil || p {
-		t.Fatalf("expired envelope pending: %v %v", p, err)
+	if err := db.SetPushTarget(ctx, b, 1, first); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := db.NeedsPush(ctx, b, 1, now); err != nil || !p {
+		t.Fatalf("a target and a queued envelope, no push needed: %v %v", p, err)
+	}
+	if p, err := db.NeedsPush(ctx, b, 1, now.Add(2*time.Hour)); err != nil || p {
+		t.Fatalf("expired envelope needs push: %v %v", p, err)
+	}
+	// Registering again keeps the device's push history (no earlier push
+	// for re-registering).
+	if _, ok, _ := db.ClaimPush(ctx, b, 1, now, time.Minute); !ok {
+		t.Fatal("first claim")
+	}
+	if err := db.SetPushTarget(ctx, b, 1, first); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := db.ClaimPush(ctx, b, 1, now.Add(time.Second), time.Minute); ok {
+		t.Error("registering again reset the interval")
 	}
 }
 
