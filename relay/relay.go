@@ -183,7 +183,7 @@ type Outgoing struct {
 // Send is a send request: envelopes for every device of one account.
 type Send struct {
 	// Sender is the sending device; zero for a sealed-sender send.
-	Sender      accounts.Principal
+	Sender accounts.Principal
 	// Sealed marks a sealed-sender send, admitted by the destination's
 	// unidentified-access key (checked by the caller): its envelopes are
 	// stored without a source and must be of type TypeUnidentifiedSender.
@@ -191,8 +191,8 @@ type Send struct {
 	// destination, the only things the relay knows of its sender.
 	Sealed        bool
 	ClientAddress string
-	Destination uuid.UUID
-	Timestamp   int64 // client's timestamp, Unix ms
+	Destination   uuid.UUID
+	Timestamp     int64 // client's timestamp, Unix ms
 	// IdempotencyKey, if not empty, makes a retried request store nothing
 	// new and answer as the first one did.
 	IdempotencyKey string

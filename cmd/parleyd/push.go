@@ -33,7 +33,7 @@ type pushConfig struct {
 
 	APNsKeyFile, APNsKeyID, APNsTeamID string
 	APNsTopics                         multiFlag // the apps (bundle ids) the team key may wake
-	APNsURL                            string // tests only: a flag, never the environment
+	APNsURL                            string    // tests only: a flag, never the environment
 	FCMServiceAccount                  string
 	FCMURL                             string // tests only: a flag, never the environment
 }
