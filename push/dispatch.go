@@ -34,8 +34,9 @@ type Config struct {
 	Delay time.Duration
 	// Interval is the least time between two pushes to one device.
 	Interval time.Duration
-	// Workers push at once; Queue bounds the pushes waiting for one
-	// (more are dropped and counted).
+	// Workers is how many pushes each service may have in flight (the
+	// dispatcher runs that many per service); Queue bounds the checks
+	// waiting for a worker (more are dropped and counted).
 	Workers, Queue int
 	// Timeout bounds one push.
 	Timeout time.Duration
@@ -59,6 +60,9 @@ type Dispatcher struct {
 	now     func() time.Time
 
 	queue chan deviceKey
+	// busy bounds the pushes in flight per service, so a slow service (or
+	// slow client-given Web Push endpoints) cannot hold every worker.
+	busy map[Kind]chan struct{}
 
 	mu        sync.Mutex
 	scheduled map[deviceKey]bool // device → urgent, waiting for its check
@@ -73,13 +77,16 @@ type Dispatcher struct {
 // with reg when it is not nil.
 func NewDispatcher(store Store, senders map[Kind]Sender, live func(uuid.UUID, int) bool, cfg Config, log *slog.Logger, reg prometheus.Registerer) *Dispatcher {
 	d := &Dispatcher{store: store, senders: senders, live: live, cfg: cfg, log: log, now: time.Now,
-		queue: make(chan deviceKey, cfg.Queue), scheduled: map[deviceKey]bool{},
+		queue: make(chan deviceKey, cfg.Queue), scheduled: map[deviceKey]bool{}, busy: map[Kind]chan struct{}{},
 		sent:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_push_sent_total", Help: "Wake-ups the push services accepted."}, []string{"kind"}),
 		failed:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_push_failed_total", Help: "Wake-ups that failed, by kind and reason (gone, retry, error)."}, []string{"kind", "reason"}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_push_dropped_total", Help: "Wake-ups dropped because the push queue was full."}),
 		gone:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_push_targets_deleted_total", Help: "Push targets deleted because their service said they are gone."}, []string{"kind"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "parley_push_latency_seconds", Help: "Time a push service took to answer.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12)}, []string{"kind"}),
+	}
+	for k := range senders {
+		d.busy[k] = make(chan struct{}, max(cfg.Workers, 1))
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{d.sent, d.failed, d.dropped, d.gone, d.latency} {
@@ -121,7 +128,7 @@ func (d *Dispatcher) schedule(k deviceKey, urgent bool, wait time.Duration) {
 // Run pushes until ctx ends.
 func (d *Dispatcher) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	for range max(d.cfg.Workers, 1) {
+	for range max(d.cfg.Workers, 1) * max(len(d.senders), 1) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -177,6 +184,16 @@ func (d *Dispatcher) check(ctx context.Context, k deviceKey, urgent bool) {
 	if s == nil {
 		d.failed.WithLabelValues(string(t.Kind), "not_configured").Inc()
 		d.log.Warn("device has a push target of a service this relay is not configured for", "kind", t.Kind, "account", k.account, "device", k.device)
+		return
+	}
+	select {
+	case d.busy[t.Kind] <- struct{}{}:
+		defer func() { <-d.busy[t.Kind] }()
+	default:
+		// This service has Workers pushes in flight already: try again
+		// an interval later (the claim is spent) rather than queue here.
+		d.failed.WithLabelValues(string(t.Kind), "busy").Inc()
+		again()
 		return
 	}
 	start := time.Now()

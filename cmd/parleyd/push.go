@@ -42,7 +42,7 @@ func (c *pushConfig) flags(fs *flag.FlagSet, str func(p *string, name, def, usag
 	d := push.DefaultConfig
 	fs.DurationVar(&c.Delay, "push-delay", d.Delay, "how long after envelopes are stored for a device with no socket here it is checked, and woken if they are still undelivered (env PARLEY_PUSH_DELAY)")
 	fs.DurationVar(&c.Interval, "push-interval", d.Interval, "the least time between two wake-ups of one device, across every replica (env PARLEY_PUSH_INTERVAL)")
-	fs.IntVar(&c.Workers, "push-workers", d.Workers, "wake-ups sent at once (env PARLEY_PUSH_WORKERS)")
+	fs.IntVar(&c.Workers, "push-workers", d.Workers, "wake-ups each push service may have in flight at once; a slow service (or slow client-given Web Push endpoints) holds only its own (env PARLEY_PUSH_WORKERS)")
 	fs.IntVar(&c.Queue, "push-queue", d.Queue, "wake-ups waiting to be sent before more are dropped (and counted in parley_push_dropped_total) (env PARLEY_PUSH_QUEUE)")
 	str(&c.VAPIDFile, "webpush-vapid-file", "", "`file` made by parleyd webpush-keys (the relay's VAPID key pair, mode 0600) that turns Web Push (UnifiedPush) wake-ups on; every replica gets the same file")
 	str(&c.Subscriber, "webpush-subscriber", "", "the operator's contact for Web Push services, a mailto: or https:// `URL` (required with --webpush-vapid-file)")
