@@ -15,7 +15,6 @@ import (
 
 	"github.com/sideshow/apns2"
 	"github.com/sideshow/apns2/token"
-	"golang.org/x/net/http2"
 
 	"github.com/parleyhq/parley/push"
 )
@@ -61,8 +60,8 @@ func New(cfg Config) (*Sender, error) {
 		}
 		if cfg.RootCAs != nil {
 			c.HTTPClient = &http.Client{Timeout: apns2.HTTPClientTimeout,
-				Transport: &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12},
-					ReadIdleTimeout: apns2.ReadIdleTimeout}}
+				Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12},
+					ForceAttemptHTTP2: true, HTTP2: &http.HTTP2Config{SendPingTimeout: apns2.ReadIdleTimeout}}}
 		}
 		return c
 	}

@@ -103,9 +103,12 @@ func (p *pushService) checkVAPID(h, origin string) error {
 	if err != nil || len(sig) != 64 {
 		return errors.New("not an ES256 signature")
 	}
-	x, y := elliptic.Unmarshal(elliptic.P256(), k)
+	pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), k)
+	if err != nil {
+		return err
+	}
 	digest := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
-	if !ecdsa.Verify(&ecdsa.PublicKey{Curve: elliptic.P256(), X: x, Y: y}, digest[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])) {
+	if !ecdsa.Verify(pub, digest[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])) {
 		return errors.New("the JWT's signature does not verify with k")
 	}
 	raw, _ := base64.RawURLEncoding.DecodeString(parts[1])
