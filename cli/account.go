@@ -82,6 +82,9 @@ type Options struct {
 	// Notice, if set, is told things the user should read once (such as an
 	// upgrade of the account's store).
 	Notice func(string)
+	// CAFile, if set, is a PEM file of certificate authorities trusted
+	// besides the system's (a relay behind a private CA).
+	CAFile string
 	// TrustRoot, if set, is the operator trust root (a serialized public
 	// key) the relay's sealed-sender certificates must chain to; without
 	// it the relay's root is learned at registration and pinned.
@@ -123,6 +126,20 @@ type Account struct {
 	// trustRoot is Options.TrustRoot; sealed is the sealed-sender state.
 	trustRoot *protocol.PublicKey
 	sealed    sealedState
+	// caFile is Options.CAFile.
+	caFile string
+}
+
+// newRelayClient is a relay client trusting caFile's authorities too.
+func newRelayClient(server, caFile string) (*relayclient.Client, error) {
+	if caFile == "" {
+		return relayclient.New(server)
+	}
+	roots, err := relayclient.LoadRoots(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-file: %w", err)
+	}
+	return relayclient.NewWithRoots(server, roots)
 }
 
 // DefaultDir is the config directory: $XDG_DATA_HOME/parley or
@@ -224,7 +241,7 @@ func open(ctx context.Context, o Options, create bool) (*Account, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Account{dir: dir, db: db, key: key, log: o.Log, now: o.Now, trust: o.Trust, progress: o.Progress, notice: o.Notice, Number: number}
+	a := &Account{dir: dir, db: db, key: key, log: o.Log, now: o.Now, trust: o.Trust, progress: o.Progress, notice: o.Notice, Number: number, caFile: o.CAFile}
 	if o.TrustRoot != nil {
 		k, err := protocol.ParsePublicKey(o.TrustRoot)
 		if err != nil {
@@ -273,7 +290,7 @@ func (a *Account) load(ctx context.Context, server string) error {
 		if a.Server == "" {
 			a.Server = DefaultServer
 		}
-		if a.relay, err = relayclient.New(a.Server); err != nil {
+		if a.relay, err = newRelayClient(a.Server, a.caFile); err != nil {
 			return fmt.Errorf("%w: %w", ErrUsage, err)
 		}
 		id, err := tx.Value(ctx, metaAccountID)

@@ -110,7 +110,7 @@ func Link(ctx context.Context, o Options, show func(uri string)) (*Account, erro
 	if server == "" {
 		server = DefaultServer
 	}
-	rc, err := relayclient.New(server)
+	rc, err := newRelayClient(server, o.CAFile)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUsage, err)
 	}

@@ -105,10 +105,6 @@ func (c *Client) objectRequest(ctx context.Context, p Presigned, body io.Reader)
 	return req, nil
 }
 
-// objectClient moves object bodies: no overall timeout (a large file on a
-// slow link takes long), the caller's context bounds it.
-var objectClient = &http.Client{}
-
 // Put uploads size bytes from body with p.
 func (c *Client) Put(ctx context.Context, p Presigned, body io.Reader, size int64) error {
 	req, err := c.objectRequest(ctx, p, body)
@@ -119,7 +115,7 @@ func (c *Client) Put(ctx context.Context, p Presigned, body io.Reader, size int6
 	if req.Header.Get("Content-Type") == "" {
 		req.Header.Set("Content-Type", "application/octet-stream")
 	}
-	resp, err := objectClient.Do(req)
+	resp, err := c.objects.Do(req)
 	if err != nil {
 		return fmt.Errorf("%w: upload: %w", ErrUnavailable, err)
 	}
@@ -137,7 +133,7 @@ func (c *Client) Get(ctx context.Context, p Presigned) (io.ReadCloser, int64, er
 	if err != nil {
 		return nil, 0, err
 	}
-	resp, err := objectClient.Do(req)
+	resp, err := c.objects.Do(req)
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: download: %w", ErrUnavailable, err)
 	}

@@ -3,9 +3,7 @@ package relayclient
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"net/url"
-	"time"
 
 	"github.com/gorilla/websocket"
 
@@ -61,8 +59,7 @@ func (c *Client) WaitForProvisioning(ctx context.Context) (*ProvisioningSocket, 
 	u := *c.base
 	u.Scheme = map[string]string{"http": "ws", "https": "wss"}[u.Scheme]
 	u.Path += "/v1/provisioning"
-	d := websocket.Dialer{HandshakeTimeout: 30 * time.Second, Proxy: http.ProxyFromEnvironment}
-	conn, _, err := d.DialContext(ctx, u.String(), nil)
+	conn, _, err := c.dialer().DialContext(ctx, u.String(), nil)
 	if err != nil {
 		return nil, fmt.Errorf("%w: provisioning socket: %w", ErrUnavailable, err)
 	}

@@ -6,12 +6,15 @@ package relayclient
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,6 +35,10 @@ type Client struct {
 	// reuse, so a sealed send never travels on a connection that carried
 	// this device's credentials.
 	unidentified *http.Client
+	// objects moves attachment bodies to and from the object store.
+	objects *http.Client
+	// tls is the TLS configuration of every connection (nil: defaults).
+	tls *tls.Config
 	// User and Password authenticate requests as a device ("ACCOUNT.DEVICE"
 	// and its credential); empty for the unauthenticated verification calls.
 	User, Password string
@@ -40,16 +47,54 @@ type Client struct {
 	live atomic.Pointer[Socket]
 }
 
-// New returns a client for the relay at base (http:// or https://).
-func New(base string) (*Client, error) {
+// New returns a client for the relay at base (http:// or https://) that
+// trusts the system's certificate authorities.
+func New(base string) (*Client, error) { return NewWithRoots(base, nil) }
+
+// NewWithRoots is New trusting roots (nil: the system's) for the relay's
+// TLS, its WebSockets and the object store's URLs.
+func NewWithRoots(base string, roots *x509.CertPool) (*Client, error) {
 	u, err := url.Parse(strings.TrimRight(base, "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("server %q: want an http:// or https:// URL", base)
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.DisableKeepAlives = true
-	return &Client{base: u, http: &http.Client{Timeout: 60 * time.Second},
-		unidentified: &http.Client{Timeout: 60 * time.Second, Transport: tr}}, nil
+	var tlsCfg *tls.Config
+	if roots != nil {
+		tlsCfg = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	}
+	transport := func(keepAlive bool) *http.Transport {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig, tr.DisableKeepAlives = tlsCfg, !keepAlive
+		return tr
+	}
+	return &Client{base: u, tls: tlsCfg,
+		http:         &http.Client{Timeout: 60 * time.Second, Transport: transport(true)},
+		unidentified: &http.Client{Timeout: 60 * time.Second, Transport: transport(false)},
+		// Object bodies: no overall timeout (a large file on a slow link
+		// takes long), the caller's context bounds it.
+		objects: &http.Client{Transport: transport(true)}}, nil
+}
+
+// dialer is the WebSocket dialer, trusting what the client trusts.
+func (c *Client) dialer() *websocket.Dialer {
+	return &websocket.Dialer{HandshakeTimeout: 30 * time.Second, Proxy: http.ProxyFromEnvironment, TLSClientConfig: c.tls}
+}
+
+// LoadRoots returns the system's certificate authorities plus those in the
+// PEM file path (a private CA).
+func LoadRoots(path string) (*x509.CertPool, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, nil
 }
 
 // Error is an error answer from the relay.
@@ -136,7 +181,10 @@ func decodeAnswer(status int, header http.Header, raw []byte, out any, method, p
 		if json.Unmarshal(raw, &eb) == nil && eb.Error.Code != "" {
 			e.Code, e.Message, e.Details = eb.Error.Code, eb.Error.Message, eb.Error.Details
 		} else {
-			e.Code, e.Message = "http_"+strconv.Itoa(status), strings.TrimSpace(string(raw[:min(len(raw), 200)]))
+			// Not the relay's JSON: a proxy or load balancer answered
+			// (often with an HTML page, which is no use on a terminal).
+			e.Code = "not_the_relay"
+			e.Message = http.StatusText(status) + " from something in front of the relay (a proxy or load balancer), not from parleyd"
 		}
 		if s, err := strconv.Atoi(header.Get("Retry-After")); err == nil {
 			e.RetryAfter = time.Duration(s) * time.Second
@@ -408,8 +456,7 @@ func (c *Client) Connect(ctx context.Context) (*Socket, error) {
 	h := http.Header{}
 	req := http.Request{Header: h}
 	req.SetBasicAuth(c.User, c.Password)
-	d := websocket.Dialer{HandshakeTimeout: 30 * time.Second, Proxy: http.ProxyFromEnvironment}
-	conn, resp, err := d.DialContext(ctx, u.String(), h)
+	conn, resp, err := c.dialer().DialContext(ctx, u.String(), h)
 	if err != nil {
 		if resp != nil && resp.StatusCode == http.StatusUnauthorized {
 			return nil, &Error{Status: 401, Code: "unauthorized", Message: "the relay does not know this device (unregistered or removed)"}

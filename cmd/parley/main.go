@@ -33,6 +33,7 @@ Global options:
   --config DIR                 where accounts live (default %s)
   --trust-new-identities MODE  on-first-use (default), always or never
   --passphrase-file FILE       passphrase for a protected key file (or $PARLEY_PASSPHRASE)
+  --ca-file FILE               trust the certificate authorities in this PEM file too (or $PARLEY_CA_FILE)
   --trust-root KEY             the relay operator's sealed-sender trust root (base64; or
                                $PARLEY_TRUST_ROOT); without it the relay's is pinned at registration
   -o, --output json            results as signal-cli prints them with -o json
@@ -107,6 +108,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	g.StringVar(&trust, "trust-new-identities", string(cli.TrustOnFirstUse), "")
 	g.StringVar(&passFile, "passphrase-file", "", "")
 	trustRoot := g.String("trust-root", os.Getenv("PARLEY_TRUST_ROOT"), "")
+	caFile := g.String("ca-file", os.Getenv("PARLEY_CA_FILE"), "")
 	output := g.String("o", "plain-text", "")
 	g.StringVar(output, "output", "plain-text", "")
 	g.BoolVar(&verbose, "v", false, "")
@@ -140,7 +142,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		level = slog.LevelDebug
 	}
 	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, json: *output == "json", opts: cli.Options{
-		Dir: dir, Number: account, Server: server, Trust: mode, TrustRoot: root,
+		Dir: dir, Number: account, Server: server, Trust: mode, TrustRoot: root, CAFile: *caFile,
 		Passphrase: passphraseSource(passFile, "PARLEY_PASSPHRASE"),
 		Log:        slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
 		Progress:   progressFor(stderr),
