@@ -68,6 +68,7 @@ const (
 	AdminDeviceRevoked  = "admin.device_revoked"
 	AdminAccountDeleted = "admin.account_deleted"
 	AdminPurge          = "admin.purge"
+	AdminBackup         = "admin.backup"
 	RetentionPurged     = "retention.purged"
 	AuditPurged         = "audit.purged"
 )

@@ -35,6 +35,9 @@ Commands:
   delete-account ACCOUNT         delete an account with its devices, keys and queued messages
   config                         the effective configuration, secrets redacted
   purge                          delete expired data now (the sweeper does it every --sweep-interval)
+  backup FILE                    a consistent copy of the embedded (SQLite) database, taken
+                                 while the relay serves; back up root.key (and the attachments
+                                 directory) with it. PostgreSQL: pg_dump (deploy/README.md)
 `
 
 // admin runs an operator command against the relay's database. Actions
@@ -174,6 +177,12 @@ func runAdmin(ctx context.Context, cmd []string, o adminOptions, p purger, stdou
 		}
 		fmt.Fprintf(stdout, "account %s deleted\n", account)
 		return l.Record(ctx, audit.AdminAccountDeleted, account.String(), 0, nil)
+	case len(cmd) == 2 && cmd[0] == "backup":
+		if err := db.Backup(ctx, cmd[1]); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "backup written to %s\n", cmd[1])
+		return l.Record(ctx, audit.AdminBackup, "", 0, nil)
 	case len(cmd) == 1 && cmd[0] == "purge":
 		counts, err := p.run(ctx)
 		if err != nil {
