@@ -226,3 +226,27 @@ func TestSystemdUnit(t *testing.T) {
 		}
 	}
 }
+
+// TestHAProxyConfig: HAProxy itself accepts haproxy.cfg, and it has what
+// rolling restarts need: retries elsewhere on a failed or 503 answer, fast
+// health checks, and WebSockets closed when their replica goes down.
+func TestHAProxyConfig(t *testing.T) {
+	cfg := string(read(t, "haproxy.cfg"))
+	for _, want := range []string{"option httpchk GET /readyz", "option redispatch", "retries ", "retry-on conn-failure empty-response response-timeout 503",
+		"on-marked-down shutdown-sessions", "init-addr libc,none", "timeout tunnel"} {
+		if !strings.Contains(cfg, want) {
+			t.Errorf("haproxy.cfg lacks %q", want)
+		}
+	}
+	haproxy, err := exec.LookPath("haproxy")
+	if err != nil {
+		if os.Getenv("PARLEY_TEST_HAPROXY_REQUIRED") != "" {
+			t.Fatal("haproxy not found (scripts/with-haproxy installs it)")
+		}
+		t.Skip("haproxy not installed: run through scripts/with-haproxy (make test does)")
+	}
+	out, err := exec.Command(haproxy, "-c", "-f", filepath.Join("..", "haproxy.cfg")).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Configuration file is valid") {
+		t.Fatalf("haproxy -c: %v\n%s", err, out)
+	}
+}
