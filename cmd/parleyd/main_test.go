@@ -75,7 +75,13 @@ var listenLine = regexp.MustCompile(`"msg":"(parleyd|metrics) listening","addr":
 // start runs parleyd serve with args and env and waits until it listens.
 func start(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(binary, append([]string{"serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"}, args...)...)
+	return startBinary(t, binary, env, args...)
+}
+
+// startBinary is start with another parleyd binary (an older release).
+func startBinary(t *testing.T, bin string, env []string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
