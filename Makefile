@@ -30,10 +30,11 @@ run: build
 		--sender-certificate-file $(DATA_DIR)/sender-certificate.json $(RUN_FLAGS)
 
 # Every test, both storage backends: PostgreSQL is started by scripts/with-postgres;
-# scripts/with-strace installs strace for the test that counts parleyd's fsyncs.
+# scripts/with-strace installs strace for the test that counts parleyd's fsyncs;
+# scripts/with-pebble builds Pebble, the ACME server parleyd gets certificates from.
 test:
 	$(GO) vet ./...
-	scripts/with-postgres scripts/with-s3 scripts/with-libsignal scripts/with-signal-sdk scripts/with-http-ece scripts/with-strace scripts/with-redocly $(GO) test -race -count=1 ./...
+	scripts/with-postgres scripts/with-s3 scripts/with-libsignal scripts/with-signal-sdk scripts/with-http-ece scripts/with-strace scripts/with-redocly scripts/with-pebble $(GO) test -race -count=1 ./...
 	cd deploy/validate && ../../scripts/with-haproxy $(GO) test -count=1 ./...
 
 # Without PostgreSQL (its tests skip).

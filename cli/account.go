@@ -27,6 +27,7 @@ import (
 	"github.com/parleyhq/parley/cli/content"
 	"github.com/parleyhq/parley/cli/relayclient"
 	"github.com/parleyhq/parley/cli/vault"
+	"github.com/parleyhq/parley/internal/caroots"
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/protocol"
 )
@@ -135,7 +136,7 @@ func newRelayClient(server, caFile string) (*relayclient.Client, error) {
 	if caFile == "" {
 		return relayclient.New(server)
 	}
-	roots, err := relayclient.LoadRoots(caFile)
+	roots, err := caroots.Load(caFile)
 	if err != nil {
 		return nil, fmt.Errorf("--ca-file: %w", err)
 	}

@@ -14,7 +14,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -78,23 +77,6 @@ func NewWithRoots(base string, roots *x509.CertPool) (*Client, error) {
 // dialer is the WebSocket dialer, trusting what the client trusts.
 func (c *Client) dialer() *websocket.Dialer {
 	return &websocket.Dialer{HandshakeTimeout: 30 * time.Second, Proxy: http.ProxyFromEnvironment, TLSClientConfig: c.tls}
-}
-
-// LoadRoots returns the system's certificate authorities plus those in the
-// PEM file path (a private CA).
-func LoadRoots(path string) (*x509.CertPool, error) {
-	pool, err := x509.SystemCertPool()
-	if err != nil {
-		pool = x509.NewCertPool()
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", path)
-	}
-	return pool, nil
 }
 
 // Error is an error answer from the relay.

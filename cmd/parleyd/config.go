@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"github.com/parleyhq/parley/api"
 	"github.com/parleyhq/parley/attachments"
 	"github.com/parleyhq/parley/audit"
+	"github.com/parleyhq/parley/internal/caroots"
 	"github.com/parleyhq/parley/phone"
 	"github.com/parleyhq/parley/provisioning"
 	"github.com/parleyhq/parley/ratelimit"
@@ -94,6 +96,14 @@ type config struct {
 	ACMEEmail       string
 	ACMEDirectory   string
 	ACMEHTTPListen  string
+	// ACMECAFile names PEM certificate authorities trusted, besides the
+	// system's, for the HTTPS connection to the ACME directory (a private
+	// ACME CA); ACMERoots is the pool loaded from it (nil: system roots).
+	ACMECAFile string
+	ACMERoots  *x509.CertPool
+	// ACMERenewBefore is how long before expiry a certificate is renewed
+	// (0: autocert's default, a third of its lifetime, at most 30 days).
+	ACMERenewBefore time.Duration
 
 	Attachments   string // disk or s3
 	AttachmentDir string
@@ -179,6 +189,8 @@ func serveFlags(fs *flag.FlagSet) func() (*config, error) {
 	str(&c.ACMEEmail, "acme-email", "", "contact `address` given to the ACME CA")
 	str(&c.ACMEDirectory, "acme-directory-url", "", "ACME directory `URL` (default Let's Encrypt production)")
 	str(&c.ACMEHTTPListen, "acme-http-listen", "", "`address` (such as :80) answering ACME HTTP-01 challenges and redirecting other requests to HTTPS")
+	str(&c.ACMECAFile, "acme-ca-file", "", "PEM `file` of certificate authorities trusted, in addition to the system's, for the HTTPS connection to the ACME directory: a private ACME CA (step-ca, Pebble in tests) whose own TLS certificate is not publicly trusted")
+	fs.DurationVar(&c.ACMERenewBefore, "acme-renew-before", 0, "renew an ACME certificate this long before it expires, 1m to 720h; 0 leaves it to autocert: a third of the certificate's lifetime, at most 720h. Keep it below the certificates' lifetime, which a CA of short-lived certificates sets (otherwise each is renewed as soon as it is issued), and leave room for retries: a failed renewal is tried again 30 to 60 minutes later (env PARLEY_ACME_RENEW_BEFORE)")
 	str(&c.Attachments, "attachments", "disk", "where attachment objects live: disk (files under --attachment-dir, served by parleyd) or s3")
 	str(&c.AttachmentDir, "attachment-dir", "", "`directory` of the disk backend (default DATA-DIR/attachments); one per node, so use s3 with several replicas")
 	str(&c.S3.Bucket, "s3-bucket", "", "S3 `bucket` for --attachments s3; credentials come from the standard AWS variables, profile or role")
@@ -259,6 +271,13 @@ func serveFlags(fs *flag.FlagSet) func() (*config, error) {
 			}
 		}
 		c.ACMEDomains = acmeDomains
+		if c.ACMECAFile != "" {
+			roots, err := caroots.Load(c.ACMECAFile)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("--acme-ca-file: %w", err))
+			}
+			c.ACMERoots = roots
+		}
 		c.AllowCodes, errs = callingCodes("allow-calling-codes", allow, errs)
 		c.DenyCodes, errs = callingCodes("deny-calling-codes", deny, errs)
 		if c.AttachmentDir == "" {

@@ -351,7 +351,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		if err != nil {
 			return errors.Join(fmt.Errorf("ACME HTTP listener: %w", err), httpSrv.Close())
 		}
-		challenge := newHTTPServer(acmeMgr.HTTPHandler(nil), log)
+		challenge := newHTTPServer(acmeChallenges(acmeMgr), log)
 		go func() { errc <- challenge.Serve(aln) }()
 		defer challenge.Close()
 	}

@@ -64,6 +64,12 @@ func (l *logBuffer) WriteString(s string) {
 	l.b.WriteString(s)
 }
 
+// Write makes a logBuffer a process's Stdout or Stderr.
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.WriteString(string(p))
+	return len(p), nil
+}
+
 func (l *logBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -1,13 +1,18 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -52,21 +57,54 @@ func serverTLS(cfg *config, log *slog.Logger) (*tls.Config, *autocert.Manager, e
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, nil, fmt.Errorf("ACME cache: %w", err)
 		}
-		m := &autocert.Manager{
-			Prompt:     autocert.AcceptTOS,
-			Cache:      autocert.DirCache(dir),
-			HostPolicy: autocert.HostWhitelist(cfg.ACMEDomains...),
-			Email:      cfg.ACMEEmail,
+		client := &acme.Client{DirectoryURL: cfg.ACMEDirectory}
+		if client.DirectoryURL == "" {
+			client.DirectoryURL = autocert.DefaultACMEDirectory
 		}
-		if cfg.ACMEDirectory != "" {
-			m.Client = &acme.Client{DirectoryURL: cfg.ACMEDirectory}
+		if cfg.ACMERoots != nil {
+			tr := http.DefaultTransport.(*http.Transport).Clone()
+			tr.TLSClientConfig = &tls.Config{RootCAs: cfg.ACMERoots, MinVersion: tls.VersionTLS12}
+			client.HTTPClient = &http.Client{Transport: tr}
+		}
+		m := &autocert.Manager{
+			Prompt:      autocert.AcceptTOS,
+			Cache:       certLog{Cache: autocert.DirCache(dir), log: log, renewBefore: cfg.ACMERenewBefore},
+			HostPolicy:  autocert.HostWhitelist(cfg.ACMEDomains...),
+			Email:       cfg.ACMEEmail,
+			Client:      client,
+			RenewBefore: cfg.ACMERenewBefore,
 		}
 		c := tlsConfig()
-		c.GetCertificate = m.GetCertificate
+		c.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			cert, err := m.GetCertificate(hello)
+			if err != nil {
+				// net/http logs it as a TLS handshake error; say it is ACME's.
+				err = fmt.Errorf("no ACME certificate for %q (directory %s): %w", hello.ServerName, client.DirectoryURL, err)
+				if errors.As(err, new(x509.UnknownAuthorityError)) {
+					err = fmt.Errorf("%w (a private ACME CA's certificate is trusted with --acme-ca-file)", err)
+				}
+			}
+			return cert, err
+		}
 		c.NextProtos = []string{"h2", "http/1.1", acme.ALPNProto}
 		return c, m, nil
 	}
 	return nil, nil, nil
+}
+
+// acmeChallenges answers ACME HTTP-01 challenges for m and redirects every
+// other request to HTTPS. autocert checks the Host header, port included,
+// against the domains, so a CA validating on a port other than 80 (Pebble,
+// a private CA configured so) would get 403: the port is dropped first.
+func acmeChallenges(m *autocert.Manager) http.Handler {
+	h := m.HTTPHandler(nil)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if host, _, err := net.SplitHostPort(r.Host); err == nil {
+			r = r.Clone(r.Context())
+			r.Host = host
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // keyPair serves a certificate from files and reloads them when they
@@ -134,5 +172,68 @@ func validateTLS(c *config) []error {
 	if c.ACMEHTTPListen != "" && len(c.ACMEDomains) == 0 {
 		errs = append(errs, errors.New("--acme-http-listen needs --acme-domain"))
 	}
+	if c.ACMECAFile != "" && len(c.ACMEDomains) == 0 {
+		errs = append(errs, errors.New("--acme-ca-file needs --acme-domain"))
+	}
+	// autocert does not refuse what it cannot honour: it treats a negative
+	// RenewBefore as unset and cuts a longer one to 30 days, without a word.
+	switch r := c.ACMERenewBefore; {
+	case r < 0:
+		errs = append(errs, fmt.Errorf("--acme-renew-before %v: must not be negative (autocert would silently use its default instead; 0 asks for that default, a third of the certificate's lifetime)", r))
+	case r > 0 && r < minRenewBefore:
+		errs = append(errs, fmt.Errorf("--acme-renew-before %v: must be 0 or at least %v (obtaining a certificate takes the CA seconds to minutes, so less leaves no time to renew before expiry)", r, minRenewBefore))
+	case r > maxRenewBefore:
+		errs = append(errs, fmt.Errorf("--acme-renew-before %v: must be at most %v (autocert silently renews no earlier than 30 days before expiry)", r, maxRenewBefore))
+	}
 	return errs
+}
+
+// The range of --acme-renew-before (0 aside): autocert uses at most 30 days.
+const (
+	minRenewBefore = time.Minute
+	maxRenewBefore = 30 * 24 * time.Hour
+)
+
+// certLog is the ACME certificate cache that logs each certificate autocert
+// stores in it, the first for a domain and every renewal, and warns when the
+// CA issues certificates that live no longer than --acme-renew-before: autocert
+// then renews each as soon as it has it, again and again.
+type certLog struct {
+	autocert.Cache
+	log         *slog.Logger
+	renewBefore time.Duration
+}
+
+// Put stores data and logs the certificate in it, if any: not the
+// account key, the challenge certificates (NAME+token) or HTTP-01 tokens.
+// Only the certificate is read; the private key beside it is never logged.
+func (c certLog) Put(ctx context.Context, name string, data []byte) error {
+	if err := c.Cache.Put(ctx, name, data); err != nil {
+		return err
+	}
+	if strings.HasSuffix(name, "+token") {
+		return nil
+	}
+	for rest := data; len(rest) > 0; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			return nil
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		leaf, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil // autocert wrote it; it reports its own parse errors
+		}
+		lifetime := leaf.NotAfter.Sub(leaf.NotBefore)
+		c.log.Info("ACME certificate stored", "name", name, "serial", leaf.SerialNumber.Text(16),
+			"not_after", leaf.NotAfter.UTC(), "issuer", leaf.Issuer.CommonName)
+		if c.renewBefore >= lifetime {
+			c.log.Warn("the ACME CA issues certificates valid no longer than --acme-renew-before, so each is renewed as soon as it is issued: lower --acme-renew-before",
+				"name", name, "lifetime", lifetime.String(), "renew_before", c.renewBefore.String())
+		}
+		return nil
+	}
+	return nil
 }
