@@ -63,7 +63,9 @@ func NewWithRoots(base string, roots *x509.CertPool) (*Client, error) {
 	}
 	transport := func(keepAlive bool) *http.Transport {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.TLSClientConfig, tr.DisableKeepAlives = tlsCfg, !keepAlive
+		// A copy each: a transport adds "h2" to its configuration's
+		// protocols, which the WebSocket handshake must not offer.
+		tr.TLSClientConfig, tr.DisableKeepAlives = tlsCfg.Clone(), !keepAlive
 		return tr
 	}
 	return &Client{base: u, tls: tlsCfg,
@@ -76,7 +78,7 @@ func NewWithRoots(base string, roots *x509.CertPool) (*Client, error) {
 
 // dialer is the WebSocket dialer, trusting what the client trusts.
 func (c *Client) dialer() *websocket.Dialer {
-	return &websocket.Dialer{HandshakeTimeout: 30 * time.Second, Proxy: http.ProxyFromEnvironment, TLSClientConfig: c.tls}
+	return &websocket.Dialer{HandshakeTimeout: 30 * time.Second, Proxy: http.ProxyFromEnvironment, TLSClientConfig: c.tls.Clone()}
 }
 
 // Error is an error answer from the relay.

@@ -12,6 +12,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,6 +56,33 @@ func TestPrivateCA(t *testing.T) {
 	}
 	if _, errs, code := alice.run("", "--ca-file", filepath.Join(dir, "key.pem"), "listDevices"); code != 1 || !strings.Contains(errs, "no PEM certificate") {
 		t.Errorf("a --ca-file without a certificate: exit %d %s", code, errs)
+	}
+}
+
+// TestTLSFrontWithHTTP2: behind a TLS terminator that offers HTTP/2 (as
+// HAProxy in deploy/ does), a client trusting a private CA opens its
+// WebSocket over HTTP/1.1 after using HTTP/2 for requests.
+func TestTLSFrontWithHTTP2(t *testing.T) {
+	s, err := bench.Spawn(parleydBin, t.TempDir(), 10, code, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop() })
+	backend, _ := url.Parse(s.Base)
+	front := httptest.NewUnstartedServer(httputil.NewSingleHostReverseProxy(backend))
+	front.EnableHTTP2 = true
+	front.StartTLS()
+	t.Cleanup(front.Close)
+	ca := filepath.Join(t.TempDir(), "front.pem")
+	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: front.Certificate().Raw}), 0o600)
+	t.Setenv("PARLEY_CA_FILE", ca)
+
+	alice, bob := newUser(t, front.URL, 0), newUser(t, front.URL, 1)
+	alice.register()
+	bob.register()
+	alice.ok("send", "-m", "through the front", bob.number)
+	if out := bob.ok("receive", "--timeout", "0.2"); !strings.Contains(out, "through the front") {
+		t.Errorf("bob received %q", out)
 	}
 }
 
