@@ -109,9 +109,9 @@ func cmdChat(ctx context.Context, e *env, args []string) error {
 	defer cancel()
 	recvErr := make(chan error, 1)
 	go func() {
-		recvErr <- a.Receive(ctx, cli.ReceiveOptions{Timeout: -1, SendReadReceipts: true, Handle: func(ev cli.Event) {
+		recvErr <- receiveForever(ctx, a, cli.ReceiveOptions{Timeout: -1, SendReadReceipts: true, Handle: func(ev cli.Event) {
 			say("%s", strings.ReplaceAll(formatEvent(ev), "\n", "\r\n"))
-		}})
+		}}, e)
 	}()
 	lines := make(chan string)
 	inputErr := make(chan error, 1)

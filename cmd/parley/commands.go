@@ -214,7 +214,7 @@ func (r reported) Unwrap() error { return r.error }
 func cmdReceive(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("receive", flag.ContinueOnError)
 	timeout := fs.Float64("timeout", 5, "seconds to wait for new messages after the queue is drained (negative: forever)")
-	fs.Float64Var(timeout, "t", 5, "")
+	fs.Float64Var(timeout, "t", 5, "short for --timeout")
 	asJSON := fs.Bool("json", false, "one JSON object per line")
 	read := fs.Bool("send-read-receipts", false, "mark received messages read")
 	output := fs.String("output", "", "save attachments in `DIR` (default: the config directory's attachments folder)")
@@ -235,7 +235,11 @@ func cmdReceive(ctx context.Context, e *env, args []string) error {
 		enc := json.NewEncoder(e.stdout)
 		handle = func(ev cli.Event) { enc.Encode(signalcli.Receive(a.Number, ev)) }
 	}
-	return a.Receive(ctx, cli.ReceiveOptions{Timeout: t, SendReadReceipts: *read, OutputDir: *output, Handle: handle})
+	o := cli.ReceiveOptions{Timeout: t, SendReadReceipts: *read, OutputDir: *output, Handle: handle}
+	if t < 0 {
+		return receiveForever(ctx, a, o, e)
+	}
+	return a.Receive(ctx, o)
 }
 
 // printer formats events for humans or as JSON lines in parley's flat

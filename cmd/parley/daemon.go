@@ -222,7 +222,9 @@ func serveRPC(ctx context.Context, e *env, rf receiveFlags, stdio bool, listener
 }
 
 // receiveForever keeps the receiving socket up, reconnecting with backoff
-// after network failures; it stops when the device is no longer registered.
+// after network failures and when a relay shuts down (a rolling restart);
+// it stops when the device is no longer registered. The daemon, chat and
+// `receive --timeout -1` use it.
 func receiveForever(ctx context.Context, a *cli.Account, o cli.ReceiveOptions, e *env) error {
 	backoff := time.Second
 	for {

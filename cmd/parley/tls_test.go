@@ -63,7 +63,8 @@ func TestPrivateCA(t *testing.T) {
 // HAProxy in deploy/ does), a client trusting a private CA opens its
 // WebSocket over HTTP/1.1 after using HTTP/2 for requests.
 func TestTLSFrontWithHTTP2(t *testing.T) {
-	s, err := bench.Spawn(parleydBin, t.TempDir(), 10, code, nil)
+	dir := t.TempDir()
+	s, err := bench.Spawn(parleydBin, dir, 10, code, nil, "--data-dir", filepath.Join(dir, "data"))
 	if err != nil {
 		t.Fatal(err)
 	}
