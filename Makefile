@@ -12,7 +12,7 @@ RUN_FLAGS ?= --test-number +15555550100=123456 --test-number +15555550101=123456
 	--test-number +15555550102=123456 --test-number +15555550103=123456 --log-format text
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: build run test test-short bench lint fuzz clean
+.PHONY: build run test test-short test-deploy bench lint fuzz clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/...
@@ -36,6 +36,11 @@ test:
 	$(GO) vet ./...
 	scripts/with-postgres scripts/with-s3 scripts/with-libsignal scripts/with-signal-sdk scripts/with-http-ece scripts/with-strace scripts/with-redocly scripts/with-pebble $(GO) test -race -count=1 ./...
 	cd deploy/validate && ../../scripts/with-haproxy $(GO) test -count=1 ./...
+
+# The real images and compose topology (needs root: a private Docker engine
+# that is removed afterwards; see scripts/test-deploy).
+test-deploy:
+	GO=$(GO) scripts/test-deploy
 
 # Without PostgreSQL (its tests skip).
 test-short:
