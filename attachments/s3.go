@@ -29,6 +29,10 @@ type S3Config struct {
 	// Endpoint, if set, is an S3-compatible server's base URL; it implies
 	// path-style addressing and checksums only where the API requires them.
 	Endpoint string
+	// PublicEndpoint, if set, is the base URL clients reach the store at,
+	// used in the upload and download URLs they are given, when the relay
+	// itself reaches it at another (internal) address: Endpoint.
+	PublicEndpoint string
 	// SSE is the server-side encryption uploads must request: "AES256",
 	// "aws:kms", or "none". The header is part of each upload URL's
 	// signature, so an upload without it fails.
@@ -72,15 +76,27 @@ func NewS3(ctx context.Context, c S3Config) (*S3, error) {
 	if cfg.Region == "" {
 		cfg.Region = "us-east-1"
 	}
-	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
-		if c.Endpoint != "" {
-			o.BaseEndpoint = aws.String(c.Endpoint)
+	client := s3.NewFromConfig(cfg, endpoint(c.Endpoint))
+	presign := s3.NewPresignClient(client)
+	if c.PublicEndpoint != "" {
+		// The signatures cover the host clients will send, so the URLs
+		// are signed for the public address itself.
+		presign = s3.NewPresignClient(s3.NewFromConfig(cfg, endpoint(c.PublicEndpoint)))
+	}
+	return &S3{client: client, presign: presign, bucket: c.Bucket, prefix: c.Prefix, sse: sse}, nil
+}
+
+// endpoint points a client at an S3-compatible server's base URL (none:
+// AWS), with path-style addressing and checksums only where required.
+func endpoint(url string) func(*s3.Options) {
+	return func(o *s3.Options) {
+		if url != "" {
+			o.BaseEndpoint = aws.String(url)
 			o.UsePathStyle = true
 			o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 			o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 		}
-	})
-	return &S3{client: client, presign: s3.NewPresignClient(client), bucket: c.Bucket, prefix: c.Prefix, sse: sse}, nil
+	}
 }
 
 // Name implements Backend.

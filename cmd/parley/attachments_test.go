@@ -5,9 +5,14 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -111,5 +116,43 @@ func TestAttachment20MiB(t *testing.T) {
 				t.Fatalf("object path %s carries the file name", blobs[0])
 			}
 		})
+	}
+}
+
+// TestS3PublicEndpoint: with --s3-public-endpoint, the upload and download
+// URLs clients get name the store's public address (here a proxy in front
+// of it, as a load balancer would be) and are signed for it, while the
+// relay itself uses --s3-endpoint.
+func TestS3PublicEndpoint(t *testing.T) {
+	s := s3test.Start(t)
+	store, _ := url.Parse(s.Endpoint)
+	var proxied atomic.Int64
+	public := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		proxied.Add(1)
+		httputil.NewSingleHostReverseProxy(store).ServeHTTP(w, r) // the Host header stays the public one
+	}))
+	t.Cleanup(public.Close)
+	dir := t.TempDir()
+	srv, err := bench.SpawnEnv(parleydBin, dir, s.Env(), 10, code, nil, "--data-dir", filepath.Join(dir, "data"),
+		"--attachments", "s3", "--s3-bucket", s.Bucket, "--s3-endpoint", s.Endpoint, "--s3-public-endpoint", public.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Stop() })
+	alice, bob := newUser(t, srv.Base, 1), newUser(t, srv.Base, 2)
+	alice.register()
+	bob.register()
+	data := make([]byte, 64<<10)
+	rand.Read(data)
+	file := filepath.Join(t.TempDir(), "report.bin")
+	os.WriteFile(file, data, 0o600)
+	alice.ok("send", "-m", "via the public address", "-a", file, bob.number)
+	out := t.TempDir()
+	bob.ok("receive", "--json", "--timeout", "0.5", "--output", out)
+	if got, err := os.ReadFile(filepath.Join(out, "report.bin")); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("file through the public address: %v", err)
+	}
+	if n := proxied.Load(); n < 2 {
+		t.Fatalf("%d requests reached the public address; the upload and download should both go there", n)
 	}
 }

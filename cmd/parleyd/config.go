@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -197,6 +198,7 @@ func serveFlags(fs *flag.FlagSet) func() (*config, error) {
 	str(&c.S3.Prefix, "s3-prefix", "attachments/", "key `prefix` for every object in the S3 bucket")
 	str(&c.S3.Region, "s3-region", "", "S3 `region` (default from the AWS configuration, else us-east-1)")
 	str(&c.S3.Endpoint, "s3-endpoint", "", "base `URL` of an S3-compatible store (path-style addressing); empty for AWS")
+	str(&c.S3.PublicEndpoint, "s3-public-endpoint", "", "base `URL` clients reach the S3 store at, for the upload and download URLs they are given, when parleyd reaches it at an internal address (--s3-endpoint), as in deploy/docker-compose.yml; default: the same")
 	str(&c.S3.SSE, "s3-sse", "AES256", "server-side encryption uploads must request: AES256, aws:kms or none")
 	ad := attachments.DefaultConfig()
 	fs.Int64Var(&c.Attach.MaxObjectBytes, "attachment-max-bytes", ad.MaxObjectBytes, "largest encrypted attachment in `bytes` (env PARLEY_ATTACHMENT_MAX_BYTES)")
@@ -386,6 +388,11 @@ func (c *config) validate() []error {
 	case "s3":
 		if c.S3.Bucket == "" {
 			errs = append(errs, errors.New("--attachments s3 needs --s3-bucket"))
+		}
+		for _, e := range []struct{ flag, url string }{{"s3-endpoint", c.S3.Endpoint}, {"s3-public-endpoint", c.S3.PublicEndpoint}} {
+			if u, err := url.Parse(e.url); e.url != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
+				errs = append(errs, fmt.Errorf("--%s %q: want an http:// or https:// URL", e.flag, e.url))
+			}
 		}
 		switch c.S3.SSE {
 		case "AES256", "aws:kms", "none":

@@ -338,6 +338,12 @@ func TestConfigErrorsReportedTogether(t *testing.T) {
 			t.Errorf("config errors do not mention %s:\n%s", want, out)
 		}
 	}
+	out, _ = exec.Command(binary, "serve", "--attachments", "s3", "--s3-endpoint", "http://s3:7070", "--s3-public-endpoint", "files.example.org").CombinedOutput()
+	for _, want := range []string{"--s3-bucket", `--s3-public-endpoint "files.example.org": want an http:// or https:// URL`} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("S3 config errors do not mention %s:\n%s", want, out)
+		}
+	}
 }
 
 // xeddsaSign signs msg as a client signs its prekeys.
