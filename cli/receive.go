@@ -62,6 +62,10 @@ type Event struct {
 	msgID   int64 // history row, for the files saved with it
 }
 
+// ErrReplaced ends Receive when another connection of the same device took
+// over the relay's socket; reconnecting would only take it back.
+var ErrReplaced = errors.New("another connection of this device took over")
+
 // ReceiveOptions control Receive.
 type ReceiveOptions struct {
 	// Timeout ends Receive after this long without an envelope once the
@@ -134,7 +138,7 @@ func (a *Account) Receive(ctx context.Context, o ReceiveOptions) error {
 			if errors.As(err, &ce) {
 				switch ce.Code {
 				case wire.CloseReplaced:
-					return fmt.Errorf("%w: another connection of this device took over", relayclient.ErrUnavailable)
+					return fmt.Errorf("%w: %w", relayclient.ErrUnavailable, ErrReplaced)
 				case wire.CloseDeviceRemoved:
 					return &relayclient.Error{Status: 401, Code: "device_removed", Message: "this device was removed or the account re-registered elsewhere"}
 				}

@@ -3,9 +3,11 @@ package main_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -65,10 +67,14 @@ func TestComposeCluster(t *testing.T) {
 	// Bob stays connected through HAProxy for the whole rolling restart.
 	rx := newListener(t, bob)
 
+	// The stream stops when the restarts are done, or when the test fails
+	// before that; no send may take longer than a minute.
 	stop := make(chan struct{})
+	var stopOnce sync.Once
 	var sent int
 	var failures []string
 	streamDone := make(chan struct{})
+	t.Cleanup(func() { stopOnce.Do(func() { close(stop) }); <-streamDone })
 	go func() {
 		defer close(streamDone)
 		for i := 0; ; i++ {
@@ -77,7 +83,9 @@ func TestComposeCluster(t *testing.T) {
 				return
 			default:
 			}
-			out, err := alice.cmd("send", "-m", fmt.Sprintf("stream %d", i), bob.number).CombinedOutput()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			out, err := alice.cmdContext(ctx, "send", "-m", fmt.Sprintf("stream %d", i), bob.number).CombinedOutput()
+			cancel()
 			sent++
 			if err != nil {
 				failures = append(failures, fmt.Sprintf("send %d at %s: %v: %s", i, time.Now().Format("15:04:05.000"), err, out))
@@ -86,24 +94,28 @@ func TestComposeCluster(t *testing.T) {
 	}()
 	time.Sleep(2 * time.Second)
 	for i, name := range []string{"parleyd-1", "parleyd-2"} {
-		// Stopped for a few seconds, as an upgrade replacing the container
-		// would: HAProxy meets the draining replica, then a closed port,
-		// then marks it down.
+		// Stopped for a few seconds, then replaced by a new container, as
+		// an upgrade does: HAProxy meets the draining replica, then a
+		// closed port, marks it down, and finds the new container through
+		// Docker's DNS.
 		began := time.Now()
-		for _, verb := range []string{"stop", "start"} {
-			if out, err := exec.Command(compose, verb, name).CombinedOutput(); err != nil {
-				t.Fatalf("%s %s: %v\n%s", verb, name, err, out)
+		for _, args := range [][]string{{"stop", name}, {"up", "-d", "--no-deps", "--force-recreate", name}} {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			out, err := exec.CommandContext(ctx, compose, args...).CombinedOutput()
+			cancel()
+			if err != nil {
+				t.Fatalf("%v: %v\n%s", args, err, out)
 			}
-			if verb == "stop" {
+			if args[0] == "stop" {
 				time.Sleep(3 * time.Second)
 			}
 		}
 		waitReady(t, replicas[i], 90*time.Second)
-		t.Logf("%s stopped, started and ready again in %.1f s", name, time.Since(began).Seconds())
+		t.Logf("%s stopped, replaced and ready again in %.1f s", name, time.Since(began).Seconds())
 		// HAProxy takes it back after two good checks a second apart.
 		time.Sleep(3 * time.Second)
 	}
-	close(stop)
+	stopOnce.Do(func() { close(stop) })
 	<-streamDone
 	if len(failures) > 0 {
 		t.Errorf("%d of %d sends failed during the rolling restart:\n%s", len(failures), sent, strings.Join(failures, "\n"))
@@ -207,7 +219,11 @@ func (l *listener) wait(t *testing.T, want map[string]bool, d time.Duration) map
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.stamps
+	got := make(map[string]map[int64]bool, len(l.stamps)) // the reader goes on writing
+	for text, stamps := range l.stamps {
+		got[text] = maps.Clone(stamps)
+	}
+	return got
 }
 
 // waitReady waits until a replica's /readyz answers 200.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -223,8 +224,9 @@ func serveRPC(ctx context.Context, e *env, rf receiveFlags, stdio bool, listener
 
 // receiveForever keeps the receiving socket up, reconnecting with backoff
 // after network failures and when a relay shuts down (a rolling restart);
-// it stops when the device is no longer registered. The daemon, chat and
-// `receive --timeout -1` use it.
+// it stops when the device is no longer registered, another connection of
+// it took over, or the relay's certificate is not trusted. The daemon, chat
+// and `receive --timeout -1` use it.
 func receiveForever(ctx context.Context, a *cli.Account, o cli.ReceiveOptions, e *env) error {
 	backoff := time.Second
 	for {
@@ -233,8 +235,9 @@ func receiveForever(ctx context.Context, a *cli.Account, o cli.ReceiveOptions, e
 		if ctx.Err() != nil {
 			return nil
 		}
-		if cli.ExitCode(err) != cli.ExitIO {
-			return err
+		var certErr *tls.CertificateVerificationError
+		if cli.ExitCode(err) != cli.ExitIO || errors.Is(err, cli.ErrReplaced) || errors.As(err, &certErr) {
+			return err // retrying would not help, or would fight another connection
 		}
 		if time.Since(start) > time.Minute {
 			backoff = time.Second

@@ -3,6 +3,7 @@ package main_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -76,8 +77,11 @@ func newUser(t *testing.T, server string, i int) *user {
 	return &user{t: t, number: bench.Number(i), config: t.TempDir(), server: server}
 }
 
-func (u *user) cmd(args ...string) *exec.Cmd {
-	c := exec.Command(parleyBin, append([]string{"--config", u.config, "-a", u.number}, args...)...)
+func (u *user) cmd(args ...string) *exec.Cmd { return u.cmdContext(context.Background(), args...) }
+
+// cmdContext is cmd killed when ctx ends.
+func (u *user) cmdContext(ctx context.Context, args ...string) *exec.Cmd {
+	c := exec.CommandContext(ctx, parleyBin, append([]string{"--config", u.config, "-a", u.number}, args...)...)
 	c.Env = append(os.Environ(), "PARLEY_SERVER="+u.server)
 	return c
 }

@@ -45,7 +45,9 @@ func TestReceiveForeverSurvivesRestart(t *testing.T) {
 	bob.register()
 	rx := newListener(t, bob)
 	alice.ok("send", "-m", "before the restart", bob.number)
-	rx.wait(t, map[string]bool{"before the restart": true}, 10*time.Second)
+	if got := rx.wait(t, map[string]bool{"before the restart": true}, 10*time.Second); got["before the restart"] == nil {
+		t.Fatalf("the receiver got nothing before the restart: %v", got)
+	}
 
 	if err := first.Stop(); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -15,6 +16,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -53,6 +55,13 @@ func TestPrivateCA(t *testing.T) {
 	c.Env = append(c.Env, "PARLEY_CA_FILE="+cert)
 	if out, err := c.CombinedOutput(); err != nil || !strings.Contains(string(out), "Device 1") {
 		t.Errorf("with PARLEY_CA_FILE: %v %s", err, out)
+	}
+	// Waiting forever does not retry what retrying cannot fix.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := alice.cmdContext(ctx, "receive", "--timeout", "-1").CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 || ctx.Err() != nil || !strings.Contains(string(out), "certificate") {
+		t.Errorf("receive --timeout -1 with an untrusted certificate: %v %s", err, out)
 	}
 	if _, errs, code := alice.run("", "--ca-file", filepath.Join(dir, "key.pem"), "listDevices"); code != 1 || !strings.Contains(errs, "no PEM certificate") {
 		t.Errorf("a --ca-file without a certificate: exit %d %s", code, errs)

@@ -195,9 +195,10 @@ const (
 )
 
 // certLog is the ACME certificate cache that logs each certificate autocert
-// stores in it, the first for a domain and every renewal, and warns when the
-// CA issues certificates that live no longer than --acme-renew-before: autocert
-// then renews each as soon as it has it, again and again.
+// stores in it, the first for a domain and every renewal, and reports an
+// error when the CA issues certificates that live no longer than
+// --acme-renew-before: autocert then renews each as soon as it has it, again
+// and again.
 type certLog struct {
 	autocert.Cache
 	log         *slog.Logger
@@ -230,7 +231,7 @@ func (c certLog) Put(ctx context.Context, name string, data []byte) error {
 		c.log.Info("ACME certificate stored", "name", name, "serial", leaf.SerialNumber.Text(16),
 			"not_after", leaf.NotAfter.UTC(), "issuer", leaf.Issuer.CommonName)
 		if c.renewBefore >= lifetime {
-			c.log.Warn("the ACME CA issues certificates valid no longer than --acme-renew-before, so each is renewed as soon as it is issued: lower --acme-renew-before",
+			c.log.Error("the ACME CA issues certificates valid no longer than --acme-renew-before, so each is renewed as soon as it is issued, again and again until the CA's rate limits stop it: lower --acme-renew-before",
 				"name", name, "lifetime", lifetime.String(), "renew_before", c.renewBefore.String())
 		}
 		return nil
