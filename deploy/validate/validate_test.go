@@ -229,11 +229,12 @@ func TestSystemdUnit(t *testing.T) {
 
 // TestHAProxyConfig: HAProxy itself accepts haproxy.cfg, and it has what
 // rolling restarts need: retries elsewhere on a failed or 503 answer, fast
-// health checks, and WebSockets closed when their replica goes down.
+// health checks, WebSockets closed when their replica goes down, and
+// replicas found again through Docker's DNS when replaced.
 func TestHAProxyConfig(t *testing.T) {
 	cfg := string(read(t, "haproxy.cfg"))
 	for _, want := range []string{"option httpchk GET /readyz", "option redispatch", "retries ", "retry-on conn-failure empty-response response-timeout 503",
-		"on-marked-down shutdown-sessions", "init-addr libc,none", "timeout tunnel"} {
+		"on-marked-down shutdown-sessions", "resolvers docker init-addr last,libc,none", "nameserver dns 127.0.0.11:53", "timeout tunnel"} {
 		if !strings.Contains(cfg, want) {
 			t.Errorf("haproxy.cfg lacks %q", want)
 		}

@@ -24,9 +24,11 @@ fi
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   : "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE must be set}"
   pwfile=$(mktemp)
+  trap 'rm -f "$pwfile"' EXIT
   printf '%s\n' "$POSTGRES_PASSWORD" > "$pwfile"
   initdb --username="$POSTGRES_USER" --pwfile="$pwfile" --auth-local=trust --auth-host=scram-sha-256 -D "$PGDATA" >/dev/null
   rm -f "$pwfile"
+  trap - EXIT
   echo "listen_addresses = '*'" >> "$PGDATA/postgresql.conf"
   echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
   pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
@@ -36,4 +38,5 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
   echo "docker-entrypoint.sh: cluster initialised in $PGDATA"
 fi
+unset POSTGRES_PASSWORD
 exec "$@"
