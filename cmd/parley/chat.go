@@ -111,7 +111,11 @@ func cmdChat(ctx context.Context, e *env, args []string) error {
 	go func() {
 		recvErr <- receiveForever(ctx, a, cli.ReceiveOptions{Timeout: -1, SendReadReceipts: true, Handle: func(ev cli.Event) {
 			say("%s", strings.ReplaceAll(formatEvent(ev), "\n", "\r\n"))
-		}}, e)
+		}}, func(err error, in time.Duration) {
+			// In the conversation, not the log: a log line would break the
+			// terminal's prompt.
+			say("-- connection lost (%v); reconnecting in %s --", err, in)
+		})
 	}()
 	lines := make(chan string)
 	inputErr := make(chan error, 1)

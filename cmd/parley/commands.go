@@ -237,7 +237,7 @@ func cmdReceive(ctx context.Context, e *env, args []string) error {
 	}
 	o := cli.ReceiveOptions{Timeout: t, SendReadReceipts: *read, OutputDir: *output, Handle: handle}
 	if t < 0 {
-		return receiveForever(ctx, a, o, e)
+		return receiveForever(ctx, a, o, logRetry(ctx, e))
 	}
 	return a.Receive(ctx, o)
 }

@@ -212,7 +212,7 @@ func serveRPC(ctx context.Context, e *env, rf receiveFlags, stdio bool, listener
 				return
 			}
 		}
-		done <- receiveForever(ctx, a, cli.ReceiveOptions{Timeout: -1, Handle: srv.Notify, SendReadReceipts: rf.readReceipts}, e)
+		done <- receiveForever(ctx, a, cli.ReceiveOptions{Timeout: -1, Handle: srv.Notify, SendReadReceipts: rf.readReceipts}, logRetry(ctx, e))
 	}()
 	select {
 	case err := <-done:
@@ -227,7 +227,8 @@ func serveRPC(ctx context.Context, e *env, rf receiveFlags, stdio bool, listener
 // it stops when the device is no longer registered, another connection of
 // it took over, or the relay's certificate is not trusted. The daemon, chat
 // and `receive --timeout -1` use it.
-func receiveForever(ctx context.Context, a *cli.Account, o cli.ReceiveOptions, e *env) error {
+// Each interruption is reported to retrying (logRetry logs it).
+func receiveForever(ctx context.Context, a *cli.Account, o cli.ReceiveOptions, retrying func(err error, in time.Duration)) error {
 	backoff := time.Second
 	for {
 		start := time.Now()
@@ -242,12 +243,19 @@ func receiveForever(ctx context.Context, a *cli.Account, o cli.ReceiveOptions, e
 		if time.Since(start) > time.Minute {
 			backoff = time.Second
 		}
-		e.opts.Log.WarnContext(ctx, "receiving interrupted; reconnecting", "in", backoff, "err", err)
+		retrying(err, backoff)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, time.Minute)
+	}
+}
+
+// logRetry reports receiveForever's interruptions in the log.
+func logRetry(ctx context.Context, e *env) func(error, time.Duration) {
+	return func(err error, in time.Duration) {
+		e.opts.Log.WarnContext(ctx, "receiving interrupted; reconnecting", "in", in, "err", err)
 	}
 }
