@@ -5,9 +5,12 @@
 // Secret columns (private keys, sessions, the device credential, message
 // bodies) are sealed with the account's at-rest key before they reach the
 // file; the Sealer binds each value to its table and row, so sealed values
-// cannot be swapped between rows. Everything runs in transactions
-// (BEGIN IMMEDIATE), so two parley processes on one account serialise
-// instead of corrupting each other's ratchets.
+// cannot be swapped between rows. Contacts' numbers are found through keyed
+// indexes, and their account ids and group ids are stored as keyed
+// pseudonyms: the file alone does not say whom the account talks to.
+// Everything runs in transactions (BEGIN IMMEDIATE), so two parley
+// processes on one account serialise instead of corrupting each other's
+// ratchets.
 package clientdb
 
 import (
@@ -15,6 +18,7 @@ import (
 	"database/sql"
 	"embed"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -207,18 +211,24 @@ type Recipient struct {
 // A recipient's number and identity (key, trust, when the key was added)
 // are sealed, bound to the recipient's account id; the number is found by
 // its keyed index.
-const recipientColumns = `account_id, number_sealed, identity_sealed`
+const recipientColumns = `refs.ref, refs.sealed, number_sealed, identity_sealed FROM recipients JOIN refs ON refs.ref = recipients.account_id`
 
 func (tx *Tx) scanRecipient(row interface{ Scan(...any) error }) (Recipient, error) {
 	var r Recipient
-	var number, identity []byte
-	err := row.Scan(&r.Account, &number, &identity)
+	var ref string
+	var account, number, identity []byte
+	err := row.Scan(&ref, &account, &number, &identity)
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, ErrNotFound
 	}
 	if err != nil {
 		return r, err
 	}
+	a, err := tx.open(account, "ref", ref)
+	if err != nil {
+		return r, err
+	}
+	r.Account = string(a)
 	if number != nil {
 		n, err := tx.open(number, "recipient number", r.Account)
 		if err != nil {
@@ -257,17 +267,17 @@ func (tx *Tx) sealedIdentity(r Recipient) []byte {
 
 // Recipient returns the recipient with the account id, or ErrNotFound.
 func (tx *Tx) Recipient(ctx context.Context, account string) (Recipient, error) {
-	return tx.scanRecipient(tx.tx.QueryRowContext(ctx, `SELECT `+recipientColumns+` FROM recipients WHERE account_id = ?`, account))
+	return tx.scanRecipient(tx.tx.QueryRowContext(ctx, `SELECT `+recipientColumns+` WHERE account_id = ?`, tx.ref(account)))
 }
 
 // RecipientByNumber returns the recipient on number, or ErrNotFound.
 func (tx *Tx) RecipientByNumber(ctx context.Context, number string) (Recipient, error) {
-	return tx.scanRecipient(tx.tx.QueryRowContext(ctx, `SELECT `+recipientColumns+` FROM recipients WHERE number_index = ?`, tx.numberIndex(number)))
+	return tx.scanRecipient(tx.tx.QueryRowContext(ctx, `SELECT `+recipientColumns+` WHERE number_index = ?`, tx.numberIndex(number)))
 }
 
 // Recipients lists every recipient, by number (those without one last).
 func (tx *Tx) Recipients(ctx context.Context) ([]Recipient, error) {
-	rows, err := tx.tx.QueryContext(ctx, `SELECT `+recipientColumns+` FROM recipients ORDER BY account_id`)
+	rows, err := tx.tx.QueryContext(ctx, `SELECT `+recipientColumns)
 	if err != nil {
 		return nil, err
 	}
@@ -286,7 +296,7 @@ func (tx *Tx) Recipients(ctx context.Context) ([]Recipient, error) {
 	slices.SortStableFunc(out, func(a, b Recipient) int {
 		switch {
 		case a.Number == b.Number:
-			return 0
+			return strings.Compare(a.Account, b.Account)
 		case a.Number == "":
 			return 1
 		case b.Number == "":
@@ -300,26 +310,30 @@ func (tx *Tx) Recipients(ctx context.Context) ([]Recipient, error) {
 // PutRecipient inserts or replaces a recipient. A number moving to another
 // account (re-registration under a new id) is taken from the old row.
 func (tx *Tx) PutRecipient(ctx context.Context, r Recipient) error {
+	ref, err := tx.remember(ctx, r.Account)
+	if err != nil {
+		return err
+	}
 	var index, number any
 	if r.Number != "" {
 		idx := tx.numberIndex(r.Number)
 		index, number = idx, tx.sealed([]byte(r.Number), "recipient number", r.Account)
 		if _, err := tx.tx.ExecContext(ctx, `UPDATE recipients SET number_index = NULL, number_sealed = NULL
-			WHERE number_index = ? AND account_id <> ?`, idx, r.Account); err != nil {
+			WHERE number_index = ? AND account_id <> ?`, idx, ref); err != nil {
 			return err
 		}
 	}
-	_, err := tx.tx.ExecContext(ctx, `INSERT INTO recipients (account_id, number_index, number_sealed, identity_sealed) VALUES (?, ?, ?, ?)
+	_, err = tx.tx.ExecContext(ctx, `INSERT INTO recipients (account_id, number_index, number_sealed, identity_sealed) VALUES (?, ?, ?, ?)
 		ON CONFLICT (account_id) DO UPDATE SET number_index = coalesce(excluded.number_index, recipients.number_index),
 			number_sealed = coalesce(excluded.number_sealed, recipients.number_sealed), identity_sealed = excluded.identity_sealed`,
-		r.Account, index, number, tx.sealedIdentity(r))
+		ref, index, number, tx.sealedIdentity(r))
 	return err
 }
 
 // Session returns the serialised session with a device, or ErrNotFound.
 func (tx *Tx) Session(ctx context.Context, account string, device int) ([]byte, error) {
 	var v []byte
-	err := tx.tx.QueryRowContext(ctx, `SELECT record FROM sessions WHERE account_id = ? AND device_id = ?`, account, device).Scan(&v)
+	err := tx.tx.QueryRowContext(ctx, `SELECT record FROM sessions WHERE account_id = ? AND device_id = ?`, tx.ref(account), device).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -333,25 +347,25 @@ func (tx *Tx) Session(ctx context.Context, account string, device int) ([]byte, 
 func (tx *Tx) PutSession(ctx context.Context, account string, device int, record []byte) error {
 	_, err := tx.tx.ExecContext(ctx, `INSERT INTO sessions (account_id, device_id, record) VALUES (?, ?, ?)
 		ON CONFLICT (account_id, device_id) DO UPDATE SET record = excluded.record`,
-		account, device, tx.sealed(record, "session", account, strconv.Itoa(device)))
+		tx.ref(account), device, tx.sealed(record, "session", account, strconv.Itoa(device)))
 	return err
 }
 
 // DeleteSession forgets the session with a device.
 func (tx *Tx) DeleteSession(ctx context.Context, account string, device int) error {
-	_, err := tx.tx.ExecContext(ctx, `DELETE FROM sessions WHERE account_id = ? AND device_id = ?`, account, device)
+	_, err := tx.tx.ExecContext(ctx, `DELETE FROM sessions WHERE account_id = ? AND device_id = ?`, tx.ref(account), device)
 	return err
 }
 
 // DeleteSessions forgets every session with an account (all: every session).
 func (tx *Tx) DeleteSessions(ctx context.Context, account string, all bool) error {
-	_, err := tx.tx.ExecContext(ctx, `DELETE FROM sessions WHERE account_id = ? OR ?`, account, all)
+	_, err := tx.tx.ExecContext(ctx, `DELETE FROM sessions WHERE account_id = ? OR ?`, tx.ref(account), all)
 	return err
 }
 
 // SessionDevices lists the devices of an account we have sessions with.
 func (tx *Tx) SessionDevices(ctx context.Context, account string) ([]int, error) {
-	return column[int](ctx, tx, `SELECT device_id FROM sessions WHERE account_id = ? ORDER BY device_id`, account)
+	return column[int](ctx, tx, `SELECT device_id FROM sessions WHERE account_id = ? ORDER BY device_id`, tx.ref(account))
 }
 
 // PreKey returns a one-time prekey record, or ErrNotFound.
@@ -544,7 +558,7 @@ func (tx *Tx) AddMessage(ctx context.Context, m Message) (int64, error) {
 	// The row id is not known before the insert, so the seal is bound to
 	// the conversation and the sender's timestamp, which identify it.
 	res, err := tx.tx.ExecContext(ctx, `INSERT INTO messages (conversation, outgoing, sender_device, sent_ms, received_ms, status, body, expires_ms)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, m.Conversation, m.Outgoing, m.SenderDevice, m.SentMS, m.ReceivedMS, m.Status,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, tx.ref(m.Conversation), m.Outgoing, m.SenderDevice, m.SentMS, m.ReceivedMS, m.Status,
 		tx.sealed(m.Body, "messages", m.Conversation, strconv.FormatInt(m.SentMS, 10)), m.ExpiresMS)
 	if err != nil {
 		return 0, err
@@ -554,16 +568,16 @@ func (tx *Tx) AddMessage(ctx context.Context, m Message) (int64, error) {
 
 // Messages returns a conversation's last limit messages, oldest first.
 func (tx *Tx) Messages(ctx context.Context, conversation string, limit int) ([]Message, error) {
-	rows, err := tx.tx.QueryContext(ctx, `SELECT id, conversation, outgoing, sender_device, sent_ms, received_ms, status, body, expires_ms
-		FROM (SELECT * FROM messages WHERE conversation = ? ORDER BY sent_ms DESC, id DESC LIMIT ?) ORDER BY sent_ms, id`, conversation, limit)
+	rows, err := tx.tx.QueryContext(ctx, `SELECT id, outgoing, sender_device, sent_ms, received_ms, status, body, expires_ms
+		FROM (SELECT * FROM messages WHERE conversation = ? ORDER BY sent_ms DESC, id DESC LIMIT ?) ORDER BY sent_ms, id`, tx.ref(conversation), limit)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	var out []Message
 	for rows.Next() {
-		var m Message
-		if err := rows.Scan(&m.ID, &m.Conversation, &m.Outgoing, &m.SenderDevice, &m.SentMS, &m.ReceivedMS, &m.Status, &m.Body, &m.ExpiresMS); err != nil {
+		m := Message{Conversation: conversation}
+		if err := rows.Scan(&m.ID, &m.Outgoing, &m.SenderDevice, &m.SentMS, &m.ReceivedMS, &m.Status, &m.Body, &m.ExpiresMS); err != nil {
 			return nil, err
 		}
 		if m.Body, err = tx.open(m.Body, "messages", m.Conversation, strconv.FormatInt(m.SentMS, 10)); err != nil {
@@ -580,7 +594,7 @@ func (tx *Tx) RaiseStatus(ctx context.Context, conversation string, sentMS []int
 	n := 0
 	for _, ts := range sentMS {
 		res, err := tx.tx.ExecContext(ctx, `UPDATE messages SET status = ? WHERE conversation = ? AND outgoing = 1 AND sent_ms = ? AND status < ?`,
-			status, conversation, ts, status)
+			status, tx.ref(conversation), ts, status)
 		if err != nil {
 			return n, err
 		}
@@ -623,7 +637,7 @@ type Bucket struct {
 func (tx *Tx) Bucket(ctx context.Context, conversation string) (Bucket, error) {
 	var b Bucket
 	var v []byte
-	err := tx.tx.QueryRowContext(ctx, `SELECT bucket_id, secrets FROM buckets WHERE conversation = ?`, conversation).Scan(&b.ID, &v)
+	err := tx.tx.QueryRowContext(ctx, `SELECT bucket_id, secrets FROM buckets WHERE conversation = ?`, tx.ref(conversation)).Scan(&b.ID, &v)
 	if errors.Is(err, sql.ErrNoRows) {
 		return b, ErrNotFound
 	}
@@ -657,7 +671,7 @@ func (tx *Tx) AdoptBucket(ctx context.Context, conversation string, b Bucket) (b
 	res, err := tx.tx.ExecContext(ctx, `INSERT INTO buckets (conversation, bucket_id, secrets) VALUES (?, ?, ?)
 		ON CONFLICT (conversation) DO UPDATE SET bucket_id = excluded.bucket_id, secrets = excluded.secrets
 		WHERE excluded.bucket_id <= buckets.bucket_id`,
-		conversation, b.ID, tx.sealed(append(slices.Clone(b.MemberSecret), b.AdminSecret...), "bucket", conversation, b.ID))
+		tx.ref(conversation), b.ID, tx.sealed(append(slices.Clone(b.MemberSecret), b.AdminSecret...), "bucket", conversation, b.ID))
 	if err != nil {
 		return false, err
 	}
@@ -673,7 +687,7 @@ func (tx *Tx) AdoptBucket(ctx context.Context, conversation string, b Bucket) (b
 // (0: off).
 func (tx *Tx) Timer(ctx context.Context, conversation string) (int64, error) {
 	var v []byte
-	err := tx.tx.QueryRowContext(ctx, `SELECT sealed FROM conversation_timers WHERE conversation = ?`, conversation).Scan(&v)
+	err := tx.tx.QueryRowContext(ctx, `SELECT sealed FROM conversation_timers WHERE conversation = ?`, tx.ref(conversation)).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
 	}
@@ -693,7 +707,7 @@ func (tx *Tx) Timer(ctx context.Context, conversation string) (int64, error) {
 // ProfileKey returns a contact's profile key, or ErrNotFound.
 func (tx *Tx) ProfileKey(ctx context.Context, account string) ([]byte, error) {
 	var v []byte
-	err := tx.tx.QueryRowContext(ctx, `SELECT sealed FROM profile_keys WHERE account_id = ?`, account).Scan(&v)
+	err := tx.tx.QueryRowContext(ctx, `SELECT sealed FROM profile_keys WHERE account_id = ?`, tx.ref(account)).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -706,7 +720,7 @@ func (tx *Tx) ProfileKey(ctx context.Context, account string) ([]byte, error) {
 // SetProfileKey records a contact's profile key.
 func (tx *Tx) SetProfileKey(ctx context.Context, account string, key []byte) error {
 	_, err := tx.tx.ExecContext(ctx, `INSERT INTO profile_keys (account_id, sealed) VALUES (?, ?)
-		ON CONFLICT (account_id) DO UPDATE SET sealed = excluded.sealed`, account, tx.sealed(key, "profile key", account))
+		ON CONFLICT (account_id) DO UPDATE SET sealed = excluded.sealed`, tx.ref(account), tx.sealed(key, "profile key", account))
 	return err
 }
 
@@ -718,10 +732,10 @@ func (tx *Tx) SetTimer(ctx context.Context, conversation string, seconds int64) 
 		return false, err
 	}
 	if seconds <= 0 {
-		_, err = tx.tx.ExecContext(ctx, `DELETE FROM conversation_timers WHERE conversation = ?`, conversation)
+		_, err = tx.tx.ExecContext(ctx, `DELETE FROM conversation_timers WHERE conversation = ?`, tx.ref(conversation))
 	} else {
 		_, err = tx.tx.ExecContext(ctx, `INSERT INTO conversation_timers (conversation, sealed) VALUES (?, ?)
-			ON CONFLICT (conversation) DO UPDATE SET sealed = excluded.sealed`, conversation, tx.sealedTimer(conversation, seconds))
+			ON CONFLICT (conversation) DO UPDATE SET sealed = excluded.sealed`, tx.ref(conversation), tx.sealedTimer(conversation, seconds))
 	}
 	return err == nil, err
 }
@@ -783,7 +797,7 @@ func (tx *Tx) ExpireMessages(ctx context.Context, nowMS int64) (int, []string, e
 // Group returns a group's sealed-at-rest state, or ErrNotFound.
 func (tx *Tx) Group(ctx context.Context, id string) ([]byte, error) {
 	var v []byte
-	err := tx.tx.QueryRowContext(ctx, `SELECT state FROM groups WHERE id = ?`, id).Scan(&v)
+	err := tx.tx.QueryRowContext(ctx, `SELECT state FROM groups WHERE id = ?`, tx.ref(id)).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -795,14 +809,18 @@ func (tx *Tx) Group(ctx context.Context, id string) ([]byte, error) {
 
 // PutGroup stores a group's state.
 func (tx *Tx) PutGroup(ctx context.Context, id string, state []byte) error {
-	_, err := tx.tx.ExecContext(ctx, `INSERT INTO groups (id, state) VALUES (?, ?)
-		ON CONFLICT (id) DO UPDATE SET state = excluded.state`, id, tx.sealed(state, "group", id))
+	ref, err := tx.remember(ctx, id)
+	if err != nil {
+		return err
+	}
+	_, err = tx.tx.ExecContext(ctx, `INSERT INTO groups (id, state) VALUES (?, ?)
+		ON CONFLICT (id) DO UPDATE SET state = excluded.state`, ref, tx.sealed(state, "group", id))
 	return err
 }
 
 // GroupIDs lists every group we know.
 func (tx *Tx) GroupIDs(ctx context.Context) ([]string, error) {
-	return column[string](ctx, tx, `SELECT id FROM groups ORDER BY id`)
+	return tx.recallAll(ctx, `SELECT refs.ref, refs.sealed FROM groups JOIN refs ON refs.ref = groups.id`)
 }
 
 // SenderKey returns the sender key record of a member device in a group,
@@ -810,7 +828,7 @@ func (tx *Tx) GroupIDs(ctx context.Context) ([]string, error) {
 func (tx *Tx) SenderKey(ctx context.Context, group, account string, device int) ([]byte, error) {
 	var v []byte
 	err := tx.tx.QueryRowContext(ctx, `SELECT record FROM sender_keys WHERE group_id = ? AND account_id = ? AND device_id = ?`,
-		group, account, device).Scan(&v)
+		tx.ref(group), tx.ref(account), device).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -822,34 +840,43 @@ func (tx *Tx) SenderKey(ctx context.Context, group, account string, device int) 
 
 // PutSenderKey stores a sender key record.
 func (tx *Tx) PutSenderKey(ctx context.Context, group, account string, device int, record []byte) error {
-	_, err := tx.tx.ExecContext(ctx, `INSERT INTO sender_keys (group_id, account_id, device_id, record) VALUES (?, ?, ?, ?)
+	ref, err := tx.remember(ctx, group)
+	if err != nil {
+		return err
+	}
+	_, err = tx.tx.ExecContext(ctx, `INSERT INTO sender_keys (group_id, account_id, device_id, record) VALUES (?, ?, ?, ?)
 		ON CONFLICT (group_id, account_id, device_id) DO UPDATE SET record = excluded.record`,
-		group, account, device, tx.sealed(record, "sender key", group, account, strconv.Itoa(device)))
+		ref, tx.ref(account), device, tx.sealed(record, "sender key", group, account, strconv.Itoa(device)))
 	return err
 }
 
 // DeleteSenderKeys forgets the sender keys of account's devices in a group
 // ("" : of every member).
 func (tx *Tx) DeleteSenderKeys(ctx context.Context, group, account string) error {
-	_, err := tx.tx.ExecContext(ctx, `DELETE FROM sender_keys WHERE group_id = ? AND (? = '' OR account_id = ?)`, group, account, account)
+	_, err := tx.tx.ExecContext(ctx, `DELETE FROM sender_keys WHERE group_id = ? AND (? = '' OR account_id = ?)`, tx.ref(group), account, tx.ref(account))
 	return err
 }
 
 // SharedWith lists the members our current sender key for group went to.
 func (tx *Tx) SharedWith(ctx context.Context, group string) ([]string, error) {
-	return column[string](ctx, tx, `SELECT account_id FROM sender_key_shared WHERE group_id = ?`, group)
+	return tx.recallAll(ctx, `SELECT refs.ref, refs.sealed FROM sender_key_shared JOIN refs ON refs.ref = sender_key_shared.account_id
+		WHERE group_id = ?`, tx.ref(group))
 }
 
 // MarkShared records that account got our current sender key for group;
 // UnmarkShared that it must get it again.
 func (tx *Tx) MarkShared(ctx context.Context, group, account string) error {
-	_, err := tx.tx.ExecContext(ctx, `INSERT INTO sender_key_shared (group_id, account_id) VALUES (?, ?) ON CONFLICT DO NOTHING`, group, account)
+	ref, err := tx.remember(ctx, account)
+	if err != nil {
+		return err
+	}
+	_, err = tx.tx.ExecContext(ctx, `INSERT INTO sender_key_shared (group_id, account_id) VALUES (?, ?) ON CONFLICT DO NOTHING`, tx.ref(group), ref)
 	return err
 }
 
 // UnmarkShared forgets that account ("": anyone) has our sender key.
 func (tx *Tx) UnmarkShared(ctx context.Context, group, account string) error {
-	_, err := tx.tx.ExecContext(ctx, `DELETE FROM sender_key_shared WHERE group_id = ? AND (? = '' OR account_id = ?)`, group, account, account)
+	_, err := tx.tx.ExecContext(ctx, `DELETE FROM sender_key_shared WHERE group_id = ? AND (? = '' OR account_id = ?)`, tx.ref(group), account, tx.ref(account))
 	return err
 }
 
@@ -858,14 +885,14 @@ func (tx *Tx) UnmarkShared(ctx context.Context, group, account string) error {
 func (tx *Tx) ReplaceBucket(ctx context.Context, conversation string, b Bucket) error {
 	_, err := tx.tx.ExecContext(ctx, `INSERT INTO buckets (conversation, bucket_id, secrets) VALUES (?, ?, ?)
 		ON CONFLICT (conversation) DO UPDATE SET bucket_id = excluded.bucket_id, secrets = excluded.secrets`,
-		conversation, b.ID, tx.sealed(append(slices.Clone(b.MemberSecret), b.AdminSecret...), "bucket", conversation, b.ID))
+		tx.ref(conversation), b.ID, tx.sealed(append(slices.Clone(b.MemberSecret), b.AdminSecret...), "bucket", conversation, b.ID))
 	return err
 }
 
 // DeleteBucket forgets the conversation's bucket (the next file creates a
 // new one).
 func (tx *Tx) DeleteBucket(ctx context.Context, conversation string) error {
-	_, err := tx.tx.ExecContext(ctx, `DELETE FROM buckets WHERE conversation = ?`, conversation)
+	_, err := tx.tx.ExecContext(ctx, `DELETE FROM buckets WHERE conversation = ?`, tx.ref(conversation))
 	return err
 }
 
@@ -890,7 +917,52 @@ func (tx *Tx) AdoptGroupBucket(ctx context.Context, group string, b Bucket) erro
 // SenderKeyGroups lists the groups in which we hold a sender key of the
 // member device.
 func (tx *Tx) SenderKeyGroups(ctx context.Context, account string, device int) ([]string, error) {
-	return column[string](ctx, tx, `SELECT group_id FROM sender_keys WHERE account_id = ? AND device_id = ? ORDER BY group_id`, account, device)
+	return tx.recallAll(ctx, `SELECT DISTINCT refs.ref, refs.sealed FROM sender_keys JOIN refs ON refs.ref = sender_keys.group_id
+		WHERE account_id = ? AND device_id = ?`, tx.ref(account), device)
+}
+
+// ref is the pseudonym stored in place of an account or group id: a keyed
+// hash, so rows are found by id without the id in the file. "" stays ""
+// (the "anyone" of some deletes).
+func (tx *Tx) ref(id string) string {
+	if id == "" {
+		return ""
+	}
+	return hex.EncodeToString(tx.seal.Index("ref", []byte(id))[:16])
+}
+
+// remember records id, sealed, under its pseudonym, which it returns: for
+// the lists that name ids (recallAll).
+func (tx *Tx) remember(ctx context.Context, id string) (string, error) {
+	ref := tx.ref(id)
+	_, err := tx.tx.ExecContext(ctx, `INSERT INTO refs (ref, sealed) VALUES (?, ?) ON CONFLICT (ref) DO NOTHING`,
+		ref, tx.sealed([]byte(id), "ref", ref))
+	return ref, err
+}
+
+// recallAll runs a query selecting pseudonyms and their sealed ids (refs.ref,
+// refs.sealed) and returns the ids, sorted.
+func (tx *Tx) recallAll(ctx context.Context, query string, args ...any) ([]string, error) {
+	rows, err := tx.tx.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var ref string
+		var sealed []byte
+		if err := rows.Scan(&ref, &sealed); err != nil {
+			return nil, err
+		}
+		id, err := tx.open(sealed, "ref", ref)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, string(id))
+	}
+	slices.Sort(out)
+	return out, rows.Err()
 }
 
 // column runs a query that selects one column and returns its values.
@@ -919,6 +991,36 @@ func (tx *Tx) sealedTimer(conversation string, seconds int64) []byte {
 // migration, in the same transaction, for what SQL cannot do (sealing).
 var afterMigration = map[int]func(context.Context, *Tx) error{
 	6: sealMetadata,
+	8: pseudonymise,
+}
+
+// idColumns are the columns holding account or group ids, which migration 8
+// turned into pseudonyms.
+var idColumns = []struct{ table, column string }{
+	{"recipients", "account_id"}, {"sessions", "account_id"}, {"messages", "conversation"}, {"buckets", "conversation"},
+	{"conversation_timers", "conversation"}, {"profile_keys", "account_id"}, {"groups", "id"},
+	{"sender_keys", "group_id"}, {"sender_keys", "account_id"}, {"sender_key_shared", "group_id"}, {"sender_key_shared", "account_id"},
+}
+
+// pseudonymise replaces every stored account and group id with its
+// pseudonym, remembering each id (sealed) for the lists that name them.
+func pseudonymise(ctx context.Context, tx *Tx) error {
+	for _, c := range idColumns {
+		ids, err := column[string](ctx, tx, `SELECT DISTINCT `+c.column+` FROM `+c.table)
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			ref, err := tx.remember(ctx, id)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.tx.ExecContext(ctx, `UPDATE `+c.table+` SET `+c.column+` = ? WHERE `+c.column+` = ?`, ref, id); err != nil {
+				return fmt.Errorf("%s.%s: %w", c.table, c.column, err)
+			}
+		}
+	}
+	return nil
 }
 
 // sealMetadata seals what migration 6 moved to sealed columns: recipients'

@@ -127,6 +127,8 @@ func TestSealMetadataMigration(t *testing.T) {
 			`ALTER TABLE recipients DROP COLUMN identity_sealed`,
 			`DROP TABLE conversation_timers`,
 			`DROP TABLE profile_keys`, // migration 7's
+			`DROP TABLE refs`,         // migration 8's
+			`DELETE FROM recipients`,  // stored under pseudonyms
 			`PRAGMA user_version = 5`,
 		} {
 			if _, err := tx.tx.ExecContext(ctx, q); err != nil {
@@ -166,5 +168,118 @@ func TestSealMetadataMigration(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPseudonymsMigration: a store from before migration 8 keeps every
+// contact, session, message, bucket, timer, profile key, group and sender
+// key, now under pseudonyms: no account or group id is left in the file,
+// and the lists that name ids still name them.
+func TestPseudonymsMigration(t *testing.T) {
+	ctx := context.Background()
+	db, dir := openTestDB(t)
+	const alice, group = "6f1c2a9e-0000-4000-8000-00000000a11c", "group-id-kept-private"
+	ik := bytes.Repeat([]byte{5}, 33)
+	secret := bytes.Repeat([]byte{9}, 32)
+	err := db.Update(ctx, func(tx *Tx) error {
+		for _, step := range []func() error{
+			func() error {
+				return tx.PutRecipient(ctx, Recipient{Account: alice, Number: "+15555550123", IdentityKey: ik, Trust: TrustedVerified})
+			},
+			func() error { return tx.PutSession(ctx, alice, 1, []byte("session")) },
+			func() error {
+				_, err := tx.AddMessage(ctx, Message{Conversation: alice, SentMS: 7, Body: []byte("hello")})
+				return err
+			},
+			func() error { return tx.ReplaceBucket(ctx, alice, Bucket{ID: "b1", MemberSecret: secret}) },
+			func() error { _, err := tx.SetTimer(ctx, alice, 60); return err },
+			func() error { return tx.SetProfileKey(ctx, alice, secret) },
+			func() error { return tx.PutGroup(ctx, group, []byte("state")) },
+			func() error { return tx.PutSenderKey(ctx, group, alice, 1, []byte("sender key")) },
+			func() error { return tx.MarkShared(ctx, group, alice) },
+		} {
+			if err := step(); err != nil {
+				return err
+			}
+		}
+		// Back to version 7: ids in the clear, as before the migration.
+		for _, c := range idColumns {
+			refs, err := column[string](ctx, tx, `SELECT DISTINCT `+c.column+` FROM `+c.table)
+			if err != nil {
+				return err
+			}
+			for _, ref := range refs {
+				id := map[string]string{tx.ref(alice): alice, tx.ref(group): group}[ref]
+				if _, err := tx.tx.ExecContext(ctx, `UPDATE `+c.table+` SET `+c.column+` = ? WHERE `+c.column+` = ?`, id, ref); err != nil {
+					return err
+				}
+			}
+		}
+		for _, q := range []string{`DROP TABLE refs`, `PRAGMA user_version = 7`} {
+			if _, err := tx.tx.ExecContext(ctx, q); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	key, err := vault.Load(filepath.Join(dir, "key"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if db, err = Open(ctx, filepath.Join(dir, "state.db"), key); err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(ctx, func(tx *Tx) error {
+		if r, err := tx.RecipientByNumber(ctx, "+15555550123"); err != nil || r.Account != alice || !bytes.Equal(r.IdentityKey, ik) {
+			t.Errorf("recipient: %+v %v", r, err)
+		}
+		if rs, err := tx.Recipients(ctx); err != nil || len(rs) != 1 || rs[0].Account != alice {
+			t.Errorf("recipients: %+v %v", rs, err)
+		}
+		if v, err := tx.Session(ctx, alice, 1); err != nil || string(v) != "session" {
+			t.Errorf("session: %q %v", v, err)
+		}
+		if ms, err := tx.Messages(ctx, alice, 10); err != nil || len(ms) != 1 || string(ms[0].Body) != "hello" || ms[0].Conversation != alice {
+			t.Errorf("messages: %+v %v", ms, err)
+		}
+		if b, err := tx.Bucket(ctx, alice); err != nil || b.ID != "b1" {
+			t.Errorf("bucket: %+v %v", b, err)
+		}
+		if s, err := tx.Timer(ctx, alice); err != nil || s != 60 {
+			t.Errorf("timer: %d %v", s, err)
+		}
+		if k, err := tx.ProfileKey(ctx, alice); err != nil || !bytes.Equal(k, secret) {
+			t.Errorf("profile key: %v", err)
+		}
+		if ids, err := tx.GroupIDs(ctx); err != nil || len(ids) != 1 || ids[0] != group {
+			t.Errorf("groups: %v %v", ids, err)
+		}
+		if v, err := tx.SenderKey(ctx, group, alice, 1); err != nil || string(v) != "sender key" {
+			t.Errorf("sender key: %q %v", v, err)
+		}
+		if gs, err := tx.SenderKeyGroups(ctx, alice, 1); err != nil || len(gs) != 1 || gs[0] != group {
+			t.Errorf("sender key groups: %v %v", gs, err)
+		}
+		if ws, err := tx.SharedWith(ctx, group); err != nil || len(ws) != 1 || ws[0] != alice {
+			t.Errorf("shared with: %v %v", ws, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	files, _ := filepath.Glob(filepath.Join(dir, "state.db*"))
+	for _, f := range files {
+		raw, _ := os.ReadFile(f)
+		for _, id := range []string{alice, group} {
+			if bytes.Contains(raw, []byte(id)) {
+				t.Errorf("%s holds %q in the clear", f, id)
+			}
+		}
 	}
 }
