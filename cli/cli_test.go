@@ -315,6 +315,10 @@ func TestLocalFailureIsNotAcknowledged(t *testing.T) {
 	defer raw.Close()
 	var saved []byte
 	var ref string // bob's only session, with alice (stored under a pseudonym)
+	var n int
+	if err := raw.QueryRow(`SELECT count(*) FROM sessions`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("bob has %d sessions (%v), want the one with alice", n, err)
+	}
 	if err := raw.QueryRow(`SELECT account_id, record FROM sessions`).Scan(&ref, &saved); err != nil {
 		t.Fatal(err)
 	}

@@ -40,7 +40,7 @@ var migrations embed.FS
 // Sealer encrypts values at rest. aad names the value's place (table and
 // row); Open fails if the ciphertext was altered or moved. Index is a keyed
 // hash of value for purpose, under a key of the Sealer's own: the way to
-// find a row by a value that is stored only sealed.
+// find a row by a value that is stored only sealed (at least 16 bytes).
 type Sealer interface {
 	Seal(plaintext, aad []byte) []byte
 	Open(ciphertext, aad []byte) ([]byte, error)
@@ -65,7 +65,7 @@ func Open(ctx context.Context, path string, s Sealer) (*DB, error) {
 	}
 	f.Close()
 	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(30000)" +
-		"&_pragma=synchronous(FULL)&_pragma=foreign_keys(ON)&_txlock=immediate"
+		"&_pragma=synchronous(FULL)&_pragma=foreign_keys(ON)&_pragma=secure_delete(ON)&_txlock=immediate"
 	d, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
@@ -88,7 +88,8 @@ func Open(ctx context.Context, path string, s Sealer) (*DB, error) {
 func (db *DB) Close() error { return db.sql.Close() }
 
 func (db *DB) migrate(ctx context.Context) error {
-	return db.Update(ctx, func(tx *Tx) error {
+	rewrote := false
+	err := db.Update(ctx, func(tx *Tx) error {
 		var version int
 		if err := tx.tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
 			return err
@@ -98,6 +99,9 @@ func (db *DB) migrate(ctx context.Context) error {
 			return err
 		}
 		slices.Sort(names)
+		if known, _ := strconv.Atoi(strings.SplitN(filepath.Base(names[len(names)-1]), "_", 2)[0]); version > known {
+			return fmt.Errorf("this database was written by a newer parley (schema %d; this one knows %d): use that version", version, known)
+		}
 		for _, name := range names {
 			n, err := strconv.Atoi(strings.SplitN(filepath.Base(name), "_", 2)[0])
 			if err != nil {
@@ -117,6 +121,7 @@ func (db *DB) migrate(ctx context.Context) error {
 				if err := step(ctx, tx); err != nil {
 					return fmt.Errorf("migration %s: %w", name, err)
 				}
+				rewrote = true
 			}
 			if _, err := tx.tx.ExecContext(ctx, `PRAGMA user_version = `+strconv.Itoa(n)); err != nil {
 				return err
@@ -124,6 +129,19 @@ func (db *DB) migrate(ctx context.Context) error {
 		}
 		return nil
 	})
+	if err != nil || !rewrote {
+		return err
+	}
+	// A step replaced clear values with sealed ones; the old bytes may
+	// linger in free pages and in the WAL's page images until both are
+	// rewritten.
+	if _, err := db.sql.ExecContext(ctx, `VACUUM`); err != nil {
+		return fmt.Errorf("vacuum after migrating: %w", err)
+	}
+	if _, err := db.sql.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+		return fmt.Errorf("checkpoint after migrating: %w", err)
+	}
+	return nil
 }
 
 // Tx is a transaction; every read and write goes through one.
@@ -211,7 +229,7 @@ type Recipient struct {
 // A recipient's number and identity (key, trust, when the key was added)
 // are sealed, bound to the recipient's account id; the number is found by
 // its keyed index.
-const recipientColumns = `refs.ref, refs.sealed, number_sealed, identity_sealed FROM recipients JOIN refs ON refs.ref = recipients.account_id`
+const recipientColumns = `account_id, refs.sealed, number_sealed, identity_sealed FROM recipients LEFT JOIN refs ON refs.ref = recipients.account_id`
 
 func (tx *Tx) scanRecipient(row interface{ Scan(...any) error }) (Recipient, error) {
 	var r Recipient
@@ -224,11 +242,9 @@ func (tx *Tx) scanRecipient(row interface{ Scan(...any) error }) (Recipient, err
 	if err != nil {
 		return r, err
 	}
-	a, err := tx.open(account, "ref", ref)
-	if err != nil {
+	if r.Account, err = tx.recall(ref, account); err != nil {
 		return r, err
 	}
-	r.Account = string(a)
 	if number != nil {
 		n, err := tx.open(number, "recipient number", r.Account)
 		if err != nil {
@@ -820,7 +836,7 @@ func (tx *Tx) PutGroup(ctx context.Context, id string, state []byte) error {
 
 // GroupIDs lists every group we know.
 func (tx *Tx) GroupIDs(ctx context.Context) ([]string, error) {
-	return tx.recallAll(ctx, `SELECT refs.ref, refs.sealed FROM groups JOIN refs ON refs.ref = groups.id`)
+	return tx.recallAll(ctx, `SELECT id, refs.sealed FROM groups LEFT JOIN refs ON refs.ref = groups.id`)
 }
 
 // SenderKey returns the sender key record of a member device in a group,
@@ -859,7 +875,7 @@ func (tx *Tx) DeleteSenderKeys(ctx context.Context, group, account string) error
 
 // SharedWith lists the members our current sender key for group went to.
 func (tx *Tx) SharedWith(ctx context.Context, group string) ([]string, error) {
-	return tx.recallAll(ctx, `SELECT refs.ref, refs.sealed FROM sender_key_shared JOIN refs ON refs.ref = sender_key_shared.account_id
+	return tx.recallAll(ctx, `SELECT account_id, refs.sealed FROM sender_key_shared LEFT JOIN refs ON refs.ref = sender_key_shared.account_id
 		WHERE group_id = ?`, tx.ref(group))
 }
 
@@ -917,7 +933,7 @@ func (tx *Tx) AdoptGroupBucket(ctx context.Context, group string, b Bucket) erro
 // SenderKeyGroups lists the groups in which we hold a sender key of the
 // member device.
 func (tx *Tx) SenderKeyGroups(ctx context.Context, account string, device int) ([]string, error) {
-	return tx.recallAll(ctx, `SELECT DISTINCT refs.ref, refs.sealed FROM sender_keys JOIN refs ON refs.ref = sender_keys.group_id
+	return tx.recallAll(ctx, `SELECT DISTINCT group_id, refs.sealed FROM sender_keys LEFT JOIN refs ON refs.ref = sender_keys.group_id
 		WHERE account_id = ? AND device_id = ?`, tx.ref(account), device)
 }
 
@@ -940,8 +956,18 @@ func (tx *Tx) remember(ctx context.Context, id string) (string, error) {
 	return ref, err
 }
 
-// recallAll runs a query selecting pseudonyms and their sealed ids (refs.ref,
-// refs.sealed) and returns the ids, sorted.
+// recall opens the id a pseudonym stands for (sealed: refs.sealed, nil when
+// the refs row is missing).
+func (tx *Tx) recall(ref string, sealed []byte) (string, error) {
+	if sealed == nil {
+		return "", fmt.Errorf("pseudonym %s: no id recorded for it", ref)
+	}
+	id, err := tx.open(sealed, "ref", ref)
+	return string(id), err
+}
+
+// recallAll runs a query selecting pseudonyms and their sealed ids (an id
+// column LEFT JOIN refs) and returns the ids, sorted.
 func (tx *Tx) recallAll(ctx context.Context, query string, args ...any) ([]string, error) {
 	rows, err := tx.tx.QueryContext(ctx, query, args...)
 	if err != nil {
@@ -955,11 +981,11 @@ func (tx *Tx) recallAll(ctx context.Context, query string, args ...any) ([]strin
 		if err := rows.Scan(&ref, &sealed); err != nil {
 			return nil, err
 		}
-		id, err := tx.open(sealed, "ref", ref)
+		id, err := tx.recall(ref, sealed)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, string(id))
+		out = append(out, id)
 	}
 	slices.Sort(out)
 	return out, rows.Err()

@@ -3,8 +3,10 @@ package clientdb
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/parleyhq/parley/cli/vault"
@@ -179,6 +181,10 @@ func TestPseudonymsMigration(t *testing.T) {
 	ctx := context.Background()
 	db, dir := openTestDB(t)
 	const alice, group = "6f1c2a9e-0000-4000-8000-00000000a11c", "group-id-kept-private"
+	var others []string
+	for i := range 20 {
+		others = append(others, fmt.Sprintf("6f1c2a9e-0000-4000-8000-%012d", i))
+	}
 	ik := bytes.Repeat([]byte{5}, 33)
 	secret := bytes.Repeat([]byte{9}, 32)
 	err := db.Update(ctx, func(tx *Tx) error {
@@ -202,6 +208,17 @@ func TestPseudonymsMigration(t *testing.T) {
 				return err
 			}
 		}
+		// Enough rows for many pages, so old bytes could linger in free ones.
+		for _, id := range others {
+			if err := tx.PutSession(ctx, id, 1, bytes.Repeat([]byte{1}, 200)); err != nil {
+				return err
+			}
+			for i := range 40 {
+				if _, err := tx.AddMessage(ctx, Message{Conversation: id, SentMS: int64(i), Body: bytes.Repeat([]byte{2}, 200)}); err != nil {
+					return err
+				}
+			}
+		}
 		// Back to version 7: ids in the clear, as before the migration.
 		for _, c := range idColumns {
 			refs, err := column[string](ctx, tx, `SELECT DISTINCT `+c.column+` FROM `+c.table)
@@ -210,6 +227,11 @@ func TestPseudonymsMigration(t *testing.T) {
 			}
 			for _, ref := range refs {
 				id := map[string]string{tx.ref(alice): alice, tx.ref(group): group}[ref]
+				for _, o := range others {
+					if ref == tx.ref(o) {
+						id = o
+					}
+				}
 				if _, err := tx.tx.ExecContext(ctx, `UPDATE `+c.table+` SET `+c.column+` = ? WHERE `+c.column+` = ?`, id, ref); err != nil {
 					return err
 				}
@@ -276,10 +298,34 @@ func TestPseudonymsMigration(t *testing.T) {
 	files, _ := filepath.Glob(filepath.Join(dir, "state.db*"))
 	for _, f := range files {
 		raw, _ := os.ReadFile(f)
-		for _, id := range []string{alice, group} {
+		for _, id := range append([]string{alice, group}, others...) {
 			if bytes.Contains(raw, []byte(id)) {
 				t.Errorf("%s holds %q in the clear", f, id)
 			}
 		}
+	}
+}
+
+// TestNewerSchemaRefused: a database written by a newer parley is not
+// opened (an older one would write beside rows it cannot read).
+func TestNewerSchemaRefused(t *testing.T) {
+	ctx := context.Background()
+	db, dir := openTestDB(t)
+	if err := db.Update(ctx, func(tx *Tx) error {
+		_, err := tx.tx.ExecContext(ctx, `PRAGMA user_version = 999`)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	key, err := vault.Load(filepath.Join(dir, "key"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if db, err := Open(ctx, filepath.Join(dir, "state.db"), key); err == nil || !strings.Contains(err.Error(), "newer parley") {
+		if db != nil {
+			db.Close()
+		}
+		t.Fatalf("opened a schema-999 database: %v", err)
 	}
 }
