@@ -106,8 +106,11 @@ func TestBusCoalesces(t *testing.T) {
 	}
 	waitUntil(t, "all wake-ups", func() bool { evs, _ := b.events(); return len(evs) == n })
 	_, batches := b.events()
-	// ~190 wake-ups fit in one notification.
-	if batches > n/50 {
+	// ~190 wake-ups fit in one notification, but how many gather depends on
+	// how fast this loop publishes while one is in flight (slower under
+	// -race on a loaded machine: 102 seen in CI). One per event would be
+	// 5,000; a tenth of that still shows the coalescing.
+	if batches > n/10 {
 		t.Errorf("%d wake-ups took %d notifications; want them coalesced", n, batches)
 	}
 	t.Logf("%d wake-ups in %d notifications", n, batches)
