@@ -527,24 +527,15 @@ func (a *Account) submitGroup(ctx context.Context, group string, targets []clien
 		req := relayclient.MultiSend{Timestamp: ts, Type: EnvelopeSenderKey, Content: frame, Urgent: true, ExpiresIn: timer}
 		if err := a.db.Update(ctx, func(tx *clientdb.Tx) error {
 			for _, t := range targets {
-				devs, err := tx.SessionDevices(ctx, t.Account)
+				devs, err := sessionDevices(ctx, tx, t.Account)
 				if err != nil {
 					return err
 				}
 				rc := relayclient.MultiRecipient{AccountID: t.Account}
 				for _, d := range devs {
-					if t.Account == a.ID && d == a.DeviceID {
-						continue
+					if t.Account != a.ID || d.DeviceID != a.DeviceID {
+						rc.Devices = append(rc.Devices, d)
 					}
-					b, err := tx.Session(ctx, t.Account, d)
-					if err != nil {
-						return err
-					}
-					reg, err := remoteRegistrationID(b)
-					if err != nil {
-						return err
-					}
-					rc.Devices = append(rc.Devices, relayclient.DeviceRef{DeviceID: d, RegistrationID: reg})
 				}
 				if len(rc.Devices) > 0 {
 					req.Recipients = append(req.Recipients, rc)
@@ -664,12 +655,24 @@ func parseDistribution(b []byte) (*protocol.SenderKeyDistributionMessage, error)
 	return m, nil
 }
 
-// remoteRegistrationID reads the peer's registration id from a stored
-// session record.
-func remoteRegistrationID(b []byte) (int, error) {
-	rec, err := protocol.ParseSessionRecord(b)
+// sessionDevices lists the devices of account we have sessions with, each
+// with the registration id its session record names.
+func sessionDevices(ctx context.Context, tx *clientdb.Tx, account string) ([]relayclient.DeviceRef, error) {
+	ids, err := tx.SessionDevices(ctx, account)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	return int(rec.RemoteRegistrationID()), nil
+	devs := make([]relayclient.DeviceRef, 0, len(ids))
+	for _, d := range ids {
+		b, err := tx.Session(ctx, account, d)
+		if err != nil {
+			return nil, err
+		}
+		rec, err := protocol.ParseSessionRecord(b)
+		if err != nil {
+			return nil, err
+		}
+		devs = append(devs, relayclient.DeviceRef{DeviceID: d, RegistrationID: int(rec.RemoteRegistrationID())})
+	}
+	return devs, nil
 }

@@ -346,21 +346,13 @@ func (a *Account) sendSealedGroupCopy(ctx context.Context, t clientdb.Recipient,
 		if body, err = protocol.SealV1(rand.Reader, *a.identity, theirs, u); err != nil {
 			return err
 		}
-		devs, err := tx.SessionDevices(ctx, t.Account)
+		devs, err := sessionDevices(ctx, tx, t.Account)
 		if err != nil {
 			return err
 		}
 		req = relayclient.Send{Timestamp: ts, Urgent: true, ExpiresIn: timer}
 		for _, d := range devs {
-			b, err := tx.Session(ctx, t.Account, d)
-			if err != nil {
-				return err
-			}
-			reg, err := remoteRegistrationID(b)
-			if err != nil {
-				return err
-			}
-			req.Messages = append(req.Messages, relayclient.Outgoing{DeviceID: d, RegistrationID: uint32(reg), Type: EnvelopeSealed, Content: body})
+			req.Messages = append(req.Messages, relayclient.Outgoing{DeviceID: d.DeviceID, RegistrationID: uint32(d.RegistrationID), Type: EnvelopeSealed, Content: body})
 		}
 		return nil
 	})
