@@ -99,14 +99,17 @@ func (db *DB) migrate(ctx context.Context) error {
 			return err
 		}
 		slices.Sort(names)
-		if known, _ := strconv.Atoi(strings.SplitN(filepath.Base(names[len(names)-1]), "_", 2)[0]); version > known {
-			return fmt.Errorf("this database was written by a newer parley (schema %d; this one knows %d): use that version", version, known)
-		}
-		for _, name := range names {
-			n, err := strconv.Atoi(strings.SplitN(filepath.Base(name), "_", 2)[0])
-			if err != nil {
+		numbers := make([]int, len(names))
+		for i, name := range names {
+			if numbers[i], err = strconv.Atoi(strings.SplitN(filepath.Base(name), "_", 2)[0]); err != nil {
 				return fmt.Errorf("migration %s: bad name", name)
 			}
+		}
+		if known := numbers[len(numbers)-1]; version > known {
+			return fmt.Errorf("this database was written by a newer parley (schema %d; this one knows %d): use that version", version, known)
+		}
+		for i, name := range names {
+			n := numbers[i]
 			if n <= version {
 				continue
 			}
