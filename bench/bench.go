@@ -34,10 +34,15 @@ import (
 )
 
 // MaxDevices is how many distinct test numbers the generator can use.
-const MaxDevices = 10_000
+const MaxDevices = 4_450_000
 
-// Number returns the i-th benchmark phone number (+1 202 555 0000 …).
-func Number(i int) string { return fmt.Sprintf("+1202555%04d", i) }
+// Number returns the i-th benchmark phone number (+1 202 555 0000 …,
+// then +1 202 556 0000 …).
+func Number(i int) string {
+	// Exchanges 555, 556, …: ten thousand numbers each, valid up to i of
+	// about four million.
+	return fmt.Sprintf("+1202%03d%04d", 555+i/10000, i%10000)
+}
 
 // TestNumbers returns the test-numbers file (parleyd --test-numbers-file)
 // registering n devices needs, all with code.
