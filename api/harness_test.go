@@ -91,6 +91,8 @@ type envConfig struct {
 	// sealed issues sender certificates: a fresh server key by default,
 	// nil for a relay without sealed sender.
 	sealed *sealedsender.Issuer
+	// tls serves the API over TLS (httptest's certificate).
+	tls bool
 }
 
 type envOption func(*envConfig)
@@ -156,7 +158,11 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 
 	router := apitest.Router(t)
 	e := &env{t: t, db: db, logBuf: buf, router: router, relay: rel, attach: att, disk: diskDir}
-	e.srv = httptest.NewServer(s.Handler())
+	if cfg.tls {
+		e.srv = httptest.NewTLSServer(s.Handler())
+	} else {
+		e.srv = httptest.NewServer(s.Handler())
+	}
 	t.Cleanup(func() {
 		e.srv.Close()
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -234,7 +240,7 @@ func (e *env) callHeader(method, path string, c *creds, body any, h http.Header,
 	if c != nil {
 		req.SetBasicAuth(c.Account+"."+strconv.Itoa(c.Device), c.Secret)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := e.srv.Client().Do(req)
 	if err != nil {
 		e.t.Fatal(err)
 	}

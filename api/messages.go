@@ -1,9 +1,11 @@
 package api
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -83,24 +85,52 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request, p accounts.Pr
 	}
 	up := websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
-		// Small buffers and a shared write-buffer pool keep an idle
-		// connection near 10 KiB (PERFORMANCE.md).
-		ReadBufferSize:  1024,
+		// The read buffer is the one ownReader hijacks with; a shared
+		// write-buffer pool means an idle connection holds none.
 		WriteBufferSize: 1024,
 		WriteBufferPool: &s.wsBuffers,
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
 			writeError(w, r, s.Log, &Error{Status: status, Code: "websocket_handshake_failed", Message: reason.Error()})
 		},
 	}
-	ws, err := up.Upgrade(w, r, nil)
+	hj := &ownReader{ResponseWriter: w}
+	ws, err := up.Upgrade(hj, r, nil)
 	if err != nil {
 		return nil // answered by Error
 	}
-	if err := s.Relay.Serve(ws, p, s.serveFrame); err != nil {
+	if err := s.Relay.Serve(ws, hj.br, p, s.serveFrame); err != nil {
 		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down"), time.Now().Add(time.Second))
 		ws.Close()
 	}
 	return nil
+}
+
+// wsReadBuffer is the read buffer of a device's WebSocket. gorilla adopts a
+// hijacked buffer only if it is larger than 256 bytes; frames larger than
+// the buffer are read straight into the message.
+const wsReadBuffer = 512
+
+// ownReader hijacks a connection for the WebSocket upgrade with a read
+// buffer of the relay's own (br) instead of net/http's 4 KiB one, which
+// gorilla adopts as documented for an Upgrader with ReadBufferSize 0.
+// Holding it lets the relay see when nothing is buffered, so an idle
+// connection can wait without a goroutine (relay.Service.Serve).
+type ownReader struct {
+	http.ResponseWriter
+	br *bufio.Reader
+}
+
+// Hijack takes the connection as net/http's Hijack does, with br as its
+// reader. Data the client sent early stays in net/http's reader, for
+// gorilla to refuse.
+func (o *ownReader) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(o.ResponseWriter).Hijack()
+	if err != nil || brw.Reader.Buffered() > 0 {
+		return nc, brw, err
+	}
+	o.br = bufio.NewReaderSize(nc, wsReadBuffer)
+	brw.Reader = o.br
+	return nc, brw, nil
 }
 
 type multiSendRequest struct {

@@ -32,7 +32,11 @@ func (e *env) dial(c *creds) (*socket, *http.Response, error) {
 	req, _ := http.NewRequest("GET", "/", nil)
 	req.SetBasicAuth(c.Account+"."+strconv.Itoa(c.Device), c.Secret)
 	h.Set("Authorization", req.Header.Get("Authorization"))
-	ws, resp, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(e.srv.URL, "http")+"/v1/websocket", h)
+	d := *websocket.DefaultDialer
+	if e.srv.TLS != nil {
+		d.TLSClientConfig = e.srv.Client().Transport.(*http.Transport).TLSClientConfig
+	}
+	ws, resp, err := d.Dial("ws"+strings.TrimPrefix(e.srv.URL, "http")+"/v1/websocket", h)
 	if err != nil {
 		return nil, resp, err
 	}

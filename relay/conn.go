@@ -1,12 +1,15 @@
 package relay
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"runtime/debug"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-json-experiment/json"
@@ -43,13 +46,19 @@ func (s *Service) AdmitConnection(p accounts.Principal) error {
 // its own goroutines (deliveries, acks, and request frames answered by
 // serve); it returns at once. While the relay shuts down it returns
 // ErrShuttingDown and the caller closes ws.
-func (s *Service) Serve(ws *websocket.Conn, p accounts.Principal, serve RequestFunc) error {
+//
+// br is the connection's read buffer when the API gave gorilla one of its
+// own (nil otherwise). Knowing when it is empty lets an idle connection
+// wait for its next frame without a goroutine of its own (see poller);
+// without it, or where the socket cannot be polled (TLS terminated here,
+// not Linux), one goroutine waits on each connection.
+func (s *Service) Serve(ws *websocket.Conn, br *bufio.Reader, p accounts.Principal, serve RequestFunc) error {
 	s.mu.Lock()
 	if s.shutdown {
 		s.mu.Unlock()
 		return ErrShuttingDown
 	}
-	s.conns.Add(1) // released when the read loop ends
+	s.conns.Add(1) // released by finish
 	s.mu.Unlock()
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -59,10 +68,16 @@ func (s *Service) Serve(ws *websocket.Conn, p accounts.Principal, serve RequestF
 		c.frames = rate.NewLimiter(rate.Limit(s.cfg.FrameRate), s.cfg.FrameBurst)
 	}
 	ws.SetReadLimit(wire.MaxClientFrame)
+	c.setupRead()
+	// Polled from here on: frames may be read before the connection is in
+	// the hub, as the read loop below may.
+	polled := c.poll(br)
 	old, ok := s.hub.add(c)
 	if !ok { // shutdown began meanwhile
 		c.close(websocket.CloseGoingAway, "server shutting down")
-		go c.readLoop()
+		if !polled {
+			go c.readLoop()
+		}
 		return nil
 	}
 	if old != nil {
@@ -73,8 +88,39 @@ func (s *Service) Serve(ws *websocket.Conn, p accounts.Principal, serve RequestF
 	c.wake()
 	// The read loop runs after the HTTP handler returns, so net/http's
 	// buffers are released while the connection idles.
-	go c.readLoop()
+	if !polled {
+		go c.readLoop()
+	}
 	return nil
+}
+
+// poll hands c's socket to the node's poller when it can be: a plain TCP
+// socket whose read buffer br the relay holds, on a system with a poller.
+func (c *conn) poll(br *bufio.Reader) bool {
+	tc, ok := c.ws.NetConn().(*net.TCPConn)
+	if br == nil || !ok {
+		return false
+	}
+	p := c.s.poller()
+	if p == nil {
+		return false
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	fd := -1
+	if err := raw.Control(func(f uintptr) { fd = int(f) }); err != nil {
+		return false
+	}
+	// Set before add: the first readiness may be reported at once. Nothing
+	// else sees c before Serve publishes it.
+	c.br, c.polled = br, p
+	if err := p.add(c, fd); err != nil {
+		c.br, c.polled = nil, nil
+		return false
+	}
+	return true
 }
 
 // Closing reports whether the relay has begun to shut down (new
@@ -88,6 +134,19 @@ type conn struct {
 	account uuid.UUID
 	device  int
 	since   int64 // Unix ms when the connection was accepted
+	// polled is the node's poller when it watches this socket (nil: the
+	// read loop goroutine waits on it); br is then gorilla's read buffer,
+	// and token and fd are the poller's. Set before the connection is
+	// published, then only read.
+	polled *poller
+	br     *bufio.Reader
+	token  uint64
+	fd     int
+	// alive is when the peer last answered a ping (Unix ns): the read
+	// deadline, and for a polled connection the ping timer, drop it when
+	// two ping intervals pass without one.
+	alive    atomic.Int64
+	finished sync.Once
 	// frames limits the frames the device sends (nil: unlimited) and
 	// overRate records that it was exceeded; only the read loop uses them.
 	frames   *rate.Limiter
@@ -210,10 +269,13 @@ func (c *conn) deliver() {
 		}
 		if read && room > 0 {
 			limit := min(room, fetchBatch)
-			ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
+			// Not under c.ctx: a context derived from it would leave a
+			// map in it, about 400 bytes per idle connection. A read
+			// the connection no longer needs ends within its timeout.
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			envs, err := c.s.store.Pending(ctx, c.account, c.device, cursor, c.s.now(), limit)
 			cancel()
-			if err != nil && c.ctx.Err() != nil {
+			if err != nil && c.isClosing() {
 				return // the connection ended meanwhile
 			}
 			if err != nil {
@@ -297,20 +359,21 @@ func (c *conn) write(f wire.Frame) bool {
 	return true
 }
 
-// readLoop reads acknowledgements until the connection ends.
-func (c *conn) readLoop() {
-	defer c.finish()
+// setupRead installs the control-frame handlers and the first read
+// deadline; a pong extends it by two ping intervals.
+func (c *conn) setupRead() {
 	wait := 2 * c.s.cfg.PingInterval
+	c.alive.Store(time.Now().UnixNano())
 	_ = c.ws.SetReadDeadline(time.Now().Add(wait))
 	c.ws.SetPongHandler(func(string) error {
 		if !c.allowFrame() { // pongs, even unsolicited ones, are frames too
 			return nil
 		}
-		c.mu.Lock()
-		closing := c.closing
-		c.mu.Unlock()
+		closing := c.isClosing()
 		if !closing {
-			_ = c.ws.SetReadDeadline(time.Now().Add(wait))
+			now := time.Now()
+			c.alive.Store(now.UnixNano())
+			_ = c.ws.SetReadDeadline(now.Add(wait))
 		}
 		return nil
 	})
@@ -326,37 +389,139 @@ func (c *conn) readLoop() {
 		}
 		return err
 	})
+}
+
+// readLoop reads frames until the connection ends (unpolled connections).
+func (c *conn) readLoop() {
+	defer c.finish()
 	for {
 		typ, data, err := c.ws.ReadMessage()
 		if err != nil {
 			return
 		}
-		if !c.allowFrame() {
-			continue // over the rate: dropped while the close completes
+		c.handle(typ, data)
+	}
+}
+
+// readable serves what a polled connection's socket has ready (the
+// frames already buffered and what one read brings), then gives the
+// socket back to the poller. A frame that has arrived in part is waited
+// for within the read deadline, as the read loop would. The poller counted
+// this goroutine in s.conns.
+func (c *conn) readable() {
+	defer c.s.conns.Done()
+	filled := false
+	for {
+		kind, err := c.nextFrame(&filled)
+		if err != nil {
+			c.finish()
+			return
 		}
-		if typ != websocket.TextMessage {
-			c.close(websocket.CloseUnsupportedData, "frames must be JSON text")
-			continue
-		}
-		var f wire.Frame
-		if err := json.Unmarshal(data, &f, json.RejectUnknownMembers(true)); err != nil {
-			c.close(websocket.ClosePolicyViolation, "malformed frame")
-			continue
-		}
-		switch {
-		case f.Type == wire.FrameAck && f.Envelope == nil && len(f.IDs) > 0 && len(f.IDs) <= wire.MaxAckIDs && f.ID == 0 &&
-			f.Verb == "" && f.Path == "" && f.Status == 0 && f.Headers == nil && f.Body == nil:
-			c.ack(f.IDs)
-		case f.Type == wire.FrameRequest && f.Envelope == nil && f.IDs == nil && f.ID > 0 && f.Verb != "" && f.Path != "" && f.Status == 0:
-			c.mu.Lock()
-			closing := c.closing
-			c.mu.Unlock()
-			if !closing { // its answer could not be sent: not served, so a retry is safe
-				c.request(f)
+		switch kind {
+		case frameNone:
+			if !c.polled.rearm(c) {
+				c.finish() // being removed, or epoll refused: end it either way
 			}
-		default:
-			c.close(websocket.ClosePolicyViolation, "expected an ack frame with 1 to 1000 ids or a request frame with an id, verb and path")
+			return
+		case frameControl:
+			continue
 		}
+		typ, data, err := c.ws.ReadMessage()
+		if err != nil {
+			c.finish()
+			return
+		}
+		c.handle(typ, data)
+	}
+}
+
+// The opcodes of the control frames nextFrame answers (RFC 6455 5.5).
+const (
+	opPing = 0x9
+	opPong = 0xA
+)
+
+type frameKind int
+
+const (
+	frameNone    frameKind = iota // nothing buffered
+	frameControl                  // a ping or pong, answered
+	frameMessage                  // anything else, for gorilla to read
+)
+
+// nextFrame looks at the next frame buffered for a polled connection.
+// Pings and pongs are answered here with gorilla's own handlers: given
+// one, gorilla would go on to wait for the next data frame, and the
+// goroutine would stay parked on an idle socket. Anything else, including
+// control frames that break the protocol, is left to gorilla, which reads
+// data messages and refuses bad frames. The socket is read at most once
+// while nothing is buffered (filled records it): when the poller found it
+// readable, so that read does not wait.
+func (c *conn) nextFrame(filled *bool) (frameKind, error) {
+	if c.br.Buffered() == 0 {
+		if *filled {
+			return frameNone, nil
+		}
+		*filled = true
+		if _, err := c.br.Peek(1); err != nil {
+			return 0, err
+		}
+	}
+	h, _ := c.br.Peek(min(c.br.Buffered(), 2))
+	if op := h[0] & 0x0f; op != opPing && op != opPong {
+		return frameMessage, nil
+	}
+	h, err := c.br.Peek(2)
+	if err != nil {
+		return 0, err
+	}
+	// A client's control frame: final, no extension bits, masked, and a
+	// payload of at most 125 bytes, so its header is 2 bytes and a key.
+	n := int(h[1] & 0x7f)
+	if h[0]&0xf0 != 0x80 || h[1]&0x80 == 0 || n > 125 {
+		return frameMessage, nil
+	}
+	f, err := c.br.Peek(6 + n)
+	if err != nil {
+		return 0, err
+	}
+	var payload [125]byte
+	for i := range n {
+		payload[i] = f[6+i] ^ f[2+(i&3)]
+	}
+	handler := c.ws.PongHandler()
+	if f[0]&0x0f == opPing {
+		handler = c.ws.PingHandler()
+	}
+	_, _ = c.br.Discard(6 + n)
+	return frameControl, handler(string(payload[:n]))
+}
+
+// handle acts on one data message from the device.
+func (c *conn) handle(typ int, data []byte) {
+	if !c.allowFrame() {
+		return // over the rate: dropped while the close completes
+	}
+	if typ != websocket.TextMessage {
+		c.close(websocket.CloseUnsupportedData, "frames must be JSON text")
+		return
+	}
+	var f wire.Frame
+	if err := json.Unmarshal(data, &f, json.RejectUnknownMembers(true)); err != nil {
+		c.close(websocket.ClosePolicyViolation, "malformed frame")
+		return
+	}
+	switch {
+	case f.Type == wire.FrameAck && f.Envelope == nil && len(f.IDs) > 0 && len(f.IDs) <= wire.MaxAckIDs && f.ID == 0 &&
+		f.Verb == "" && f.Path == "" && f.Status == 0 && f.Headers == nil && f.Body == nil:
+		c.ack(f.IDs)
+	case f.Type == wire.FrameRequest && f.Envelope == nil && f.IDs == nil && f.ID > 0 && f.Verb != "" && f.Path != "" && f.Status == 0:
+		closing := c.isClosing()
+		if !closing { // its answer could not be sent: not served, so a retry is safe
+			c.request(f)
+		}
+	default:
+		c.close(websocket.ClosePolicyViolation, "expected an ack frame with 1 to 1000 ids or a request frame with an id, verb and path")
 	}
 }
 
@@ -384,9 +549,7 @@ func (c *conn) request(f wire.Frame) {
 		}()
 		resp := c.serve(c.ctx, accounts.Principal{Account: c.account, Device: c.device}, f)
 		resp.Type, resp.ID = wire.FrameResponse, f.ID
-		c.mu.Lock()
-		closing := c.closing
-		c.mu.Unlock()
+		closing := c.isClosing()
 		if !closing {
 			c.write(resp)
 		}
@@ -397,7 +560,8 @@ func (c *conn) request(f wire.Frame) {
 // first frame over it closes the connection with wire.CloseFrameRate; frames
 // over it are dropped. Frames within it are handled even while the
 // connection closes, so acks sent during a graceful drain still count.
-// Only the read loop calls it (gorilla runs control handlers there too).
+// Only the goroutine reading the socket calls it (gorilla runs control
+// handlers there too).
 func (c *conn) allowFrame() bool {
 	if c.frames == nil || c.frames.Allow() {
 		return true
@@ -436,6 +600,11 @@ func (c *conn) schedulePing() {
 	defer c.mu.Unlock()
 	checked := time.Now()
 	c.pinger = time.AfterFunc(c.s.cfg.PingInterval, func() {
+		// No read waits on a polled socket for its deadline to end it.
+		if c.polled != nil && time.Since(time.Unix(0, c.alive.Load())) > 2*c.s.cfg.PingInterval {
+			c.abort()
+			return
+		}
 		if every := c.s.cfg.DeviceCheckInterval; every > 0 && time.Since(checked) >= every {
 			checked = time.Now()
 			if c.removed() {
@@ -458,7 +627,7 @@ func (c *conn) schedulePing() {
 // removed reports whether the connection's device no longer exists (a
 // failed lookup is not taken as removal).
 func (c *conn) removed() bool {
-	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second) // not c.ctx: see deliver
 	defer cancel()
 	devs, err := c.s.store.Devices(ctx, c.account)
 	if err != nil {
@@ -472,24 +641,44 @@ func (c *conn) removed() bool {
 	return true
 }
 
-// close starts a clean close: a close frame now, and the read loop waits a
-// moment for the peer's answer before dropping the connection.
+// close starts a clean close: a close frame now, and the peer has a moment
+// to answer before the connection is dropped.
 func (c *conn) close(code int, reason string) {
 	if !c.markClosing() {
 		return
 	}
 	deadline := time.Now().Add(time.Second)
 	if err := c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), deadline); err != nil && !errors.Is(err, websocket.ErrCloseSent) {
-		_ = c.ws.Close()
+		c.drop()
 		return
 	}
 	_ = c.ws.SetReadDeadline(deadline.Add(time.Second))
+	if c.polled != nil { // no read waits for that deadline
+		time.AfterFunc(2*time.Second, c.drop)
+	}
 }
 
 // abort drops a broken connection at once.
 func (c *conn) abort() {
 	c.markClosing()
+	c.drop()
+}
+
+// drop closes the socket. The read loop then ends the connection; a
+// polled connection has no goroutine waiting on its socket, so drop ends
+// it itself.
+func (c *conn) drop() {
+	if c.polled != nil {
+		c.finish()
+		return
+	}
 	_ = c.ws.Close()
+}
+
+func (c *conn) isClosing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closing
 }
 
 func (c *conn) markClosing() bool {
@@ -505,10 +694,17 @@ func (c *conn) markClosing() bool {
 	return true
 }
 
+// finish ends the connection, once: the socket leaves the poller before
+// it closes (see poller).
 func (c *conn) finish() {
-	c.cancel()
-	c.markClosing()
-	_ = c.ws.Close()
-	c.s.hub.remove(c)
-	c.s.conns.Done()
+	c.finished.Do(func() {
+		c.cancel()
+		c.markClosing()
+		if c.polled != nil {
+			c.polled.remove(c)
+		}
+		_ = c.ws.Close()
+		c.s.hub.remove(c)
+		c.s.conns.Done()
+	})
 }

@@ -393,6 +393,24 @@ type Service struct {
 	mu       sync.Mutex
 	shutdown bool
 	conns    sync.WaitGroup
+	// pollOnce starts poll, the poller idle sockets wait in, at the first
+	// connection (nil where none can be had).
+	pollOnce sync.Once
+	poll     *poller
+}
+
+// poller returns the node's poller, starting it at the first call; nil
+// where the system has none.
+func (s *Service) poller() *poller {
+	s.pollOnce.Do(func() {
+		p, err := newPoller()
+		if err != nil {
+			s.log.Info("idle connections each keep a goroutine", "reason", err)
+			return
+		}
+		s.poll = p
+	})
+	return s.poll
 }
 
 // New returns a relay Service. bus carries events between nodes (LocalBus
@@ -634,6 +652,10 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		s.conns.Wait()
+		s.pollOnce.Do(func() {}) // no poller starts after this
+		if s.poll != nil {
+			s.poll.close()
+		}
 		s.commits.close()
 		close(done)
 	}()
