@@ -600,10 +600,17 @@ func (c *conn) schedulePing() {
 	defer c.mu.Unlock()
 	checked := time.Now()
 	c.pinger = time.AfterFunc(c.s.cfg.PingInterval, func() {
-		// No read waits on a polled socket for its deadline to end it.
-		if c.polled != nil && time.Since(time.Unix(0, c.alive.Load())) > 2*c.s.cfg.PingInterval {
-			c.abort()
-			return
+		next := c.s.cfg.PingInterval
+		// No read waits on a polled socket for its deadline to end it, so
+		// the timer also fires at that deadline: two intervals after the
+		// last pong, as the read loop's deadline would.
+		if c.polled != nil {
+			left := time.Until(time.Unix(0, c.alive.Load()).Add(2 * c.s.cfg.PingInterval))
+			if left <= 0 {
+				c.abort()
+				return
+			}
+			next = min(next, left)
 		}
 		if every := c.s.cfg.DeviceCheckInterval; every > 0 && time.Since(checked) >= every {
 			checked = time.Now()
@@ -618,7 +625,7 @@ func (c *conn) schedulePing() {
 		}
 		c.mu.Lock()
 		if !c.closing {
-			c.pinger.Reset(c.s.cfg.PingInterval)
+			c.pinger.Reset(next)
 		}
 		c.mu.Unlock()
 	})
