@@ -16,6 +16,7 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/time/rate"
 
 	"github.com/parleyhq/parley/accounts"
@@ -63,7 +64,7 @@ func (s *Service) Serve(ws *websocket.Conn, br *bufio.Reader, p accounts.Princip
 
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &conn{s: s, ws: ws, account: p.Account, device: p.Device, since: s.now().UnixMilli(),
-		serve: serve, ctx: ctx, cancel: cancel, requests: make(chan struct{}, wire.MaxRequestsInFlight)}
+		serve: serve, ctx: ctx, cancel: cancel}
 	if s.cfg.FrameRate > 0 && s.cfg.FrameBurst > 0 {
 		c.frames = rate.NewLimiter(rate.Limit(s.cfg.FrameRate), s.cfg.FrameBurst)
 	}
@@ -151,13 +152,12 @@ type conn struct {
 	// overRate records that it was exceeded; only the read loop uses them.
 	frames   *rate.Limiter
 	overRate bool
-	// serve answers request frames, each in its own goroutine (at most
-	// wire.MaxRequestsInFlight at once: requests holds a token for each) under
-	// ctx, which cancel ends when the connection finishes.
-	serve    RequestFunc
-	ctx      context.Context
-	cancel   context.CancelFunc
-	requests chan struct{}
+	// serve answers request frames, each in its own goroutine (within
+	// slots) under ctx, which cancel ends when the connection finishes.
+	serve  RequestFunc
+	ctx    context.Context
+	cancel context.CancelFunc
+	slots  *requestSlots
 	// wmu serialises data frames: delivery and responses both write.
 	wmu sync.Mutex
 
@@ -518,26 +518,55 @@ func (c *conn) handle(typ int, data []byte) {
 	case f.Type == wire.FrameRequest && f.Envelope == nil && f.IDs == nil && f.ID > 0 && f.Verb != "" && f.Path != "" && f.Status == 0:
 		closing := c.isClosing()
 		if !closing { // its answer could not be sent: not served, so a retry is safe
-			c.request(f)
+			c.request(f, int64(len(data)))
 		}
 	default:
 		c.close(websocket.ClosePolicyViolation, "expected an ack frame with 1 to 1000 ids or a request frame with an id, verb and path")
 	}
 }
 
-// request serves a request frame in its own goroutine and writes the
-// response. Past wire.MaxRequestsInFlight the read loop waits for a slot, so a
-// client sending faster than the relay answers is slowed, not buffered.
-func (c *conn) request(f wire.Frame) {
+// requestSlots bound a connection's request frames being served:
+// wire.MaxRequestsInFlight tokens in count, wire.MaxRequestBytesInFlight
+// in bytes. Made at the first request frame, so a connection that sends
+// none does not carry them.
+type requestSlots struct {
+	count chan struct{}
+	bytes *semaphore.Weighted
+}
+
+// request serves a request frame of size bytes in its own goroutine and
+// writes the response. Past the connection's bounds (requestSlots) or the
+// node's (Config.RequestBytes) the reader waits, so a client sending
+// faster than the relay answers is slowed, not buffered: what one
+// connection can make the relay hold is its frames being served plus the
+// one waiting.
+func (c *conn) request(f wire.Frame, size int64) {
+	if c.slots == nil { // only the goroutine reading the socket comes here
+		c.slots = &requestSlots{count: make(chan struct{}, wire.MaxRequestsInFlight), bytes: semaphore.NewWeighted(wire.MaxRequestBytesInFlight)}
+	}
+	slots := c.slots
 	select {
-	case c.requests <- struct{}{}:
+	case slots.count <- struct{}{}:
 	case <-c.ctx.Done():
 		return
 	}
-	c.s.conns.Add(1) // the read loop's count is held, so this cannot race Wait
+	if slots.bytes.Acquire(c.ctx, size) != nil {
+		<-slots.count
+		return
+	}
+	if c.s.requestBytes.Acquire(c.ctx, size) != nil {
+		slots.bytes.Release(size)
+		<-slots.count
+		return
+	}
+	c.s.conns.Add(1) // the connection's count is held, so this cannot race Wait
 	go func() {
 		defer c.s.conns.Done()
-		defer func() { <-c.requests }()
+		defer func() {
+			c.s.requestBytes.Release(size)
+			slots.bytes.Release(size)
+			<-slots.count
+		}()
 		defer func() {
 			// As net/http does for a request: one failing request must not
 			// take the node down.
@@ -549,8 +578,7 @@ func (c *conn) request(f wire.Frame) {
 		}()
 		resp := c.serve(c.ctx, accounts.Principal{Account: c.account, Device: c.device}, f)
 		resp.Type, resp.ID = wire.FrameResponse, f.ID
-		closing := c.isClosing()
-		if !closing {
+		if !c.isClosing() {
 			c.write(resp)
 		}
 	}()

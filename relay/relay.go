@@ -21,9 +21,11 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/parleyhq/parley/accounts"
 	"github.com/parleyhq/parley/ratelimit"
+	"github.com/parleyhq/parley/wire"
 )
 
 // Limits of one send request.
@@ -111,6 +113,12 @@ type Config struct {
 	// (group commit): 1 where the database has one writer (SQLite), more
 	// where a batch can gather while another commits (PostgreSQL).
 	Committers int
+	// RequestBytes bounds the request frames being served at once on this
+	// node, in bytes (each connection's are bounded by
+	// wire.MaxRequestBytesInFlight too); a connection whose frame does not
+	// fit reads no further frames until it does. At least
+	// wire.MaxClientFrame.
+	RequestBytes int64
 }
 
 // DefaultConfig returns the relay's default policy.
@@ -149,6 +157,8 @@ func DefaultConfig() Config {
 		ReconnectBurst:    60,
 		ReconnectInterval: time.Second,
 		Committers:        1,
+		// Sixteen connections' worth of wire.MaxRequestBytesInFlight.
+		RequestBytes: 64 << 20,
 	}
 }
 
@@ -387,6 +397,8 @@ type Service struct {
 	reconnects *ratelimit.Limiter
 	hub        *hub
 	commits    *committer
+	// requestBytes is Config.RequestBytes: request frames being served.
+	requestBytes *semaphore.Weighted
 	// provisioning is told of other nodes' provisioning deliveries.
 	provisioning func(key uuid.UUID)
 
@@ -429,6 +441,8 @@ func New(cfg Config, store Store, bus Bus, log *slog.Logger, now func() time.Tim
 		hub:             newHub(),
 	}
 	s.commits = newCommitter(store, cfg.Committers, log, s.handOff)
+	// A frame larger than the budget would wait for ever.
+	s.requestBytes = semaphore.NewWeighted(max(cfg.RequestBytes, wire.MaxClientFrame))
 	return s
 }
 

@@ -39,12 +39,14 @@ const (
 
 // MaxAckIDs bounds the ids of one ack frame; MaxClientFrame bounds any
 // frame a client sends (a send with more ciphertext goes over HTTP);
-// MaxRequestsInFlight bounds the requests of one connection being served at
-// once (the connection's frames wait beyond it).
+// MaxRequestsInFlight and MaxRequestBytesInFlight bound the request frames
+// of one connection being served at once, in number and in bytes (the
+// connection's frames wait beyond them).
 const (
-	MaxAckIDs           = 1000
-	MaxClientFrame      = 1 << 20
-	MaxRequestsInFlight = 16
+	MaxAckIDs               = 1000
+	MaxClientFrame          = 1 << 20
+	MaxRequestsInFlight     = 16
+	MaxRequestBytesInFlight = 4 << 20
 )
 
 // Frame is one WebSocket message in either direction.

@@ -23,6 +23,7 @@ import (
 	"github.com/parleyhq/parley/sealedsender"
 	"github.com/parleyhq/parley/store/sqlite"
 	"github.com/parleyhq/parley/verify"
+	"github.com/parleyhq/parley/wire"
 )
 
 // config is every setting of `parleyd serve`, from flags, each also readable
@@ -61,6 +62,7 @@ type config struct {
 	WSFrameBurst        int
 	WSReconnectBurst    int
 	WSReconnectInterval time.Duration
+	WSRequestBytes      int64
 
 	SMSHourlyBudget        int
 	SMSCountryHourlyBudget int
@@ -161,6 +163,7 @@ func serveFlags(fs *flag.FlagSet) func() (*config, error) {
 	fs.IntVar(&c.WSFrameBurst, "ws-frame-burst", def.FrameBurst, "frames a device may send over its WebSocket in a burst (env PARLEY_WS_FRAME_BURST)")
 	fs.IntVar(&c.WSReconnectBurst, "ws-reconnect-burst", def.ReconnectBurst, "WebSocket connections a device may open in a burst on one node; more answer 429 (env PARLEY_WS_RECONNECT_BURST)")
 	fs.DurationVar(&c.WSReconnectInterval, "ws-reconnect-interval", def.ReconnectInterval, "after a burst, one more WebSocket connection per device per this `interval` (env PARLEY_WS_RECONNECT_INTERVAL)")
+	fs.Int64Var(&c.WSRequestBytes, "ws-request-bytes", def.RequestBytes, "`bytes` of WebSocket request frames this node serves at once, all connections together (4 MiB of them per connection); a connection whose frame does not fit reads nothing more until it does; at least 1048576, the largest frame (env PARLEY_WS_REQUEST_BYTES)")
 	vdef := verify.DefaultConfig()
 	fs.IntVar(&c.SMSHourlyBudget, "sms-hourly-budget", vdef.HourlyBudget, "most verification codes sent per clock hour by all replicas together (counted in the database); more answer 429 sms_budget_exhausted; 0 disables (env PARLEY_SMS_HOURLY_BUDGET)")
 	fs.IntVar(&c.SMSCountryHourlyBudget, "sms-country-hourly-budget", vdef.CountryHourlyBudget, "most verification codes sent per clock hour to one country calling code, all replicas together; 0 disables (env PARLEY_SMS_COUNTRY_HOURLY_BUDGET)")
@@ -437,6 +440,9 @@ func (c *config) validate() []error {
 	}
 	if c.WSFrameRate <= 0 || c.WSFrameBurst < 1 || c.WSReconnectBurst < 1 || c.WSReconnectInterval <= 0 {
 		errs = append(errs, errors.New("--ws-frame-rate and --ws-reconnect-interval must be positive, --ws-frame-burst and --ws-reconnect-burst at least 1"))
+	}
+	if c.WSRequestBytes < wire.MaxClientFrame {
+		errs = append(errs, fmt.Errorf("--ws-request-bytes must be at least %d, the largest frame a client may send", wire.MaxClientFrame))
 	}
 	if c.SMSHourlyBudget < 0 || c.SMSCountryHourlyBudget < 0 {
 		errs = append(errs, errors.New("--sms-hourly-budget and --sms-country-hourly-budget must not be negative (0 disables)"))

@@ -329,11 +329,11 @@ func TestServeTwilioVerify(t *testing.T) {
 
 func TestConfigErrorsReportedTogether(t *testing.T) {
 	out, err := exec.Command(binary, "serve", "--sms-sender", "carrier-pigeon", "--log-level", "loud", "--test-number", "+1555=1",
-		"--attachments", "ftp", "--attachment-url-ttl", "0s").CombinedOutput()
+		"--attachments", "ftp", "--attachment-url-ttl", "0s", "--ws-request-bytes", "65536").CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
 		t.Fatalf("exit: %v", err)
 	}
-	for _, want := range []string{"--sms-sender", "--log-level", "--test-number", "--attachments", "URL lifetime"} {
+	for _, want := range []string{"--sms-sender", "--log-level", "--test-number", "--attachments", "URL lifetime", "--ws-request-bytes must be at least 1048576"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("config errors do not mention %s:\n%s", want, out)
 		}
