@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
 
 	"github.com/parleyhq/parley/ratelimit"
@@ -307,6 +309,75 @@ func TestControlFramesOnAnIdleSocket(t *testing.T) {
 				case <-time.After(5 * time.Second):
 					t.Errorf("%s: the socket stayed open", name)
 				}
+			}
+		})
+	}
+}
+
+// TestBurstPastTheReadBuffer: many frames in one write, far more than the
+// 512-byte read buffer holds, then a ping: the reader serves what is
+// buffered and what is left in the kernel, and answers everything.
+func TestBurstPastTheReadBuffer(t *testing.T) {
+	e := newEnv(t)
+	_, alice := e.register(aliceNumber, 0)
+	s := e.connect(alice)
+	s.drain()
+	pongs := make(chan string, 1)
+	s.ws.SetPongHandler(func(d string) error { pongs <- d; return nil })
+	const n = 40
+	var b []byte
+	for i := 1; i <= n; i++ {
+		req := fmt.Sprintf(`{"type":"request","id":%d,"verb":"PUT","path":"/v1/messages/not-an-account","body":{}}`, i)
+		b = append(b, clientFrame(finText, true, []byte(req))...)
+	}
+	b = append(b, clientFrame(finPing, true, []byte("after"))...)
+	if _, err := s.ws.NetConn().Write(b); err != nil {
+		t.Fatal(err)
+	}
+	for got := 0; got < n; {
+		f, err := s.next(5 * time.Second)
+		if err != nil {
+			t.Fatalf("after %d of %d responses: %v", got, n, err)
+		}
+		if f.Type == wire.FrameResponse {
+			got++
+		}
+	}
+	select {
+	case p := <-pongs:
+		if p != "after" {
+			t.Errorf("pong %q, want %q", p, "after")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no pong for the ping after the burst")
+	}
+}
+
+// TestUnansweredCloseIsDropped: a device that does not answer the relay's
+// close frame (it has stopped reading) loses its socket a moment later,
+// polled or not, and the relay's shutdown does not wait for it.
+func TestUnansweredCloseIsDropped(t *testing.T) {
+	for _, mode := range []struct {
+		name string
+		opts []envOption
+	}{{"plain TCP, polled", nil}, {"TLS", []envOption{withTLS}}} {
+		t.Run(mode.name, func(t *testing.T) {
+			e := newEnv(t, mode.opts...)
+			_, alice := e.register(aliceNumber, 0)
+			s := e.connect(alice)
+			s.drain() // and never read again
+			e.relay.Disconnect(uuid.MustParse(alice.Account), alice.Device)
+			start := time.Now()
+			waitFor(t, func() bool { return e.relay.Connections() == 0 })
+			if took := time.Since(start); took > 3*time.Second {
+				t.Errorf("a socket that did not answer the close was dropped after %v, want about 2 s", took)
+			}
+			_, bob := e.register(bobNumber, 0)
+			e.connect(bob).drain() // and never read again
+			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+			defer cancel()
+			if err := e.relay.Shutdown(ctx); err != nil {
+				t.Errorf("shutdown with a socket that does not answer its close: %v", err)
 			}
 		})
 	}

@@ -85,7 +85,9 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request, p accounts.Pr
 	}
 	up := websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
-		// The read buffer is the one ownReader hijacks with; a shared
+		// No ReadBufferSize: gorilla must read through the buffer
+		// ownReader hijacks with, which the relay watches (with its own,
+		// gorilla's would hold bytes the relay cannot see). A shared
 		// write-buffer pool means an idle connection holds none.
 		WriteBufferSize: 1024,
 		WriteBufferPool: &s.wsBuffers,

@@ -84,6 +84,12 @@ func (s *Service) Serve(ws *websocket.Conn, br *bufio.Reader, p accounts.Princip
 	if old != nil {
 		old.close(wire.CloseReplaced, "replaced by a newer connection")
 	}
+	if c.gone.Load() {
+		// The poller's reader finished it (the socket failed at once)
+		// before it was in the hub, so its finish could not remove it.
+		s.hub.remove(c)
+		return nil
+	}
 	s.bus.Publish(Event{Kind: EventConnected, Account: p.Account, Device: p.Device, At: c.since})
 	c.schedulePing()
 	c.wake()
@@ -148,6 +154,7 @@ type conn struct {
 	// two ping intervals pass without one.
 	alive    atomic.Int64
 	finished sync.Once
+	gone     atomic.Bool // finish has run (set before it leaves the hub)
 	// frames limits the frames the device sends (nil: unlimited) and
 	// overRate records that it was exceeded; only the read loop uses them.
 	frames   *rate.Limiter
@@ -269,10 +276,7 @@ func (c *conn) deliver() {
 		}
 		if read && room > 0 {
 			limit := min(room, fetchBatch)
-			// Not under c.ctx: a context derived from it would leave a
-			// map in it, about 400 bytes per idle connection. A read
-			// the connection no longer needs ends within its timeout.
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			ctx, cancel := context.WithTimeout(c.s.reads, 30*time.Second) // not c.ctx: see Service.reads
 			envs, err := c.s.store.Pending(ctx, c.account, c.device, cursor, c.s.now(), limit)
 			cancel()
 			if err != nil && c.isClosing() {
@@ -662,7 +666,7 @@ func (c *conn) schedulePing() {
 // removed reports whether the connection's device no longer exists (a
 // failed lookup is not taken as removal).
 func (c *conn) removed() bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second) // not c.ctx: see deliver
+	ctx, cancel := context.WithTimeout(c.s.reads, 5*time.Second) // not c.ctx: see Service.reads
 	defer cancel()
 	devs, err := c.s.store.Devices(ctx, c.account)
 	if err != nil {
@@ -739,6 +743,7 @@ func (c *conn) finish() {
 			c.polled.remove(c)
 		}
 		_ = c.ws.Close()
+		c.gone.Store(true)
 		c.s.hub.remove(c)
 		c.s.conns.Done()
 	})

@@ -5,6 +5,7 @@ package relay
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -26,12 +27,15 @@ import (
 type poller struct {
 	epfd int // the epoll instance
 	wake int // an eventfd that ends run (token 0)
+	log  *slog.Logger
 
-	mu     sync.Mutex
-	conns  map[uint64]*conn
-	next   uint64
-	closed bool
-	done   chan struct{}
+	mu    sync.Mutex
+	conns map[uint64]*conn
+	next  uint64
+	// closed refuses new registrations (after close, or when run
+	// failed); stopped records that close ran.
+	closed, stopped bool
+	done            chan struct{}
 }
 
 // pollEvents arm a socket for one readiness report: data, the peer's
@@ -41,7 +45,7 @@ const pollEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
 // errPollerClosed is returned by add once the poller has stopped.
 var errPollerClosed = errors.New("relay: poller closed")
 
-func newPoller() (*poller, error) {
+func newPoller(log *slog.Logger) (*poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
@@ -57,7 +61,7 @@ func newPoller() (*poller, error) {
 		unix.Close(wake)
 		return nil, fmt.Errorf("epoll_ctl eventfd: %w", err)
 	}
-	p := &poller{epfd: epfd, wake: wake, conns: map[uint64]*conn{}, done: make(chan struct{})}
+	p := &poller{epfd: epfd, wake: wake, log: log, conns: map[uint64]*conn{}, done: make(chan struct{})}
 	go p.run()
 	return p, nil
 }
@@ -122,8 +126,14 @@ func (p *poller) run() {
 			continue
 		}
 		if err != nil {
-			// Cannot happen with a valid epoll descriptor; connections
-			// still end through their ping timers.
+			// Not expected with a valid epoll descriptor. New
+			// connections get a goroutine each (add fails); the polled
+			// ones go unread until their ping deadline drops them, and
+			// their devices reconnect.
+			p.log.Error("epoll_wait failed; new connections are no longer polled", "err", err)
+			p.mu.Lock()
+			p.closed = true
+			p.mu.Unlock()
 			return
 		}
 		for i := range events[:n] {
@@ -149,15 +159,15 @@ func (p *poller) run() {
 // close stops the poller once every polled connection has been removed.
 func (p *poller) close() {
 	p.mu.Lock()
-	if p.closed {
+	if p.stopped {
 		p.mu.Unlock()
 		return
 	}
-	p.closed = true
+	p.stopped, p.closed = true, true
 	p.mu.Unlock()
 	one := [8]byte{1} // an eventfd takes any non-zero 8-byte count
 	_, _ = unix.Write(p.wake, one[:])
-	<-p.done
+	<-p.done // at once if run ended on an error
 	unix.Close(p.epfd)
 	unix.Close(p.wake)
 }

@@ -2,13 +2,18 @@
 
 package relay
 
-import "errors"
+import (
+	"errors"
+	"log/slog"
+)
 
 // poller is Linux-only (epoll); elsewhere every connection keeps a
 // goroutine waiting on its socket.
 type poller struct{}
 
-func newPoller() (*poller, error) { return nil, errors.New("relay: no poller on this system") }
+func newPoller(*slog.Logger) (*poller, error) {
+	return nil, errors.New("relay: no poller on this system")
+}
 
 func (p *poller) add(c *conn, fd int) error { return errors.New("relay: no poller on this system") }
 func (p *poller) rearm(c *conn) bool        { return false }
