@@ -11,7 +11,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +25,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-json-experiment/json"
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
 
@@ -243,7 +243,7 @@ func (c *Conn) Receive(onEnvelope func(*wire.Envelope)) error {
 			return err
 		}
 		var f wire.Frame
-		if err := json.Unmarshal(data, &f); err != nil {
+		if err := wire.Decode(data, &f, false); err != nil {
 			return err
 		}
 		if f.Type == wire.FrameResponse {
@@ -261,7 +261,7 @@ func (c *Conn) Receive(onEnvelope func(*wire.Envelope)) error {
 		}
 		onEnvelope(f.Envelope)
 		c.mu.Lock()
-		err = c.ws.WriteJSON(wire.Frame{Type: wire.FrameAck, IDs: []uuid.UUID{f.Envelope.ID}})
+		err = c.writeFrame(wire.Frame{Type: wire.FrameAck, IDs: []uuid.UUID{f.Envelope.ID}})
 		c.mu.Unlock()
 		if err != nil {
 			return err
@@ -269,12 +269,32 @@ func (c *Conn) Receive(onEnvelope func(*wire.Envelope)) error {
 	}
 }
 
+// sendRequest is the body of a send (PUT /v1/messages/{account}).
+type sendRequest struct {
+	Timestamp int64         `json:"timestamp"`
+	Messages  []sendMessage `json:"messages"`
+}
+
+type sendMessage struct {
+	DeviceID       int    `json:"device_id"`
+	RegistrationID int    `json:"registration_id"`
+	Type           int    `json:"type"`
+	Content        []byte `json:"content"` // standard base64, as the relay wants
+}
+
 // sendBody is a send of content to device 1 of `to`.
-func sendBody(to Device, content []byte) map[string]any {
-	return map[string]any{
-		"timestamp": time.Now().UnixMilli(),
-		"messages":  []any{map[string]any{"device_id": 1, "registration_id": to.RegistrationID, "type": 1, "content": b64(content)}},
+func sendBody(to Device, content []byte) sendRequest {
+	return sendRequest{Timestamp: time.Now().UnixMilli(),
+		Messages: []sendMessage{{DeviceID: 1, RegistrationID: to.RegistrationID, Type: 1, Content: content}}}
+}
+
+// writeFrame writes one frame; c.mu is held.
+func (c *Conn) writeFrame(f wire.Frame) error {
+	b, err := wire.Encode(f)
+	if err != nil {
+		return err
 	}
+	return c.ws.WriteMessage(websocket.TextMessage, b)
 }
 
 // Send sends one envelope of content from `from` to device 1 of `to` over
@@ -302,7 +322,7 @@ func (c *Conn) Send(ctx context.Context, to Device, content []byte) (int, error)
 	c.pending[id] = ch
 	c.pmu.Unlock()
 	c.mu.Lock()
-	err = c.ws.WriteJSON(wire.Frame{Type: wire.FrameRequest, ID: id, Verb: "PUT", Path: "/v1/messages/" + to.Account, Body: body})
+	err = c.writeFrame(wire.Frame{Type: wire.FrameRequest, ID: id, Verb: "PUT", Path: "/v1/messages/" + to.Account, Body: body})
 	c.mu.Unlock()
 	if err != nil {
 		return 0, err

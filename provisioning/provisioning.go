@@ -300,5 +300,9 @@ func (s *Service) Accept(w http.ResponseWriter, r *http.Request, fail func(statu
 
 func (s *Service) write(conn *websocket.Conn, f wire.ProvisioningFrame) error {
 	conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	return conn.WriteJSON(f)
+	b, err := wire.Encode(f)
+	if err != nil {
+		return err
+	}
+	return conn.WriteMessage(websocket.TextMessage, b)
 }

@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
@@ -343,7 +342,7 @@ func (c *conn) writeEnvelopes(envs []Envelope) bool {
 // it loses the connection (its envelopes stay queued). On false the
 // connection is closing.
 func (c *conn) write(f wire.Frame) bool {
-	b, err := json.Marshal(f)
+	b, err := wire.Encode(f)
 	if err != nil {
 		c.s.log.Error("encode frame", "err", err)
 		c.close(websocket.CloseInternalServerErr, "internal error")
@@ -511,7 +510,7 @@ func (c *conn) handle(typ int, data []byte) {
 		return
 	}
 	var f wire.Frame
-	if err := json.Unmarshal(data, &f, json.RejectUnknownMembers(true)); err != nil {
+	if err := wire.Decode(data, &f, true); err != nil {
 		c.close(websocket.ClosePolicyViolation, "malformed frame")
 		return
 	}

@@ -65,7 +65,7 @@ func (c *Client) WaitForProvisioning(ctx context.Context) (*ProvisioningSocket, 
 	}
 	conn.SetReadLimit(2 * wire.MaxProvisioningBody) // base64 in a JSON frame
 	var f wire.ProvisioningFrame
-	if err := conn.ReadJSON(&f); err != nil || f.Type != "address" || f.Address == "" {
+	if err := readFrame(conn, &f); err != nil || f.Type != "address" || f.Address == "" {
 		conn.Close()
 		return nil, fmt.Errorf("%w: the provisioning socket sent no address (%v)", ErrUnavailable, err)
 	}
@@ -78,7 +78,7 @@ func (p *ProvisioningSocket) Message(ctx context.Context) ([]byte, error) {
 	stop := context.AfterFunc(ctx, func() { p.conn.Close() })
 	defer stop()
 	var f wire.ProvisioningFrame
-	if err := p.conn.ReadJSON(&f); err != nil {
+	if err := readFrame(p.conn, &f); err != nil {
 		if websocket.IsCloseError(err, wire.CloseProvisioningExpired) {
 			return nil, fmt.Errorf("no device approved the link within %v", wire.ProvisioningTTL)
 		}
@@ -95,3 +95,12 @@ func (p *ProvisioningSocket) Message(ctx context.Context) ([]byte, error) {
 
 // Close hangs up.
 func (p *ProvisioningSocket) Close() error { return p.conn.Close() }
+
+// readFrame reads one frame of the provisioning socket.
+func readFrame(conn *websocket.Conn, f *wire.ProvisioningFrame) error {
+	_, data, err := conn.ReadMessage()
+	if err != nil {
+		return err
+	}
+	return wire.Decode(data, f, false)
+}

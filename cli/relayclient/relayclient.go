@@ -474,7 +474,11 @@ func (s *Socket) read(silence time.Duration) {
 	for {
 		s.conn.SetReadDeadline(time.Now().Add(silence))
 		var f wire.Frame
-		if err = s.conn.ReadJSON(&f); err != nil {
+		var data []byte
+		if _, data, err = s.conn.ReadMessage(); err != nil {
+			break
+		}
+		if err = wire.Decode(data, &f, false); err != nil {
 			break
 		}
 		if f.Type == wire.FrameResponse {
@@ -527,8 +531,12 @@ func (s *Socket) Ack(ids ...uuid.UUID) error {
 func (s *Socket) write(f wire.Frame) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	b, err := wire.Encode(f)
+	if err != nil {
+		return err
+	}
 	s.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
-	return s.conn.WriteJSON(f)
+	return s.conn.WriteMessage(websocket.TextMessage, b)
 }
 
 // Errors of a request over the socket that HTTP may retry.

@@ -50,7 +50,7 @@ func main() {
 	fs.StringVar(&o.server, "server", "", "use the relay at this `URL` instead (it must serve the benchmark test numbers)")
 	fs.IntVar(&o.pid, "pid", 0, "with --server, the relay's process id, to report its CPU and memory")
 	fs.StringVar(&o.databaseURL, "database-url", "", "PostgreSQL `URL` for the started parleyd")
-	fs.IntVar(&o.devices, "devices", 200, "devices to register and connect (at most 10000)")
+	fs.IntVar(&o.devices, "devices", 200, "devices to register and connect (an idle connection is a descriptor here and one in the relay: `ulimit -n` bounds them)")
 	fs.IntVar(&o.envelopes, "envelopes", 20000, "envelopes to relay")
 	fs.IntVar(&o.size, "size", 1024, "ciphertext `bytes` per envelope")
 	fs.IntVar(&o.senders, "senders", 32, "concurrent senders")
