@@ -198,3 +198,18 @@ func TestRequestFrameBytesPerNode(t *testing.T) {
 		t.Errorf("%d of the first connection's 1000 KiB frames were served at once in a 2 MiB budget, want 2", got)
 	}
 }
+
+// TestRequestFramesInFlightPerConnection: at most wire.MaxRequestsInFlight
+// of one connection's request frames are served at once, however small.
+func TestRequestFramesInFlightPerConnection(t *testing.T) {
+	s := newSlowServer(t, 64<<20)
+	a := uuid.New()
+	responses := s.client(a, wire.MaxRequestsInFlight+4, 10)
+	s.wait(wire.MaxRequestsInFlight)
+	s.none()
+	close(s.release)
+	answered(t, responses, wire.MaxRequestsInFlight+4)
+	if got := s.mostAtOnce(a); got != wire.MaxRequestsInFlight {
+		t.Errorf("%d small frames were served at once, want %d", got, wire.MaxRequestsInFlight)
+	}
+}
