@@ -25,6 +25,13 @@ import (
 // relay) keeps one. Both must behave the same to the client, which these
 // tests check in both modes.
 
+// inBothModes runs test on a plain TCP socket, polled, and on one with
+// TLS terminated by the relay, which keeps a goroutine.
+func inBothModes(t *testing.T, test func(t *testing.T, mode []envOption)) {
+	t.Run("plain TCP, polled", func(t *testing.T) { test(t, nil) })
+	t.Run("TLS", func(t *testing.T) { test(t, []envOption{withTLS}) })
+}
+
 // manyDevices lets a test register n devices of its own numbers.
 func manyDevices(n int) envOption {
 	return func(c *envConfig) {
@@ -118,43 +125,38 @@ func TestIdleConnectionsHoldNoGoroutine(t *testing.T) {
 func TestSilentPeerIsDropped(t *testing.T) {
 	const interval = 500 * time.Millisecond
 	errSilent := errors.New("silent from now on")
-	for _, mode := range []struct {
-		name string
-		opts []envOption
-	}{{"plain TCP, polled", nil}, {"TLS", []envOption{withTLS}}} {
-		t.Run(mode.name, func(t *testing.T) {
-			e := newEnv(t, append(mode.opts, func(c *envConfig) { c.relay.PingInterval = interval })...)
-			_, alice := e.register(aliceNumber, 0)
-			s := e.connect(alice)
-			s.drain()
-			// Answer the first ping a little late (so the deadline falls
-			// between two of the relay's pings), then never read again.
-			answered := make(chan time.Time, 1)
-			s.ws.SetPingHandler(func(data string) error {
-				time.Sleep(interval / 5)
-				if err := s.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second)); err != nil {
-					return err
-				}
-				answered <- time.Now()
-				return errSilent
-			})
-			go s.ws.ReadMessage()
-			last := <-answered
-			waitFor(t, func() bool { return e.relay.Connections() == 0 })
-			// Early is wrong, and so is late by most of an interval (the
-			// relay must not wait for its next ping to find the deadline
-			// passed).
-			if took := time.Since(last); took < 2*interval-50*time.Millisecond || took > 2*interval+interval/2 {
-				t.Errorf("a socket silent since its last pong was dropped after %v, want about %v", took, 2*interval)
+	inBothModes(t, func(t *testing.T, mode []envOption) {
+		e := newEnv(t, append(mode, func(c *envConfig) { c.relay.PingInterval = interval })...)
+		_, alice := e.register(aliceNumber, 0)
+		s := e.connect(alice)
+		s.drain()
+		// Answer the first ping a little late (so the deadline falls
+		// between two of the relay's pings), then never read again.
+		answered := make(chan time.Time, 1)
+		s.ws.SetPingHandler(func(data string) error {
+			time.Sleep(interval / 5)
+			if err := s.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second)); err != nil {
+				return err
 			}
-			if err := s.ws.NetConn().SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := io.ReadAll(s.ws.NetConn()); err != nil { // pings, then the end of the stream
-				t.Fatalf("the relay kept the socket open: %v", err)
-			}
+			answered <- time.Now()
+			return errSilent
 		})
-	}
+		go s.ws.ReadMessage()
+		last := <-answered
+		waitFor(t, func() bool { return e.relay.Connections() == 0 })
+		// Early is wrong, and so is late by most of an interval (the
+		// relay must not wait for its next ping to find the deadline
+		// passed).
+		if took := time.Since(last); took < 2*interval-50*time.Millisecond || took > 2*interval+interval/2 {
+			t.Errorf("a socket silent since its last pong was dropped after %v, want about %v", took, 2*interval)
+		}
+		if err := s.ws.NetConn().SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadAll(s.ws.NetConn()); err != nil { // pings, then the end of the stream
+			t.Fatalf("the relay kept the socket open: %v", err)
+		}
+	})
 }
 
 // clientFrame is one client frame laid out as RFC 6455 section 5.2 has it:
@@ -206,112 +208,107 @@ const (
 // ones that break the protocol close the socket as gorilla would.
 func TestControlFramesOnAnIdleSocket(t *testing.T) {
 	request := []byte(`{"type":"request","id":7,"verb":"PUT","path":"/v1/messages/not-an-account","body":{}}`)
-	for _, mode := range []struct {
-		name string
-		opts []envOption
-	}{{"plain TCP, polled", nil}, {"TLS", []envOption{withTLS}}} {
-		t.Run(mode.name, func(t *testing.T) {
-			e := newEnv(t, mode.opts...)
-			_, alice := e.register(aliceNumber, 0)
-			open := func() (*socket, chan string, chan wire.Frame, chan error) {
-				s := e.connect(alice)
-				s.drain()
-				pongs, frames, ended := make(chan string, 8), make(chan wire.Frame, 8), make(chan error, 1)
-				s.ws.SetPongHandler(func(data string) error { pongs <- data; return nil })
-				go func() {
-					for {
-						f, err := s.next(time.Minute)
-						if err != nil {
-							ended <- err
-							return
-						}
-						frames <- f
+	inBothModes(t, func(t *testing.T, mode []envOption) {
+		e := newEnv(t, mode...)
+		_, alice := e.register(aliceNumber, 0)
+		open := func() (*socket, chan string, chan wire.Frame, chan error) {
+			s := e.connect(alice)
+			s.drain()
+			pongs, frames, ended := make(chan string, 8), make(chan wire.Frame, 8), make(chan error, 1)
+			s.ws.SetPongHandler(func(data string) error { pongs <- data; return nil })
+			go func() {
+				for {
+					f, err := s.next(time.Minute)
+					if err != nil {
+						ended <- err
+						return
 					}
-				}()
-				return s, pongs, frames, ended
-			}
-			// raw writes bytes to the socket in pieces, pausing between
-			// them so that each arrives on its own.
-			raw := func(s *socket, pieces ...[]byte) {
-				t.Helper()
-				for i, p := range pieces {
-					if i > 0 {
-						time.Sleep(30 * time.Millisecond)
-					}
-					if _, err := s.ws.NetConn().Write(p); err != nil {
-						t.Fatal(err)
-					}
+					frames <- f
+				}
+			}()
+			return s, pongs, frames, ended
+		}
+		// raw writes bytes to the socket in pieces, pausing between
+		// them so that each arrives on its own.
+		raw := func(s *socket, pieces ...[]byte) {
+			t.Helper()
+			for i, p := range pieces {
+				if i > 0 {
+					time.Sleep(30 * time.Millisecond)
+				}
+				if _, err := s.ws.NetConn().Write(p); err != nil {
+					t.Fatal(err)
 				}
 			}
-			pong := func(pongs chan string, want string) {
-				t.Helper()
-				select {
-				case got := <-pongs:
-					if got != want {
-						t.Errorf("pong %q, want %q", got, want)
-					}
-				case <-time.After(5 * time.Second):
-					t.Fatalf("no pong for ping %q", want)
+		}
+		pong := func(pongs chan string, want string) {
+			t.Helper()
+			select {
+			case got := <-pongs:
+				if got != want {
+					t.Errorf("pong %q, want %q", got, want)
 				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("no pong for ping %q", want)
 			}
-			response := func(frames chan wire.Frame) {
-				t.Helper()
-				select {
-				case f := <-frames:
-					if f.Type != wire.FrameResponse || f.ID != 7 || f.Status < 400 {
-						t.Errorf("want an error response to request 7, got %+v", f)
-					}
-				case <-time.After(5 * time.Second):
-					t.Fatal("the request frame was not answered")
+		}
+		response := func(frames chan wire.Frame) {
+			t.Helper()
+			select {
+			case f := <-frames:
+				if f.Type != wire.FrameResponse || f.ID != 7 || f.Status < 400 {
+					t.Errorf("want an error response to request 7, got %+v", f)
 				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the request frame was not answered")
 			}
+		}
 
-			s, pongs, frames, _ := open()
-			p := clientFrame(finPing, true, []byte("in pieces"))
-			raw(s, p[:1], p[1:2], p[2:5], p[5:])
-			pong(pongs, "in pieces")
+		s, pongs, frames, _ := open()
+		p := clientFrame(finPing, true, []byte("in pieces"))
+		raw(s, p[:1], p[1:2], p[2:5], p[5:])
+		pong(pongs, "in pieces")
 
-			pingThenRequest := append(clientFrame(finPing, true, []byte("first")), clientFrame(finText, true, request)...)
-			raw(s, pingThenRequest)
-			pong(pongs, "first")
-			response(frames)
+		pingThenRequest := append(clientFrame(finPing, true, []byte("first")), clientFrame(finText, true, request)...)
+		raw(s, pingThenRequest)
+		pong(pongs, "first")
+		response(frames)
 
-			// A message in two fragments with a ping between them, and
-			// an unsolicited pong, all in one write.
-			var b []byte
-			b = append(b, clientFrame(fragmentText, true, request[:20])...)
-			b = append(b, clientFrame(finPing, true, []byte("inside"))...)
-			b = append(b, clientFrame(finCont, true, request[20:])...)
-			b = append(b, clientFrame(finPong, true, bytes.Repeat([]byte("p"), 125))...)
-			raw(s, b)
-			pong(pongs, "inside")
-			response(frames)
+		// A message in two fragments with a ping between them, and
+		// an unsolicited pong, all in one write.
+		var b []byte
+		b = append(b, clientFrame(fragmentText, true, request[:20])...)
+		b = append(b, clientFrame(finPing, true, []byte("inside"))...)
+		b = append(b, clientFrame(finCont, true, request[20:])...)
+		b = append(b, clientFrame(finPong, true, bytes.Repeat([]byte("p"), 125))...)
+		raw(s, b)
+		pong(pongs, "inside")
+		response(frames)
 
-			big := clientFrame(finPing, true, bytes.Repeat([]byte("x"), 125))
-			raw(s, big[:70], big[70:])
-			pong(pongs, strings.Repeat("x", 125))
+		big := clientFrame(finPing, true, bytes.Repeat([]byte("x"), 125))
+		raw(s, big[:70], big[70:])
+		pong(pongs, strings.Repeat("x", 125))
 
-			for name, bad := range map[string][]byte{
-				"an unmasked ping":       clientFrame(finPing, false, []byte("x")),
-				"a ping of 126 bytes":    clientFrame(finPing, true, bytes.Repeat([]byte("x"), 126)),
-				"a ping with RSV1":       clientFrame(rsv1Ping, true, []byte("x")),
-				"a fragmented ping":      clientFrame(fragmentPing, true, []byte("x")),
-				"a continuation at rest": clientFrame(finCont, true, []byte("x")),
-			} {
-				s, _, _, ended := open()
-				raw(s, bad)
-				select {
-				case err := <-ended:
-					var ce *websocket.CloseError
-					if !errors.As(err, &ce) || ce.Code != websocket.CloseProtocolError {
-						t.Errorf("%s: the socket ended with %v, want close %d", name, err, websocket.CloseProtocolError)
-					}
-				case <-time.After(5 * time.Second):
-					t.Errorf("%s: the socket stayed open", name)
+		for name, bad := range map[string][]byte{
+			"an unmasked ping":       clientFrame(finPing, false, []byte("x")),
+			"a ping of 126 bytes":    clientFrame(finPing, true, bytes.Repeat([]byte("x"), 126)),
+			"a ping with RSV1":       clientFrame(rsv1Ping, true, []byte("x")),
+			"a fragmented ping":      clientFrame(fragmentPing, true, []byte("x")),
+			"a continuation at rest": clientFrame(finCont, true, []byte("x")),
+		} {
+			s, _, _, ended := open()
+			raw(s, bad)
+			select {
+			case err := <-ended:
+				var ce *websocket.CloseError
+				if !errors.As(err, &ce) || ce.Code != websocket.CloseProtocolError {
+					t.Errorf("%s: the socket ended with %v, want close %d", name, err, websocket.CloseProtocolError)
 				}
+			case <-time.After(5 * time.Second):
+				t.Errorf("%s: the socket stayed open", name)
 			}
-		})
-	}
+		}
+	})
 }
 
 // TestBurstPastTheReadBuffer: many frames in one write, far more than the
@@ -357,28 +354,23 @@ func TestBurstPastTheReadBuffer(t *testing.T) {
 // close frame (it has stopped reading) loses its socket a moment later,
 // polled or not, and the relay's shutdown does not wait for it.
 func TestUnansweredCloseIsDropped(t *testing.T) {
-	for _, mode := range []struct {
-		name string
-		opts []envOption
-	}{{"plain TCP, polled", nil}, {"TLS", []envOption{withTLS}}} {
-		t.Run(mode.name, func(t *testing.T) {
-			e := newEnv(t, mode.opts...)
-			_, alice := e.register(aliceNumber, 0)
-			s := e.connect(alice)
-			s.drain() // and never read again
-			e.relay.Disconnect(uuid.MustParse(alice.Account), alice.Device)
-			start := time.Now()
-			waitFor(t, func() bool { return e.relay.Connections() == 0 })
-			if took := time.Since(start); took > 3*time.Second {
-				t.Errorf("a socket that did not answer the close was dropped after %v, want about 2 s", took)
-			}
-			_, bob := e.register(bobNumber, 0)
-			e.connect(bob).drain() // and never read again
-			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
-			defer cancel()
-			if err := e.relay.Shutdown(ctx); err != nil {
-				t.Errorf("shutdown with a socket that does not answer its close: %v", err)
-			}
-		})
-	}
+	inBothModes(t, func(t *testing.T, mode []envOption) {
+		e := newEnv(t, mode...)
+		_, alice := e.register(aliceNumber, 0)
+		s := e.connect(alice)
+		s.drain() // and never read again
+		e.relay.Disconnect(uuid.MustParse(alice.Account), alice.Device)
+		start := time.Now()
+		waitFor(t, func() bool { return e.relay.Connections() == 0 })
+		if took := time.Since(start); took > 3*time.Second {
+			t.Errorf("a socket that did not answer the close was dropped after %v, want about 2 s", took)
+		}
+		_, bob := e.register(bobNumber, 0)
+		e.connect(bob).drain() // and never read again
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+		defer cancel()
+		if err := e.relay.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown with a socket that does not answer its close: %v", err)
+		}
+	})
 }
