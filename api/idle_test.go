@@ -374,3 +374,51 @@ func TestUnansweredCloseIsDropped(t *testing.T) {
 		}
 	})
 }
+
+// FuzzSocketBytes writes arbitrary bytes on a device's socket after the
+// handshake, where a polled socket's reader parses control-frame headers
+// itself before gorilla: the relay must not panic (a panic in its
+// goroutines ends the test binary), and whatever it closes with is a
+// refusal of the input.
+func FuzzSocketBytes(f *testing.F) {
+	shared := newEnv(f, func(c *envConfig) { c.relay.ReconnectBurst, c.relay.ReconnectInterval = 1<<30, time.Nanosecond })
+	_, alice := shared.register(aliceNumber, 0)
+	ack := []byte(`{"type":"ack","ids":["00000000-0000-4000-8000-000000000000"]}`)
+	for _, seed := range [][]byte{
+		clientFrame(finPing, true, []byte("p")),
+		clientFrame(finPong, true, nil),
+		clientFrame(finPing, true, []byte("half"))[:5],
+		append(clientFrame(finPing, true, nil), clientFrame(finText, true, ack)...),
+		append(clientFrame(fragmentText, true, ack[:9]), clientFrame(finCont, true, ack[9:])...),
+		clientFrame(finPing, false, []byte("unmasked")),
+		{0x89, 0xfe, 0, 0},
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		e := *shared
+		e.t = t
+		s := e.connect(alice)
+		s.drain()
+		if _, err := s.ws.NetConn().Write(data); err != nil {
+			return
+		}
+		for {
+			_, err := s.next(100 * time.Millisecond)
+			var ce *websocket.CloseError
+			switch {
+			case errors.As(err, &ce):
+				switch ce.Code {
+				case websocket.CloseProtocolError, websocket.ClosePolicyViolation, websocket.CloseUnsupportedData,
+					websocket.CloseMessageTooBig, websocket.CloseInvalidFramePayloadData, wire.CloseFrameRate:
+				default:
+					t.Fatalf("bytes %x: closed with %d", data, ce.Code)
+				}
+				return
+			case err != nil: // nothing more within the wait: a frame waits for its rest, or none was sent
+				s.ws.Close()
+				return
+			}
+		}
+	})
+}
