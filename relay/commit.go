@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"sync"
+	"time"
 )
 
 // Group commit: the sends of a node that arrive while a transaction
@@ -32,7 +33,8 @@ type committer struct {
 	// before the senders are answered.
 	stored func([]Stored)
 
-	log *slog.Logger
+	log     *slog.Logger
+	metrics *metrics // nil: none
 
 	mu     sync.RWMutex // held for reading while a send is queued
 	closed bool
@@ -50,8 +52,8 @@ type commitRequest struct {
 // newCommitter starts workers goroutines that each take a batch, store it
 // and answer its senders; several let one batch gather while another
 // commits (PostgreSQL), one is enough where writes are serial (SQLite).
-func newCommitter(store Store, workers int, log *slog.Logger, stored func([]Stored)) *committer {
-	c := &committer{store: store, stored: stored, log: log, ch: make(chan *commitRequest, maxBatchSends), acks: make(chan []Ack, 4096)}
+func newCommitter(store Store, workers int, log *slog.Logger, stored func([]Stored), m *metrics) *committer {
+	c := &committer{store: store, stored: stored, log: log, metrics: m, ch: make(chan *commitRequest, maxBatchSends), acks: make(chan []Ack, 4096)}
 	for range max(workers, 1) {
 		c.wg.Go(c.run)
 	}
@@ -161,7 +163,9 @@ func (c *committer) commit(batch []*commitRequest, acks []Ack) {
 	for i, r := range live {
 		reqs[i] = r.req
 	}
+	start := time.Now()
 	results, err := c.enqueueBatch(reqs, acks)
+	c.metrics.committed(time.Since(start), len(reqs), len(acks))
 	if err != nil {
 		// Not deleted: the envelopes will be delivered again and the
 		// devices de-duplicate them by id. Nothing is lost.

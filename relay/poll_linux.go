@@ -116,6 +116,13 @@ func (p *poller) remove(c *conn) {
 	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
 }
 
+// len is how many sockets are registered.
+func (p *poller) len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns)
+}
+
 // run starts a reader for each socket reported ready, until close.
 func (p *poller) run() {
 	defer close(p.done)

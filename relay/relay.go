@@ -18,9 +18,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/semaphore"
 
 	"github.com/parleyhq/parley/accounts"
@@ -119,6 +121,9 @@ type Config struct {
 	// fit reads no further frames until it does. At least
 	// wire.MaxClientFrame.
 	RequestBytes int64
+	// Metrics, if set, registers the relay's Prometheus figures
+	// (parley_relay_*).
+	Metrics prometheus.Registerer
 }
 
 // DefaultConfig returns the relay's default policy.
@@ -414,7 +419,15 @@ type Service struct {
 	// pollOnce starts poll, the poller idle sockets wait in, at the first
 	// connection (nil where none can be had).
 	pollOnce sync.Once
-	poll     *poller
+	poll     atomic.Pointer[poller]
+}
+
+// pollerLen is how many sockets wait in the poller.
+func (s *Service) pollerLen() int {
+	if p := s.poll.Load(); p != nil {
+		return p.len()
+	}
+	return 0
 }
 
 // poller returns the node's poller, starting it at the first call; nil
@@ -426,9 +439,9 @@ func (s *Service) poller() *poller {
 			s.log.Info("idle connections each keep a goroutine", "reason", err)
 			return
 		}
-		s.poll = p
+		s.poll.Store(p)
 	})
-	return s.poll
+	return s.poll.Load()
 }
 
 // New returns a relay Service. bus carries events between nodes (LocalBus
@@ -447,7 +460,7 @@ func New(cfg Config, store Store, bus Bus, log *slog.Logger, now func() time.Tim
 		hub:             newHub(),
 	}
 	s.reads, s.stopReads = context.WithCancel(context.Background())
-	s.commits = newCommitter(store, cfg.Committers, log, s.handOff)
+	s.commits = newCommitter(store, cfg.Committers, log, s.handOff, newMetrics(cfg.Metrics, s))
 	// A frame larger than the budget would wait for ever.
 	s.requestBytes = semaphore.NewWeighted(max(cfg.RequestBytes, wire.MaxClientFrame))
 	return s
@@ -675,8 +688,8 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	go func() {
 		s.conns.Wait()
 		s.pollOnce.Do(func() {}) // no poller starts after this
-		if s.poll != nil {
-			s.poll.close()
+		if p := s.poll.Load(); p != nil {
+			p.close()
 		}
 		s.commits.close()
 		close(done)

@@ -269,6 +269,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	rcfg.FrameRate, rcfg.FrameBurst = cfg.WSFrameRate, cfg.WSFrameBurst
 	rcfg.ReconnectBurst, rcfg.ReconnectInterval = cfg.WSReconnectBurst, cfg.WSReconnectInterval
 	rcfg.RequestBytes = cfg.WSRequestBytes
+	rcfg.Metrics = reg
 	var bus relay.Bus = relay.LocalBus{}
 	if cfg.DatabaseURL != "" {
 		bus = postgres.NewBus(cfg.DatabaseURL, log)

@@ -475,3 +475,38 @@ func TestKillAtFullLoad(t *testing.T) {
 		})
 	}
 }
+
+// TestRelayMetrics: the metrics endpoint shows the relay's commits, its
+// open sockets and the ones waiting in the poller.
+func TestRelayMetrics(t *testing.T) {
+	p := start(t, []string{testNumbers}, "--data-dir", t.TempDir())
+	alice, bob := registerDevice(t, p, "+15555550100"), registerDevice(t, p, "+15555550101")
+	ws, err := dialSocket(p, bob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	got := &received{ids: map[string]map[string]bool{}}
+	go got.receive(ws)
+	if st, err := sendText(p, alice, bob, "counted", "k1"); err != nil || st != 200 {
+		t.Fatalf("send: %d %v", st, err)
+	}
+	waitCond(t, 5*time.Second, "delivery", func() bool { return got.has("counted") })
+	waitCond(t, 5*time.Second, "the ack's batch", func() bool { return metric(t, p, "parley_relay_committed_acks_total") >= 1 })
+	if n := metric(t, p, "parley_relay_commit_seconds_count"); n < 2 {
+		t.Errorf("parley_relay_commit_seconds_count = %v, want the send's batch and the ack's", n)
+	}
+	if n := metric(t, p, "parley_relay_committed_sends_total"); n != 1 {
+		t.Errorf("parley_relay_committed_sends_total = %v, want 1", n)
+	}
+	if n := metric(t, p, "parley_relay_connections"); n != 1 {
+		t.Errorf("parley_relay_connections = %v, want 1", n)
+	}
+	if n := metric(t, p, "parley_relay_polled_connections"); n != 1 {
+		t.Errorf("parley_relay_polled_connections = %v, want 1 (plain TCP on Linux)", n)
+	}
+	ws.Close()
+	waitCond(t, 5*time.Second, "the socket to go", func() bool {
+		return metric(t, p, "parley_relay_connections") == 0 && metric(t, p, "parley_relay_polled_connections") == 0
+	})
+}
