@@ -32,7 +32,7 @@ func newMetrics(reg prometheus.Registerer, s *Service) *metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_relay_connections", Help: "Device WebSockets open on this node."},
 			func() float64 { return float64(s.hub.len()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_relay_polled_connections",
-			Help: "Of those, the ones that wait in the poller with no goroutine of their own (plain TCP on Linux; TLS terminated by parleyd keeps a goroutine)."},
+			Help: "Of those, the ones that wait in the poller with no goroutine of their own (plain TCP on Linux; a socket whose TLS parleyd terminates keeps a goroutine)."},
 			func() float64 { return float64(s.pollerLen()) }))
 	return m
 }
