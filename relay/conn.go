@@ -159,7 +159,8 @@ type conn struct {
 	frames   *rate.Limiter
 	overRate bool
 	// serve answers request frames, each in its own goroutine (within
-	// slots) under ctx, which cancel ends when the connection finishes.
+	// slots) under ctx, which cancel ends when the connection starts to
+	// close.
 	serve  RequestFunc
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -540,9 +541,12 @@ type requestSlots struct {
 // request serves a request frame of size bytes in its own goroutine and
 // writes the response. Past the connection's bounds (requestSlots) or the
 // node's (Config.RequestBytes) the reader waits, so a client sending
-// faster than the relay answers is slowed, not buffered: what one
-// connection can make the relay hold is its frames being served plus the
-// one waiting.
+// faster than the relay answers is slowed, not buffered: besides its
+// frames being served, a connection holds the one frame it waits with. A
+// frame still waiting when the connection starts to close is not served
+// (its answer could not be sent, so a retry is safe); a frame's bytes are
+// released as soon as it is served, so a client slow to read answers
+// holds only its count slots.
 func (c *conn) request(f wire.Frame, size int64) {
 	if c.slots == nil { // only the goroutine reading the socket comes here
 		c.slots = &requestSlots{count: make(chan struct{}, wire.MaxRequestsInFlight), bytes: semaphore.NewWeighted(wire.MaxRequestBytesInFlight)}
@@ -562,24 +566,33 @@ func (c *conn) request(f wire.Frame, size int64) {
 		<-slots.count
 		return
 	}
+	release := func() {
+		c.s.requestBytes.Release(size)
+		slots.bytes.Release(size)
+	}
+	if c.ctx.Err() != nil { // Acquire may succeed with a context already done
+		release()
+		<-slots.count
+		return
+	}
 	c.s.conns.Add(1) // the connection's count is held, so this cannot race Wait
 	go func() {
 		defer c.s.conns.Done()
-		defer func() {
-			c.s.requestBytes.Release(size)
-			slots.bytes.Release(size)
-			<-slots.count
-		}()
+		defer func() { <-slots.count }()
+		var once sync.Once
+		defer once.Do(release)
 		defer func() {
 			// As net/http does for a request: one failing request must not
 			// take the node down.
 			if v := recover(); v != nil {
 				c.s.log.Error("request frame panicked", "panic", v, "stack", string(debug.Stack()))
+				once.Do(release)
 				c.write(wire.Frame{Type: wire.FrameResponse, ID: f.ID, Status: http.StatusInternalServerError,
 					Body: jsontext.Value(`{"error":{"code":"internal_error","message":"internal error"}}`)})
 			}
 		}()
 		resp := c.serve(c.ctx, accounts.Principal{Account: c.account, Device: c.device}, f)
+		once.Do(release)
 		resp.Type, resp.ID = wire.FrameResponse, f.ID
 		if !c.isClosing() {
 			c.write(resp)
@@ -726,6 +739,9 @@ func (c *conn) markClosing() bool {
 		return false
 	}
 	c.closing = true
+	// Requests still being served or waiting for room end: their answers
+	// would not be sent.
+	c.cancel()
 	if c.pinger != nil {
 		c.pinger.Stop()
 	}

@@ -118,8 +118,8 @@ type Config struct {
 	// RequestBytes bounds the request frames being served at once on this
 	// node, in bytes (each connection's are bounded by
 	// wire.MaxRequestBytesInFlight too); a connection whose frame does not
-	// fit reads no further frames until it does. At least
-	// wire.MaxClientFrame.
+	// fit reads no further frames until it does, holding that frame
+	// besides. Values below wire.MaxClientFrame are raised to it.
 	RequestBytes int64
 	// Metrics, if set, registers the relay's Prometheus figures
 	// (parley_relay_*).
