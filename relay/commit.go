@@ -165,7 +165,7 @@ func (c *committer) commit(batch []*commitRequest, acks []Ack) {
 	}
 	start := time.Now()
 	results, err := c.enqueueBatch(reqs, acks)
-	c.metrics.committed(time.Since(start), len(reqs), len(acks))
+	c.metrics.committed(time.Since(start), len(reqs), len(acks), err)
 	if err != nil {
 		// Not deleted: the envelopes will be delivered again and the
 		// devices de-duplicate them by id. Nothing is lost.
