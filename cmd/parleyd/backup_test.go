@@ -56,10 +56,7 @@ func TestBackupRestoreSQLite(t *testing.T) {
 func TestBackupRestorePostgres(t *testing.T) {
 	pgDump, pgRestore := pgTool(t, "pg_dump"), pgTool(t, "pg_restore")
 	src, dst := pgtest.Database(t), pgtest.Database(t)
-	secret := filepath.Join(t.TempDir(), "root.key")
-	if out, err := exec.Command(binary, "init-secret", secret).CombinedOutput(); err != nil {
-		t.Fatalf("init-secret: %v\n%s", err, out)
-	}
+	secret := rootSecretFile(t)
 	p := start(t, []string{testNumbers}, "--database-url", src, "--secret-file", secret)
 	alice, bob := registerDevice(t, p, "+15555550100"), registerDevice(t, p, "+15555550101")
 	sendText(p, alice, bob, "queued in postgres", "k-pg")

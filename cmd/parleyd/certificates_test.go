@@ -146,10 +146,7 @@ func TestSenderCertificates(t *testing.T) {
 func TestSenderCertificatesTwoReplicas(t *testing.T) {
 	dsn := pgtest.Database(t)
 	dir := t.TempDir()
-	secret := filepath.Join(dir, "root.key")
-	if out, err := exec.Command(binary, "init-secret", secret).CombinedOutput(); err != nil {
-		t.Fatalf("init-secret: %v\n%s", err, out)
-	}
+	secret := rootSecretFile(t)
 	rootKey, _, serverFile := certFiles(t, dir, "3")
 	root := parseRoot(t, rootKey)
 	args := []string{"--database-url", dsn, "--secret-file", secret, "--sender-certificate-file", serverFile}

@@ -246,6 +246,27 @@ func grep(s, sub string) string {
 	return strings.Join(out, "\n")
 }
 
+// rootSecretFile makes a root secret file with `parleyd init-secret`, as a
+// relay on PostgreSQL needs.
+func rootSecretFile(t *testing.T) string {
+	t.Helper()
+	secret := filepath.Join(t.TempDir(), "root.key")
+	if out, err := exec.Command(binary, "init-secret", secret).CombinedOutput(); err != nil {
+		t.Fatalf("init-secret: %v\n%s", err, out)
+	}
+	return secret
+}
+
+// storageArgs are the flags that put a relay on backend: "sqlite" (a
+// fresh data directory) or "postgres" (a fresh database and root secret).
+func storageArgs(t *testing.T, backend string) []string {
+	t.Helper()
+	if backend == "sqlite" {
+		return []string{"--data-dir", t.TempDir()}
+	}
+	return []string{"--database-url", pgtest.Database(t), "--secret-file", rootSecretFile(t)}
+}
+
 const testNumbers = "PARLEY_TEST_NUMBERS=+15555550100=123456,+15555550101=123456"
 
 func TestServeSQLite(t *testing.T) {

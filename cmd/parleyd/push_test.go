@@ -162,10 +162,7 @@ func TestPushWakesOfflineDevice(t *testing.T) {
 func TestPushOnceAcrossReplicas(t *testing.T) {
 	svc := newRecordingPushService(t)
 	dsn := pgtest.Database(t)
-	secret := filepath.Join(t.TempDir(), "root.key")
-	if out, err := exec.Command(binary, "init-secret", secret).CombinedOutput(); err != nil {
-		t.Fatalf("init-secret: %v\n%s", err, out)
-	}
+	secret := rootSecretFile(t)
 	args := append([]string{"--database-url", dsn, "--secret-file", secret}, pushArgs(t)...)
 	env := []string{testNumbers, "SSL_CERT_FILE=" + svc.caFile}
 	a := start(t, env, args...)

@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os/exec"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -145,10 +143,7 @@ func waitCond(t *testing.T, timeout time.Duration, what string, cond func() bool
 // once after de-duplication by server id.
 func TestTwoNodesAndACrash(t *testing.T) {
 	dsn := pgtest.Database(t)
-	secret := filepath.Join(t.TempDir(), "root.key")
-	if out, err := exec.Command(binary, "init-secret", secret).CombinedOutput(); err != nil {
-		t.Fatalf("init-secret: %v\n%s", err, out)
-	}
+	secret := rootSecretFile(t)
 	args := []string{"--database-url", dsn, "--secret-file", secret, "--send-burst", "100000", "--send-rate", "100000"}
 	a := start(t, []string{testNumbers}, args...)
 	b := start(t, []string{testNumbers}, args...)
@@ -267,10 +262,7 @@ func TestTwoNodesAndACrash(t *testing.T) {
 // unread, and several senders at once each keep their order on one node.
 func TestHandOffKeepsOrder(t *testing.T) {
 	dsn := pgtest.Database(t)
-	secret := filepath.Join(t.TempDir(), "root.key")
-	if out, err := exec.Command(binary, "init-secret", secret).CombinedOutput(); err != nil {
-		t.Fatalf("init-secret: %v\n%s", err, out)
-	}
+	secret := rootSecretFile(t)
 	args := []string{"--database-url", dsn, "--secret-file", secret, "--send-burst", "100000", "--send-rate", "100000"}
 	numbers := testNumbers + ",+15555550102=123456"
 	a := start(t, []string{numbers}, args...)
@@ -408,17 +400,7 @@ func TestGracefulShutdownLosesNothing(t *testing.T) {
 func TestKillAtFullLoad(t *testing.T) {
 	for _, backend := range []string{"sqlite", "postgres"} {
 		t.Run(backend, func(t *testing.T) {
-			var args []string
-			if backend == "sqlite" {
-				args = []string{"--data-dir", t.TempDir()}
-			} else {
-				secret := filepath.Join(t.TempDir(), "root.key")
-				if out, err := exec.Command(binary, "init-secret", secret).CombinedOutput(); err != nil {
-					t.Fatalf("init-secret: %v\n%s", err, out)
-				}
-				args = []string{"--database-url", pgtest.Database(t), "--secret-file", secret}
-			}
-			args = append(args, "--send-burst", "100000", "--send-rate", "100000")
+			args := append(storageArgs(t, backend), "--send-burst", "100000", "--send-rate", "100000")
 			p := start(t, []string{testNumbers}, args...)
 			alice := registerDevice(t, p, "+15555550100")
 			bob := registerDevice(t, p, "+15555550101")

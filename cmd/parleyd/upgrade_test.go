@@ -5,8 +5,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/parleyhq/parley/store/postgres/pgtest"
 )
 
 // previousRelease is the commit whose parleyd the upgrade test starts
@@ -54,17 +52,8 @@ func TestUpgradeFromPreviousRelease(t *testing.T) {
 	previous := buildPrevious(t)
 	for _, backend := range []string{"sqlite", "postgres"} {
 		t.Run(backend, func(t *testing.T) {
-			var args []string
+			args := storageArgs(t, backend)
 			env := []string{testNumbers}
-			if backend == "sqlite" {
-				args = []string{"--data-dir", t.TempDir()}
-			} else {
-				secret := filepath.Join(t.TempDir(), "root.key")
-				if out, err := exec.Command(binary, "init-secret", secret).CombinedOutput(); err != nil {
-					t.Fatalf("init-secret: %v\n%s", err, out)
-				}
-				args = []string{"--database-url", pgtest.Database(t), "--secret-file", secret}
-			}
 			old := startBinary(t, previous, env, args...)
 			alice, bob := registerDevice(t, old, "+15555550100"), registerDevice(t, old, "+15555550101")
 			texts := []string{"sent before the upgrade", "and another"}
