@@ -373,8 +373,7 @@ func (c *conn) setupRead() {
 		if !c.allowFrame() { // pongs, even unsolicited ones, are frames too
 			return nil
 		}
-		closing := c.isClosing()
-		if !closing {
+		if !c.isClosing() {
 			now := time.Now()
 			c.alive.Store(now.UnixNano())
 			_ = c.ws.SetReadDeadline(now.Add(wait))
@@ -471,7 +470,7 @@ func (c *conn) nextFrame(filled *bool) (frameKind, error) {
 			return 0, err
 		}
 	}
-	h, _ := c.br.Peek(min(c.br.Buffered(), 2))
+	h, _ := c.br.Peek(1) // buffered: does not wait
 	if op := h[0] & 0x0f; op != opPing && op != opPong {
 		return frameMessage, nil
 	}
@@ -520,8 +519,7 @@ func (c *conn) handle(typ int, data []byte) {
 		f.Verb == "" && f.Path == "" && f.Status == 0 && f.Headers == nil && f.Body == nil:
 		c.ack(f.IDs)
 	case f.Type == wire.FrameRequest && f.Envelope == nil && f.IDs == nil && f.ID > 0 && f.Verb != "" && f.Path != "" && f.Status == 0:
-		closing := c.isClosing()
-		if !closing { // its answer could not be sent: not served, so a retry is safe
+		if !c.isClosing() { // its answer could not be sent: not served, so a retry is safe
 			c.request(f, int64(len(data)))
 		}
 	default:
@@ -752,8 +750,7 @@ func (c *conn) markClosing() bool {
 // it closes (see poller).
 func (c *conn) finish() {
 	c.finished.Do(func() {
-		c.cancel()
-		c.markClosing()
+		c.markClosing() // ends c.ctx
 		if c.polled != nil {
 			c.polled.remove(c)
 		}
